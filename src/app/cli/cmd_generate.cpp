@@ -1,0 +1,10 @@
+#include "app/cli/command.h"
+
+namespace dsv3::cli {
+
+Command RegisterGenerate(CLI::App& root) {
+  CLI::App* app = root.add_subcommand("generate", "(not yet implemented)");
+  return {app, [] { return Status::Error("not implemented yet"); }};
+}
+
+}  // namespace dsv3::cli

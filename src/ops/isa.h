@@ -1,0 +1,19 @@
+// Instruction-set variants of the kernels. The build compiles every variant it can; the best one
+// the CPU supports is chosen at run time, and tests force each variant against the scalar twin.
+#pragma once
+
+#include <string_view>
+#include <vector>
+
+namespace dsv3::ops {
+
+enum class Isa { kScalar, kAvx2, kAvx512 };
+
+std::string_view IsaName(Isa isa);
+bool CpuSupports(Isa isa);
+// The best variant this CPU runs; DSV3_ISA=scalar|avx2|avx512 in the environment caps it.
+Isa BestIsa();
+// Every variant compiled into this build that the CPU can run (scalar first).
+std::vector<Isa> RunnableIsas();
+
+}  // namespace dsv3::ops

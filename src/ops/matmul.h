@@ -1,0 +1,39 @@
+// Matrix products against weights in their on-disk format (DESIGN.md §7.4): one dtype-tagged
+// entry point per operation; the ISA variant is chosen once per call, never per element.
+#pragma once
+
+#include <cstdint>
+
+#include "backend/thread_pool.h"
+#include "ops/isa.h"
+#include "util/dtype.h"
+
+namespace dsv3::ops {
+
+// A weight matrix W [rows = out_features, cols = in_features], row-major, used in place.
+// For kF8E4M3, scale is the dequantisation multiplier grid ("weight_scale_inv")
+// [ceil(rows / block_rows), ceil(cols / block_cols)]: W[i, j] = e4m3(q[i, j]) * scale[i/br, j/bc].
+struct WeightView {
+  DType dtype = DType::kF32;
+  int64_t rows = 0;
+  int64_t cols = 0;
+  const void* data = nullptr;
+  const float* scale = nullptr;
+  int64_t block_rows = 128;
+  int64_t block_cols = 128;
+};
+
+// Where kernels run: the thread pool to split work over and the instruction set to use.
+struct KernelContext {
+  ThreadPool* pool = nullptr;  // nullptr: run on the calling thread
+  Isa isa = Isa::kScalar;
+};
+
+// y[t, r] = sum_c x[t, c] * W[r, c]
+// x: [T, W.cols] f32, y: [T, W.rows] f32 (overwritten). Accumulates in f32.
+void MatMul(const KernelContext& ctx, const float* x, int64_t T, const WeightView& w, float* y);
+
+// out[c] = W[row, c] dequantised to f32 (embedding lookups, dequantised copies).
+void DequantizeRow(const WeightView& w, int64_t row, float* out);
+
+}  // namespace dsv3::ops
