@@ -1,0 +1,27 @@
+// Element-wise and reduction kernels on f32 activations. Each has a scalar reference twin in
+// ops/ (namespace dsv3::ops::scalar) and SIMD variants chosen by ctx.isa.
+#pragma once
+
+#include <cstdint>
+
+#include "ops/matmul.h"
+
+namespace dsv3::ops {
+
+// out[i] = w[i] * x[i] / sqrt(mean(x^2) + eps), one row of n values. out may alias x.
+// The statistic is accumulated in double (it costs nothing at these sizes and removes doubt).
+void RmsNorm(Isa isa, const float* x, const float* w, int64_t n, double eps, float* out);
+
+// sum_i a[i] * b[i]
+float Dot(Isa isa, const float* a, const float* b, int64_t n);
+
+// y[i] += alpha * x[i]
+void Axpy(Isa isa, float alpha, const float* x, int64_t n, float* y);
+
+// gate[i] = silu(gate[i]) * up[i]  (SwiGLU: silu(z) = z * sigmoid(z))
+void SiluMul(Isa isa, float* gate, const float* up, int64_t n);
+
+// In-place softmax of n values, max-subtracted; exp accumulated in f32.
+void Softmax(Isa isa, float* x, int64_t n);
+
+}  // namespace dsv3::ops
