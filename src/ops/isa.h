@@ -2,6 +2,7 @@
 // the CPU supports is chosen at run time, and tests force each variant against the scalar twin.
 #pragma once
 
+#include <optional>
 #include <string_view>
 #include <vector>
 
@@ -10,8 +11,11 @@ namespace dsv3::ops {
 enum class Isa { kScalar, kAvx2, kAvx512 };
 
 std::string_view IsaName(Isa isa);
+// "scalar" | "avx2" | "avx512" (the names IsaName gives); anything else gives nullopt.
+std::optional<Isa> IsaFromName(std::string_view name);
 bool CpuSupports(Isa isa);
-// The best variant this CPU runs; DSV3_ISA=scalar|avx2|avx512 in the environment caps it.
+// The best variant this CPU runs; DSV3_ISA=scalar|avx2|avx512 in the environment caps it (an
+// unknown value is ignored).
 Isa BestIsa();
 // Every variant compiled into this build that the CPU can run (scalar first).
 std::vector<Isa> RunnableIsas();

@@ -1,0 +1,181 @@
+// MatMul entry point (ISA dispatch + row split over the thread pool) and the scalar reference.
+#include "ops/matmul.h"
+
+#include <algorithm>
+#include <array>
+#include <cassert>
+#include <cstring>
+#include <limits>
+
+#include "ops/kernels_internal.h"
+
+namespace dsv3::ops {
+
+namespace {
+
+// e4m3fn decode table built at compile time from the spec's formula (§9.3), so the scalar path
+// does not call ldexp per weight. Immutable, hence not global mutable state.
+constexpr float Fp8E4M3Value(int bits) {
+  const int exponent = (bits >> 3) & 0xf;
+  const int mantissa = bits & 0x7;
+  if (exponent == 0xf && mantissa == 0x7) return std::numeric_limits<float>::quiet_NaN();
+  // Subnormal: m * 2^-9; normal: (8 + m) * 2^(e - 10). Both are exact in float.
+  float magnitude = exponent == 0 ? static_cast<float>(mantissa) : static_cast<float>(8 + mantissa);
+  int power = exponent == 0 ? -9 : exponent - 10;
+  for (; power < 0; ++power) magnitude *= 0.5f;
+  for (; power > 0; --power) magnitude *= 2.0f;
+  return (bits & 0x80) ? -magnitude : magnitude;
+}
+
+constexpr std::array<float, 256> MakeFp8Table() {
+  std::array<float, 256> table{};
+  for (int i = 0; i < 256; ++i) table[i] = Fp8E4M3Value(i);
+  return table;
+}
+
+constexpr std::array<float, 256> kFp8E4M3Table = MakeFp8Table();
+
+bool IsMatMulDType(DType dtype) {
+  return dtype == DType::kF32 || dtype == DType::kF16 || dtype == DType::kBF16 ||
+         dtype == DType::kF8E4M3;
+}
+
+// out[i] = W[row, col + i] for i < n, exact conversion to f32 without the FP8 block scale.
+void ConvertRowSegment(const WeightView& w, int64_t row, int64_t col, int64_t n, float* out) {
+  const int64_t offset = row * w.cols + col;
+  switch (w.dtype) {
+    case DType::kF32:
+      std::memcpy(out, static_cast<const float*>(w.data) + offset, n * sizeof(float));
+      break;
+    case DType::kF16: {
+      const uint16_t* src = static_cast<const uint16_t*>(w.data) + offset;
+      for (int64_t i = 0; i < n; ++i) out[i] = F16ToF32(src[i]);
+      break;
+    }
+    case DType::kBF16: {
+      const uint16_t* src = static_cast<const uint16_t*>(w.data) + offset;
+      for (int64_t i = 0; i < n; ++i) out[i] = Bf16ToF32(src[i]);
+      break;
+    }
+    case DType::kF8E4M3: {
+      const uint8_t* src = static_cast<const uint8_t*>(w.data) + offset;
+      for (int64_t i = 0; i < n; ++i) out[i] = kFp8E4M3Table[src[i]];
+      break;
+    }
+    default:
+      std::fill(out, out + n, std::numeric_limits<float>::quiet_NaN());
+      break;
+  }
+}
+
+using MatMulRowsFn = void (*)(const float*, int64_t, const WeightView&, int64_t, int64_t, float*);
+
+MatMulRowsFn SelectMatMul(Isa isa) {
+  switch (isa) {
+    case Isa::kScalar:
+      return scalar::MatMulRows;
+    case Isa::kAvx2:
+      return avx2::MatMulRows;
+    case Isa::kAvx512:
+      return avx512::MatMulRows;
+  }
+  return scalar::MatMulRows;
+}
+
+// Below this many multiply-adds the wake-up of the pool costs more than it saves.
+constexpr int64_t kMinParallelMacs = int64_t{1} << 16;
+// Thread chunks are multiples of 64 rows: a multiple of every kernel's row tile, and 64 floats of
+// y per token, so two threads never write the same cache line of y (for 64-byte aligned y and
+// rows a multiple of 16, which all real shapes are).
+constexpr int64_t kRowGrain = 64;
+
+}  // namespace
+
+namespace scalar {
+
+// The reference: every output is a plain left-to-right f32 sum over the columns; for FP8 it is a
+// left-to-right sum over column blocks of (left-to-right partial dot of the block) * block scale.
+// Weights are converted in short segments so T tokens share one conversion (tokens are tiled so
+// the per-token accumulators live on the stack).
+void MatMulRows(const float* x, int64_t T, const WeightView& w, int64_t row_begin, int64_t row_end,
+                float* y) {
+  constexpr int64_t kTileT = 8;
+  constexpr int64_t kSegment = 64;
+  const int64_t cols = w.cols;
+  const bool fp8 = w.dtype == DType::kF8E4M3;
+  const int64_t block_cols = fp8 ? w.block_cols : std::max<int64_t>(cols, 1);
+  const int64_t scale_cols = fp8 ? (cols + w.block_cols - 1) / w.block_cols : 0;
+  for (int64_t r = row_begin; r < row_end; ++r) {
+    const float* scale_row = fp8 ? w.scale + (r / w.block_rows) * scale_cols : nullptr;
+    for (int64_t t0 = 0; t0 < T; t0 += kTileT) {
+      const int64_t nt = std::min(kTileT, T - t0);
+      float acc[kTileT] = {};
+      for (int64_t b0 = 0; b0 < cols; b0 += block_cols) {
+        const int64_t b1 = std::min(cols, b0 + block_cols);
+        float part[kTileT] = {};
+        for (int64_t c0 = b0; c0 < b1; c0 += kSegment) {
+          const int64_t n = std::min(kSegment, b1 - c0);
+          float wseg[kSegment];
+          ConvertRowSegment(w, r, c0, n, wseg);
+          for (int64_t t = 0; t < nt; ++t) {
+            const float* xt = x + (t0 + t) * cols + c0;  // x[t0 + t, c0:c0 + n]
+            float p = part[t];
+            for (int64_t c = 0; c < n; ++c) p += xt[c] * wseg[c];
+            part[t] = p;
+          }
+        }
+        const float s = fp8 ? scale_row[b0 / block_cols] : 1.0f;
+        for (int64_t t = 0; t < nt; ++t) acc[t] += part[t] * s;
+      }
+      for (int64_t t = 0; t < nt; ++t) y[(t0 + t) * w.rows + r] = acc[t];  // y[t0 + t, r]
+    }
+  }
+}
+
+}  // namespace scalar
+
+void MatMul(const KernelContext& ctx, const float* x, int64_t T, const WeightView& w, float* y) {
+  if (T <= 0 || w.rows <= 0) return;
+  assert(IsMatMulDType(w.dtype) && "MatMul: weight dtype must be F32, F16, BF16 or F8_E4M3");
+  assert(CpuSupports(ctx.isa) && "MatMul: ctx.isa must be one of RunnableIsas()");
+  if (!IsMatMulDType(w.dtype)) {
+    // No error channel here: make misuse loud in the output instead of aborting.
+    std::fill(y, y + T * w.rows, std::numeric_limits<float>::quiet_NaN());
+    return;
+  }
+  if (w.cols == 0) {
+    std::fill(y, y + T * w.rows, 0.0f);
+    return;
+  }
+  const MatMulRowsFn kernel = SelectMatMul(ctx.isa);
+  const int64_t macs = T * w.rows * w.cols;
+  if (ctx.pool == nullptr || ctx.pool->num_threads() <= 1 || macs < kMinParallelMacs ||
+      w.rows <= kRowGrain) {
+    kernel(x, T, w, 0, w.rows, y);
+    return;
+  }
+  // One captured reference keeps the lambda inside std::function's small buffer (no allocation).
+  struct Args {
+    MatMulRowsFn kernel;
+    const float* x;
+    int64_t T;
+    const WeightView* w;
+    float* y;
+  } const args{kernel, x, T, &w, y};
+  ctx.pool->ParallelFor(
+      w.rows,
+      [&args](int64_t begin, int64_t end) {
+        args.kernel(args.x, args.T, *args.w, begin, end, args.y);
+      },
+      kRowGrain);
+}
+
+void DequantizeRow(const WeightView& w, int64_t row, float* out) {
+  ConvertRowSegment(w, row, 0, w.cols, out);
+  if (w.dtype != DType::kF8E4M3) return;
+  const int64_t scale_cols = (w.cols + w.block_cols - 1) / w.block_cols;
+  const float* scale_row = w.scale + (row / w.block_rows) * scale_cols;
+  for (int64_t c = 0; c < w.cols; ++c) out[c] *= scale_row[c / w.block_cols];
+}
+
+}  // namespace dsv3::ops

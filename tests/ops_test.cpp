@@ -1,0 +1,504 @@
+// Kernel tests: every ISA variant against its scalar twin, and the scalar twins against naive
+// double-precision arithmetic. Sizes are deliberately not multiples of the vector widths (8, 16)
+// or of the 128 FP8 block, so every tail and ragged-edge path runs.
+//
+// Tolerances come from the standard floating-point error bound (Higham, "Accuracy and Stability of
+// Numerical Algorithms", §3.1): a sum of products evaluated in any order, where every term passes
+// through at most m roundings, differs from the exact value by at most
+//   gamma_m * sum |terms|,   gamma_m = m*u / (1 - m*u),   u = 2^-24 (f32 unit roundoff).
+// For m*u <= 0.0099 (m <= 1.6e5, far above our sizes) gamma_m <= 1.01*m*u. Two f32 evaluations of
+// the same exact value therefore differ by at most 2*gamma_m*S <= 1.01*m*eps*S, eps = 2^-23.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "backend/thread_pool.h"
+#include "ops/isa.h"
+#include "ops/kernels_internal.h"
+#include "ops/matmul.h"
+#include "ops/vector_ops.h"
+#include "util/dtype.h"
+
+namespace dsv3::ops {
+namespace {
+
+constexpr double kUnitRoundoff = 0x1p-24;  // u: f32 round-to-nearest relative error
+constexpr double kEpsF32 = 0x1p-23;        // 2u: bound for the gap between two f32 evaluations
+
+// 1.01*m*u bounds gamma_m (see the file comment); m is the number of roundings a term sees.
+double GammaBound(double m) {
+  return 1.01 * m * kUnitRoundoff;
+}
+
+std::vector<float> RandomFloats(std::mt19937& rng, int64_t n, float lo = -1.0f, float hi = 1.0f) {
+  std::uniform_real_distribution<float> dist(lo, hi);
+  std::vector<float> v(static_cast<size_t>(n));
+  for (auto& f : v) f = dist(rng);
+  return v;
+}
+
+// A weight matrix in one of the MatMul dtypes, with the exact value of every element available in
+// double for the naive reference.
+struct TestWeight {
+  DType dtype = DType::kF32;
+  int64_t rows = 0, cols = 0, block_rows = 128, block_cols = 128;
+  std::vector<uint8_t> bytes;
+  std::vector<float> scale;  // [ceil(rows / block_rows), ceil(cols / block_cols)] for FP8
+
+  int64_t ScaleCols() const { return (cols + block_cols - 1) / block_cols; }
+
+  WeightView View() const {
+    WeightView v;
+    v.dtype = dtype;
+    v.rows = rows;
+    v.cols = cols;
+    v.data = bytes.data();
+    v.scale = dtype == DType::kF8E4M3 ? scale.data() : nullptr;
+    v.block_rows = block_rows;
+    v.block_cols = block_cols;
+    return v;
+  }
+
+  // W[r, c] exactly (e4m3 * f32 scale needs 4 + 24 significant bits: exact in double).
+  double At(int64_t r, int64_t c) const {
+    const int64_t i = r * cols + c;
+    uint16_t h;
+    switch (dtype) {
+      case DType::kF32: {
+        float f;
+        std::memcpy(&f, bytes.data() + 4 * i, 4);
+        return f;
+      }
+      case DType::kF16:
+        std::memcpy(&h, bytes.data() + 2 * i, 2);
+        return F16ToF32(h);
+      case DType::kBF16:
+        std::memcpy(&h, bytes.data() + 2 * i, 2);
+        return Bf16ToF32(h);
+      case DType::kF8E4M3:
+        return static_cast<double>(Fp8E4M3ToF32(bytes[i])) *
+               scale[(r / block_rows) * ScaleCols() + c / block_cols];
+      default:
+        return NAN;
+    }
+  }
+};
+
+TestWeight MakeWeight(std::mt19937& rng, DType dtype, int64_t rows, int64_t cols,
+                      int64_t block_rows = 128, int64_t block_cols = 128) {
+  TestWeight w;
+  w.dtype = dtype;
+  w.rows = rows;
+  w.cols = cols;
+  w.block_rows = block_rows;
+  w.block_cols = block_cols;
+  const int64_t n = rows * cols;
+  w.bytes.resize(static_cast<size_t>(n * static_cast<int64_t>(DTypeSize(dtype))));
+  const std::vector<float> values = RandomFloats(rng, n);
+  for (int64_t i = 0; i < n; ++i) {
+    if (dtype == DType::kF32) {
+      std::memcpy(w.bytes.data() + 4 * i, &values[i], 4);
+    } else if (dtype == DType::kF16 || dtype == DType::kBF16) {
+      const uint16_t h = dtype == DType::kF16 ? F32ToF16(values[i]) : F32ToBf16(values[i]);
+      std::memcpy(w.bytes.data() + 2 * i, &h, 2);
+    }
+  }
+  if (dtype == DType::kF8E4M3) {
+    // Every finite code (subnormals and ±448 included); the NaN codes 0x7F/0xFF never occur in
+    // checkpoints (quantisers saturate), and the SIMD decoders do not special-case them.
+    std::uniform_int_distribution<int> code(0, 253);
+    for (auto& b : w.bytes) {
+      const int c = code(rng);
+      b = static_cast<uint8_t>(c < 127 ? c : c + 1);  // skip 0x7F; 0xFF is out of range
+    }
+    const int64_t scale_rows = (rows + block_rows - 1) / block_rows;
+    // Realistic dequantisation multipliers (amax / 448) over a few binades.
+    std::uniform_real_distribution<float> mantissa(1.0f, 2.0f);
+    std::uniform_int_distribution<int> exponent(-14, -6);
+    w.scale.resize(static_cast<size_t>(scale_rows * w.ScaleCols()));
+    for (auto& s : w.scale) s = std::ldexp(mantissa(rng), exponent(rng));
+  }
+  return w;
+}
+
+// Exact y and the per-output sum of |terms| that scales the error bound. y, s: [T, rows]
+void NaiveMatMul(const std::vector<float>& x, int64_t T, const TestWeight& w,
+                 std::vector<double>* y, std::vector<double>* abs_sum) {
+  y->assign(static_cast<size_t>(T * w.rows), 0.0);
+  abs_sum->assign(static_cast<size_t>(T * w.rows), 0.0);
+  for (int64_t r = 0; r < w.rows; ++r) {
+    for (int64_t c = 0; c < w.cols; ++c) {
+      const double wrc = w.At(r, c);
+      for (int64_t t = 0; t < T; ++t) {
+        const double term = static_cast<double>(x[t * w.cols + c]) * wrc;
+        (*y)[t * w.rows + r] += term;
+        (*abs_sum)[t * w.rows + r] += std::fabs(term);
+      }
+    }
+  }
+}
+
+// Roundings one term of an f32 MatMul output can see, in any summation order: one for the product
+// (for FP8 possibly one more: dequantise then multiply, or scale the block's partial sum), at most
+// cols - 1 additions, and for FP8 one more addition when block partials are summed.
+double MatMulRoundings(int64_t cols) {
+  return static_cast<double>(cols) + 2.0;
+}
+
+const DType kMatMulDTypes[] = {DType::kF32, DType::kF16, DType::kBF16, DType::kF8E4M3};
+
+std::string CaseName(DType dtype, int64_t rows, int64_t cols, int64_t T) {
+  return std::string(DTypeName(dtype)) + " rows=" + std::to_string(rows) +
+         " cols=" + std::to_string(cols) + " T=" + std::to_string(T);
+}
+
+TEST(Isa, ScalarAlwaysRunnableAndFirst) {
+  const auto isas = RunnableIsas();
+  ASSERT_FALSE(isas.empty());
+  EXPECT_EQ(isas.front(), Isa::kScalar);
+  for (Isa isa : isas) EXPECT_TRUE(CpuSupports(isa));
+  EXPECT_EQ(BestIsa() == Isa::kScalar, isas.size() == 1 || std::getenv("DSV3_ISA") != nullptr);
+}
+
+TEST(Isa, NamesRoundTrip) {
+  for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512})
+    EXPECT_EQ(IsaFromName(IsaName(isa)), isa);
+  EXPECT_FALSE(IsaFromName("sse9").has_value());
+}
+
+TEST(Isa, EnvironmentCapsBestIsa) {
+  const char* saved = std::getenv("DSV3_ISA");
+  const std::string saved_value = saved ? saved : "";
+  ASSERT_EQ(setenv("DSV3_ISA", "scalar", 1), 0);
+  EXPECT_EQ(BestIsa(), Isa::kScalar);
+  ASSERT_EQ(setenv("DSV3_ISA", "avx2", 1), 0);
+  EXPECT_EQ(BestIsa(), CpuSupports(Isa::kAvx2) ? Isa::kAvx2 : Isa::kScalar);
+  ASSERT_EQ(unsetenv("DSV3_ISA"), 0);
+  EXPECT_EQ(BestIsa(), RunnableIsas().back());
+  if (saved) setenv("DSV3_ISA", saved_value.c_str(), 1);
+}
+
+TEST(DequantizeRow, Fp8TableMatchesSpecDecoder) {
+  // All 256 codes in one row, unit scale: DequantizeRow must reproduce the spec formula exactly.
+  TestWeight w;
+  w.dtype = DType::kF8E4M3;
+  w.rows = 1;
+  w.cols = 256;
+  for (int i = 0; i < 256; ++i) w.bytes.push_back(static_cast<uint8_t>(i));
+  w.scale = {1.0f, 1.0f};
+  std::vector<float> out(256);
+  DequantizeRow(w.View(), 0, out.data());
+  for (int i = 0; i < 256; ++i) {
+    const float expected = Fp8E4M3ToF32(static_cast<uint8_t>(i));
+    if (std::isnan(expected)) {
+      EXPECT_TRUE(std::isnan(out[i])) << i;
+    } else {
+      EXPECT_EQ(out[i], expected) << i;
+    }
+  }
+}
+
+TEST(DequantizeRow, AllDTypesExact) {
+  std::mt19937 rng(7);
+  for (DType dtype : kMatMulDTypes) {
+    const TestWeight w = MakeWeight(rng, dtype, 9, 259, 4, 100);  // ragged 3x3 scale grid
+    std::vector<float> out(static_cast<size_t>(w.cols));
+    for (int64_t r = 0; r < w.rows; ++r) {
+      DequantizeRow(w.View(), r, out.data());
+      for (int64_t c = 0; c < w.cols; ++c) {
+        // For FP8 the product e4m3 * scale is rounded once to f32.
+        EXPECT_EQ(out[c], static_cast<float>(w.At(r, c)))
+            << DTypeName(dtype) << " " << r << "," << c;
+      }
+    }
+  }
+}
+
+struct BlockShape {
+  int64_t rows, cols;
+};
+
+// FP8 block grids: the real 128x128, and ragged ones whose blocks straddle vector widths.
+const BlockShape kFp8Blocks[] = {{128, 128}, {3, 5}, {7, 16}, {64, 100}};
+
+// The scalar reference against exact arithmetic.
+TEST(MatMul, ScalarMatchesDoubleNaive) {
+  std::mt19937 rng(1);
+  for (DType dtype : kMatMulDTypes) {
+    for (const BlockShape block : kFp8Blocks) {
+      if (dtype != DType::kF8E4M3 && block.rows != 128) continue;
+      for (int64_t rows : {1, 7, 130}) {
+        for (int64_t cols : {1, 5, 129, 257, 1000}) {
+          for (int64_t T : {1, 3, 17}) {
+            const TestWeight w = MakeWeight(rng, dtype, rows, cols, block.rows, block.cols);
+            const std::vector<float> x = RandomFloats(rng, T * cols);
+            std::vector<double> exact, abs_sum;
+            NaiveMatMul(x, T, w, &exact, &abs_sum);
+            std::vector<float> y(static_cast<size_t>(T * rows), NAN);
+            MatMul(KernelContext{nullptr, Isa::kScalar}, x.data(), T, w.View(), y.data());
+            const double gamma = GammaBound(MatMulRoundings(cols));
+            for (size_t i = 0; i < y.size(); ++i)
+              ASSERT_LE(std::fabs(y[i] - exact[i]), gamma * abs_sum[i])
+                  << CaseName(dtype, rows, cols, T) << " block " << block.rows << "x" << block.cols
+                  << " i=" << i;
+          }
+        }
+      }
+    }
+  }
+}
+
+// Every ISA variant against the scalar twin.
+TEST(MatMul, EveryIsaMatchesScalar) {
+  std::mt19937 rng(2);
+  for (DType dtype : kMatMulDTypes) {
+    for (const BlockShape block : kFp8Blocks) {
+      if (dtype != DType::kF8E4M3 && block.rows != 128) continue;
+      for (int64_t rows : {1, 7, 130, 300}) {
+        for (int64_t cols : {1, 5, 129, 257, 1000}) {
+          for (int64_t T : {1, 2, 3, 4, 5, 13, 17, 40}) {
+            const TestWeight w = MakeWeight(rng, dtype, rows, cols, block.rows, block.cols);
+            const std::vector<float> x = RandomFloats(rng, T * cols);
+            std::vector<double> exact, abs_sum;
+            NaiveMatMul(x, T, w, &exact, &abs_sum);
+            std::vector<float> y_ref(static_cast<size_t>(T * rows));
+            MatMul(KernelContext{nullptr, Isa::kScalar}, x.data(), T, w.View(), y_ref.data());
+            // Both evaluations are within gamma of exact: twice the bound between them.
+            const double bound = 2.0 * GammaBound(MatMulRoundings(cols));
+            for (Isa isa : RunnableIsas()) {
+              std::vector<float> y(static_cast<size_t>(T * rows), NAN);
+              MatMul(KernelContext{nullptr, isa}, x.data(), T, w.View(), y.data());
+              for (size_t i = 0; i < y.size(); ++i)
+                ASSERT_LE(std::fabs(y[i] - y_ref[i]), bound * abs_sum[i])
+                    << IsaName(isa) << " " << CaseName(dtype, rows, cols, T) << " block "
+                    << block.rows << "x" << block.cols << " i=" << i;
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+void RunMatMulRows(Isa isa, const float* x, int64_t T, const WeightView& w, int64_t begin,
+                   int64_t end, float* y) {
+  switch (isa) {
+    case Isa::kScalar:
+      return scalar::MatMulRows(x, T, w, begin, end, y);
+    case Isa::kAvx2:
+      return avx2::MatMulRows(x, T, w, begin, end, y);
+    case Isa::kAvx512:
+      return avx512::MatMulRows(x, T, w, begin, end, y);
+  }
+}
+
+// A row range writes exactly its rows, and gives bitwise the values the full range gives (the
+// property that makes thread splits deterministic).
+TEST(MatMul, RowRangeWritesOnlyItsRowsAndMatchesFullRange) {
+  std::mt19937 rng(3);
+  for (DType dtype : kMatMulDTypes) {
+    const TestWeight w = MakeWeight(rng, dtype, 300, 257, 7, 16);
+    for (int64_t T : {1, 3, 17}) {
+      const std::vector<float> x = RandomFloats(rng, T * w.cols);
+      for (Isa isa : RunnableIsas()) {
+        std::vector<float> full(static_cast<size_t>(T * w.rows));
+        RunMatMulRows(isa, x.data(), T, w.View(), 0, w.rows, full.data());
+        const float sentinel = 12345.0f;
+        for (auto [begin, end] : {std::pair<int64_t, int64_t>{5, 133}, {64, 128}, {299, 300}}) {
+          std::vector<float> part(static_cast<size_t>(T * w.rows), sentinel);
+          RunMatMulRows(isa, x.data(), T, w.View(), begin, end, part.data());
+          for (int64_t t = 0; t < T; ++t) {
+            for (int64_t r = 0; r < w.rows; ++r) {
+              const float got = part[t * w.rows + r];
+              const float want = (r >= begin && r < end) ? full[t * w.rows + r] : sentinel;
+              ASSERT_EQ(std::memcmp(&got, &want, 4), 0)
+                  << IsaName(isa) << " " << CaseName(dtype, w.rows, w.cols, T) << " range ["
+                  << begin << "," << end << ") t=" << t << " r=" << r;
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+// The pool splits by output rows, so the thread count must not change a single bit.
+TEST(MatMul, ThreadCountDoesNotChangeResults) {
+  std::mt19937 rng(4);
+  ThreadPool one(1);
+  ThreadPool two(2);
+  for (DType dtype : kMatMulDTypes) {
+    const TestWeight w = MakeWeight(rng, dtype, 300, 1000, 128, 128);
+    for (int64_t T : {1, 3, 17}) {
+      const std::vector<float> x = RandomFloats(rng, T * w.cols);
+      for (Isa isa : RunnableIsas()) {
+        std::vector<float> y1(static_cast<size_t>(T * w.rows));
+        std::vector<float> y2(y1.size());
+        std::vector<float> y0(y1.size());
+        MatMul(KernelContext{&one, isa}, x.data(), T, w.View(), y1.data());
+        MatMul(KernelContext{&two, isa}, x.data(), T, w.View(), y2.data());
+        MatMul(KernelContext{nullptr, isa}, x.data(), T, w.View(), y0.data());
+        EXPECT_EQ(std::memcmp(y1.data(), y2.data(), y1.size() * 4), 0)
+            << IsaName(isa) << " " << CaseName(dtype, w.rows, w.cols, T);
+        EXPECT_EQ(std::memcmp(y0.data(), y2.data(), y1.size() * 4), 0)
+            << IsaName(isa) << " " << CaseName(dtype, w.rows, w.cols, T);
+      }
+    }
+  }
+}
+
+TEST(MatMul, ZeroColumnsGiveZeros) {
+  std::mt19937 rng(5);
+  const TestWeight w = MakeWeight(rng, DType::kBF16, 3, 0);
+  for (Isa isa : RunnableIsas()) {
+    std::vector<float> y(6, NAN);
+    MatMul(KernelContext{nullptr, isa}, nullptr, 2, w.View(), y.data());
+    for (float v : y) EXPECT_EQ(v, 0.0f) << IsaName(isa);
+  }
+}
+
+const int64_t kVectorSizes[] = {0, 1, 5, 7, 8, 15, 16, 17, 33, 100, 1000, 4099};
+
+TEST(VectorOps, DotMatchesScalarAndExact) {
+  std::mt19937 rng(10);
+  for (int64_t n : kVectorSizes) {
+    const auto a = RandomFloats(rng, n);
+    const auto b = RandomFloats(rng, n);
+    double exact = 0.0, abs_sum = 0.0;
+    for (int64_t i = 0; i < n; ++i) {
+      exact += static_cast<double>(a[i]) * b[i];
+      abs_sum += std::fabs(static_cast<double>(a[i]) * b[i]);
+    }
+    // n roundings per term at most: the product and n - 1 additions.
+    const double gamma = GammaBound(static_cast<double>(n));
+    const float ref = Dot(Isa::kScalar, a.data(), b.data(), n);
+    EXPECT_LE(std::fabs(ref - exact), gamma * abs_sum) << n;
+    for (Isa isa : RunnableIsas())
+      EXPECT_LE(std::fabs(Dot(isa, a.data(), b.data(), n) - ref), 2.0 * gamma * abs_sum)
+          << IsaName(isa) << " n=" << n;
+  }
+}
+
+TEST(VectorOps, AxpyMatchesScalar) {
+  std::mt19937 rng(11);
+  for (int64_t n : kVectorSizes) {
+    const auto x = RandomFloats(rng, n);
+    const auto y0 = RandomFloats(rng, n);
+    const float alpha = 0.75f;
+    std::vector<float> ref = y0;
+    Axpy(Isa::kScalar, alpha, x.data(), n, ref.data());
+    for (Isa isa : RunnableIsas()) {
+      std::vector<float> y = y0;
+      Axpy(isa, alpha, x.data(), n, y.data());
+      for (int64_t i = 0; i < n; ++i) {
+        // y + alpha*x with or without a fused multiply-add: at most 2 roundings each side.
+        const double scale = std::fabs(y0[i]) + std::fabs(static_cast<double>(alpha) * x[i]);
+        EXPECT_LE(std::fabs(y[i] - ref[i]), 2.0 * GammaBound(2) * scale)
+            << IsaName(isa) << " n=" << n << " i=" << i;
+      }
+    }
+  }
+}
+
+TEST(VectorOps, RmsNormMatchesScalarAndExact) {
+  std::mt19937 rng(12);
+  const double eps = 1e-6;
+  for (int64_t n : kVectorSizes) {
+    const auto x = RandomFloats(rng, n, -3.0f, 3.0f);
+    const auto w = RandomFloats(rng, n, 0.5f, 1.5f);
+    double sum_sq = 0.0;
+    for (float v : x) sum_sq += static_cast<double>(v) * v;
+    const double inv_rms = n ? 1.0 / std::sqrt(sum_sq / static_cast<double>(n) + eps) : 0.0;
+    std::vector<float> ref(static_cast<size_t>(n));
+    RmsNorm(Isa::kScalar, x.data(), w.data(), n, eps, ref.data());
+    for (int64_t i = 0; i < n; ++i) {
+      // inv_rms rounded to f32 once (its double evaluation is ~1e-16 exact), then two products:
+      // 3 roundings, plus slack for the double-precision part.
+      const double exact = w[i] * (x[i] * inv_rms);
+      EXPECT_LE(std::fabs(ref[i] - exact), GammaBound(4) * std::fabs(exact)) << n << " " << i;
+    }
+    for (Isa isa : RunnableIsas()) {
+      std::vector<float> out(static_cast<size_t>(n));
+      RmsNorm(isa, x.data(), w.data(), n, eps, out.data());
+      for (int64_t i = 0; i < n; ++i) {
+        const double exact = w[i] * (x[i] * inv_rms);
+        EXPECT_LE(std::fabs(out[i] - ref[i]), 2.0 * GammaBound(4) * std::fabs(exact))
+            << IsaName(isa) << " n=" << n << " i=" << i;
+      }
+      // In place (out aliases x).
+      std::vector<float> inplace = x;
+      RmsNorm(isa, inplace.data(), w.data(), n, eps, inplace.data());
+      EXPECT_EQ(std::memcmp(inplace.data(), out.data(), out.size() * 4), 0) << IsaName(isa);
+    }
+  }
+}
+
+TEST(VectorOps, SiluMulMatchesExact) {
+  std::mt19937 rng(13);
+  for (int64_t n : kVectorSizes) {
+    const auto gate0 = RandomFloats(rng, n, -20.0f, 20.0f);
+    const auto up = RandomFloats(rng, n, -2.0f, 2.0f);
+    std::vector<float> ref = gate0;
+    SiluMul(Isa::kScalar, ref.data(), up.data(), n);
+    for (int64_t i = 0; i < n; ++i) {
+      const double g = gate0[i];
+      const double exact = g / (1.0 + std::exp(-g)) * up[i];
+      // exp (glibc expf: < 1 ulp), 1 + e, the quotient and the product: 4 roundings, one more for
+      // the exp's own error; the exp error is damped by e/(1+e) <= 1 through the quotient.
+      EXPECT_LE(std::fabs(ref[i] - exact), GammaBound(6) * std::fabs(exact) + 1e-30)
+          << n << " " << i;
+    }
+    for (Isa isa : RunnableIsas()) {
+      std::vector<float> out = gate0;
+      SiluMul(isa, out.data(), up.data(), n);
+      for (int64_t i = 0; i < n; ++i) {
+        const double g = gate0[i];
+        const double exact = g / (1.0 + std::exp(-g)) * up[i];
+        EXPECT_LE(std::fabs(out[i] - ref[i]), 2.0 * GammaBound(6) * std::fabs(exact) + 1e-30)
+            << IsaName(isa) << " n=" << n << " i=" << i;
+      }
+    }
+  }
+}
+
+TEST(VectorOps, SoftmaxMatchesExact) {
+  std::mt19937 rng(14);
+  for (int64_t n : kVectorSizes) {
+    const auto x0 = RandomFloats(rng, n, -10.0f, 10.0f);
+    if (n == 0) continue;
+    const double max_value = *std::max_element(x0.begin(), x0.end());
+    double sum = 0.0;
+    for (float v : x0) sum += std::exp(v - max_value);
+    std::vector<float> ref = x0;
+    Softmax(Isa::kScalar, ref.data(), n);
+    for (int64_t i = 0; i < n; ++i) {
+      const double d = x0[i] - max_value;
+      const double exact = std::exp(d) / sum;
+      // The f32 difference x - max is off by up to u*|d|, which exp turns into a relative error
+      // u*|d|; exp itself, the quotient: 2 more roundings; the f32 sum of n terms: gamma_n.
+      const double rel = GammaBound(std::fabs(d) + 2.0 + static_cast<double>(n));
+      EXPECT_LE(std::fabs(ref[i] - exact), rel * exact) << n << " " << i;
+    }
+    for (Isa isa : RunnableIsas()) {
+      std::vector<float> out = x0;
+      Softmax(isa, out.data(), n);
+      for (int64_t i = 0; i < n; ++i) {
+        const double d = x0[i] - max_value;
+        const double exact = std::exp(d) / sum;
+        const double rel = GammaBound(std::fabs(d) + 2.0 + static_cast<double>(n));
+        EXPECT_LE(std::fabs(out[i] - ref[i]), 2.0 * rel * exact) << IsaName(isa) << " " << n;
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace dsv3::ops
