@@ -1,0 +1,132 @@
+// MatMul throughput by weight dtype, ISA, shape and token count, on a 2-thread pool (the machine
+// has 2 cores). GEMV (T = 1) reports weight bytes/s (decode is bandwidth-bound); T > 1 reports
+// FLOP/s (2 * T * rows * cols per call). The scalar kernel runs in the same binary as a baseline.
+//
+//   build-ops/bench/matmul_bench --benchmark_filter='BF16/avx512' --benchmark_min_time=0.5
+//
+// Arguments of every case: {dtype, isa, rows, cols, T, threads}.
+#include <benchmark/benchmark.h>
+
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "backend/thread_pool.h"
+#include "ops/isa.h"
+#include "ops/matmul.h"
+#include "util/dtype.h"
+
+namespace {
+
+using dsv3::DType;
+using dsv3::ops::Isa;
+
+constexpr DType kDTypes[] = {DType::kF32, DType::kF16, DType::kBF16, DType::kF8E4M3};
+
+// Random weights of the given dtype; FP8 avoids the NaN codes and gets a 128x128 scale grid.
+struct BenchWeight {
+  std::vector<uint8_t> bytes;
+  std::vector<float> scale;
+  dsv3::ops::WeightView view;
+
+  BenchWeight(DType dtype, int64_t rows, int64_t cols) {
+    std::mt19937 rng(42);
+    std::uniform_int_distribution<int> byte(0, 255);
+    bytes.resize(static_cast<size_t>(rows * cols) * dsv3::DTypeSize(dtype));
+    // Random bytes are valid finite values for every dtype after clearing exponent tops: keep it
+    // simple by drawing small floats and converting.
+    std::uniform_real_distribution<float> value(-1.0f, 1.0f);
+    const int64_t n = rows * cols;
+    for (int64_t i = 0; i < n; ++i) {
+      const float f = value(rng);
+      switch (dtype) {
+        case DType::kF32:
+          std::memcpy(bytes.data() + 4 * i, &f, 4);
+          break;
+        case DType::kF16: {
+          const uint16_t h = dsv3::F32ToF16(f);
+          std::memcpy(bytes.data() + 2 * i, &h, 2);
+          break;
+        }
+        case DType::kBF16: {
+          const uint16_t h = dsv3::F32ToBf16(f);
+          std::memcpy(bytes.data() + 2 * i, &h, 2);
+          break;
+        }
+        default:
+          bytes[i] = dsv3::F32ToFp8E4M3(f * 448.0f);
+          break;
+      }
+    }
+    if (dtype == DType::kF8E4M3)
+      scale.assign(static_cast<size_t>(((rows + 127) / 128) * ((cols + 127) / 128)), 1.0f / 448);
+    view.dtype = dtype;
+    view.rows = rows;
+    view.cols = cols;
+    view.data = bytes.data();
+    view.scale = scale.empty() ? nullptr : scale.data();
+  }
+};
+
+void BM_MatMul(benchmark::State& state) {
+  const DType dtype = kDTypes[state.range(0)];
+  const Isa isa = static_cast<Isa>(state.range(1));
+  const int64_t rows = state.range(2), cols = state.range(3), T = state.range(4);
+  const int threads = static_cast<int>(state.range(5));
+  state.SetLabel(std::string(dsv3::DTypeName(dtype)) + "/" + std::string(dsv3::ops::IsaName(isa)) +
+                 "/" + std::to_string(rows) + "x" + std::to_string(cols) +
+                 "/T=" + std::to_string(T) + "/threads=" + std::to_string(threads));
+  if (!dsv3::ops::CpuSupports(isa)) {
+    state.SkipWithError("ISA not supported by this CPU");
+    return;
+  }
+  const BenchWeight w(dtype, rows, cols);
+  std::vector<float> x(static_cast<size_t>(T * cols));
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<float> value(-1.0f, 1.0f);
+  for (auto& v : x) v = value(rng);
+  std::vector<float> y(static_cast<size_t>(T * rows));
+  dsv3::ThreadPool pool(threads);
+  const dsv3::ops::KernelContext ctx{&pool, isa};
+  for (auto _ : state) {
+    dsv3::ops::MatMul(ctx, x.data(), T, w.view, y.data());
+    benchmark::DoNotOptimize(y.data());
+    benchmark::ClobberMemory();
+  }
+  if (T == 1) {
+    state.counters["bytes/s"] = benchmark::Counter(static_cast<double>(w.bytes.size()),
+                                                   benchmark::Counter::kIsIterationInvariantRate,
+                                                   benchmark::Counter::kIs1000);
+  }
+  state.counters["FLOP/s"] = benchmark::Counter(2.0 * static_cast<double>(T * rows * cols),
+                                                benchmark::Counter::kIsIterationInvariantRate,
+                                                benchmark::Counter::kIs1000);
+}
+
+void MatMulArgs(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"dtype", "isa", "rows", "cols", "T", "threads"});
+  const int64_t kAvx2 = static_cast<int64_t>(Isa::kAvx2);
+  const int64_t kAvx512 = static_cast<int64_t>(Isa::kAvx512);
+  const int64_t kScalar = static_cast<int64_t>(Isa::kScalar);
+  for (int64_t d = 0; d < 4; ++d) {
+    for (int64_t isa : {kAvx2, kAvx512}) {
+      // Attention/dense-sized and expert-sized weights (L3-resident: up to 16 MB).
+      for (auto [rows, cols] : {std::pair<int64_t, int64_t>{2048, 2048}, {512, 2048}}) {
+        for (int64_t T : {1, 4, 16, 64, 512}) b->Args({d, isa, rows, cols, T, 2});
+      }
+      // GEMV over weights far larger than the L3, so the number is DRAM bandwidth.
+      b->Args({d, isa, 12288, 7168, 1, 2});
+    }
+  }
+  // Scalar baseline.
+  for (int64_t d : {2, 3}) {
+    b->Args({d, kScalar, 2048, 2048, 1, 2});
+    b->Args({d, kScalar, 2048, 2048, 64, 2});
+  }
+}
+
+BENCHMARK(BM_MatMul)->Apply(MatMulArgs)->Unit(benchmark::kMicrosecond)->UseRealTime();
+
+}  // namespace
