@@ -85,21 +85,21 @@ uint16_t F32ToF16(float f) {
 uint8_t F32ToFp8E4M3(float f) {
   if (std::isnan(f)) return 0x7f;
   const uint8_t sign = std::signbit(f) ? 0x80 : 0x00;
-  float a = std::fabs(f);
+  const float a = std::fabs(f);
   if (a >= 448.0f) return sign | 0x7e;
-  // Find the nearest representable value by scanning the 127 non-negative codes (monotone in code).
-  // Exact and simple; quantisation is never on a hot path.
-  uint8_t best = 0;
-  float best_err = INFINITY;
-  for (uint8_t code = 0; code <= 0x7e; ++code) {
-    const float err = std::fabs(Fp8E4M3ToF32(code) - a);
-    // Ties go to the even code (mantissa LSB 0), matching round-to-nearest-even.
-    if (err < best_err || (err == best_err && (code & 1) == 0)) {
-      best = code;
-      best_err = err;
-    }
+  // Subnormals (below the smallest normal 2^-6) are multiples of 2^-9; code = multiple. Rounding
+  // up to 8 lands exactly on the code of 2^-6, so no special case is needed.
+  if (a < 0.015625f) return sign | static_cast<uint8_t>(std::nearbyint(a * 512.0f));
+  int exponent;
+  const float frac = std::frexp(a, &exponent);  // a = frac * 2^exponent, frac in [0.5, 1)
+  int mantissa = static_cast<int>(std::nearbyint((frac * 2.0f - 1.0f) * 8.0f));  // ties to even
+  int e = exponent - 1 + 7;
+  if (mantissa == 8) {
+    mantissa = 0;
+    ++e;
   }
-  return sign | best;
+  if (e > 15 || (e == 15 && mantissa == 7)) return sign | 0x7e;  // 0x7f is NaN: saturate
+  return sign | static_cast<uint8_t>((e << 3) | mantissa);
 }
 
 }  // namespace dsv3

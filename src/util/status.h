@@ -42,7 +42,7 @@ Status Err(fmt::format_string<Args...> format, Args&&... args) {
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : value_(std::move(value)) {}  // NOLINT(google-explicit-constructor)
+  Result(T value) : value_(std::move(value)) {}         // NOLINT(google-explicit-constructor)
   Result(Status status) : status_(std::move(status)) {  // NOLINT(google-explicit-constructor)
     assert(!status_.ok() && "Result constructed from an ok Status without a value");
     if (status_.ok()) status_ = Status::Error("internal error: empty result");
@@ -66,9 +66,9 @@ class [[nodiscard]] Result {
 }  // namespace dsv3
 
 // Propagates a failed Status: DSV3_RETURN_IF_ERROR(ReadHeader(file));
-#define DSV3_RETURN_IF_ERROR(expr)            \
-  do {                                        \
-    ::dsv3::Status dsv3_status_ = (expr);     \
+#define DSV3_RETURN_IF_ERROR(expr)               \
+  do {                                           \
+    ::dsv3::Status dsv3_status_ = (expr);        \
     if (!dsv3_status_.ok()) return dsv3_status_; \
   } while (0)
 

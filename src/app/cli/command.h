@@ -24,5 +24,7 @@ Command RegisterInit(CLI::App& root);
 Command RegisterLogits(CLI::App& root);
 Command RegisterGenerate(CLI::App& root);
 Command RegisterBench(CLI::App& root);
+Command RegisterTokenize(CLI::App& root);
+Command RegisterDetokenize(CLI::App& root);
 
 }  // namespace dsv3::cli

@@ -1,0 +1,65 @@
+#include "app/cli/args.h"
+
+#include <charconv>
+
+#include "app/cli/command.h"
+
+namespace dsv3::cli {
+
+Result<std::vector<int32_t>> ParseTokenList(const std::string& text) {
+  std::vector<int32_t> ids;
+  size_t i = 0;
+  while (i < text.size()) {
+    if (text[i] == ',' || text[i] == ' ' || text[i] == '\t' || text[i] == '\n') {
+      ++i;
+      continue;
+    }
+    size_t end = i;
+    while (end < text.size() && text[end] != ',' && text[end] != ' ' && text[end] != '\t' &&
+           text[end] != '\n')
+      ++end;
+    const std::string item = text.substr(i, end - i);
+    int64_t value = 0;
+    auto [ptr, ec] = std::from_chars(item.data(), item.data() + item.size(), value);
+    if (ec != std::errc() || ptr != item.data() + item.size() || value < 0 || value > INT32_MAX)
+      return Err("--tokens: '{}' is not a token id", item);
+    ids.push_back(static_cast<int32_t>(value));
+    i = end;
+  }
+  return ids;
+}
+
+Result<DType> ParseWeightDType(const std::string& name) {
+  if (name == "f32") return DType::kF32;
+  if (name == "bf16") return DType::kBF16;
+  if (name == "fp8") return DType::kF8E4M3;
+  return Err("--dtype: '{}' is not one of f32, bf16, fp8", name);
+}
+
+Result<io::LoadMode> ParseLoadMode(const std::string& name) {
+  if (name == "mmap") return io::LoadMode::kMmap;
+  if (name == "read") return io::LoadMode::kRead;
+  return Err("--load: '{}' is not one of mmap, read", name);
+}
+
+void AddRunOptions(CLI::App* app, RunOptions* options) {
+  options->model_dir = DefaultModelDir();
+  app->add_option("-m,--model", options->model_dir, "model directory (Hugging Face layout)");
+  app->add_option("-t,--threads", options->threads, "threads (default: all cores)");
+  app->add_option("--load", options->load, "how weights get into memory: read | mmap");
+  app->add_option("--experts-per-token", options->experts_per_token,
+                  "routed experts per token (default: the config's num_experts_per_tok)");
+}
+
+Result<Runtime> LoadRuntime(const RunOptions& options) {
+  if (options.threads < 0) return Err("--threads must be >= 0");
+  DSV3_ASSIGN_OR_RETURN(io::LoadMode mode, ParseLoadMode(options.load));
+  Runtime rt;
+  DSV3_ASSIGN_OR_RETURN(rt.model, Model::Load(options.model_dir, LoadOptions{mode}));
+  rt.pool = std::make_unique<ThreadPool>(options.threads);
+  rt.ctx.pool = rt.pool.get();
+  rt.ctx.isa = ops::BestIsa();
+  return rt;
+}
+
+}  // namespace dsv3::cli

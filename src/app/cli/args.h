@@ -1,0 +1,47 @@
+// Option parsing shared by the subcommands.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+#include "backend/thread_pool.h"
+#include "model/transformer.h"
+#include "ops/matmul.h"
+#include "util/dtype.h"
+#include "util/status.h"
+
+namespace dsv3::cli {
+
+// "1,2,3" (commas and/or spaces) -> ids. Errors name the offending entry.
+Result<std::vector<int32_t>> ParseTokenList(const std::string& text);
+
+// f32 | bf16 | fp8
+Result<DType> ParseWeightDType(const std::string& name);
+
+// mmap | read
+Result<io::LoadMode> ParseLoadMode(const std::string& name);
+
+// The options every model-running command has.
+struct RunOptions {
+  std::string model_dir;
+  int threads = 0;  // 0: all cores
+  std::string load = "read";
+  int64_t experts_per_token = 0;
+};
+
+void AddRunOptions(CLI::App* app, RunOptions* options);
+
+// A loaded model with the thread pool and kernel choice to run it.
+struct Runtime {
+  std::unique_ptr<Model> model;
+  std::unique_ptr<ThreadPool> pool;
+  ops::KernelContext ctx;
+};
+
+Result<Runtime> LoadRuntime(const RunOptions& options);
+
+}  // namespace dsv3::cli

@@ -1,0 +1,25 @@
+// DeepSeekMoE layer (spec §6): route each token to k experts, run every expert once over all the
+// tokens routed to it (its weights are read once per batch), add the shared expert.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "model/config.h"
+#include "model/mlp.h"
+#include "model/scratch.h"
+#include "model/weights.h"
+
+namespace dsv3 {
+
+struct MoeScratch {
+  ScratchBuffer gate_logits, routing_weights, gathered, expert_out;
+  std::vector<int32_t> routing_experts, token_order, expert_offsets, expert_cursor;
+  MlpScratch mlp;
+};
+
+// x: [T, H] (normalised) -> out: [T, H] (overwritten). k = routed experts per token.
+void MoeForward(const ModelConfig& config, const MoeWeights& w, const ops::KernelContext& ctx,
+                const float* x, int64_t T, int64_t k, MoeScratch& scratch, float* out);
+
+}  // namespace dsv3

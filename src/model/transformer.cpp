@@ -1,0 +1,151 @@
+#include "model/transformer.h"
+
+#include <cstring>
+
+#include "model/router.h"
+#include "ops/vector_ops.h"
+
+namespace dsv3 {
+
+Result<std::unique_ptr<Model>> Model::Load(const std::string& dir, const LoadOptions& options) {
+  auto model = std::unique_ptr<Model>(new Model());
+  model->dir_ = dir;
+  DSV3_ASSIGN_OR_RETURN(model->config_, LoadModelConfig(dir));
+  DSV3_ASSIGN_OR_RETURN(model->checkpoint_, io::Checkpoint::Open(dir, options.load_mode));
+  DSV3_ASSIGN_OR_RETURN(model->weights_, BindWeights(model->config_, *model->checkpoint_));
+  model->rope_ = MakeRopeParams(model->config_);
+  return model;
+}
+
+InferenceState::InferenceState(const Model& model, int64_t capacity)
+    : cache_(model.config(), model.config().num_hidden_layers, capacity),
+      mtp_cache_(model.config(), static_cast<int64_t>(model.weights().mtp.size()), capacity) {}
+
+Status CheckForwardInput(const Model& model, const InferenceState& state,
+                         std::span<const int32_t> tokens, const ForwardOptions& options) {
+  const ModelConfig& c = model.config();
+  if (tokens.empty()) return Status::Error("empty input: at least one token is needed");
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    if (tokens[i] < 0 || tokens[i] >= c.vocab_size)
+      return Err("token id {} at position {} is outside the vocabulary [0, {})", tokens[i], i,
+                 c.vocab_size);
+  }
+  const int64_t end = state.length() + static_cast<int64_t>(tokens.size());
+  if (end > state.capacity())
+    return Err("sequence of {} tokens exceeds the context capacity {}", end, state.capacity());
+  if (options.experts_per_token != 0 && c.n_routed_experts > 0) {
+    const int64_t max_k = MaxSelectableExperts(c);
+    if (options.experts_per_token < 1 || options.experts_per_token > max_k)
+      return Err("experts per token must be in [1, {}] for this model, got {}", max_k,
+                 options.experts_per_token);
+  }
+  return Status::Ok();
+}
+
+namespace {
+
+// One decoder layer (spec §2) on the residual stream x [T, H], in place.
+void DecoderLayer(const Model& model, const LayerWeights& lw, const ops::KernelContext& ctx,
+                  float* x, int64_t T, int64_t start_pos, const float* rope_table,
+                  const ForwardOptions& options, LayerKvCache& cache, float* normed, float* branch,
+                  MlaScratch& mla, MoeScratch& moe, MlpScratch& mlp) {
+  const ModelConfig& c = model.config();
+  const int64_t H = c.hidden_size;
+  for (int64_t t = 0; t < T; ++t)
+    ops::RmsNorm(ctx.isa, x + t * H, lw.input_layernorm.data(), H, c.rms_norm_eps, normed + t * H);
+  MlaForward(c, model.rope(), lw.attn, ctx, normed, T, start_pos, rope_table, options.attention,
+             cache, mla, branch);
+  ops::Axpy(ctx.isa, 1.0f, branch, T * H, x);
+  for (int64_t t = 0; t < T; ++t)
+    ops::RmsNorm(ctx.isa, x + t * H, lw.post_attention_layernorm.data(), H, c.rms_norm_eps,
+                 normed + t * H);
+  if (lw.is_moe) {
+    const int64_t k =
+        options.experts_per_token > 0 ? options.experts_per_token : c.num_experts_per_tok;
+    MoeForward(c, lw.moe, ctx, normed, T, k, moe, branch);
+  } else {
+    MlpForward(lw.mlp, ctx, normed, T, mlp, branch);
+  }
+  ops::Axpy(ctx.isa, 1.0f, branch, T * H, x);
+}
+
+}  // namespace
+
+Status Forward(const Model& model, const ops::KernelContext& ctx, InferenceState& state,
+               std::span<const int32_t> tokens, const ForwardOptions& options, float* logits) {
+  DSV3_RETURN_IF_ERROR(CheckForwardInput(model, state, tokens, options));
+  const ModelConfig& c = model.config();
+  const ModelWeights& w = model.weights();
+  const int64_t T = static_cast<int64_t>(tokens.size()), H = c.hidden_size;
+  const int64_t start_pos = state.cache_.length();
+
+  // x: [T, H] residual stream, starting from the embedding rows (no scaling).
+  float* x = state.residual_.Get(T * H);
+  for (int64_t t = 0; t < T; ++t) ops::DequantizeRow(w.embed_tokens, tokens[t], x + t * H);
+  RopeTable(model.rope(), start_pos, T, &state.rope_table_);
+  float* normed = state.normed_.Get(T * H);
+  float* branch = state.branch_.Get(T * H);
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
+    DecoderLayer(model, w.layers[i], ctx, x, T, start_pos, state.rope_table_.data(), options,
+                 state.cache_.layer(i), normed, branch, state.mla_, state.moe_, state.mlp_);
+  }
+  state.cache_.set_length(start_pos + T);
+
+  // hidden: [T, H] after the final norm; logits: [T or 1, vocab]
+  float* hidden = state.hidden_.Get(T * H);
+  for (int64_t t = 0; t < T; ++t)
+    ops::RmsNorm(ctx.isa, x + t * H, w.norm.data(), H, c.rms_norm_eps, hidden + t * H);
+  state.final_hidden_ = hidden;
+  if (options.last_logits_only) {
+    ops::MatMul(ctx, hidden + (T - 1) * H, 1, w.lm_head, logits);
+  } else {
+    ops::MatMul(ctx, hidden, T, w.lm_head, logits);
+  }
+  return Status::Ok();
+}
+
+Status ForwardMtp(const Model& model, const ops::KernelContext& ctx, InferenceState& state,
+                  std::span<const int32_t> next_tokens, const float* hidden,
+                  int64_t experts_per_token, float* logits) {
+  if (!model.has_mtp()) return Status::Error("this checkpoint has no MTP layer");
+  ForwardOptions options;
+  options.experts_per_token = experts_per_token;
+  KvCache& cache = state.mtp_cache_;
+  if (next_tokens.empty()) return Status::Error("MTP needs at least one token");
+  for (size_t i = 0; i < next_tokens.size(); ++i) {
+    if (next_tokens[i] < 0 || next_tokens[i] >= model.config().vocab_size)
+      return Err("token id {} at position {} is outside the vocabulary", next_tokens[i], i);
+  }
+  const int64_t T = static_cast<int64_t>(next_tokens.size());
+  if (cache.length() + T > cache.capacity())
+    return Err("MTP sequence exceeds the context capacity {}", cache.capacity());
+  const ModelConfig& c = model.config();
+  const MtpWeights& m = model.weights().mtp[0];
+  const int64_t H = c.hidden_size, start_pos = cache.length();
+
+  // concat: [T, 2H] = [RMSNorm(emb(t_{i+1}), enorm) ; RMSNorm(h_i, hnorm)]  (order: emb first)
+  float* concat = state.branch_.Get(T * 2 * H);
+  float* emb = state.normed_.Get(T * H);
+  for (int64_t t = 0; t < T; ++t) {
+    ops::DequantizeRow(m.embed_tokens, next_tokens[t], emb + t * H);
+    ops::RmsNorm(ctx.isa, emb + t * H, m.enorm.data(), H, c.rms_norm_eps, concat + t * 2 * H);
+    ops::RmsNorm(ctx.isa, hidden + t * H, m.hnorm.data(), H, c.rms_norm_eps,
+                 concat + t * 2 * H + H);
+  }
+  // x: [T, H] = eh_proj(concat). Kept apart from the main model's residual buffer so that
+  // `hidden` (which may point at the main model's final hidden states) stays valid.
+  std::vector<float> x(static_cast<size_t>(T * H));
+  ops::MatMul(ctx, concat, T, m.eh_proj, x.data());
+  RopeTable(model.rope(), start_pos, T, &state.rope_table_);
+  std::vector<float> normed(static_cast<size_t>(T * H)), branch(static_cast<size_t>(T * H));
+  DecoderLayer(model, m.layer, ctx, x.data(), T, start_pos, state.rope_table_.data(), options,
+               cache.layer(0), normed.data(), branch.data(), state.mla_, state.moe_, state.mlp_);
+  cache.set_length(start_pos + T);
+  for (int64_t t = 0; t < T; ++t)
+    ops::RmsNorm(ctx.isa, x.data() + t * H, m.shared_head_norm.data(), H, c.rms_norm_eps,
+                 normed.data() + t * H);
+  ops::MatMul(ctx, normed.data(), T, m.shared_head_head, logits);
+  return Status::Ok();
+}
+
+}  // namespace dsv3

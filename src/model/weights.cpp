@@ -1,0 +1,212 @@
+#include "model/weights.h"
+
+#include <cmath>
+
+#include <fmt/ranges.h>
+
+namespace dsv3 {
+
+namespace {
+
+// Looks tensors up by name and checks them against the shapes the config implies.
+class Binder {
+ public:
+  Binder(const ModelConfig& config, const io::Checkpoint& checkpoint)
+      : config_(config), checkpoint_(checkpoint) {}
+
+  Result<const io::TensorInfo*> Find(const std::string& name) const {
+    const io::TensorInfo* t = checkpoint_.Find(name);
+    if (t == nullptr) return Err("{}: tensor '{}' is missing", checkpoint_.dir(), name);
+    return t;
+  }
+
+  Status CheckShape(const io::TensorInfo& t, const std::vector<int64_t>& shape) const {
+    if (t.shape != shape)
+      return Err("{}: tensor '{}' has shape {} but the config implies [{}]", t.file, t.name,
+                 t.ShapeString(), fmt::join(shape, ", "));
+    return Status::Ok();
+  }
+
+  // A matrix [rows, cols] used in place. FP8 needs its "<name>_scale_inv" block grid.
+  Result<WeightView> Matrix(const std::string& name, int64_t rows, int64_t cols) const {
+    DSV3_ASSIGN_OR_RETURN(const io::TensorInfo* t, Find(name));
+    DSV3_RETURN_IF_ERROR(CheckShape(*t, {rows, cols}));
+    WeightView w;
+    w.dtype = t->dtype;
+    w.rows = rows;
+    w.cols = cols;
+    w.data = t->data;
+    switch (t->dtype) {
+      case DType::kF32:
+      case DType::kF16:
+      case DType::kBF16:
+        return w;
+      case DType::kF8E4M3:
+        break;
+      default:
+        return Err("{}: tensor '{}' has dtype {}, which is not supported for weights", t->file,
+                   name, DTypeName(t->dtype));
+    }
+    const std::string scale_name = name + "_scale_inv";
+    const io::TensorInfo* s = checkpoint_.Find(scale_name);
+    if (s == nullptr)
+      return Err("{}: FP8 tensor '{}' has no block scales '{}'", t->file, name, scale_name);
+    int64_t br = 128, bc = 128;
+    if (config_.quantization_config) {
+      br = config_.quantization_config->weight_block_size[0];
+      bc = config_.quantization_config->weight_block_size[1];
+    }
+    const std::vector<int64_t> grid = {(rows + br - 1) / br, (cols + bc - 1) / bc};
+    if (s->dtype != DType::kF32)
+      return Err("{}: scale tensor '{}' must be F32, got {}", s->file, scale_name,
+                 DTypeName(s->dtype));
+    if (s->shape != grid)
+      return Err("{}: scale tensor '{}' has shape {} but {} with {}x{} blocks needs [{}, {}]",
+                 s->file, scale_name, s->ShapeString(), t->ShapeString(), br, bc, grid[0], grid[1]);
+    const float* scale = reinterpret_cast<const float*>(s->data);
+    for (int64_t i = 0; i < grid[0] * grid[1]; ++i) {
+      if (!std::isfinite(scale[i]) || scale[i] < 0)
+        return Err("{}: scale tensor '{}' holds an invalid value {} at block {}", s->file,
+                   scale_name, scale[i], i);
+    }
+    w.scale = scale;
+    w.block_rows = br;
+    w.block_cols = bc;
+    return w;
+  }
+
+  // A vector converted to f32.
+  Result<std::vector<float>> Vector(const std::string& name, int64_t n) const {
+    DSV3_ASSIGN_OR_RETURN(const io::TensorInfo* t, Find(name));
+    DSV3_RETURN_IF_ERROR(CheckShape(*t, {n}));
+    if (t->dtype != DType::kF32 && t->dtype != DType::kF16 && t->dtype != DType::kBF16)
+      return Err("{}: tensor '{}' has dtype {}; vectors must be F32, F16 or BF16", t->file, name,
+                 DTypeName(t->dtype));
+    WeightView view{t->dtype, 1, n, t->data};
+    std::vector<float> out(static_cast<size_t>(n));
+    ops::DequantizeRow(view, 0, out.data());
+    return out;
+  }
+
+  Result<MlpWeights> Mlp(const std::string& prefix, int64_t width) const {
+    const int64_t H = config_.hidden_size;
+    MlpWeights m;
+    m.intermediate = width;
+    DSV3_ASSIGN_OR_RETURN(m.gate_proj, Matrix(prefix + ".gate_proj.weight", width, H));
+    DSV3_ASSIGN_OR_RETURN(m.up_proj, Matrix(prefix + ".up_proj.weight", width, H));
+    DSV3_ASSIGN_OR_RETURN(m.down_proj, Matrix(prefix + ".down_proj.weight", H, width));
+    return m;
+  }
+
+  Result<AttentionWeights> Attention(const std::string& prefix) const {
+    const ModelConfig& c = config_;
+    const int64_t H = c.hidden_size, nh = c.num_attention_heads, r = c.kv_lora_rank;
+    const int64_t q_out = nh * c.qk_head_dim();
+    AttentionWeights a;
+    if (c.has_q_lora()) {
+      DSV3_ASSIGN_OR_RETURN(a.q_a_proj, Matrix(prefix + ".q_a_proj.weight", c.q_lora_rank, H));
+      DSV3_ASSIGN_OR_RETURN(a.q_a_layernorm,
+                            Vector(prefix + ".q_a_layernorm.weight", c.q_lora_rank));
+      DSV3_ASSIGN_OR_RETURN(a.q_b_proj, Matrix(prefix + ".q_b_proj.weight", q_out, c.q_lora_rank));
+    } else {
+      DSV3_ASSIGN_OR_RETURN(a.q_proj, Matrix(prefix + ".q_proj.weight", q_out, H));
+    }
+    DSV3_ASSIGN_OR_RETURN(a.kv_a_proj_with_mqa,
+                          Matrix(prefix + ".kv_a_proj_with_mqa.weight", r + c.qk_rope_head_dim, H));
+    DSV3_ASSIGN_OR_RETURN(a.kv_a_layernorm, Vector(prefix + ".kv_a_layernorm.weight", r));
+    const int64_t kv_b_rows = nh * (c.qk_nope_head_dim + c.v_head_dim);
+    DSV3_ASSIGN_OR_RETURN(WeightView kv_b, Matrix(prefix + ".kv_b_proj.weight", kv_b_rows, r));
+    a.kv_b_proj.resize(static_cast<size_t>(kv_b_rows * r));
+    for (int64_t row = 0; row < kv_b_rows; ++row)
+      ops::DequantizeRow(kv_b, row, a.kv_b_proj.data() + row * r);
+    DSV3_ASSIGN_OR_RETURN(a.o_proj, Matrix(prefix + ".o_proj.weight", H, nh * c.v_head_dim));
+    return a;
+  }
+
+  Result<LayerWeights> Layer(int64_t index) const {
+    const ModelConfig& c = config_;
+    const std::string prefix = fmt::format("model.layers.{}", index);
+    LayerWeights l;
+    DSV3_ASSIGN_OR_RETURN(l.input_layernorm,
+                          Vector(prefix + ".input_layernorm.weight", c.hidden_size));
+    DSV3_ASSIGN_OR_RETURN(l.post_attention_layernorm,
+                          Vector(prefix + ".post_attention_layernorm.weight", c.hidden_size));
+    DSV3_ASSIGN_OR_RETURN(l.attn, Attention(prefix + ".self_attn"));
+    l.is_moe = c.IsMoeLayer(index);
+    if (!l.is_moe) {
+      DSV3_ASSIGN_OR_RETURN(l.mlp, Mlp(prefix + ".mlp", c.intermediate_size));
+      return l;
+    }
+    DSV3_ASSIGN_OR_RETURN(l.moe.gate,
+                          Matrix(prefix + ".mlp.gate.weight", c.n_routed_experts, c.hidden_size));
+    if (c.topk_method == "noaux_tc") {
+      DSV3_ASSIGN_OR_RETURN(
+          l.moe.e_score_correction_bias,
+          Vector(prefix + ".mlp.gate.e_score_correction_bias", c.n_routed_experts));
+    }
+    l.moe.experts.reserve(static_cast<size_t>(c.n_routed_experts));
+    for (int64_t e = 0; e < c.n_routed_experts; ++e) {
+      DSV3_ASSIGN_OR_RETURN(MlpWeights expert, Mlp(fmt::format("{}.mlp.experts.{}", prefix, e),
+                                                   c.moe_intermediate_size));
+      l.moe.experts.push_back(expert);
+    }
+    if (c.n_shared_experts > 0) {
+      l.moe.has_shared = true;
+      DSV3_ASSIGN_OR_RETURN(
+          l.moe.shared_experts,
+          Mlp(prefix + ".mlp.shared_experts", c.n_shared_experts * c.moe_intermediate_size));
+    }
+    return l;
+  }
+
+  Result<MtpWeights> Mtp(int64_t index) const {
+    const ModelConfig& c = config_;
+    const int64_t H = c.hidden_size, V = c.vocab_size;
+    const std::string prefix = fmt::format("model.layers.{}", index);
+    MtpWeights m;
+    DSV3_ASSIGN_OR_RETURN(m.embed_tokens, Matrix(prefix + ".embed_tokens.weight", V, H));
+    DSV3_ASSIGN_OR_RETURN(m.enorm, Vector(prefix + ".enorm.weight", H));
+    DSV3_ASSIGN_OR_RETURN(m.hnorm, Vector(prefix + ".hnorm.weight", H));
+    DSV3_ASSIGN_OR_RETURN(m.eh_proj, Matrix(prefix + ".eh_proj.weight", H, 2 * H));
+    DSV3_ASSIGN_OR_RETURN(m.layer, Layer(index));
+    DSV3_ASSIGN_OR_RETURN(m.shared_head_norm, Vector(prefix + ".shared_head.norm.weight", H));
+    DSV3_ASSIGN_OR_RETURN(m.shared_head_head, Matrix(prefix + ".shared_head.head.weight", V, H));
+    return m;
+  }
+
+ private:
+  const ModelConfig& config_;
+  const io::Checkpoint& checkpoint_;
+};
+
+}  // namespace
+
+Result<ModelWeights> BindWeights(const ModelConfig& config, const io::Checkpoint& checkpoint) {
+  Binder bind(config, checkpoint);
+  const int64_t H = config.hidden_size, V = config.vocab_size;
+  ModelWeights w;
+  DSV3_ASSIGN_OR_RETURN(w.embed_tokens, bind.Matrix("model.embed_tokens.weight", V, H));
+  w.layers.reserve(static_cast<size_t>(config.num_hidden_layers));
+  for (int64_t i = 0; i < config.num_hidden_layers; ++i) {
+    DSV3_ASSIGN_OR_RETURN(LayerWeights layer, bind.Layer(i));
+    w.layers.push_back(std::move(layer));
+  }
+  DSV3_ASSIGN_OR_RETURN(w.norm, bind.Vector("model.norm.weight", H));
+  if (config.tie_word_embeddings) {
+    w.lm_head = w.embed_tokens;
+  } else {
+    DSV3_ASSIGN_OR_RETURN(w.lm_head, bind.Matrix("lm_head.weight", V, H));
+  }
+  for (int64_t d = 0; d < config.num_nextn_predict_layers; ++d) {
+    // Many converted checkpoints drop the MTP layer (convert.py skips it by name); the main model
+    // is complete without it, so its absence only disables MTP. A partial MTP layer is an error.
+    const std::string probe =
+        fmt::format("model.layers.{}.eh_proj.weight", config.num_hidden_layers + d);
+    if (checkpoint.Find(probe) == nullptr) break;
+    DSV3_ASSIGN_OR_RETURN(MtpWeights mtp, bind.Mtp(config.num_hidden_layers + d));
+    w.mtp.push_back(std::move(mtp));
+  }
+  return w;
+}
+
+}  // namespace dsv3

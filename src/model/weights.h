@@ -1,0 +1,76 @@
+// The model's weights, bound by name from a checkpoint and checked against the config at load.
+// Large matrices stay in place (in the mapping or read buffer) in their stored dtype; small vectors
+// (norm weights, router bias) and the attention's kv_b_proj are converted to f32 copies.
+// Immutable after Load: shared by every request.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "io/safetensors.h"
+#include "model/config.h"
+#include "ops/matmul.h"
+
+namespace dsv3 {
+
+using ops::WeightView;
+
+struct MlpWeights {      // SwiGLU: down(silu(gate(x)) * up(x))
+  WeightView gate_proj;  // [I, H]
+  WeightView up_proj;    // [I, H]
+  WeightView down_proj;  // [H, I]
+  int64_t intermediate = 0;
+};
+
+struct MoeWeights {
+  WeightView gate;                             // router [E, H]
+  std::vector<float> e_score_correction_bias;  // [E], empty unless noaux_tc
+  std::vector<MlpWeights> experts;             // E routed experts
+  bool has_shared = false;
+  MlpWeights shared_experts;  // width n_shared_experts * moe_intermediate_size
+};
+
+struct AttentionWeights {
+  WeightView q_proj;                  // [nh*(dn+dr), H] when q_lora_rank is null
+  WeightView q_a_proj;                // [rq, H]
+  std::vector<float> q_a_layernorm;   // [rq]
+  WeightView q_b_proj;                // [nh*(dn+dr), rq]
+  WeightView kv_a_proj_with_mqa;      // [r+dr, H]
+  std::vector<float> kv_a_layernorm;  // [r]
+  std::vector<float> kv_b_proj;  // [nh*(dn+dv), r] dequantised f32; per head dn K rows, dv V rows
+  WeightView o_proj;             // [H, nh*dv]
+};
+
+struct LayerWeights {
+  std::vector<float> input_layernorm;           // [H]
+  std::vector<float> post_attention_layernorm;  // [H]
+  AttentionWeights attn;
+  bool is_moe = false;
+  MlpWeights mlp;  // dense layers
+  MoeWeights moe;  // MoE layers
+};
+
+struct MtpWeights {                 // spec §8, stored as layer num_hidden_layers + d
+  WeightView embed_tokens;          // [V, H]
+  std::vector<float> enorm, hnorm;  // [H]
+  WeightView eh_proj;               // [H, 2H]
+  LayerWeights layer;
+  std::vector<float> shared_head_norm;  // [H]
+  WeightView shared_head_head;          // [V, H]
+};
+
+struct ModelWeights {
+  WeightView embed_tokens;  // [V, H]
+  std::vector<LayerWeights> layers;
+  std::vector<float> norm;      // [H]
+  WeightView lm_head;           // [V, H] (embed_tokens when tied)
+  std::vector<MtpWeights> mtp;  // num_nextn_predict_layers
+};
+
+// Binds every tensor the config needs; errors name the tensor and the file. A tensor that is
+// missing, has the wrong shape or an unsupported dtype, an FP8 weight whose scale grid is missing,
+// mis-shaped or holds a non-finite or negative value, are all errors.
+Result<ModelWeights> BindWeights(const ModelConfig& config, const io::Checkpoint& checkpoint);
+
+}  // namespace dsv3
