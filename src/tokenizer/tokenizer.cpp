@@ -224,6 +224,7 @@ void Tokenizer::EncodePieceCached(std::string_view piece, std::vector<int32_t>* 
 
 std::string Tokenizer::Decode(std::span<const int32_t> ids, bool skip_special) const {
   std::string bytes;
+  bytes.reserve(ids.size() * 4);
   for (int32_t id : ids) {
     if (!IsKnown(id) || (skip_special && IsSpecial(id))) continue;
     bytes += decode_bytes_[id];

@@ -68,20 +68,27 @@ std::optional<size_t> FindInvalidUtf8(std::string_view text) {
 size_t AppendUtf8Lossy(std::string_view bytes, bool final, std::string* out) {
   static constexpr std::string_view kReplacement = "\xEF\xBF\xBD";
   size_t pos = 0;
+  size_t run_start = 0;  // valid bytes not yet copied: appended in one go
   const size_t n = bytes.size();
   while (pos < n) {
+    if (static_cast<uint8_t>(bytes[pos]) < 0x80) {
+      ++pos;
+      continue;
+    }
     const SequenceCheck check = CheckSequence(bytes, pos);
     if (check.needed != 0 && check.valid_prefix == check.needed) {
-      out->append(bytes.data() + pos, check.needed);
       pos += check.needed;
       continue;
     }
+    out->append(bytes.data() + run_start, pos - run_start);
     const bool truncated_by_end =
         check.needed != 0 && pos + static_cast<size_t>(check.valid_prefix) == n;
     if (truncated_by_end && !final) return pos;  // could still be completed by later bytes
     out->append(kReplacement);
     pos += check.valid_prefix == 0 ? 1 : check.valid_prefix;
+    run_start = pos;
   }
+  out->append(bytes.data() + run_start, pos - run_start);
   return pos;
 }
 
