@@ -4,7 +4,8 @@
 //
 //   build-ops/bench/matmul_bench --benchmark_filter='BF16/avx512' --benchmark_min_time=0.5
 //
-// Arguments of every case: {dtype, isa, rows, cols, T, threads}.
+// Arguments of every case: {dtype, isa, rows, cols, T, threads, bf16_dot}; bf16_dot = 1 is the
+// opt-in KernelContext::bf16_dot fast path (x rounded to bf16, vdpbf16ps).
 #include <benchmark/benchmark.h>
 
 #include <cstdint>
@@ -33,10 +34,9 @@ struct BenchWeight {
 
   BenchWeight(DType dtype, int64_t rows, int64_t cols) {
     std::mt19937 rng(42);
-    std::uniform_int_distribution<int> byte(0, 255);
     bytes.resize(static_cast<size_t>(rows * cols) * dsv3::DTypeSize(dtype));
-    // Random bytes are valid finite values for every dtype after clearing exponent tops: keep it
-    // simple by drawing small floats and converting.
+    // Values in [-1, 1] converted to the dtype (FP8: scaled to the full e4m3 range, as a
+    // quantiser would, with the matching dequantisation scale).
     std::uniform_real_distribution<float> value(-1.0f, 1.0f);
     const int64_t n = rows * cols;
     for (int64_t i = 0; i < n; ++i) {
@@ -75,9 +75,11 @@ void BM_MatMul(benchmark::State& state) {
   const Isa isa = static_cast<Isa>(state.range(1));
   const int64_t rows = state.range(2), cols = state.range(3), T = state.range(4);
   const int threads = static_cast<int>(state.range(5));
+  const bool bf16_dot = state.range(6) != 0;
   state.SetLabel(std::string(dsv3::DTypeName(dtype)) + "/" + std::string(dsv3::ops::IsaName(isa)) +
                  "/" + std::to_string(rows) + "x" + std::to_string(cols) +
-                 "/T=" + std::to_string(T) + "/threads=" + std::to_string(threads));
+                 "/T=" + std::to_string(T) + "/threads=" + std::to_string(threads) +
+                 (bf16_dot ? "/bf16_dot" : ""));
   if (!dsv3::ops::CpuSupports(isa)) {
     state.SkipWithError("ISA not supported by this CPU");
     return;
@@ -89,7 +91,8 @@ void BM_MatMul(benchmark::State& state) {
   for (auto& v : x) v = value(rng);
   std::vector<float> y(static_cast<size_t>(T * rows));
   dsv3::ThreadPool pool(threads);
-  const dsv3::ops::KernelContext ctx{&pool, isa};
+  dsv3::ops::KernelContext ctx{&pool, isa};
+  ctx.bf16_dot = bf16_dot;
   for (auto _ : state) {
     dsv3::ops::MatMul(ctx, x.data(), T, w.view, y.data());
     benchmark::DoNotOptimize(y.data());
@@ -106,7 +109,7 @@ void BM_MatMul(benchmark::State& state) {
 }
 
 void MatMulArgs(benchmark::internal::Benchmark* b) {
-  b->ArgNames({"dtype", "isa", "rows", "cols", "T", "threads"});
+  b->ArgNames({"dtype", "isa", "rows", "cols", "T", "threads", "bf16_dot"});
   const int64_t kAvx2 = static_cast<int64_t>(Isa::kAvx2);
   const int64_t kAvx512 = static_cast<int64_t>(Isa::kAvx512);
   const int64_t kScalar = static_cast<int64_t>(Isa::kScalar);
@@ -114,17 +117,20 @@ void MatMulArgs(benchmark::internal::Benchmark* b) {
     for (int64_t isa : {kAvx2, kAvx512}) {
       // Attention/dense-sized and expert-sized weights (L3-resident: up to 16 MB).
       for (auto [rows, cols] : {std::pair<int64_t, int64_t>{2048, 2048}, {512, 2048}}) {
-        for (int64_t T : {1, 4, 16, 64, 512}) b->Args({d, isa, rows, cols, T, 2});
+        for (int64_t T : {1, 4, 16, 64, 512}) b->Args({d, isa, rows, cols, T, 2, 0});
       }
       // GEMV over weights far larger than the L3, so the number is DRAM bandwidth.
-      b->Args({d, isa, 12288, 7168, 1, 2});
+      b->Args({d, isa, 12288, 7168, 1, 2, 0});
     }
   }
   // Scalar baseline.
   for (int64_t d : {2, 3}) {
-    b->Args({d, kScalar, 2048, 2048, 1, 2});
-    b->Args({d, kScalar, 2048, 2048, 64, 2});
+    b->Args({d, kScalar, 2048, 2048, 1, 2, 0});
+    b->Args({d, kScalar, 2048, 2048, 64, 2, 0});
   }
+  // The opt-in BF16 dot-product fast path, prefill sizes.
+  for (auto [rows, cols] : {std::pair<int64_t, int64_t>{2048, 2048}, {512, 2048}})
+    for (int64_t T : {64, 512}) b->Args({2, kAvx512, rows, cols, T, 2, 1});
 }
 
 BENCHMARK(BM_MatMul)->Apply(MatMulArgs)->Unit(benchmark::kMicrosecond)->UseRealTime();

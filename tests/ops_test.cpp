@@ -355,6 +355,38 @@ TEST(MatMul, ThreadCountDoesNotChangeResults) {
   }
 }
 
+// The opt-in BF16 fast path rounds x to bf16 (8 significant bits: relative error <= u_bf16 = 2^-8
+// per value), which moves the exact result by at most 2^-8 * S; the f32 summation of the changed
+// terms adds gamma_m * S(1 + 2^-8) as for the exact path. Below its T threshold it must be the
+// exact AVX-512 path, bitwise.
+TEST(MatMul, Bf16DotFastPathWithinBf16Rounding) {
+  if (!CpuSupports(Isa::kAvx512)) GTEST_SKIP() << "needs AVX-512 BF16";
+  std::mt19937 rng(6);
+  for (int64_t rows : {7, 130}) {
+    for (int64_t cols : {5, 129, 1000}) {
+      for (int64_t T : {3, 32, 45, 200}) {
+        const TestWeight w = MakeWeight(rng, DType::kBF16, rows, cols);
+        const std::vector<float> x = RandomFloats(rng, T * cols);
+        std::vector<double> exact, abs_sum;
+        NaiveMatMul(x, T, w, &exact, &abs_sum);
+        KernelContext fast{nullptr, Isa::kAvx512};
+        fast.bf16_dot = true;
+        std::vector<float> y(static_cast<size_t>(T * rows), NAN);
+        MatMul(fast, x.data(), T, w.View(), y.data());
+        const double bound = 0x1p-8 + GammaBound(MatMulRoundings(cols)) * (1.0 + 0x1p-8);
+        for (size_t i = 0; i < y.size(); ++i)
+          ASSERT_LE(std::fabs(y[i] - exact[i]), bound * abs_sum[i])
+              << CaseName(DType::kBF16, rows, cols, T) << " i=" << i;
+        if (T < 32) {
+          std::vector<float> y_exact_path(y.size());
+          MatMul(KernelContext{nullptr, Isa::kAvx512}, x.data(), T, w.View(), y_exact_path.data());
+          EXPECT_EQ(std::memcmp(y.data(), y_exact_path.data(), y.size() * 4), 0);
+        }
+      }
+    }
+  }
+}
+
 TEST(MatMul, ZeroColumnsGiveZeros) {
   std::mt19937 rng(5);
   const TestWeight w = MakeWeight(rng, DType::kBF16, 3, 0);

@@ -147,7 +147,9 @@ void MatMul(const KernelContext& ctx, const float* x, int64_t T, const WeightVie
     std::fill(y, y + T * w.rows, 0.0f);
     return;
   }
-  const MatMulRowsFn kernel = SelectMatMul(ctx.isa);
+  const MatMulRowsFn kernel = ctx.bf16_dot && ctx.isa == Isa::kAvx512 && w.dtype == DType::kBF16
+                                  ? avx512::MatMulRowsBf16Dot
+                                  : SelectMatMul(ctx.isa);
   const int64_t macs = T * w.rows * w.cols;
   if (ctx.pool == nullptr || ctx.pool->num_threads() <= 1 || macs < kMinParallelMacs ||
       w.rows <= kRowGrain) {

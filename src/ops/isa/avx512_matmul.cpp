@@ -17,6 +17,7 @@
 
 #include "ops/isa/simd_intrinsics.h"
 #include "ops/kernels_internal.h"
+#include "util/dtype.h"
 
 namespace dsv3::ops::avx512 {
 
@@ -31,7 +32,7 @@ constexpr int64_t kKc = 256;    // columns per packed block
 constexpr int64_t kMc = 64;     // rows per packed block (two 32-row strips)
 constexpr int64_t kStrip = 32;  // rows per micro-kernel tile (two vectors)
 constexpr int kNt = 12;         // tokens per micro-kernel tile
-constexpr int64_t kTb = 96;     // tokens per x block (a multiple of kNt)
+constexpr int64_t kTb = 192;    // tokens per x block (a multiple of kNt)
 constexpr int kDirectNt = 3;    // tokens per dot-product tile
 // e4m3 bits shifted into an f16 read as e4m3 * 2^-8 (see Fp8ToF32); the 2^8 is folded into the
 // block scale, which stays exact because it is a power of two.
@@ -312,7 +313,8 @@ constexpr auto kMicroKernels = MakeMicroKernels(std::make_integer_sequence<int, 
 template <DType D>
 void MatMulPacked(const float* x, int64_t T, const WeightView& w, int64_t row_begin,
                   int64_t row_end, float* y) {
-  // 64 KB + 96 KB of stack: bounded, and no allocation on the hot path.
+  // 64 KB + 192 KB of stack: bounded, no allocation on the hot path, and kTb large enough that
+  // re-packing W per token block stays a small part of prefill.
   alignas(64) float panel[kMc * kKc];
   alignas(64) float xpanel[kTb * kKc];
   const int64_t cols = w.cols;
@@ -334,6 +336,118 @@ void MatMulPacked(const float* x, int64_t T, const WeightView& w, int64_t row_be
             kMicroKernels[nt - 1](panel + s * kc * kStrip, xpanel + (t0 / kNt) * kc * kNt, kc,
                                   y + (tb0 + t0) * w.rows + mc0 + s * kStrip, w.rows, m0, m1,
                                   kc0 > 0);
+          }
+        }
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Opt-in BF16 x BF16 form (KernelContext::bf16_dot): the outer-product form on column pairs.
+// vdpbf16ps multiplies 16 lanes of bf16 pairs and adds both products to an f32 lane, so a panel
+// lane holds W[r, c] and W[r, c+1] (the pair as it lies in memory) and x is broadcast as a pair.
+
+constexpr int64_t kKcPairs = 256;  // column pairs per packed block (512 columns)
+
+// panel: [ceil(nrows / 32)][ceil(kc / 2)][32] pairs (W[r, c0 + 2p], W[r, c0 + 2p + 1]); c0 even.
+void PackWeightsBf16(const WeightView& w, int64_t r0, int64_t nrows, int64_t c0, int64_t kc,
+                     uint32_t* panel) {
+  const int64_t kp = (kc + 1) / 2;
+  for (int64_t first = 0; first < nrows; first += 16) {
+    uint32_t* dst = panel + (first / kStrip) * kp * kStrip + first % kStrip;
+    const int64_t valid = std::min<int64_t>(nrows - first, 16);
+    for (int64_t pb = 0; pb < kp; pb += 16) {
+      const int64_t ncols = std::min<int64_t>(32, kc - 2 * pb);
+      const __mmask32 m = ncols >= 32 ? ~__mmask32{0} : (__mmask32{1} << ncols) - 1;
+      __m512 v[16];
+      for (int64_t i = 0; i < 16; ++i) {
+        const uint8_t* row = RowPtr<DType::kBF16>(w, r0 + first + i);
+        v[i] = i < valid ? _mm512_castsi512_ps(_mm512_maskz_loadu_epi16(m, row + 2 * (c0 + 2 * pb)))
+                         : _mm512_setzero_ps();
+      }
+      Transpose16x16(v);  // moves 32-bit pairs; the bits are never read as f32
+      const int64_t np = std::min<int64_t>(16, kp - pb);
+      for (int64_t p = 0; p < np; ++p)
+        _mm512_store_si512(dst + (pb + p) * kStrip, _mm512_castps_si512(v[p]));
+    }
+  }
+}
+
+// xpanel: [ceil(nt / kNt)][ceil(kc / 2)][kNt] pairs of x rounded to bf16 (the odd tail padded 0).
+void PackXBf16(const float* x, int64_t cols, int64_t t0, int64_t nt, int64_t c0, int64_t kc,
+               uint32_t* xpanel) {
+  const int64_t kp = (kc + 1) / 2;
+  for (int64_t t = 0; t < nt; ++t) {
+    uint32_t* dst = xpanel + (t / kNt) * kp * kNt + t % kNt;
+    const float* src = x + (t0 + t) * cols + c0;  // x[t0 + t, c0:c0 + kc]
+    for (int64_t p = 0; p < kp; ++p) {
+      const uint32_t lo = F32ToBf16(src[2 * p]);
+      const uint32_t hi = 2 * p + 1 < kc ? F32ToBf16(src[2 * p + 1]) : 0u;
+      dst[p * kNt] = lo | (hi << 16);
+    }
+  }
+}
+
+template <int NT>
+void MicroKernelBf16(const uint32_t* panel, const uint32_t* xpanel, int64_t kp, float* y,
+                     int64_t ldy, __mmask16 m0, __mmask16 m1, bool accumulate) {
+  __m512 acc[NT][2];
+  for (int j = 0; j < NT; ++j) acc[j][0] = acc[j][1] = _mm512_setzero_ps();
+  for (int64_t p = 0; p < kp; ++p) {
+    const __m512bh w0 = (__m512bh)_mm512_load_si512(panel + p * kStrip);
+    const __m512bh w1 = (__m512bh)_mm512_load_si512(panel + p * kStrip + 16);
+    const uint32_t* xp = xpanel + p * kNt;
+    for (int j = 0; j < NT; ++j) {
+      const __m512bh b = (__m512bh)_mm512_set1_epi32(static_cast<int>(xp[j]));
+      acc[j][0] = _mm512_dpbf16_ps(acc[j][0], w0, b);
+      acc[j][1] = _mm512_dpbf16_ps(acc[j][1], w1, b);
+    }
+  }
+  for (int j = 0; j < NT; ++j) {
+    float* yj = y + j * ldy;  // y[t0 + j, r:r + 32]
+    if (accumulate) {
+      acc[j][0] = _mm512_add_ps(acc[j][0], _mm512_maskz_loadu_ps(m0, yj));
+      acc[j][1] = _mm512_add_ps(acc[j][1], _mm512_maskz_loadu_ps(m1, yj + 16));
+    }
+    _mm512_mask_storeu_ps(yj, m0, acc[j][0]);
+    _mm512_mask_storeu_ps(yj + 16, m1, acc[j][1]);
+  }
+}
+
+using MicroKernelBf16Fn = void (*)(const uint32_t*, const uint32_t*, int64_t, float*, int64_t,
+                                   __mmask16, __mmask16, bool);
+
+template <int... Ns>
+constexpr auto MakeMicroKernelsBf16(std::integer_sequence<int, Ns...>) {
+  return std::array<MicroKernelBf16Fn, sizeof...(Ns)>{&MicroKernelBf16<Ns + 1>...};
+}
+constexpr auto kMicroKernelsBf16 = MakeMicroKernelsBf16(std::make_integer_sequence<int, kNt>{});
+
+void MatMulPackedBf16(const float* x, int64_t T, const WeightView& w, int64_t row_begin,
+                      int64_t row_end, float* y) {
+  // 64 KB + 192 KB of stack, as MatMulPacked.
+  alignas(64) uint32_t panel[kMc * kKcPairs];
+  alignas(64) uint32_t xpanel[kTb * kKcPairs];
+  const int64_t cols = w.cols;
+  for (int64_t tb0 = 0; tb0 < T; tb0 += kTb) {
+    const int64_t tbn = std::min(kTb, T - tb0);
+    for (int64_t kc0 = 0; kc0 < cols; kc0 += 2 * kKcPairs) {
+      const int64_t kc = std::min(2 * kKcPairs, cols - kc0);
+      const int64_t kp = (kc + 1) / 2;
+      PackXBf16(x, cols, tb0, tbn, kc0, kc, xpanel);
+      for (int64_t mc0 = row_begin; mc0 < row_end; mc0 += kMc) {
+        const int64_t mn = std::min(kMc, row_end - mc0);
+        PackWeightsBf16(w, mc0, mn, kc0, kc, panel);
+        for (int64_t s = 0; s * kStrip < mn; ++s) {
+          const int64_t valid = std::min(kStrip, mn - s * kStrip);
+          const __mmask16 m0 = TailMask(std::min<int64_t>(valid, 16));
+          const __mmask16 m1 = TailMask(std::max<int64_t>(valid - 16, 0));
+          for (int64_t t0 = 0; t0 < tbn; t0 += kNt) {
+            const int64_t nt = std::min<int64_t>(kNt, tbn - t0);
+            kMicroKernelsBf16[nt - 1](panel + s * kp * kStrip, xpanel + (t0 / kNt) * kp * kNt, kp,
+                                      y + (tb0 + t0) * w.rows + mc0 + s * kStrip, w.rows, m0, m1,
+                                      kc0 > 0);
           }
         }
       }
@@ -371,6 +485,13 @@ void MatMulRows(const float* x, int64_t T, const WeightView& w, int64_t row_begi
     default:
       return scalar::MatMulRows(x, T, w, row_begin, row_end, y);  // fills NaN
   }
+}
+
+void MatMulRowsBf16Dot(const float* x, int64_t T, const WeightView& w, int64_t row_begin,
+                       int64_t row_end, float* y) {
+  if (w.dtype != DType::kBF16 || w.cols == 0 || T < kMinPackedT<DType::kBF16>)
+    return MatMulRows(x, T, w, row_begin, row_end, y);
+  MatMulPackedBf16(x, T, w, row_begin, row_end, y);
 }
 
 }  // namespace dsv3::ops::avx512
