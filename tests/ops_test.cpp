@@ -38,6 +38,11 @@ double GammaBound(double m) {
   return 1.01 * m * kUnitRoundoff;
 }
 
+// Bit-for-bit equality (NaN payloads and signed zeros included); empty vectors are equal.
+bool BitwiseEqual(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size() * 4) == 0);
+}
+
 std::vector<float> RandomFloats(std::mt19937& rng, int64_t n, float lo = -1.0f, float hi = 1.0f) {
   std::uniform_real_distribution<float> dist(lo, hi);
   std::vector<float> v(static_cast<size_t>(n));
@@ -346,9 +351,9 @@ TEST(MatMul, ThreadCountDoesNotChangeResults) {
         MatMul(KernelContext{&one, isa}, x.data(), T, w.View(), y1.data());
         MatMul(KernelContext{&two, isa}, x.data(), T, w.View(), y2.data());
         MatMul(KernelContext{nullptr, isa}, x.data(), T, w.View(), y0.data());
-        EXPECT_EQ(std::memcmp(y1.data(), y2.data(), y1.size() * 4), 0)
+        EXPECT_TRUE(BitwiseEqual(y1, y2))
             << IsaName(isa) << " " << CaseName(dtype, w.rows, w.cols, T);
-        EXPECT_EQ(std::memcmp(y0.data(), y2.data(), y1.size() * 4), 0)
+        EXPECT_TRUE(BitwiseEqual(y0, y2))
             << IsaName(isa) << " " << CaseName(dtype, w.rows, w.cols, T);
       }
     }
@@ -380,7 +385,7 @@ TEST(MatMul, Bf16DotFastPathWithinBf16Rounding) {
         if (T < 32) {
           std::vector<float> y_exact_path(y.size());
           MatMul(KernelContext{nullptr, Isa::kAvx512}, x.data(), T, w.View(), y_exact_path.data());
-          EXPECT_EQ(std::memcmp(y.data(), y_exact_path.data(), y.size() * 4), 0);
+          EXPECT_TRUE(BitwiseEqual(y, y_exact_path));
         }
       }
     }
@@ -468,7 +473,7 @@ TEST(VectorOps, RmsNormMatchesScalarAndExact) {
       // In place (out aliases x).
       std::vector<float> inplace = x;
       RmsNorm(isa, inplace.data(), w.data(), n, eps, inplace.data());
-      EXPECT_EQ(std::memcmp(inplace.data(), out.data(), out.size() * 4), 0) << IsaName(isa);
+      EXPECT_TRUE(BitwiseEqual(inplace, out)) << IsaName(isa);
     }
   }
 }

@@ -42,6 +42,7 @@ bool IsMatMulDType(DType dtype) {
 
 // out[i] = W[row, col + i] for i < n, exact conversion to f32 without the FP8 block scale.
 void ConvertRowSegment(const WeightView& w, int64_t row, int64_t col, int64_t n, float* out) {
+  if (n <= 0) return;  // also keeps memcpy away from a null `data` of an empty matrix
   const int64_t offset = row * w.cols + col;
   switch (w.dtype) {
     case DType::kF32:

@@ -35,7 +35,10 @@ struct KernelContext {
 };
 
 // y[t, r] = sum_c x[t, c] * W[r, c]
-// x: [T, W.cols] f32, y: [T, W.rows] f32 (overwritten). Accumulates in f32.
+// x: [T, W.cols] f32, y: [T, W.rows] f32 (overwritten). Accumulates in f32. ctx.isa must be one
+// of RunnableIsas(). Work is split over ctx.pool by output rows, so the result is bitwise the same
+// for any thread count. Never allocates; the packed-GEMM path (T >= 16) uses ~260 KB of the
+// stack of each thread it runs on.
 void MatMul(const KernelContext& ctx, const float* x, int64_t T, const WeightView& w, float* y);
 
 // out[c] = W[row, c] dequantised to f32 (embedding lookups, dequantised copies).
