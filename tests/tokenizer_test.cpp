@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include "tokenizer/decode_stream.h"
+#include "tokenizer/pretokenizer.h"
 #include "tokenizer/tokenizer.h"
 #include "tokenizer/utf8.h"
 #include "tokenizer_test_util.h"
@@ -15,30 +16,14 @@
 namespace dsv3::testing {
 namespace {
 
-// Fixture cases whose ids we do not match, and why. PCRE2 on Debian 12 (10.42) has Unicode 14.0
-// tables, while the reference's Oniguruma has Unicode 16: characters added in Unicode 15-17 are
-// "unassigned" to PCRE2, so \p{L}/\p{N}/... classify them differently and the regexes cut the
-// text elsewhere. Every entry is in the fixtures' uniprobe/uni17probe categories.
+// Fixture cases whose ids we do not match, and why: none. Debian 12's PCRE2 (10.42) has Unicode
+// 14.0 tables while the reference's Oniguruma has Unicode 16, which used to split 15 of the
+// uniprobe cases differently (characters added in Unicode 15-16 were "unassigned" to PCRE2).
+// RewriteForPcre2 now adds those code points to each \p{..} class (src/tokenizer/
+// unicode_ranges.cpp, generated from Unicode data), so every case matches. A future exception
+// goes here with its reason; it must be a uniprobe/uni17probe case.
 const std::set<std::string>& UnicodeVersionCases() {
-  static const std::set<std::string> cases = {
-      // Unicode 15.0 (2022): emoji, Kawi, Nag Mundari, CJK Ext-H, Cyrillic Ext-D,
-      // Devanagari Ext-A, Arabic Ext-C, ideographic description characters.
-      "uniprobe-002",  // U+1FAE8 SHAKING FACE (So)
-      "uniprobe-011",  // U+1FAE9 (Unicode 16 emoji)
-      "uniprobe-023",  // U+1E4D0 Nag Mundari letter (Lo)
-      "uniprobe-026",  // U+31350 CJK Ext-H ideograph (Lo)
-      "uniprobe-032",  // U+2EBF0 CJK Ext-I ideograph (Lo, Unicode 15.1)
-      "uniprobe-038",  // U+1F7D9 geometric shape (So, Unicode 15)
-      "uniprobe-050",  // U+1CC00 Symbols for Legacy Computing Supplement (So, Unicode 16)
-      "uniprobe-053",  // U+1CC00 as above, between words
-      "uniprobe-080",  // U+1E5D0 Ol Onal letter (Lo, Unicode 16)
-      "uniprobe-092",  // U+1F6DC WIRELESS (So, Unicode 15)
-      "uniprobe-095",  // U+1F6DC as above, between words
-      "uniprobe-113",  // U+2FFC ideographic description character (So, Unicode 15.1)
-      "uniprobe-125",  // U+1B132 small kana (Lo, Unicode 15)
-      "uniprobe-128",  // U+1B155 small kana (Lo, Unicode 15)
-      "uniprobe-143",  // U+1E030 Cyrillic modifier letter (Lm, Unicode 15)
-  };
+  static const std::set<std::string> cases = {};
   return cases;
 }
 
@@ -175,6 +160,29 @@ TEST(TokenizerTest, ConcurrentEncodesAgree) {
   }
   for (auto& th : threads) th.join();
   for (int t = 0; t < 4; ++t) EXPECT_EQ(failures[t], 0) << "thread " << t;
+}
+
+}  // namespace
+}  // namespace dsv3::testing
+
+namespace dsv3::testing {
+namespace {
+
+TEST(TokenizerTest, RewriteForPcre2) {
+  using tokenizer::RewriteForPcre2;
+  const std::string ws = RewriteForPcre2("\\s");
+  EXPECT_EQ(ws.front(), '[');
+  EXPECT_NE(ws.find("\\x{3000}"), std::string::npos);
+  EXPECT_EQ(ws.find("180E"), std::string::npos);  // Mongolian vowel separator is not White_Space
+  EXPECT_EQ(RewriteForPcre2("\\S").substr(0, 2), "[^");
+  EXPECT_EQ(RewriteForPcre2("a\\\\s"), "a\\\\s");  // an escaped backslash, then 's'
+  EXPECT_EQ(RewriteForPcre2("[\\]\\s]").substr(0, 4), "[\\]\\");
+  const std::string letters = RewriteForPcre2("[^\\p{L}]");
+  EXPECT_NE(letters.find("\\x{1E4D0}"), std::string::npos);  // Nag Mundari, Unicode 15
+  EXPECT_EQ(letters.substr(0, 7), "[^\\p{L}");
+  EXPECT_EQ(RewriteForPcre2("\\p{Lu}"), "\\p{Lu}");  // only the major categories are widened
+  auto regex = tokenizer::Regex::Compile(RewriteForPcre2("\\p{L}+"), false);
+  ASSERT_TRUE(regex.ok());
 }
 
 }  // namespace

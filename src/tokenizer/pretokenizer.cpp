@@ -3,7 +3,13 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 
+#include <algorithm>
+#include <cstring>
+#include <iterator>
 #include <utility>
+
+#include "tokenizer/unicode_ranges.h"
+#include "tokenizer/utf8.h"
 
 namespace dsv3::tokenizer {
 namespace {
@@ -35,7 +41,7 @@ size_t Utf8Length(uint8_t lead) {
 
 }  // namespace
 
-std::string RewriteWhitespaceClasses(std::string_view pattern) {
+std::string RewriteForPcre2(std::string_view pattern, bool unicode16) {
   std::string out;
   out.reserve(pattern.size() + 64);
   bool in_class = false;
@@ -46,12 +52,44 @@ std::string RewriteWhitespaceClasses(std::string_view pattern) {
       const char e = pattern[i + 1];
       if (e == 's') {
         out += in_class ? std::string(kWhiteSpaceSet) : "[" + std::string(kWhiteSpaceSet) + "]";
-      } else if (e == 'S' && !in_class) {
-        out += "[^" + std::string(kWhiteSpaceSet) + "]";
-      } else {
-        out += c;
-        out += e;
+        ++i;
+        continue;
       }
+      if (e == 'S' && !in_class) {
+        out += "[^" + std::string(kWhiteSpaceSet) + "]";
+        ++i;
+        continue;
+      }
+      // \p{X} / \pX for a general category X: add what Unicode 15-16 assigned to X.
+      if (unicode16 && (e == 'p' || (e == 'P' && !in_class))) {
+        size_t name_end = i + 2;
+        char category = 0;
+        if (name_end + 2 < pattern.size() && pattern[name_end] == '{' &&
+            pattern[name_end + 2] == '}') {
+          category = pattern[name_end + 1];
+          name_end += 3;
+        } else if (name_end < pattern.size() && pattern[name_end] != '{') {
+          category = pattern[name_end];
+          name_end += 1;
+        }
+        const std::string_view extra = Unicode16AdditionsSince14(category);
+        if (!extra.empty()) {
+          const std::string base = "\\p{" + std::string(1, category) + "}";
+          if (in_class) {
+            out += base;
+            out += extra;
+          } else {
+            out += e == 'P' ? "[^" : "[";
+            out += base;
+            out += extra;
+            out += ']';
+          }
+          i = name_end - 1;
+          continue;
+        }
+      }
+      out += c;
+      out += e;
       ++i;
       continue;
     }
@@ -79,6 +117,32 @@ std::string RewriteWhitespaceClasses(std::string_view pattern) {
     out += c;
   }
   return out;
+}
+
+bool ContainsUnicode16Additions(std::string_view text) {
+  const std::span<const CodePointRange> ranges = Unicode16AdditionRanges();
+  const uint32_t lowest = ranges.front().first;
+  // Lead bytes below 0xE1 encode code points below U+1000, under every added one (U+1C89 up).
+  for (size_t pos = 0; pos < text.size(); ++pos) {
+    // ASCII, the common case, 8 bytes at a time.
+    while (pos + 8 <= text.size()) {
+      uint64_t word;
+      std::memcpy(&word, text.data() + pos, 8);
+      if ((word & 0x8080808080808080ULL) != 0) break;
+      pos += 8;
+    }
+    if (pos >= text.size()) break;
+    if (static_cast<uint8_t>(text[pos]) < 0xE1) continue;
+    size_t next = pos;
+    const uint32_t cp = NextCodePoint(text, &next);
+    if (cp >= lowest) {
+      auto it = std::upper_bound(ranges.begin(), ranges.end(), cp,
+                                 [](uint32_t c, const CodePointRange& r) { return c < r.first; });
+      if (it != ranges.begin() && cp <= std::prev(it)->last) return true;
+    }
+    pos = next - 1;
+  }
+  return false;
 }
 
 Result<Regex> Regex::Compile(const std::string& pattern, bool literal) {
@@ -186,7 +250,7 @@ Status PreTokenizer::AddStep(const nlohmann::json& j, const std::string& where,
     bool literal = false;
     std::string text;
     if (pattern.contains("Regex") && pattern["Regex"].is_string()) {
-      text = RewriteWhitespaceClasses(pattern["Regex"].get<std::string>());
+      text = pattern["Regex"].get<std::string>();
     } else if (pattern.contains("String") && pattern["String"].is_string()) {
       text = pattern["String"].get<std::string>();
       literal = true;
@@ -204,19 +268,15 @@ Status PreTokenizer::AddStep(const nlohmann::json& j, const std::string& where,
                  behavior);
     }
     if (j.value("invert", false)) return Err("{}: Split with invert: true is not supported", where);
-    auto regex = Regex::Compile(text, literal);
-    if (!regex.ok()) return regex.status().WithContext(where);
-    steps_.push_back({std::move(regex).value(), b});
-    return Status::Ok();
+    return AddRegexStep(text, literal, b, where);
   }
   if (type == "ByteLevel") {
     if (j.value("add_prefix_space", false)) {
       return Err("{}: ByteLevel with add_prefix_space: true is not supported", where);
     }
     if (j.value("use_regex", true)) {
-      auto regex = Regex::Compile(std::string(kByteLevelPattern), false);
-      if (!regex.ok()) return regex.status().WithContext(where);
-      steps_.push_back({std::move(regex).value(), Behavior::kIsolated});
+      DSV3_RETURN_IF_ERROR(
+          AddRegexStep(std::string(kByteLevelPattern), false, Behavior::kIsolated, where));
     }
     *saw_byte_level = true;
     return Status::Ok();
@@ -225,9 +285,24 @@ Status PreTokenizer::AddStep(const nlohmann::json& j, const std::string& where,
              type);
 }
 
-Status PreTokenizer::ApplyStep(const Step& step, const std::vector<std::string_view>& in,
+Status PreTokenizer::AddRegexStep(const std::string& pattern, bool literal, Behavior behavior,
+                                  const std::string& where) {
+  const std::string plain = literal ? pattern : RewriteForPcre2(pattern, /*unicode16=*/false);
+  const std::string widened = literal ? pattern : RewriteForPcre2(pattern, /*unicode16=*/true);
+  auto regex = Regex::Compile(plain, literal);
+  if (!regex.ok()) return regex.status().WithContext(where);
+  auto unicode16 = Regex::Compile(widened, literal);
+  if (!unicode16.ok()) return unicode16.status().WithContext(where);
+  steps_.push_back(
+      {std::move(regex).value(), std::move(unicode16).value(), plain == widened, behavior});
+  return Status::Ok();
+}
+
+Status PreTokenizer::ApplyStep(const Step& step, bool unicode16,
+                               const std::vector<std::string_view>& in,
                                std::vector<std::string_view>* out, MatchScratch* scratch) const {
-  pcre2_code* code = Code(step.regex);
+  const Regex& regex = unicode16 && !step.same ? step.unicode16 : step.regex;
+  pcre2_code* code = Code(regex);
   auto* match_data = static_cast<pcre2_match_data*>(scratch->match_data());
   const PCRE2_SIZE* ovector = pcre2_get_ovector_pointer(match_data);
   const bool keep_matches = step.behavior == Behavior::kIsolated;
@@ -237,13 +312,13 @@ Status PreTokenizer::ApplyStep(const Step& step, const std::vector<std::string_v
     size_t gap_start = 0;
     while (start < piece.size()) {
       // The text was validated as UTF-8 by the caller, so PCRE2 need not check it again.
-      const int rc = step.regex.jit() ? pcre2_jit_match(code, subject, piece.size(), start,
-                                                        PCRE2_NO_UTF_CHECK, match_data, nullptr)
-                                      : pcre2_match(code, subject, piece.size(), start,
-                                                    PCRE2_NO_UTF_CHECK, match_data, nullptr);
+      const int rc = regex.jit() ? pcre2_jit_match(code, subject, piece.size(), start,
+                                                   PCRE2_NO_UTF_CHECK, match_data, nullptr)
+                                 : pcre2_match(code, subject, piece.size(), start,
+                                               PCRE2_NO_UTF_CHECK, match_data, nullptr);
       if (rc == PCRE2_ERROR_NOMATCH) break;
       if (rc < 0) {
-        return Err("regex '{}' failed: {}", step.regex.pattern(), Pcre2ErrorText(rc));
+        return Err("regex '{}' failed: {}", regex.pattern(), Pcre2ErrorText(rc));
       }
       const size_t match_begin = ovector[0];
       const size_t match_end = ovector[1];
@@ -269,6 +344,7 @@ Status PreTokenizer::Split(std::string_view text, std::vector<std::string_view>*
     pieces->push_back(text);
     return Status::Ok();
   }
+  const bool unicode16 = ContainsUnicode16Additions(text);
   std::vector<std::string_view>& current = scratch->pieces_a;
   std::vector<std::string_view>& next = scratch->pieces_b;
   current.clear();
@@ -277,7 +353,7 @@ Status PreTokenizer::Split(std::string_view text, std::vector<std::string_view>*
     const bool last = s + 1 == steps_.size();
     std::vector<std::string_view>* out = last ? pieces : &next;
     if (!last) next.clear();
-    DSV3_RETURN_IF_ERROR(ApplyStep(steps_[s], current, out, scratch));
+    DSV3_RETURN_IF_ERROR(ApplyStep(steps_[s], unicode16, current, out, scratch));
     if (!last) std::swap(current, next);
   }
   return Status::Ok();

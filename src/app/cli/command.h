@@ -26,5 +26,6 @@ Command RegisterGenerate(CLI::App& root);
 Command RegisterBench(CLI::App& root);
 Command RegisterTokenize(CLI::App& root);
 Command RegisterDetokenize(CLI::App& root);
+Command RegisterTokenizerTrain(CLI::App& root);
 
 }  // namespace dsv3::cli
