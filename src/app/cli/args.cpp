@@ -1,6 +1,9 @@
 #include "app/cli/args.h"
 
+#include <algorithm>
 #include <charconv>
+
+#include <fmt/format.h>
 
 #include "app/cli/command.h"
 
@@ -60,6 +63,26 @@ Result<Runtime> LoadRuntime(const RunOptions& options) {
   rt.ctx.pool = rt.pool.get();
   rt.ctx.isa = ops::BestIsa();
   return rt;
+}
+
+void AddSamplingOptions(CLI::App* app, SamplingOptions* o) {
+  app->add_option("--temp", o->params.temperature, "temperature (0 = greedy, the default)");
+  app->add_option("--top-k", o->params.top_k, "keep the k most likely tokens (0 = off)");
+  app->add_option("--top-p", o->params.top_p, "nucleus sampling mass (1 = off)");
+  app->add_option("--min-p", o->params.min_p, "drop tokens below min-p x the top probability");
+  app->add_option("--repeat-penalty", o->params.repetition_penalty,
+                  "penalty for tokens already in the sequence (1 = off)");
+  app->add_option("--seed", o->params.seed, "random seed (same seed, same output)");
+}
+
+void PrintGenerateStats(const GenerateStats& s) {
+  fmt::print(stderr,
+             "prompt {} tokens ({} reused) in {:.3f} s ({:.1f} tok/s); generated {} in {:.3f} s "
+             "({:.1f} tok/s)\n",
+             s.prompt_tokens, s.reused_tokens, s.prefill_seconds,
+             static_cast<double>(s.prompt_tokens) / std::max(s.prefill_seconds, 1e-9),
+             s.generated_tokens, s.decode_seconds,
+             static_cast<double>(s.generated_tokens) / std::max(s.decode_seconds, 1e-9));
 }
 
 }  // namespace dsv3::cli

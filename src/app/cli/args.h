@@ -9,6 +9,7 @@
 #include <CLI/CLI.hpp>
 
 #include "backend/thread_pool.h"
+#include "engine/generate.h"
 #include "model/transformer.h"
 #include "ops/matmul.h"
 #include "util/dtype.h"
@@ -43,5 +44,14 @@ struct Runtime {
 };
 
 Result<Runtime> LoadRuntime(const RunOptions& options);
+
+// --temp, --top-k, --top-p, --min-p, --repeat-penalty, --seed
+struct SamplingOptions {
+  SamplingParams params;
+};
+void AddSamplingOptions(CLI::App* app, SamplingOptions* options);
+
+// Prefill and decode speed on stderr.
+void PrintGenerateStats(const GenerateStats& stats);
 
 }  // namespace dsv3::cli

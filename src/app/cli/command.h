@@ -23,6 +23,7 @@ Command RegisterInfo(CLI::App& root);
 Command RegisterInit(CLI::App& root);
 Command RegisterLogits(CLI::App& root);
 Command RegisterGenerate(CLI::App& root);
+Command RegisterChat(CLI::App& root);
 Command RegisterBench(CLI::App& root);
 Command RegisterTokenize(CLI::App& root);
 Command RegisterDetokenize(CLI::App& root);

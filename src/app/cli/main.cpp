@@ -13,6 +13,7 @@ int main(int argc, char** argv) {
       dsv3::cli::RegisterLogits(app),     dsv3::cli::RegisterGenerate(app),
       dsv3::cli::RegisterBench(app),      dsv3::cli::RegisterTokenize(app),
       dsv3::cli::RegisterDetokenize(app),
+      dsv3::cli::RegisterChat(app),
       dsv3::cli::RegisterTokenizerTrain(app),
   };
   try {
