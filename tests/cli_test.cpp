@@ -1,0 +1,109 @@
+// The command line end to end: init writes checkpoints that logits reads back, through .npy
+// files, for sharded and memory-mapped checkpoints too.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+
+#include "io/files.h"
+#include "reference/reference_model.h"
+#include "test_util.h"
+
+namespace dsv3 {
+namespace {
+
+using testing::RunDsv3;
+using testing::TempDir;
+
+double RelError(const std::vector<float>& a, const std::vector<double>& b) {
+  EXPECT_EQ(a.size(), b.size());
+  double diff = 0, scale = 0;
+  for (size_t i = 0; i < a.size() && i < b.size(); ++i) {
+    diff = std::max(diff, std::fabs(a[i] - b[i]));
+    scale = std::max(scale, std::fabs(b[i]));
+  }
+  return diff / scale;
+}
+
+TEST(Cli, InitThenLogitsMatchReferenceShardedMmapFp8WithMtp) {
+  TempDir dir;
+  const std::string model = dir / "model";
+  auto r = RunDsv3({"init", "-o", model, "--preset", "tiny-v3", "--seed", "5", "--dtype", "fp8",
+                    "--mtp", "--shards", "3", "--fp8-block", "16,32"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(std::filesystem::exists(model + "/model.safetensors.index.json"));
+  EXPECT_TRUE(std::filesystem::exists(model + "/model-00003-of-00003.safetensors"));
+
+  const std::vector<int32_t> tokens = {0, 17, 99, 3, 150, 42, 7};
+  r = RunDsv3({"logits", "-m", model, "--tokens", "0,17,99,3,150,42,7", "--out", dir / "logits.npy",
+               "--mtp-out", dir / "mtp.npy", "--load", "mmap", "--chunk", "3", "--threads", "2"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto logits = io::ReadNpyF32(dir / "logits.npy");
+  auto mtp = io::ReadNpyF32(dir / "mtp.npy");
+  ASSERT_TRUE(logits.ok() && mtp.ok());
+  EXPECT_EQ(logits->shape, (std::vector<int64_t>{7, 160}));
+  EXPECT_EQ(mtp->shape, (std::vector<int64_t>{6, 160}));
+
+  reference::ReferenceOptions options;
+  options.mtp = true;
+  auto ref = reference::ReferenceForward(model, tokens, options);
+  ASSERT_TRUE(ref.ok()) << ref.status().message();
+  EXPECT_LE(RelError(logits->data, ref->logits), 1e-5);
+  EXPECT_LE(RelError(mtp->data, ref->mtp_logits), 1e-5);
+}
+
+TEST(Cli, InitIsDeterminedBySeed) {
+  TempDir dir;
+  for (const char* name : {"a", "b", "c"}) {
+    const std::string seed = std::string(name) == "c" ? "2" : "1";
+    auto r = RunDsv3(
+        {"init", "-o", dir / name, "--preset", "tiny-v2", "--seed", seed, "--dtype", "bf16"});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+  }
+  auto a = io::ReadFile(dir / "a/model.safetensors");
+  auto b = io::ReadFile(dir / "b/model.safetensors");
+  auto c = io::ReadFile(dir / "c/model.safetensors");
+  ASSERT_TRUE(a.ok() && b.ok() && c.ok());
+  EXPECT_EQ(*a, *b);
+  EXPECT_NE(*a, *c);
+  EXPECT_EQ(*io::ReadFile(dir / "a/config.json"), *io::ReadFile(dir / "b/config.json"));
+}
+
+TEST(Cli, InfoReportsKvBytesAndParams) {
+  TempDir dir;
+  ASSERT_EQ(RunDsv3({"init", "-o", dir / "m", "--preset", "tiny-v3"}).exit_code, 0);
+  auto r = RunDsv3({"info", "-m", dir / "m"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  // tiny-v3: (kv_lora_rank 24 + rope 8) values x 3 layers x 4 bytes.
+  EXPECT_NE(r.out.find("KV bytes/token:   384"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("params active"), std::string::npos) << r.out;
+}
+
+TEST(Cli, GenerateIsReproducibleWithSeed) {
+  TempDir dir;
+  ASSERT_EQ(RunDsv3({"init", "-o", dir / "m", "--preset", "tiny-kimi"}).exit_code, 0);
+  auto run = [&](const std::string& seed) {
+    auto r = RunDsv3({"generate", "-m", dir / "m", "--tokens", "0,4,5", "-n", "12", "--temp", "1.0",
+                      "--top-k", "40", "--seed", seed, "--ignore-eos"});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return r.out;
+  };
+  EXPECT_EQ(run("9"), run("9"));
+  EXPECT_NE(run("9"), run("10"));
+}
+
+TEST(Cli, BenchPrintsJsonLines) {
+  TempDir dir;
+  ASSERT_EQ(RunDsv3({"init", "-o", dir / "m", "--preset", "tiny-v3"}).exit_code, 0);
+  auto r = RunDsv3({"bench", "-m", dir / "m", "-p", "16", "-n", "4", "-r", "2", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  size_t lines = 0;
+  for (size_t pos = 0; (pos = r.out.find('\n', pos)) != std::string::npos; ++pos) ++lines;
+  EXPECT_EQ(lines, 2u) << r.out;
+  for (const char* key : {"\"test\":\"pp16\"", "\"test\":\"tg4\"", "\"tokens_per_second\"",
+                          "\"sd\"", "\"threads\"", "\"format\""})
+    EXPECT_NE(r.out.find(key), std::string::npos) << key << " in " << r.out;
+}
+
+}  // namespace
+}  // namespace dsv3
