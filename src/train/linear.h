@@ -1,0 +1,39 @@
+// The three matrix products of a linear layer's forward and backward passes, for any Real.
+// Each output element is computed by exactly one thread with a fixed summation order, so results
+// do not depend on the thread count (determinism for a given seed, issue 4).
+#pragma once
+
+#include <cstdint>
+
+#include "backend/thread_pool.h"
+#include "ops/isa.h"
+
+namespace dsv3::train {
+
+struct Context {
+  ThreadPool* pool = nullptr;  // nullptr: run on the calling thread
+  ops::Isa isa = ops::Isa::kScalar;
+};
+
+// Runs fn(begin, end) over [0, n) on the pool (or inline).
+template <typename Fn>
+void ParallelRows(const Context& ctx, int64_t n, Fn&& fn) {
+  if (ctx.pool == nullptr || ctx.pool->num_threads() <= 1 || n <= 1) {
+    fn(int64_t{0}, n);
+    return;
+  }
+  ctx.pool->ParallelFor(n, [&](int64_t b, int64_t e) { fn(b, e); });
+}
+
+// y[T, out] = x[T, in] · W[out, in]^T  (overwrites y)
+template <typename Real>
+void LinearForward(const Context& ctx, const Real* x, int64_t T, const Real* W, int64_t out,
+                   int64_t in, Real* y);
+
+// dx[T, in] += dy[T, out] · W[out, in]   (dx may be null: no input gradient wanted)
+// dW[out, in] += dy^T · x                 (dW may be null)
+template <typename Real>
+void LinearBackward(const Context& ctx, const Real* x, int64_t T, const Real* W, int64_t out,
+                    int64_t in, const Real* dy, Real* dx, Real* dW);
+
+}  // namespace dsv3::train
