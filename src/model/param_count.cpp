@@ -42,7 +42,9 @@ ParamCounts CountParams(const ModelConfig& c, int64_t k) {
   ParamCounts counts;
   const int64_t H = c.hidden_size, V = c.vocab_size;
   counts.embedding = V * H * (c.tie_word_embeddings ? 1 : 2);
-  counts.total = counts.active = counts.embedding + H;  // + final norm
+  counts.total = counts.embedding + H;  // + final norm
+  // A token reads one embedding row, not the table; lm_head is read whole.
+  counts.active = (c.tie_word_embeddings ? V * H : V * H + H) + H;
   for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
     const LayerParams p = CountLayer(c, i, k);
     counts.total += p.total;
