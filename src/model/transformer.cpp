@@ -132,19 +132,19 @@ Status ForwardMtp(const Model& model, const ops::KernelContext& ctx, InferenceSt
     ops::RmsNorm(ctx.isa, hidden + t * H, m.hnorm.data(), H, c.rms_norm_eps,
                  concat + t * 2 * H + H);
   }
-  // x: [T, H] = eh_proj(concat). Kept apart from the main model's residual buffer so that
-  // `hidden` (which may point at the main model's final hidden states) stays valid.
-  std::vector<float> x(static_cast<size_t>(T * H));
-  ops::MatMul(ctx, concat, T, m.eh_proj, x.data());
+  // x: [T, H] = eh_proj(concat). Kept apart from the main model's buffers so that `hidden`
+  // (which may point at the main model's final hidden states) stays valid.
+  float* x = state.mtp_x_.Get(T * H);
+  ops::MatMul(ctx, concat, T, m.eh_proj, x);
   RopeTable(model.rope(), start_pos, T, &state.rope_table_);
-  std::vector<float> normed(static_cast<size_t>(T * H)), branch(static_cast<size_t>(T * H));
-  DecoderLayer(model, m.layer, ctx, x.data(), T, start_pos, state.rope_table_.data(), options,
-               cache.layer(0), normed.data(), branch.data(), state.mla_, state.moe_, state.mlp_);
+  float* normed = state.mtp_normed_.Get(T * H);
+  float* branch = state.mtp_branch_.Get(T * H);
+  DecoderLayer(model, m.layer, ctx, x, T, start_pos, state.rope_table_.data(), options,
+               cache.layer(0), normed, branch, state.mla_, state.moe_, state.mlp_);
   cache.set_length(start_pos + T);
   for (int64_t t = 0; t < T; ++t)
-    ops::RmsNorm(ctx.isa, x.data() + t * H, m.shared_head_norm.data(), H, c.rms_norm_eps,
-                 normed.data() + t * H);
-  ops::MatMul(ctx, normed.data(), T, m.shared_head_head, logits);
+    ops::RmsNorm(ctx.isa, x + t * H, m.shared_head_norm.data(), H, c.rms_norm_eps, normed + t * H);
+  ops::MatMul(ctx, normed, T, m.shared_head_head, logits);
   return Status::Ok();
 }
 

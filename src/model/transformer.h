@@ -65,7 +65,8 @@ class InferenceState {
                            std::span<const int32_t>, const float*, int64_t, float*);
   KvCache cache_;
   KvCache mtp_cache_;
-  ScratchBuffer residual_, normed_, branch_, rope_table_storage_, hidden_;
+  ScratchBuffer residual_, normed_, branch_, hidden_;
+  ScratchBuffer mtp_x_, mtp_normed_, mtp_branch_;  // apart from the main model's: see ForwardMtp
   std::vector<float> rope_table_;
   MlaScratch mla_;
   MoeScratch moe_;
