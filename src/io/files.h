@@ -17,6 +17,9 @@ Result<std::string> ReadFile(const std::string& path);
 // Temp file in the same directory, write, fsync, rename over path, fsync the directory. Whatever
 // was at path before stays intact if anything fails.
 Status WriteFileAtomic(const std::string& path, std::string_view content);
+// The same, writing the concatenation of chunks without first joining them in memory (safetensors
+// files are written straight from the callers' tensor buffers).
+Status WriteFileAtomicChunks(const std::string& path, const std::vector<std::string_view>& chunks);
 
 // Parses a JSON file; errors name the file (and the parse position).
 Result<nlohmann::json> ReadJsonFile(const std::string& path);

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstdlib>
 #include <map>
 #include <memory>
 #include <string>
@@ -58,7 +59,11 @@ class SafetensorsFile {
   std::map<std::string, std::string> metadata_;
   void* mapping_ = nullptr;  // mmap'ed region, or nullptr
   size_t mapping_size_ = 0;
-  std::vector<uint8_t> buffer_;  // kRead contents
+  struct FreeDeleter {
+    void operator()(uint8_t* p) const { std::free(p); }
+  };
+  // kRead: the data section only, 64-byte aligned so that a tensor is as aligned as its offset.
+  std::unique_ptr<uint8_t, FreeDeleter> buffer_;
 };
 
 // A model directory in the Hugging Face layout: model.safetensors, or
