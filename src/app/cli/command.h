@@ -27,6 +27,7 @@ Command RegisterChat(CLI::App& root);
 Command RegisterBench(CLI::App& root);
 Command RegisterTokenize(CLI::App& root);
 Command RegisterDetokenize(CLI::App& root);
+Command RegisterTrain(CLI::App& root);
 Command RegisterTokenizerTrain(CLI::App& root);
 
 }  // namespace dsv3::cli

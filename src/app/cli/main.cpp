@@ -15,6 +15,7 @@ int main(int argc, char** argv) {
       dsv3::cli::RegisterDetokenize(app),
       dsv3::cli::RegisterChat(app),
       dsv3::cli::RegisterTokenizerTrain(app),
+      dsv3::cli::RegisterTrain(app),
   };
   try {
     app.parse(argc, argv);
