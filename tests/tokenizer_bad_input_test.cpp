@@ -196,6 +196,18 @@ TEST(TokenizerBadInputTest, UnreadableFiles) {
   EXPECT_HAS(broken.status().message(), "broken.json");
 }
 
+TEST(TokenizerBadInputTest, HugeRunsEncode) {
+  DSV3_REQUIRE_DEEPSEEK_TOKENIZER(tok);
+  // Megabyte-long single pieces: a word, a whitespace run before a word, digits, punctuation.
+  for (const std::string& text :
+       {std::string(1 << 20, 'a'), std::string(1 << 20, ' ') + "x", std::string(1 << 20, '7'),
+        std::string(1 << 20, '!') + "\n", std::string(1 << 18, '\t') + "\n\n"}) {
+    auto ids = tok->Encode(text);
+    ASSERT_TRUE(ids.ok()) << ids.status().message();
+    EXPECT_EQ(tok->Decode(*ids, false), text);
+  }
+}
+
 TEST(TokenizerBadInputTest, RandomBytesAndIdsNeverCrash) {
   DSV3_REQUIRE_DEEPSEEK_TOKENIZER(tok);
   std::mt19937 rng(1234);
