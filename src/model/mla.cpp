@@ -71,22 +71,24 @@ void MlaForward(const ModelConfig& c, const RopeParams& rope, const AttentionWei
   const float* sin = cos_sin + T * half;
 
   // q: [T, nh, dn+dr]
+  // q: [T, nh, dn+dr]; ckv: [T, r+dr]. Both projections of x run in one parallel region.
   float* q = scratch.q.Get(T * nh * qk);
+  float* ckv = scratch.ckv.Get(T * (r + dr));
   if (c.has_q_lora()) {
     float* q_a = scratch.q_a.Get(T * c.q_lora_rank);  // [T, rq]
-    ops::MatMul(ctx, x, T, w.q_a_proj, q_a);
+    const ops::MatMulJob jobs[2] = {{x, T, &w.q_a_proj, q_a}, {x, T, &w.kv_a_proj_with_mqa, ckv}};
+    ops::MatMulBatch(ctx, jobs, 2);
     for (int64_t t = 0; t < T; ++t) {
       float* row = q_a + t * c.q_lora_rank;
       ops::RmsNorm(ctx.isa, row, w.q_a_layernorm.data(), c.q_lora_rank, c.rms_norm_eps, row);
     }
     ops::MatMul(ctx, q_a, T, w.q_b_proj, q);
   } else {
-    ops::MatMul(ctx, x, T, w.q_proj, q);
+    const ops::MatMulJob jobs[2] = {{x, T, &w.q_proj, q}, {x, T, &w.kv_a_proj_with_mqa, ckv}};
+    ops::MatMulBatch(ctx, jobs, 2);
   }
 
-  // ckv: [T, r+dr] -> cache: normalised latent c [r] and rotated k_pe [dr] per position.
-  float* ckv = scratch.ckv.Get(T * (r + dr));
-  ops::MatMul(ctx, x, T, w.kv_a_proj_with_mqa, ckv);
+  // cache: normalised latent c [r] and rotated k_pe [dr] per position.
   for (int64_t t = 0; t < T; ++t) {
     const int64_t pos = start_pos + t;
     float* latent = cache.latent.data() + pos * r;

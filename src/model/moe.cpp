@@ -30,27 +30,55 @@ void MoeForward(const ModelConfig& c, const MoeWeights& w, const ops::KernelCont
   for (int64_t i = 0; i < T * k; ++i)
     s.token_order[s.expert_cursor[s.routing_experts[i]]++] = static_cast<int32_t>(i);
 
-  std::memset(out, 0, static_cast<size_t>(T * H) * sizeof(float));
+  // gathered: [T*k, H], the input row of every (token, slot) in expert order, so each expert's
+  // tokens are contiguous. Then all experts (and the shared expert) run as one batch of
+  // products: one parallel region for gate+up, one for down.
+  const int64_t I = c.moe_intermediate_size;
+  const int64_t I_shared = w.has_shared ? w.shared_experts.intermediate : 0;
+  float* gathered = s.gathered.Get(T * k * H);
+  for (int64_t i = 0; i < T * k; ++i) {
+    const int64_t token = s.token_order[i] / k;
+    std::memcpy(gathered + i * H, x + token * H, static_cast<size_t>(H) * sizeof(float));
+  }
+  float* gate = s.gate.Get(T * k * I + T * I_shared);  // [T*k, I] then shared [T, I_shared]
+  float* up = s.up.Get(T * k * I + T * I_shared);
+  float* expert_out = s.expert_out.Get(T * k * H + T * H);  // [T*k, H] then shared [T, H]
+  float* gate_shared = gate + T * k * I;
+  float* up_shared = up + T * k * I;
+  float* out_shared = expert_out + T * k * H;
+
+  s.jobs.clear();
   for (int64_t e = 0; e < E; ++e) {
     const int64_t begin = s.expert_offsets[e], n = s.expert_offsets[e + 1] - begin;
     if (n == 0) continue;
-    // gathered: [n, H] rows of x routed to expert e
-    float* gathered = s.gathered.Get(n * H);
-    for (int64_t i = 0; i < n; ++i) {
-      const int64_t token = s.token_order[begin + i] / k;
-      std::memcpy(gathered + i * H, x + token * H, static_cast<size_t>(H) * sizeof(float));
-    }
-    float* expert_out = s.expert_out.Get(n * H);  // [n, H]
-    MlpForward(w.experts[e], ctx, gathered, n, s.mlp, expert_out);
-    for (int64_t i = 0; i < n; ++i) {
-      const int32_t slot = s.token_order[begin + i];
-      ops::Axpy(ctx.isa, routing_weights[slot], expert_out + i * H, H, out + (slot / k) * H);
-    }
+    s.jobs.push_back({gathered + begin * H, n, &w.experts[e].gate_proj, gate + begin * I});
+    s.jobs.push_back({gathered + begin * H, n, &w.experts[e].up_proj, up + begin * I});
   }
   if (w.has_shared) {
-    float* shared = s.expert_out.Get(T * H);  // [T, H]
-    MlpForward(w.shared_experts, ctx, x, T, s.mlp, shared);
-    ops::Axpy(ctx.isa, 1.0f, shared, T * H, out);
+    s.jobs.push_back({x, T, &w.shared_experts.gate_proj, gate_shared});
+    s.jobs.push_back({x, T, &w.shared_experts.up_proj, up_shared});
+  }
+  ops::MatMulBatch(ctx, s.jobs.data(), static_cast<int64_t>(s.jobs.size()));
+  ops::SiluMul(ctx.isa, gate, up, T * k * I + T * I_shared);
+
+  s.jobs.clear();
+  for (int64_t e = 0; e < E; ++e) {
+    const int64_t begin = s.expert_offsets[e], n = s.expert_offsets[e + 1] - begin;
+    if (n == 0) continue;
+    s.jobs.push_back({gate + begin * I, n, &w.experts[e].down_proj, expert_out + begin * H});
+  }
+  if (w.has_shared) s.jobs.push_back({gate_shared, T, &w.shared_experts.down_proj, out_shared});
+  ops::MatMulBatch(ctx, s.jobs.data(), static_cast<int64_t>(s.jobs.size()));
+
+  // out[t] = shared(x_t) + sum over its slots of weight * expert output
+  if (w.has_shared) {
+    std::memcpy(out, out_shared, static_cast<size_t>(T * H) * sizeof(float));
+  } else {
+    std::memset(out, 0, static_cast<size_t>(T * H) * sizeof(float));
+  }
+  for (int64_t i = 0; i < T * k; ++i) {
+    const int32_t slot = s.token_order[i];
+    ops::Axpy(ctx.isa, routing_weights[slot], expert_out + i * H, H, out + (slot / k) * H);
   }
 }
 

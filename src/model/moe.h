@@ -13,9 +13,9 @@
 namespace dsv3 {
 
 struct MoeScratch {
-  ScratchBuffer gate_logits, routing_weights, gathered, expert_out;
+  ScratchBuffer gate_logits, routing_weights, gathered, gate, up, expert_out;
+  std::vector<ops::MatMulJob> jobs;
   std::vector<int32_t> routing_experts, token_order, expert_offsets, expert_cursor;
-  MlpScratch mlp;
 };
 
 // x: [T, H] (normalised) -> out: [T, H] (overwritten). k = routed experts per token.

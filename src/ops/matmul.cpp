@@ -173,6 +173,26 @@ void MatMul(const KernelContext& ctx, const float* x, int64_t T, const WeightVie
       kRowGrain);
 }
 
+void MatMulRowRange(const KernelContext& ctx, const float* x, int64_t T, const WeightView& w,
+                    int64_t row_begin, int64_t row_end, float* y) {
+  if (T <= 0 || row_begin >= row_end) return;
+  if (!IsMatMulDType(w.dtype)) {
+    for (int64_t t = 0; t < T; ++t)
+      std::fill(y + t * w.rows + row_begin, y + t * w.rows + row_end,
+                std::numeric_limits<float>::quiet_NaN());
+    return;
+  }
+  if (w.cols == 0) {
+    for (int64_t t = 0; t < T; ++t)
+      std::fill(y + t * w.rows + row_begin, y + t * w.rows + row_end, 0.0f);
+    return;
+  }
+  const MatMulRowsFn kernel = ctx.bf16_dot && ctx.isa == Isa::kAvx512 && w.dtype == DType::kBF16
+                                  ? avx512::MatMulRowsBf16Dot
+                                  : SelectMatMul(ctx.isa);
+  kernel(x, T, w, row_begin, row_end, y);
+}
+
 void DequantizeRow(const WeightView& w, int64_t row, float* out) {
   ConvertRowSegment(w, row, 0, w.cols, out);
   if (w.dtype != DType::kF8E4M3) return;

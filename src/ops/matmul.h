@@ -44,4 +44,20 @@ void MatMul(const KernelContext& ctx, const float* x, int64_t T, const WeightVie
 // out[c] = W[row, c] dequantised to f32 (embedding lookups, dequantised copies).
 void DequantizeRow(const WeightView& w, int64_t row, float* out);
 
+// Rows [row_begin, row_end) of MatMul on the calling thread: writes only y[:, row_begin:row_end].
+// The building block for callers that schedule many products in one parallel region.
+void MatMulRowRange(const KernelContext& ctx, const float* x, int64_t T, const WeightView& w,
+                    int64_t row_begin, int64_t row_end, float* y);
+
+// Several independent products y_i = x_i W_i^T run in one parallel region: row chunks of all
+// jobs are spread over the pool's threads, so a batch of small matrices (the experts a decoded
+// token routes to) costs one wake-up of the pool instead of one per matrix.
+struct MatMulJob {
+  const float* x = nullptr;  // [T, w.cols]
+  int64_t T = 0;
+  const WeightView* w = nullptr;
+  float* y = nullptr;  // [T, w.rows]
+};
+void MatMulBatch(const KernelContext& ctx, const MatMulJob* jobs, int64_t num_jobs);
+
 }  // namespace dsv3::ops
