@@ -17,6 +17,7 @@
 #include "backend/thread_pool.h"
 #include "ops/isa.h"
 #include "ops/matmul.h"
+#include "ops/quant.h"
 #include "util/dtype.h"
 
 namespace {
@@ -24,7 +25,9 @@ namespace {
 using dsv3::DType;
 using dsv3::ops::Isa;
 
-constexpr DType kDTypes[] = {DType::kF32, DType::kF16, DType::kBF16, DType::kF8E4M3};
+// Indices 4 and 5: q8_0 (kI8) and q4_0 (kU8), quantised with ops/quant.h from the same values.
+constexpr DType kDTypes[] = {DType::kF32,    DType::kF16, DType::kBF16,
+                             DType::kF8E4M3, DType::kI8,  DType::kU8};
 
 // Random weights of the given dtype; FP8 avoids the NaN codes and gets a 128x128 scale grid.
 struct BenchWeight {
@@ -34,6 +37,10 @@ struct BenchWeight {
 
   BenchWeight(DType dtype, int64_t rows, int64_t cols) {
     std::mt19937 rng(42);
+    if (dtype == DType::kI8 || dtype == DType::kU8) {
+      MakeGroupQuantized(dtype, rows, cols, rng);
+      return;
+    }
     bytes.resize(static_cast<size_t>(rows * cols) * dsv3::DTypeSize(dtype));
     // Values in [-1, 1] converted to the dtype (FP8: scaled to the full e4m3 range, as a
     // quantiser would, with the matching dequantisation scale).
@@ -68,6 +75,31 @@ struct BenchWeight {
     view.data = bytes.data();
     view.scale = scale.empty() ? nullptr : scale.data();
   }
+
+  void MakeGroupQuantized(DType dtype, int64_t rows, int64_t cols, std::mt19937& rng) {
+    std::uniform_real_distribution<float> value(-1.0f, 1.0f);
+    std::vector<float> row(static_cast<size_t>(cols));
+    const int64_t groups = dsv3::ops::QuantGroups(cols);
+    const int64_t row_bytes = dtype == DType::kI8 ? cols : dsv3::ops::Q4RowBytes(cols);
+    bytes.resize(static_cast<size_t>(rows * row_bytes));
+    scale.resize(static_cast<size_t>(rows * groups));
+    for (int64_t r = 0; r < rows; ++r) {
+      for (auto& v : row) v = value(rng);
+      if (dtype == DType::kI8)
+        dsv3::ops::QuantizeRowQ8_0(row.data(), cols, 32,
+                                   reinterpret_cast<int8_t*>(bytes.data()) + r * row_bytes,
+                                   scale.data() + r * groups);
+      else
+        dsv3::ops::QuantizeRowQ4_0(row.data(), cols, 32, bytes.data() + r * row_bytes,
+                                   scale.data() + r * groups);
+    }
+    view.dtype = dtype;
+    view.rows = rows;
+    view.cols = cols;
+    view.data = bytes.data();
+    view.scale = scale.data();
+    view.group_size = 32;
+  }
 };
 
 void BM_MatMul(benchmark::State& state) {
@@ -99,9 +131,10 @@ void BM_MatMul(benchmark::State& state) {
     benchmark::ClobberMemory();
   }
   if (T == 1) {
-    state.counters["bytes/s"] = benchmark::Counter(static_cast<double>(w.bytes.size()),
-                                                   benchmark::Counter::kIsIterationInvariantRate,
-                                                   benchmark::Counter::kIs1000);
+    // Weights plus their scales: everything a GEMV must read.
+    const double read = static_cast<double>(w.bytes.size() + w.scale.size() * sizeof(float));
+    state.counters["bytes/s"] = benchmark::Counter(
+        read, benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::kIs1000);
   }
   state.counters["FLOP/s"] = benchmark::Counter(2.0 * static_cast<double>(T * rows * cols),
                                                 benchmark::Counter::kIsIterationInvariantRate,
@@ -113,7 +146,7 @@ void MatMulArgs(benchmark::internal::Benchmark* b) {
   const int64_t kAvx2 = static_cast<int64_t>(Isa::kAvx2);
   const int64_t kAvx512 = static_cast<int64_t>(Isa::kAvx512);
   const int64_t kScalar = static_cast<int64_t>(Isa::kScalar);
-  for (int64_t d = 0; d < 4; ++d) {
+  for (int64_t d = 0; d < 6; ++d) {
     for (int64_t isa : {kAvx2, kAvx512}) {
       // Attention/dense-sized and expert-sized weights (L3-resident: up to 16 MB).
       for (auto [rows, cols] : {std::pair<int64_t, int64_t>{2048, 2048}, {512, 2048}}) {
@@ -124,7 +157,7 @@ void MatMulArgs(benchmark::internal::Benchmark* b) {
     }
   }
   // Scalar baseline.
-  for (int64_t d : {2, 3}) {
+  for (int64_t d : {2, 3, 4, 5}) {
     b->Args({d, kScalar, 2048, 2048, 1, 2, 0});
     b->Args({d, kScalar, 2048, 2048, 64, 2, 0});
   }

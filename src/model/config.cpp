@@ -111,9 +111,32 @@ Status ParseQuantization(const json& j, std::optional<QuantizationConfig>* out) 
     q.weight_block_size[0] = (*bs)[0].get<int64_t>();
     q.weight_block_size[1] = (*bs)[1].get<int64_t>();
   }
+  if (q.quant_method == "dsv3") {
+    DSV3_RETURN_IF_ERROR(
+        ReadInt(*it, "group_size", &q.group_size).WithContext("quantization_config"));
+    if (q.fmt != "q8_0" && q.fmt != "q4_0")
+      return Err(
+          "quantization_config.fmt '{}' is not supported for quant_method 'dsv3' "
+          "(expected 'q8_0' or 'q4_0')",
+          q.fmt);
+    auto skip = it->find("modules_to_not_convert");
+    if (skip != it->end() && !skip->is_null()) {
+      if (!skip->is_array())
+        return Err("quantization_config.modules_to_not_convert must be a list of names");
+      for (const json& name : *skip) {
+        if (!name.is_string())
+          return Err("quantization_config.modules_to_not_convert must be a list of names");
+        q.modules_to_not_convert.push_back(name.get<std::string>());
+      }
+    }
+    *out = q;
+    return Status::Ok();
+  }
   if (q.quant_method != "fp8")
-    return Err("quantization_config.quant_method '{}' is not supported (expected 'fp8')",
-               q.quant_method);
+    return Err(
+        "quantization_config.quant_method '{}' is not supported (expected 'fp8' or "
+        "'dsv3')",
+        q.quant_method);
   if (!q.fmt.empty() && q.fmt != "e4m3")
     return Err("quantization_config.fmt '{}' is not supported (expected 'e4m3')", q.fmt);
   *out = q;
@@ -269,6 +292,8 @@ Status ModelConfig::Validate() const {
     if (quantization_config->weight_block_size[0] <= 0 ||
         quantization_config->weight_block_size[1] <= 0)
       return Err("quantization_config.weight_block_size must be positive");
+    if (quantization_config->group_size <= 0)
+      return Err("quantization_config.group_size must be positive");
   }
   if (bos_token_id < 0 || bos_token_id >= vocab_size)
     return Err("bos_token_id {} is outside the vocabulary [0, {})", bos_token_id, vocab_size);
@@ -329,7 +354,16 @@ nlohmann::json ModelConfig::ToJson() const {
   j["eos_token_id"] = eos_token_id;
   j["rope_interleave"] = rope_interleave;
   j["torch_dtype"] = "bfloat16";
-  if (quantization_config) {
+  if (quantization_config && quantization_config->quant_method == "dsv3") {
+    j["quantization_config"] = {
+        {"quant_method", "dsv3"},
+        {"fmt", quantization_config->fmt},
+        {"group_size", quantization_config->group_size},
+        {"weight_block_size",
+         {quantization_config->weight_block_size[0], quantization_config->weight_block_size[1]}},
+        {"modules_to_not_convert", quantization_config->modules_to_not_convert},
+    };
+  } else if (quantization_config) {
     j["quantization_config"] = {
         {"activation_scheme", "dynamic"},
         {"fmt", "e4m3"},

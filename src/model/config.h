@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -22,11 +23,19 @@ struct RopeScaling {
   double mscale_all_dim = 0.0;
 };
 
+// quant_method "fp8": the official FP8 checkpoints (fmt "e4m3", 128x128 block scales).
+// quant_method "dsv3": written by `dsv3 quantize`; fmt "q8_0" or "q4_0" names the format of the
+// quantized linear weights (ops/quant.h) with group_size columns per scale. A loader needs only
+// each tensor's dtype to know its format (I8: q8_0, U8: q4_0, F8_E4M3: block FP8 with
+// weight_block_size, float dtypes: as stored), so one checkpoint can mix formats;
+// modules_to_not_convert lists the tensors kept at higher precision (informational).
 struct QuantizationConfig {
-  std::string quant_method;  // "fp8" or empty
-  std::string fmt;           // "e4m3"
+  std::string quant_method;  // "fp8", "dsv3" or empty
+  std::string fmt;           // "e4m3" (fp8); "q8_0" | "q4_0" (dsv3)
   int64_t weight_block_size[2] = {128, 128};
-  std::string scale_fmt;  // "ue8m0" (V3.1) or empty
+  std::string scale_fmt;                            // "ue8m0" (V3.1) or empty
+  int64_t group_size = 32;                          // dsv3 only
+  std::vector<std::string> modules_to_not_convert;  // dsv3 only
 };
 
 struct ModelConfig {

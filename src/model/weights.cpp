@@ -30,6 +30,7 @@ class Binder {
   // A matrix [rows, cols] used in place. FP8 needs its "<name>_scale_inv" block grid.
   Result<WeightView> Matrix(const std::string& name, int64_t rows, int64_t cols) const {
     DSV3_ASSIGN_OR_RETURN(const io::TensorInfo* t, Find(name));
+    if (t->dtype == DType::kI8 || t->dtype == DType::kU8) return GroupQuantized(*t, rows, cols);
     DSV3_RETURN_IF_ERROR(CheckShape(*t, {rows, cols}));
     WeightView w;
     w.dtype = t->dtype;
@@ -72,6 +73,46 @@ class Binder {
     w.scale = scale;
     w.block_rows = br;
     w.block_cols = bc;
+    return w;
+  }
+
+  // q8_0 (I8 [rows, cols]) or q4_0 (U8 [rows, ceil(cols / 2)], two 4-bit codes per byte), each
+  // with an F32 "<name>_scale_inv" [rows, ceil(cols / group_size)] (ops/quant.h).
+  Result<WeightView> GroupQuantized(const io::TensorInfo& t, int64_t rows, int64_t cols) const {
+    const bool q4 = t.dtype == DType::kU8;
+    const char* format = q4 ? "q4_0" : "q8_0";
+    const int64_t stored_cols = q4 ? (cols + 1) / 2 : cols;
+    if (t.shape != std::vector<int64_t>{rows, stored_cols})
+      return Err("{}: {} tensor '{}' has shape {} but the config implies [{}, {}]{}", t.file,
+                 format, t.name, t.ShapeString(), rows, stored_cols,
+                 q4 ? fmt::format(" ({} columns, two 4-bit codes per byte)", cols) : "");
+    const int64_t gs = config_.quantization_config ? config_.quantization_config->group_size : 32;
+    const std::string scale_name = t.name + "_scale_inv";
+    const io::TensorInfo* s = checkpoint_.Find(scale_name);
+    if (s == nullptr)
+      return Err("{}: {} tensor '{}' has no group scales '{}'", t.file, format, t.name, scale_name);
+    if (s->dtype != DType::kF32)
+      return Err("{}: scale tensor '{}' must be F32, got {}", s->file, scale_name,
+                 DTypeName(s->dtype));
+    const std::vector<int64_t> grid = {rows, (cols + gs - 1) / gs};
+    if (s->shape != grid)
+      return Err(
+          "{}: scale tensor '{}' has shape {} but {} [{}, {}] with groups of {} needs [{}, {}]",
+          s->file, scale_name, s->ShapeString(), format, rows, cols, gs, grid[0], grid[1]);
+    const float* scale = reinterpret_cast<const float*>(s->data);
+    for (int64_t i = 0; i < grid[0] * grid[1]; ++i) {
+      // q4_0 scales carry the sign of the group's largest element (ggml's Q4_0); q8_0's do not.
+      if (!std::isfinite(scale[i]) || (!q4 && scale[i] < 0))
+        return Err("{}: scale tensor '{}' holds an invalid value {} at group {}", s->file,
+                   scale_name, scale[i], i);
+    }
+    WeightView w;
+    w.dtype = t.dtype;
+    w.rows = rows;
+    w.cols = cols;
+    w.data = t.data;
+    w.scale = scale;
+    w.group_size = gs;
     return w;
   }
 

@@ -28,6 +28,10 @@ void Softmax(float* x, int64_t n);
 namespace avx2 {
 void MatMulRows(const float* x, int64_t T, const WeightView& w, int64_t row_begin, int64_t row_end,
                 float* y);
+// q8_0 (kI8) and q4_0 (kU8) weights, exact path: weights dequantised to f32, f32 FMA
+// (src/ops/isa/avx2_quant_matmul.cpp). Group sizes other than 32 take the scalar reference.
+void MatMulRowsQuant(const float* x, int64_t T, const WeightView& w, int64_t row_begin,
+                     int64_t row_end, float* y);
 void RmsNorm(const float* x, const float* w, int64_t n, double eps, float* out);
 float Dot(const float* a, const float* b, int64_t n);
 void Axpy(float alpha, const float* x, int64_t n, float* y);
@@ -41,6 +45,9 @@ void MatMulRows(const float* x, int64_t T, const WeightView& w, int64_t row_begi
 // take the exact path).
 void MatMulRowsBf16Dot(const float* x, int64_t T, const WeightView& w, int64_t row_begin,
                        int64_t row_end, float* y);
+// q8_0 (kI8) and q4_0 (kU8) weights, exact path (src/ops/isa/avx512_quant_matmul.cpp).
+void MatMulRowsQuant(const float* x, int64_t T, const WeightView& w, int64_t row_begin,
+                     int64_t row_end, float* y);
 void RmsNorm(const float* x, const float* w, int64_t n, double eps, float* out);
 float Dot(const float* a, const float* b, int64_t n);
 void Axpy(float alpha, const float* x, int64_t n, float* y);

@@ -35,14 +35,29 @@ constexpr std::array<float, 256> MakeFp8Table() {
 
 constexpr std::array<float, 256> kFp8E4M3Table = MakeFp8Table();
 
-bool IsMatMulDType(DType dtype) {
-  return dtype == DType::kF32 || dtype == DType::kF16 || dtype == DType::kBF16 ||
-         dtype == DType::kF8E4M3;
+bool IsGroupQuantized(DType dtype) {
+  return dtype == DType::kI8 || dtype == DType::kU8;
 }
 
-// out[i] = W[row, col + i] for i < n, exact conversion to f32 without the FP8 block scale.
+bool IsMatMulDType(DType dtype) {
+  return dtype == DType::kF32 || dtype == DType::kF16 || dtype == DType::kBF16 ||
+         dtype == DType::kF8E4M3 || IsGroupQuantized(dtype);
+}
+
+// out[i] = W[row, col + i] for i < n, exact conversion to f32 without the FP8 block scale or
+// the q8_0/q4_0 group scale.
 void ConvertRowSegment(const WeightView& w, int64_t row, int64_t col, int64_t n, float* out) {
   if (n <= 0) return;  // also keeps memcpy away from a null `data` of an empty matrix
+  if (w.dtype == DType::kU8) {
+    // q4_0 rows are ceil(cols / 2) bytes; the low nibble holds the even column.
+    const uint8_t* src = static_cast<const uint8_t*>(w.data) + row * ((w.cols + 1) / 2);
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t c = col + i;
+      const int code = (c & 1) ? src[c >> 1] >> 4 : src[c >> 1] & 0xf;
+      out[i] = static_cast<float>(code - 8);
+    }
+    return;
+  }
   const int64_t offset = row * w.cols + col;
   switch (w.dtype) {
     case DType::kF32:
@@ -63,6 +78,11 @@ void ConvertRowSegment(const WeightView& w, int64_t row, int64_t col, int64_t n,
       for (int64_t i = 0; i < n; ++i) out[i] = kFp8E4M3Table[src[i]];
       break;
     }
+    case DType::kI8: {
+      const int8_t* src = static_cast<const int8_t*>(w.data) + offset;
+      for (int64_t i = 0; i < n; ++i) out[i] = static_cast<float>(src[i]);
+      break;
+    }
     default:
       std::fill(out, out + n, std::numeric_limits<float>::quiet_NaN());
       break;
@@ -71,7 +91,18 @@ void ConvertRowSegment(const WeightView& w, int64_t row, int64_t col, int64_t n,
 
 using MatMulRowsFn = void (*)(const float*, int64_t, const WeightView&, int64_t, int64_t, float*);
 
-MatMulRowsFn SelectMatMul(Isa isa) {
+MatMulRowsFn SelectMatMul(Isa isa, DType dtype) {
+  // The SIMD group-quantized kernels fall back to the reference for group sizes other than 32.
+  if (IsGroupQuantized(dtype)) {
+    switch (isa) {
+      case Isa::kScalar:
+        return scalar::MatMulRows;
+      case Isa::kAvx2:
+        return avx2::MatMulRowsQuant;
+      case Isa::kAvx512:
+        return avx512::MatMulRowsQuant;
+    }
+  }
   switch (isa) {
     case Isa::kScalar:
       return scalar::MatMulRows;
@@ -95,7 +126,8 @@ constexpr int64_t kRowGrain = 64;
 namespace scalar {
 
 // The reference: every output is a plain left-to-right f32 sum over the columns; for FP8 it is a
-// left-to-right sum over column blocks of (left-to-right partial dot of the block) * block scale.
+// left-to-right sum over column blocks of (left-to-right partial dot of the block) * block scale,
+// and the same for q8_0/q4_0 with one-row blocks of group_size columns (their group scales).
 // Weights are converted in short segments so T tokens share one conversion (tokens are tiled so
 // the per-token accumulators live on the stack).
 void MatMulRows(const float* x, int64_t T, const WeightView& w, int64_t row_begin, int64_t row_end,
@@ -103,11 +135,15 @@ void MatMulRows(const float* x, int64_t T, const WeightView& w, int64_t row_begi
   constexpr int64_t kTileT = 8;
   constexpr int64_t kSegment = 64;
   const int64_t cols = w.cols;
-  const bool fp8 = w.dtype == DType::kF8E4M3;
-  const int64_t block_cols = fp8 ? w.block_cols : std::max<int64_t>(cols, 1);
-  const int64_t scale_cols = fp8 ? (cols + w.block_cols - 1) / w.block_cols : 0;
+  const bool grouped = IsGroupQuantized(w.dtype);
+  const bool fp8 = w.dtype == DType::kF8E4M3 || grouped;  // scaled blocks
+  const int64_t block_rows = grouped ? 1 : w.block_rows;
+  const int64_t block_cols = grouped ? w.group_size
+                             : fp8   ? w.block_cols
+                                     : std::max<int64_t>(cols, 1);
+  const int64_t scale_cols = fp8 ? (cols + block_cols - 1) / block_cols : 0;
   for (int64_t r = row_begin; r < row_end; ++r) {
-    const float* scale_row = fp8 ? w.scale + (r / w.block_rows) * scale_cols : nullptr;
+    const float* scale_row = fp8 ? w.scale + (r / block_rows) * scale_cols : nullptr;
     for (int64_t t0 = 0; t0 < T; t0 += kTileT) {
       const int64_t nt = std::min(kTileT, T - t0);
       float acc[kTileT] = {};
@@ -137,7 +173,7 @@ void MatMulRows(const float* x, int64_t T, const WeightView& w, int64_t row_begi
 
 void MatMul(const KernelContext& ctx, const float* x, int64_t T, const WeightView& w, float* y) {
   if (T <= 0 || w.rows <= 0) return;
-  assert(IsMatMulDType(w.dtype) && "MatMul: weight dtype must be F32, F16, BF16 or F8_E4M3");
+  assert(IsMatMulDType(w.dtype) && "MatMul: weight dtype must be F32, F16, BF16, F8_E4M3, I8, U8");
   assert(CpuSupports(ctx.isa) && "MatMul: ctx.isa must be one of RunnableIsas()");
   if (!IsMatMulDType(w.dtype)) {
     // No error channel here: make misuse loud in the output instead of aborting.
@@ -150,7 +186,7 @@ void MatMul(const KernelContext& ctx, const float* x, int64_t T, const WeightVie
   }
   const MatMulRowsFn kernel = ctx.bf16_dot && ctx.isa == Isa::kAvx512 && w.dtype == DType::kBF16
                                   ? avx512::MatMulRowsBf16Dot
-                                  : SelectMatMul(ctx.isa);
+                                  : SelectMatMul(ctx.isa, w.dtype);
   const int64_t macs = T * w.rows * w.cols;
   if (ctx.pool == nullptr || ctx.pool->num_threads() <= 1 || macs < kMinParallelMacs ||
       w.rows <= kRowGrain) {
@@ -189,12 +225,17 @@ void MatMulRowRange(const KernelContext& ctx, const float* x, int64_t T, const W
   }
   const MatMulRowsFn kernel = ctx.bf16_dot && ctx.isa == Isa::kAvx512 && w.dtype == DType::kBF16
                                   ? avx512::MatMulRowsBf16Dot
-                                  : SelectMatMul(ctx.isa);
+                                  : SelectMatMul(ctx.isa, w.dtype);
   kernel(x, T, w, row_begin, row_end, y);
 }
 
 void DequantizeRow(const WeightView& w, int64_t row, float* out) {
   ConvertRowSegment(w, row, 0, w.cols, out);
+  if (IsGroupQuantized(w.dtype)) {
+    const float* scale_row = w.scale + row * ((w.cols + w.group_size - 1) / w.group_size);
+    for (int64_t c = 0; c < w.cols; ++c) out[c] *= scale_row[c / w.group_size];
+    return;
+  }
   if (w.dtype != DType::kF8E4M3) return;
   const int64_t scale_cols = (w.cols + w.block_cols - 1) / w.block_cols;
   const float* scale_row = w.scale + (row / w.block_rows) * scale_cols;

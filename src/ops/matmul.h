@@ -13,6 +13,11 @@ namespace dsv3::ops {
 // A weight matrix W [rows = out_features, cols = in_features], row-major, used in place.
 // For kF8E4M3, scale is the dequantisation multiplier grid ("weight_scale_inv")
 // [ceil(rows / block_rows), ceil(cols / block_cols)]: W[i, j] = e4m3(q[i, j]) * scale[i/br, j/bc].
+// Group-quantized integer formats (ops/quant.h), one scale per row per group_size columns,
+// scale [rows, ceil(cols / group_size)]:
+//   kI8 (q8_0): data int8 [rows, cols],            W[i, j] = q[i, j] * scale[i, j / gs]
+//   kU8 (q4_0): data uint8 [rows, ceil(cols / 2)], two 4-bit codes per byte, the low nibble is the
+//               even column: W[i, j] = (nibble(i, j) - 8) * scale[i, j / gs]
 struct WeightView {
   DType dtype = DType::kF32;
   int64_t rows = 0;
@@ -21,6 +26,7 @@ struct WeightView {
   const float* scale = nullptr;
   int64_t block_rows = 128;
   int64_t block_cols = 128;
+  int64_t group_size = 32;  // kI8 / kU8 only
 };
 
 // Where kernels run: the thread pool to split work over and the instruction set to use.

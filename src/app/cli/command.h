@@ -29,5 +29,6 @@ Command RegisterTokenize(CLI::App& root);
 Command RegisterDetokenize(CLI::App& root);
 Command RegisterTrain(CLI::App& root);
 Command RegisterTokenizerTrain(CLI::App& root);
+Command RegisterQuantize(CLI::App& root);
 
 }  // namespace dsv3::cli

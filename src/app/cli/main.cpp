@@ -16,6 +16,7 @@ int main(int argc, char** argv) {
       dsv3::cli::RegisterChat(app),
       dsv3::cli::RegisterTokenizerTrain(app),
       dsv3::cli::RegisterTrain(app),
+      dsv3::cli::RegisterQuantize(app),
   };
   try {
     app.parse(argc, argv);

@@ -1,0 +1,270 @@
+#include "model/quantize.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <vector>
+
+#include "io/files.h"
+#include "io/safetensors.h"
+#include "model/config.h"
+#include "ops/matmul.h"
+#include "ops/quant.h"
+
+namespace dsv3 {
+
+namespace {
+
+constexpr int64_t kFp8Block = 128;
+constexpr float kFp8Max = 448.0f;
+
+bool EndsWith(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// A tensor of the output with the bytes it owns.
+struct OutTensor {
+  std::string name;
+  DType dtype;
+  std::vector<int64_t> shape;
+  std::vector<uint8_t> bytes;
+};
+
+// Whether the tensor is a linear weight the target format applies to (see quantize.h).
+bool IsConvertedMatrix(const io::TensorInfo& t, bool quantize_lm_head) {
+  if (t.shape.size() != 2 || !EndsWith(t.name, ".weight")) return false;
+  if (EndsWith(t.name, "embed_tokens.weight") || EndsWith(t.name, ".mlp.gate.weight")) return false;
+  if (t.name == "lm_head.weight" || EndsWith(t.name, ".shared_head.head.weight"))
+    return quantize_lm_head;
+  return t.dtype != DType::kF64 && t.dtype != DType::kI32 && t.dtype != DType::kI64;
+}
+
+// The source tensor as a WeightView (scales found by name, as the loader does).
+Result<ops::WeightView> SourceView(const io::Checkpoint& in, const ModelConfig& config,
+                                   const io::TensorInfo& t) {
+  ops::WeightView w;
+  w.dtype = t.dtype;
+  w.rows = t.shape.size() == 2 ? t.shape[0] : 1;
+  w.cols = t.shape.empty() ? 1 : t.shape.back();
+  w.data = t.data;
+  if (t.shape.size() > 2)
+    return Err("{}: tensor '{}' has {} dimensions", t.file, t.name, t.shape.size());
+  switch (t.dtype) {
+    case DType::kF32:
+    case DType::kF16:
+    case DType::kBF16:
+      return w;
+    case DType::kF8E4M3:
+    case DType::kI8:
+    case DType::kU8:
+      break;
+    default:
+      return Err("{}: tensor '{}' has dtype {}, which quantize cannot read", t.file, t.name,
+                 DTypeName(t.dtype));
+  }
+  const io::TensorInfo* s = in.Find(t.name + "_scale_inv");
+  if (s == nullptr || s->dtype != DType::kF32 || s->shape.size() != 2)
+    return Err("{}: tensor '{}' has no F32 scale tensor '{}_scale_inv'", t.file, t.name, t.name);
+  w.scale = reinterpret_cast<const float*>(s->data);
+  if (t.dtype == DType::kF8E4M3) {
+    if (config.quantization_config) {
+      w.block_rows = config.quantization_config->weight_block_size[0];
+      w.block_cols = config.quantization_config->weight_block_size[1];
+    }
+    if (s->shape[0] != (w.rows + w.block_rows - 1) / w.block_rows ||
+        s->shape[1] != (w.cols + w.block_cols - 1) / w.block_cols)
+      return Err("{}: scale tensor '{}_scale_inv' has shape {}", s->file, t.name, s->ShapeString());
+    return w;
+  }
+  w.group_size = config.quantization_config ? config.quantization_config->group_size : 32;
+  const int64_t groups = s->shape[1];
+  // q4_0 stores ceil(cols / 2) bytes per row, so an odd width cannot be told from the tensor
+  // alone: it is read as the even width above it (real models have even widths; the loader
+  // rejects the converted tensor otherwise, naming it).
+  w.cols = t.dtype == DType::kU8 ? 2 * t.shape[1] : t.shape[1];
+  if (s->shape[0] != w.rows || groups != (w.cols + w.group_size - 1) / w.group_size)
+    return Err("{}: scale tensor '{}_scale_inv' has shape {}", s->file, t.name, s->ShapeString());
+  return w;
+}
+
+void AppendF32(const std::vector<float>& v, std::vector<uint8_t>* bytes) {
+  const size_t at = bytes->size();
+  bytes->resize(at + v.size() * 4);
+  std::memcpy(bytes->data() + at, v.data(), v.size() * 4);
+}
+
+void AppendBf16(const std::vector<float>& v, std::vector<uint8_t>* bytes) {
+  const size_t at = bytes->size();
+  bytes->resize(at + v.size() * 2);
+  for (size_t i = 0; i < v.size(); ++i) {
+    const uint16_t h = F32ToBf16(v[i]);
+    std::memcpy(bytes->data() + at + 2 * i, &h, 2);
+  }
+}
+
+// values: [rows, cols] -> 128x128 block e4m3 with scale = amax / 448 (as DeepSeek's checkpoints).
+void QuantizeFp8(const std::vector<float>& values, int64_t rows, int64_t cols,
+                 std::vector<uint8_t>* q, std::vector<float>* scale) {
+  const int64_t grid_rows = (rows + kFp8Block - 1) / kFp8Block;
+  const int64_t grid_cols = (cols + kFp8Block - 1) / kFp8Block;
+  q->resize(static_cast<size_t>(rows * cols));
+  scale->assign(static_cast<size_t>(grid_rows * grid_cols), 0.0f);
+  for (int64_t gi = 0; gi < grid_rows; ++gi) {
+    for (int64_t gj = 0; gj < grid_cols; ++gj) {
+      const int64_t r1 = std::min(rows, (gi + 1) * kFp8Block);
+      const int64_t c1 = std::min(cols, (gj + 1) * kFp8Block);
+      float amax = 0;
+      for (int64_t i = gi * kFp8Block; i < r1; ++i)
+        for (int64_t j = gj * kFp8Block; j < c1; ++j)
+          amax = std::max(amax, std::fabs(values[i * cols + j]));
+      const float s = amax > 0 ? amax / kFp8Max : 1.0f;
+      (*scale)[gi * grid_cols + gj] = s;
+      for (int64_t i = gi * kFp8Block; i < r1; ++i)
+        for (int64_t j = gj * kFp8Block; j < c1; ++j)
+          (*q)[i * cols + j] =
+              F32ToFp8E4M3(std::clamp(values[i * cols + j] / s, -kFp8Max, kFp8Max));
+    }
+  }
+}
+
+// Converts one source tensor into one or two output tensors (weight and scale).
+Status ConvertTensor(const io::Checkpoint& in, const ModelConfig& config, const io::TensorInfo& t,
+                     const QuantizeOptions& options, std::vector<OutTensor>* out) {
+  DSV3_ASSIGN_OR_RETURN(ops::WeightView w, SourceView(in, config, t));
+  // values: [rows, cols] f32, exactly the model's dequantised weights.
+  std::vector<float> values(static_cast<size_t>(w.rows * w.cols));
+  for (int64_t r = 0; r < w.rows; ++r) ops::DequantizeRow(w, r, values.data() + r * w.cols);
+  std::vector<int64_t> shape = {w.rows, w.cols};
+  if (t.shape.size() == 1) shape = {w.cols};
+
+  const bool convert = IsConvertedMatrix(t, options.quantize_lm_head);
+  OutTensor o{t.name, DType::kBF16, shape, {}};
+  // --type bf16 makes a BF16 model: only the router bias stays F32 (as in the official ones).
+  const bool keep_f32 =
+      !convert && t.dtype == DType::kF32 &&
+      (options.type != QuantType::kBF16 || EndsWith(t.name, "e_score_correction_bias"));
+  if (options.type == QuantType::kF32 || keep_f32) {
+    o.dtype = DType::kF32;
+    AppendF32(values, &o.bytes);
+  } else if (!convert || options.type == QuantType::kBF16) {
+    AppendBf16(values, &o.bytes);
+  } else if (options.type == QuantType::kFp8) {
+    std::vector<float> scale;
+    o.dtype = DType::kF8E4M3;
+    QuantizeFp8(values, w.rows, w.cols, &o.bytes, &scale);
+    out->push_back(std::move(o));
+    OutTensor s{t.name + "_scale_inv",
+                DType::kF32,
+                {(w.rows + kFp8Block - 1) / kFp8Block, (w.cols + kFp8Block - 1) / kFp8Block},
+                {}};
+    AppendF32(scale, &s.bytes);
+    out->push_back(std::move(s));
+    return Status::Ok();
+  } else {
+    const int64_t gs = ops::kQuantGroupSize, groups = ops::QuantGroups(w.cols);
+    std::vector<float> scale(static_cast<size_t>(w.rows * groups));
+    if (options.type == QuantType::kQ8_0) {
+      o.dtype = DType::kI8;
+      o.bytes.resize(static_cast<size_t>(w.rows * w.cols));
+      for (int64_t r = 0; r < w.rows; ++r)
+        ops::QuantizeRowQ8_0(values.data() + r * w.cols, w.cols, gs,
+                             reinterpret_cast<int8_t*>(o.bytes.data()) + r * w.cols,
+                             scale.data() + r * groups);
+    } else {
+      o.dtype = DType::kU8;
+      const int64_t row_bytes = ops::Q4RowBytes(w.cols);
+      o.shape = {w.rows, row_bytes};
+      o.bytes.resize(static_cast<size_t>(w.rows * row_bytes));
+      for (int64_t r = 0; r < w.rows; ++r)
+        ops::QuantizeRowQ4_0(values.data() + r * w.cols, w.cols, gs, o.bytes.data() + r * row_bytes,
+                             scale.data() + r * groups);
+    }
+    out->push_back(std::move(o));
+    OutTensor s{t.name + "_scale_inv", DType::kF32, {w.rows, groups}, {}};
+    AppendF32(scale, &s.bytes);
+    out->push_back(std::move(s));
+    return Status::Ok();
+  }
+  out->push_back(std::move(o));
+  return Status::Ok();
+}
+
+nlohmann::json QuantizationJson(QuantType type, const std::vector<std::string>& kept) {
+  if (type == QuantType::kFp8)
+    return {{"activation_scheme", "dynamic"},
+            {"fmt", "e4m3"},
+            {"quant_method", "fp8"},
+            {"weight_block_size", {kFp8Block, kFp8Block}}};
+  return {{"quant_method", "dsv3"},
+          {"fmt", type == QuantType::kQ8_0 ? "q8_0" : "q4_0"},
+          {"group_size", ops::kQuantGroupSize},
+          {"modules_to_not_convert", kept}};
+}
+
+}  // namespace
+
+Result<QuantType> ParseQuantType(const std::string& name) {
+  if (name == "f32") return QuantType::kF32;
+  if (name == "bf16") return QuantType::kBF16;
+  if (name == "fp8") return QuantType::kFp8;
+  if (name == "q8_0") return QuantType::kQ8_0;
+  if (name == "q4_0") return QuantType::kQ4_0;
+  return Err("--type: '{}' is not one of f32, bf16, fp8, q8_0, q4_0", name);
+}
+
+Status QuantizeModel(const std::string& in_dir, const std::string& out_dir,
+                     const QuantizeOptions& options) {
+  namespace fs = std::filesystem;
+  DSV3_ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(in_dir));
+  DSV3_ASSIGN_OR_RETURN(nlohmann::json config_json, io::ReadJsonFile(in_dir + "/config.json"));
+  DSV3_ASSIGN_OR_RETURN(auto in, io::Checkpoint::Open(in_dir, io::LoadMode::kMmap));
+
+  std::vector<const io::TensorInfo*> sources;
+  for (const std::string& name : in->TensorNames()) {
+    // Scales travel with their weight; a scale whose weight is absent is dropped with it.
+    if (EndsWith(name, "_scale_inv") && in->Find(name.substr(0, name.size() - 10)) != nullptr)
+      continue;
+    sources.push_back(in->Find(name));
+  }
+  std::vector<OutTensor> out;
+  std::vector<std::string> kept;  // matrices left at higher precision, for the config
+  const int64_t total = static_cast<int64_t>(sources.size());
+  for (int64_t i = 0; i < total; ++i) {
+    const io::TensorInfo& t = *sources[i];
+    if (t.shape.size() == 2 && !IsConvertedMatrix(t, options.quantize_lm_head))
+      kept.push_back(t.name.substr(0, t.name.size() - std::string(".weight").size()));
+    DSV3_RETURN_IF_ERROR(ConvertTensor(*in, config, t, options, &out));
+    if (options.progress) options.progress(i + 1, total);
+  }
+
+  if (options.type == QuantType::kF32 || options.type == QuantType::kBF16)
+    config_json.erase("quantization_config");
+  else
+    config_json["quantization_config"] = QuantizationJson(options.type, kept);
+  config_json["torch_dtype"] = options.type == QuantType::kF32 ? "float32" : "bfloat16";
+
+  std::vector<io::TensorToWrite> views;
+  int64_t bytes = 0;
+  for (const OutTensor& o : out) {
+    views.push_back({o.name, o.dtype, o.shape, o.bytes.data(), o.bytes.size()});
+    bytes += static_cast<int64_t>(o.bytes.size());
+  }
+  const int shards = static_cast<int>(
+      std::max<int64_t>(1, (bytes + options.shard_bytes - 1) / options.shard_bytes));
+  std::error_code ec;
+  fs::create_directories(out_dir, ec);
+  if (ec) return Err("{}: cannot create directory: {}", out_dir, ec.message());
+  DSV3_RETURN_IF_ERROR(io::WriteCheckpoint(out_dir, views, shards));
+  DSV3_RETURN_IF_ERROR(io::WriteFileAtomic(out_dir + "/config.json", config_json.dump(2) + "\n"));
+  for (const char* file : {"tokenizer.json", "tokenizer_config.json", "generation_config.json"}) {
+    const fs::path src = fs::path(in_dir) / file;
+    if (!fs::exists(src)) continue;
+    fs::copy_file(src, fs::path(out_dir) / file, fs::copy_options::overwrite_existing, ec);
+    if (ec) return Err("{}: cannot copy to {}: {}", src.string(), out_dir, ec.message());
+  }
+  return Status::Ok();
+}
+
+}  // namespace dsv3

@@ -1,0 +1,43 @@
+#include "ops/quant.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace dsv3::ops {
+
+void QuantizeRowQ8_0(const float* x, int64_t cols, int64_t group_size, int8_t* q, float* scale) {
+  for (int64_t g0 = 0, gi = 0; g0 < cols; g0 += group_size, ++gi) {
+    const int64_t g1 = std::min(cols, g0 + group_size);
+    float amax = 0;
+    for (int64_t c = g0; c < g1; ++c) amax = std::max(amax, std::fabs(x[c]));
+    const float d = amax / 127.0f;
+    // Dividing by d (not multiplying by 1/d) keeps |x/d| <= 127 exactly at the maximum.
+    for (int64_t c = g0; c < g1; ++c) {
+      const float v = d > 0 ? std::nearbyint(x[c] / d) : 0.0f;
+      q[c] = static_cast<int8_t>(std::clamp(v, -127.0f, 127.0f));
+    }
+    scale[gi] = d;
+  }
+}
+
+void QuantizeRowQ4_0(const float* x, int64_t cols, int64_t group_size, uint8_t* packed,
+                     float* scale) {
+  std::fill(packed, packed + Q4RowBytes(cols), static_cast<uint8_t>(0x88));  // zero codes
+  for (int64_t g0 = 0, gi = 0; g0 < cols; g0 += group_size, ++gi) {
+    const int64_t g1 = std::min(cols, g0 + group_size);
+    float m = 0;  // the element of largest magnitude, with its sign
+    for (int64_t c = g0; c < g1; ++c)
+      if (std::fabs(x[c]) > std::fabs(m)) m = x[c];
+    const float d = m / -8.0f;
+    for (int64_t c = g0; c < g1; ++c) {
+      const float v = d != 0 ? std::nearbyint(x[c] / d) + 8.0f : 8.0f;
+      const uint8_t code = static_cast<uint8_t>(std::clamp(v, 0.0f, 15.0f));
+      uint8_t& byte = packed[c >> 1];
+      byte = (c & 1) ? static_cast<uint8_t>((byte & 0x0f) | (code << 4))
+                     : static_cast<uint8_t>((byte & 0xf0) | code);
+    }
+    scale[gi] = d;
+  }
+}
+
+}  // namespace dsv3::ops

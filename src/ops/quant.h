@@ -1,0 +1,36 @@
+// Group-quantized integer weight formats (DESIGN.md §4: integer tensor X.weight plus F32
+// X.weight_scale_inv, like the official FP8 checkpoints). One scale per row per group of
+// kQuantGroupSize consecutive input columns; the last group of a row may be partial.
+//
+// q8_0: int8 codes q in [-127, 127], scale d = amax / 127, W = q * d. Round to nearest, so
+//       |W - x| <= d / 2 for every element.
+// q4_0: 4-bit codes, as ggml's Q4_0: m is the group's element of largest magnitude (with its
+//       sign), d = m / -8 (so d may be negative), code = clamp(round(x / d) + 8, 0, 15) packed two
+//       per byte (low nibble = even column; the odd tail's high nibble is 8, i.e. zero), and
+//       W = (code - 8) * d. The 16 levels span [-8, 7] * d with -8 * d = m exact. Every element
+//       is within |d| / 2 of x except those with x / d > 7.5 (the opposite end of the range, which
+//       holds only values of magnitude near |m|): they clamp to 7 and are within |d|.
+// An all-zero group gets d = 0 and codes of zero.
+#pragma once
+
+#include <cstdint>
+
+namespace dsv3::ops {
+
+inline constexpr int64_t kQuantGroupSize = 32;
+
+inline int64_t QuantGroups(int64_t cols, int64_t group_size = kQuantGroupSize) {
+  return (cols + group_size - 1) / group_size;
+}
+// Bytes of one q4_0 row.
+inline int64_t Q4RowBytes(int64_t cols) {
+  return (cols + 1) / 2;
+}
+
+// x: [cols] -> q: [cols] int8, scale: [QuantGroups(cols, group_size)]
+void QuantizeRowQ8_0(const float* x, int64_t cols, int64_t group_size, int8_t* q, float* scale);
+// x: [cols] -> packed: [Q4RowBytes(cols)], scale: [QuantGroups(cols, group_size)]
+void QuantizeRowQ4_0(const float* x, int64_t cols, int64_t group_size, uint8_t* packed,
+                     float* scale);
+
+}  // namespace dsv3::ops
