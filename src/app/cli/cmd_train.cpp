@@ -24,7 +24,7 @@ namespace {
 struct TrainCliOptions {
   std::string out, preset, config_file, tokenizer, init_from, metrics, dtype = "f32";
   std::vector<std::string> data, val_data;
-  bool mtp = false, resume = false, quiet = false;
+  bool mtp = false, resume = false, quiet = false, vocab_from_tokenizer = false;
   int64_t steps = 100, batch = 8, seq_len = 64, warmup = 10, eval_every = 50, eval_batches = 8;
   int64_t save_every = 50;
   int64_t stop_after = 0;  // stop (with a checkpoint) after this many steps of this run
@@ -110,6 +110,7 @@ Status RunTrain(const TrainCliOptions& o) {
       config = *parsed;
     }
     if (o.mtp) config.num_nextn_predict_layers = 1;
+    if (o.vocab_from_tokenizer) config.vocab_size = tok.id_limit();
   }
   if (config.vocab_size < tok.id_limit())
     return Err("vocab_size {} is smaller than the tokenizer's {} ids", config.vocab_size,
@@ -269,8 +270,11 @@ Command RegisterTrain(CLI::App& root) {
   app->add_option("--config", o->config_file, "a config.json instead of a preset");
   app->add_option("--init-from", o->init_from, "start from this checkpoint's weights");
   app->add_flag("--mtp", o->mtp, "add a multi-token-prediction layer");
+  app->add_flag("--vocab-from-tokenizer", o->vocab_from_tokenizer,
+                "set --config's vocab_size to the tokenizer's id count");
   app->add_option("--tokenizer", o->tokenizer, "tokenizer.json");
-  app->add_option("--val", o->val_data, "validation text files (default: hold out a tail)");
+  app->add_option("--val", o->val_data, "validation text files (default: hold out a tail)")
+      ->allow_extra_args(false);
   app->add_option("--val-fraction", o->val_fraction, "tail fraction held out (default 0.05)");
   app->add_option("--steps", o->steps, "optimizer steps (default 100)");
   app->add_option("--batch", o->batch, "sequences per step (default 8)");

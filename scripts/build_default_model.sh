@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Rebuilds the shipped default model models/dsv3-tiny/ from scratch: the King James Bible from
+# Debian's bible-kjv packages, a byte-level BPE tokenizer trained by `dsv3 tokenizer train`, and a
+# DeepSeek-V3-architecture model (MLA, 8 routed experts top-2 in 4 groups, a shared expert, a dense
+# first layer, one MTP layer) trained by `dsv3 train`. Every 20th chapter is held out for
+# validation. Prints how long each stage took.
+#
+#   scripts/build_default_model.sh [BUILD_DIR]      (default: build)
+#   STEPS=3000 THREADS=2 scripts/build_default_model.sh
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BUILD=${1:-$ROOT/build}
+DSV3=$BUILD/dsv3
+WORK=${WORK:-$BUILD/default-model-work}
+OUT=$ROOT/models/dsv3-tiny
+STEPS=${STEPS:-3000}
+THREADS=${THREADS:-0}
+VOCAB=${VOCAB:-4096}
+
+[ -x "$DSV3" ] || { echo "error: $DSV3 not found; build first (cmake --build $BUILD --target dsv3)" >&2; exit 1; }
+mkdir -p "$WORK"
+cd "$WORK"
+t0=$(date +%s)
+
+# 1. Corpus.
+if [ ! -s kjv-train.txt ]; then
+  apt-get download bible-kjv-text=4.38 bible-kjv=4.38
+  rm -rf root && mkdir root
+  for deb in bible-kjv-text_4.38_all.deb bible-kjv_4.38_*.deb; do dpkg -x "$deb" root; done
+  COLUMNS=100000 root/usr/bin/bible -p root/usr/lib -l100000 "Gen1:1-Rev22:21" > kjv-raw.txt
+  # Chapter headings ("Genesis 1") start in column 0; verses are "  N text": drop the numbers.
+  awk '/^$/ { next }
+       /^[^ ]/ { chapter++; if (chapter > 1) { print "" > (held ? "kjv-valid.txt" : "kjv-train.txt") }
+                 held = (chapter % 20 == 0); next }
+       { sub(/^ *[0-9]+ /, ""); print > (held ? "kjv-valid.txt" : "kjv-train.txt") }' kjv-raw.txt
+fi
+t1=$(date +%s)
+echo "corpus: $(wc -c < kjv-train.txt) bytes train, $(wc -c < kjv-valid.txt) bytes validation ($((t1 - t0)) s)"
+
+# 2. Tokenizer.
+"$DSV3" tokenizer train -o tokenizer --vocab-size "$VOCAB" kjv-train.txt
+t2=$(date +%s)
+echo "tokenizer: $((t2 - t1)) s"
+
+# 3. Model.
+cat > config.json <<'JSON'
+{
+  "model_type": "deepseek_v3", "architectures": ["DeepseekV3ForCausalLM"],
+  "vocab_size": 4111, "hidden_size": 256, "intermediate_size": 640,
+  "moe_intermediate_size": 128, "num_hidden_layers": 4, "num_nextn_predict_layers": 1,
+  "num_attention_heads": 4, "num_key_value_heads": 4, "q_lora_rank": 128, "kv_lora_rank": 64,
+  "qk_nope_head_dim": 32, "qk_rope_head_dim": 16, "v_head_dim": 32,
+  "n_routed_experts": 8, "n_shared_experts": 1, "num_experts_per_tok": 2,
+  "n_group": 4, "topk_group": 2, "routed_scaling_factor": 2.5, "norm_topk_prob": true,
+  "scoring_func": "sigmoid", "topk_method": "noaux_tc", "first_k_dense_replace": 1,
+  "moe_layer_freq": 1, "hidden_act": "silu", "rms_norm_eps": 1e-6, "rope_theta": 10000.0,
+  "max_position_embeddings": 1024, "tie_word_embeddings": false, "bos_token_id": 0,
+  "eos_token_id": 1
+}
+JSON
+rm -rf run
+"$DSV3" train -o run --config config.json --vocab-from-tokenizer \
+  --tokenizer tokenizer/tokenizer.json --val kjv-valid.txt \
+  --steps "$STEPS" --batch 16 --seq-len 128 --lr 3e-3 --warmup 100 --eval-every 250 \
+  --save-every 250 --threads "$THREADS" --seed 1 --dtype bf16 -- kjv-train.txt
+t3=$(date +%s)
+echo "training: $((t3 - t2)) s"
+
+# 4. Ship the final checkpoint (the Hugging Face files only).
+rm -rf "$OUT" && mkdir -p "$OUT"
+for f in config.json model.safetensors tokenizer.json tokenizer_config.json; do
+  cp "run/step-$STEPS/$f" "$OUT/"
+done
+cp run/metrics.jsonl "$OUT/training_metrics.jsonl"
+du -sh "$OUT"
+echo "total: $((t3 - t0)) s"
