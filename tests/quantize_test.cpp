@@ -148,6 +148,38 @@ TEST_F(QuantizeTest, ConfigAndTensorsDescribeTheFormat) {
   EXPECT_EQ((*ckpt8)->Find("model.layers.0.self_attn.o_proj.weight")->dtype, DType::kI8);
 }
 
+// A q8_0 / q4_0 tensor whose scale grid or packed width is wrong fails to load, naming it.
+TEST_F(QuantizeTest, MisShapedQuantizedTensorsAreErrorsNamingThem) {
+  const std::string name = "model.layers.0.self_attn.o_proj.weight";
+  for (auto [type, bad] :
+       {std::pair{QuantType::kQ8_0, name + "_scale_inv"}, std::pair{QuantType::kQ4_0, name}}) {
+    const std::string q = Quantize(src_.path(), "bad", type);
+    std::vector<io::TensorToWrite> tensors;
+    std::vector<std::vector<uint8_t>> keep;
+    {
+      auto ckpt = io::Checkpoint::Open(q, io::LoadMode::kRead);
+      ASSERT_TRUE(ckpt.ok()) << ckpt.status().message();
+      for (const std::string& n : (*ckpt)->TensorNames()) {
+        const io::TensorInfo* t = (*ckpt)->Find(n);
+        std::vector<int64_t> shape = t->shape;
+        size_t nbytes = t->nbytes;
+        if (n == bad) {  // drop the last column (of scales, or of packed bytes)
+          nbytes = nbytes / static_cast<size_t>(shape[1]) * static_cast<size_t>(shape[1] - 1);
+          shape[1] -= 1;
+        }
+        keep.emplace_back(t->data, t->data + nbytes);  // row-major prefix: only sizes matter
+        tensors.push_back({n, t->dtype, shape, nullptr, nbytes});
+      }
+    }
+    for (size_t i = 0; i < tensors.size(); ++i) tensors[i].data = keep[i].data();
+    ASSERT_TRUE(io::WriteCheckpoint(q, tensors).ok());
+    auto model = Model::Load(q, LoadOptions{});
+    ASSERT_FALSE(model.ok());
+    EXPECT_NE(model.status().message().find(bad), std::string::npos) << model.status().message();
+    std::filesystem::remove_all(q);
+  }
+}
+
 TEST_F(QuantizeTest, BadTypeIsAnError) {
   EXPECT_FALSE(ParseQuantType("q3_k").ok());
   const auto r =
