@@ -448,7 +448,17 @@ Status WriteSafetensors(const std::string& path, const std::vector<TensorToWrite
     std::vector<std::string_view> chunks(1);  // [0] becomes the length and header
     std::set<std::string_view> names;
     uint64_t offset = 0;
-    for (const TensorToWrite& tensor : tensors) {
+    // Larger elements first (stable otherwise): with the 8-byte aligned data section every
+    // tensor then starts at a multiple of its element size, so kernels may read it as typed
+    // arrays. The safetensors reference writer orders tensors the same way.
+    std::vector<const TensorToWrite*> order;
+    for (const TensorToWrite& tensor : tensors) order.push_back(&tensor);
+    std::stable_sort(order.begin(), order.end(),
+                     [](const TensorToWrite* a, const TensorToWrite* b) {
+                       return DTypeSize(a->dtype) > DTypeSize(b->dtype);
+                     });
+    for (const TensorToWrite* tensor_ptr : order) {
+      const TensorToWrite& tensor = *tensor_ptr;
       auto error = [&](const Status& status) {
         return status.WithContext(fmt::format("{}: tensor '{}'", path, tensor.name));
       };

@@ -96,7 +96,8 @@ struct TensorToWrite {
 };
 
 // Writes one safetensors file atomically (temp file, fsync, rename, fsync of the directory).
-// Tensors are laid out in the order given; the header is padded with spaces to a multiple of 8.
+// Tensors are laid out by decreasing element size, in the given order otherwise, so each starts at
+// a multiple of its element size; the header is padded with spaces to a multiple of 8.
 Status WriteSafetensors(const std::string& path, const std::vector<TensorToWrite>& tensors,
                         const std::map<std::string, std::string>& metadata = {});
 
