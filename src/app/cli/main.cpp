@@ -9,13 +9,11 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.set_version_flag("--version", "dsv3 0.1.0");
   std::vector<dsv3::cli::Command> commands = {
-      dsv3::cli::RegisterInfo(app),       dsv3::cli::RegisterInit(app),
-      dsv3::cli::RegisterLogits(app),     dsv3::cli::RegisterGenerate(app),
-      dsv3::cli::RegisterBench(app),      dsv3::cli::RegisterTokenize(app),
-      dsv3::cli::RegisterDetokenize(app),
-      dsv3::cli::RegisterChat(app),
-      dsv3::cli::RegisterTokenizerTrain(app),
-      dsv3::cli::RegisterTrain(app),
+      dsv3::cli::RegisterInfo(app),           dsv3::cli::RegisterInit(app),
+      dsv3::cli::RegisterLogits(app),         dsv3::cli::RegisterGenerate(app),
+      dsv3::cli::RegisterBench(app),          dsv3::cli::RegisterTokenize(app),
+      dsv3::cli::RegisterDetokenize(app),     dsv3::cli::RegisterChat(app),
+      dsv3::cli::RegisterTokenizerTrain(app), dsv3::cli::RegisterTrain(app),
       dsv3::cli::RegisterQuantize(app),
   };
   try {
