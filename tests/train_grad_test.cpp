@@ -12,9 +12,11 @@
 #include <functional>
 #include <random>
 
+#include "backend/thread_pool.h"
 #include "model/presets.h"
 #include "model/random_checkpoint.h"
 #include "model/rope_yarn.h"
+#include "ops/isa.h"
 #include "reference/reference_model.h"
 #include "test_util.h"
 #include "train/mla.h"
@@ -292,6 +294,62 @@ TEST(TrainGrad, WholeModelV3WithMtp) {
 }
 TEST(TrainGrad, WholeModelV2LiteNoMtp) {
   CheckModel(*PresetConfig("tiny-v2-lite"), false);
+}
+
+// The float training path runs its products on the SIMD kernels of ops/ (packed GEMMs over
+// transposed operands in the backward pass), on a thread pool. Its gradients must equal the float64
+// gradients of the same weights to float rounding: with sums of at most a few hundred terms of
+// similar magnitude, the relative error stays below ~K·2^-24 ≈ 3e-5 of the largest gradient of each
+// tensor; 1e-4 leaves room for the longer chains through attention. A transposed operand or a lost
+// accumulation gives errors of order 1.
+TEST(TrainGrad, FloatKernelsMatchFloat64OnEveryIsa) {
+  ModelConfig c = *PresetConfig("tiny-v3");
+  c.num_nextn_predict_layers = 1;
+  auto made64 = TrainModel<double>::Create(c);
+  auto made32 = TrainModel<float>::Create(c);
+  ASSERT_TRUE(made64.ok() && made32.ok());
+  TrainModel<double> m64 = std::move(*made64);
+  TrainModel<float> m32 = std::move(*made32);
+  m64.InitRandom(3);
+  std::mt19937_64 rng(4);
+  std::normal_distribution<double> dist(0.0, 1.0);
+  for (int i = 0; i < m64.params().size(); ++i) {
+    auto& t = m64.params().tensor(i);
+    if (t.shape.size() == 2) {
+      for (double& v : t.data) v = dist(rng) / std::sqrt(static_cast<double>(t.shape[1]));
+    }
+    // Start from values exactly representable in float so both models hold the same weights.
+    for (double& v : t.data) v = static_cast<double>(static_cast<float>(v));
+    auto& t32 = m32.params().tensor(i);
+    for (size_t j = 0; j < t.data.size(); ++j) t32.data[j] = static_cast<float>(t.data[j]);
+  }
+  const int64_t B = 2, T = 40;  // 80 rows: enough for the packed (multi-token) kernels
+  std::vector<int32_t> seqs(B * (T + 1));
+  for (auto& t : seqs) t = static_cast<int32_t>(rng() % static_cast<uint64_t>(c.vocab_size));
+  LossOptions options;
+  options.balance_alpha = 0.1;
+  options.mtp_lambda = 0.3;
+  auto g64 = ParamSet<double>::ZerosLike(m64.params());
+  m64.ForwardBackward(Context{}, seqs.data(), B, T, options, &g64);
+  ThreadPool pool(2);
+  for (ops::Isa isa : {ops::Isa::kScalar, ops::Isa::kAvx2, ops::Isa::kAvx512}) {
+    if (!ops::CpuSupports(isa)) continue;
+    SCOPED_TRACE(std::string(ops::IsaName(isa)));
+    auto g32 = ParamSet<float>::ZerosLike(m32.params());
+    m32.ForwardBackward(Context{&pool, isa}, seqs.data(), B, T, options, &g32);
+    for (int i = 0; i < g64.size(); ++i) {
+      const auto& a = g32.tensor(i).data;
+      const auto& b = g64.tensor(i).data;
+      double d = 0, m = 0;
+      for (size_t j = 0; j < b.size(); ++j) {
+        d = std::max(d, std::fabs(static_cast<double>(a[j]) - b[j]));
+        m = std::max(m, std::fabs(b[j]));
+      }
+      if (m > 0) {
+        EXPECT_LT(d / m, 1e-4) << g64.tensor(i).name;
+      }
+    }
+  }
 }
 
 // The training forward against the independent reference on a checkpoint written by `dsv3 init`.

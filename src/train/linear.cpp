@@ -1,6 +1,8 @@
 #include "train/linear.h"
 
+#include <algorithm>
 #include <type_traits>
+#include <vector>
 
 #include "ops/matmul.h"
 
@@ -33,9 +35,68 @@ void LinearForward(const Context& ctx, const Real* x, int64_t T, const Real* W, 
   }
 }
 
+namespace {
+
+// dst[c, r] = src[r, c] for src: [rows, cols]; 32x32 tiles keep both sides in cache.
+void Transpose(const float* src, int64_t rows, int64_t cols, float* dst) {
+  constexpr int64_t kTile = 32;
+  for (int64_t r0 = 0; r0 < rows; r0 += kTile)
+    for (int64_t c0 = 0; c0 < cols; c0 += kTile)
+      for (int64_t r = r0; r < std::min(rows, r0 + kTile); ++r)
+        for (int64_t c = c0; c < std::min(cols, c0 + kTile); ++c)
+          dst[c * rows + r] = src[r * cols + c];
+}
+
+// y[T, n] = x[T, k] · w[n, k]^T on the packed SIMD kernels of ops/ (fixed summation order per
+// element, independent of the thread count).
+void Product(const Context& ctx, const float* x, int64_t T, const float* w, int64_t n, int64_t k,
+             float* y) {
+  ops::WeightView view;
+  view.dtype = DType::kF32;
+  view.rows = n;
+  view.cols = k;
+  view.data = w;
+  ops::KernelContext kctx{ctx.pool, ctx.isa};
+  ops::MatMul(kctx, x, T, view, y);
+}
+
+void AddInto(const Context& ctx, const std::vector<float>& src, float* dst) {
+  const int64_t n = static_cast<int64_t>(src.size());
+  ParallelRows(ctx, (n + 4095) / 4096, [&](int64_t b0, int64_t b1) {
+    for (int64_t i = b0 * 4096; i < std::min(n, b1 * 4096); ++i) dst[i] += src[i];
+  });
+}
+
+void LinearBackwardF32(const Context& ctx, const float* x, int64_t T, const float* W, int64_t out,
+                       int64_t in, const float* dy, float* dx, float* dW) {
+  if (T == 0 || out == 0 || in == 0) return;
+  if (dx != nullptr) {
+    std::vector<float> wt(static_cast<size_t>(in * out));  // W^T: [in, out]
+    Transpose(W, out, in, wt.data());
+    std::vector<float> tmp(static_cast<size_t>(T * in));  // dy · W: [T, in]
+    Product(ctx, dy, T, wt.data(), in, out, tmp.data());
+    AddInto(ctx, tmp, dx);
+  }
+  if (dW != nullptr) {
+    std::vector<float> dyt(static_cast<size_t>(out * T));  // dy^T: [out, T]
+    std::vector<float> xt(static_cast<size_t>(in * T));    // x^T: [in, T]
+    Transpose(dy, T, out, dyt.data());
+    Transpose(x, T, in, xt.data());
+    std::vector<float> tmp(static_cast<size_t>(out * in));  // dy^T · x: [out, in]
+    Product(ctx, dyt.data(), out, xt.data(), in, T, tmp.data());
+    AddInto(ctx, tmp, dW);
+  }
+}
+
+}  // namespace
+
 template <typename Real>
 void LinearBackward(const Context& ctx, const Real* x, int64_t T, const Real* W, int64_t out,
                     int64_t in, const Real* dy, Real* dx, Real* dW) {
+  if constexpr (std::is_same_v<Real, float>) {
+    LinearBackwardF32(ctx, x, T, W, out, in, dy, dx, dW);
+    return;
+  }
   if (dx != nullptr) {
     // dx: [T, in], one row per task; axpy over W's rows vectorises.
     ParallelRows(ctx, T, [&](int64_t t0, int64_t t1) {
