@@ -5,21 +5,72 @@
 #include <vector>
 
 #include "ops/matmul.h"
+#include "util/dtype.h"
 
 namespace dsv3::train {
+
+namespace {
+
+// dst[c, r] = src[r, c] for src: [rows, cols]; 32x32 tiles keep both sides in cache, and each
+// task writes its own band of dst's columns.
+void Transpose(const Context& ctx, const float* src, int64_t rows, int64_t cols, float* dst) {
+  constexpr int64_t kTile = 32;
+  ParallelRows(ctx, (rows + kTile - 1) / kTile, [&](int64_t b0, int64_t b1) {
+    for (int64_t r0 = b0 * kTile; r0 < std::min(rows, b1 * kTile); r0 += kTile) {
+      const int64_t r1 = std::min(rows, r0 + kTile);
+      for (int64_t c0 = 0; c0 < cols; c0 += kTile) {
+        const int64_t c1 = std::min(cols, c0 + kTile);
+        for (int64_t r = r0; r < r1; ++r)
+          for (int64_t c = c0; c < c1; ++c) dst[c * rows + r] = src[r * cols + c];
+      }
+    }
+  });
+}
+
+// y[T, n] = x[T, k] · w[n, k]^T on the packed SIMD kernels of ops/ (fixed summation order per
+// element, independent of the thread count). With ctx.bf16_compute both operands are rounded to
+// bf16 first (their products are then exact in f32 and summed in f32): vdpbf16ps where the CPU
+// has it, the same numbers up to summation order elsewhere.
+void Product(const Context& ctx, const float* x, int64_t T, const float* w, int64_t n, int64_t k,
+             float* y) {
+  ops::WeightView view;
+  view.rows = n;
+  view.cols = k;
+  ops::KernelContext kctx{ctx.pool, ctx.isa};
+  if (!ctx.bf16_compute) {
+    view.dtype = DType::kF32;
+    view.data = w;
+    ops::MatMul(kctx, x, T, view, y);
+    return;
+  }
+  std::vector<uint16_t> wb(static_cast<size_t>(n * k));  // w in bf16: [n, k]
+  std::vector<float> xb(static_cast<size_t>(T * k));     // x rounded to bf16: [T, k]
+  ParallelRows(ctx, n, [&](int64_t r0, int64_t r1) {
+    for (int64_t i = r0 * k; i < r1 * k; ++i) wb[i] = F32ToBf16(w[i]);
+  });
+  ParallelRows(ctx, T, [&](int64_t t0, int64_t t1) {
+    for (int64_t i = t0 * k; i < t1 * k; ++i) xb[i] = Bf16ToF32(F32ToBf16(x[i]));
+  });
+  view.dtype = DType::kBF16;
+  view.data = wb.data();
+  kctx.bf16_dot = true;
+  ops::MatMul(kctx, xb.data(), T, view, y);
+}
+
+void AddInto(const Context& ctx, const std::vector<float>& src, float* dst) {
+  const int64_t n = static_cast<int64_t>(src.size());
+  ParallelRows(ctx, (n + 4095) / 4096, [&](int64_t b0, int64_t b1) {
+    for (int64_t i = b0 * 4096; i < std::min(n, b1 * 4096); ++i) dst[i] += src[i];
+  });
+}
+
+}  // namespace
 
 template <typename Real>
 void LinearForward(const Context& ctx, const Real* x, int64_t T, const Real* W, int64_t out,
                    int64_t in, Real* y) {
   if constexpr (std::is_same_v<Real, float>) {
-    // The SIMD kernels of ops/ split over W's rows; each y element is one fixed-order dot product.
-    ops::WeightView w;
-    w.dtype = DType::kF32;
-    w.rows = out;
-    w.cols = in;
-    w.data = W;
-    ops::KernelContext kctx{ctx.pool, ctx.isa};
-    ops::MatMul(kctx, x, T, w, y);
+    Product(ctx, x, T, W, out, in, y);  // y: [T, out]
   } else {
     ParallelRows(ctx, T, [&](int64_t t0, int64_t t1) {
       for (int64_t t = t0; t < t1; ++t) {
@@ -37,42 +88,12 @@ void LinearForward(const Context& ctx, const Real* x, int64_t T, const Real* W, 
 
 namespace {
 
-// dst[c, r] = src[r, c] for src: [rows, cols]; 32x32 tiles keep both sides in cache.
-void Transpose(const float* src, int64_t rows, int64_t cols, float* dst) {
-  constexpr int64_t kTile = 32;
-  for (int64_t r0 = 0; r0 < rows; r0 += kTile)
-    for (int64_t c0 = 0; c0 < cols; c0 += kTile)
-      for (int64_t r = r0; r < std::min(rows, r0 + kTile); ++r)
-        for (int64_t c = c0; c < std::min(cols, c0 + kTile); ++c)
-          dst[c * rows + r] = src[r * cols + c];
-}
-
-// y[T, n] = x[T, k] · w[n, k]^T on the packed SIMD kernels of ops/ (fixed summation order per
-// element, independent of the thread count).
-void Product(const Context& ctx, const float* x, int64_t T, const float* w, int64_t n, int64_t k,
-             float* y) {
-  ops::WeightView view;
-  view.dtype = DType::kF32;
-  view.rows = n;
-  view.cols = k;
-  view.data = w;
-  ops::KernelContext kctx{ctx.pool, ctx.isa};
-  ops::MatMul(kctx, x, T, view, y);
-}
-
-void AddInto(const Context& ctx, const std::vector<float>& src, float* dst) {
-  const int64_t n = static_cast<int64_t>(src.size());
-  ParallelRows(ctx, (n + 4095) / 4096, [&](int64_t b0, int64_t b1) {
-    for (int64_t i = b0 * 4096; i < std::min(n, b1 * 4096); ++i) dst[i] += src[i];
-  });
-}
-
 void LinearBackwardF32(const Context& ctx, const float* x, int64_t T, const float* W, int64_t out,
                        int64_t in, const float* dy, float* dx, float* dW) {
   if (T == 0 || out == 0 || in == 0) return;
   if (dx != nullptr) {
     std::vector<float> wt(static_cast<size_t>(in * out));  // W^T: [in, out]
-    Transpose(W, out, in, wt.data());
+    Transpose(ctx, W, out, in, wt.data());
     std::vector<float> tmp(static_cast<size_t>(T * in));  // dy · W: [T, in]
     Product(ctx, dy, T, wt.data(), in, out, tmp.data());
     AddInto(ctx, tmp, dx);
@@ -80,8 +101,8 @@ void LinearBackwardF32(const Context& ctx, const float* x, int64_t T, const floa
   if (dW != nullptr) {
     std::vector<float> dyt(static_cast<size_t>(out * T));  // dy^T: [out, T]
     std::vector<float> xt(static_cast<size_t>(in * T));    // x^T: [in, T]
-    Transpose(dy, T, out, dyt.data());
-    Transpose(x, T, in, xt.data());
+    Transpose(ctx, dy, T, out, dyt.data());
+    Transpose(ctx, x, T, in, xt.data());
     std::vector<float> tmp(static_cast<size_t>(out * in));  // dy^T · x: [out, in]
     Product(ctx, dyt.data(), out, xt.data(), in, T, tmp.data());
     AddInto(ctx, tmp, dW);

@@ -13,6 +13,9 @@ namespace dsv3::train {
 struct Context {
   ThreadPool* pool = nullptr;  // nullptr: run on the calling thread
   ops::Isa isa = ops::Isa::kScalar;
+  // Matrix products (forward and backward) on bf16-rounded operands with f32 sums; weights, their
+  // gradients and the optimizer stay f32 (mixed precision, as the report trains). Float only.
+  bool bf16_compute = false;
 };
 
 // Runs fn(begin, end) over [0, n) on the pool (or inline).

@@ -14,15 +14,20 @@ double CrossEntropy(const Context& ctx, const Real* logits, const int32_t* targe
     for (int64_t t = t0; t < t1; ++t) {
       const Real* lt = logits + t * V;
       const Real mx = *std::max_element(lt, lt + V);
+      // exp in Real (expf for float: one exp per logit, the softmax's cost), summed in double.
+      Real* dt = dlogits == nullptr ? nullptr : dlogits + t * V;
       double sum = 0;
-      for (int64_t v = 0; v < V; ++v) sum += std::exp(static_cast<double>(lt[v] - mx));
+      for (int64_t v = 0; v < V; ++v) {
+        const Real e = std::exp(lt[v] - mx);
+        sum += static_cast<double>(e);
+        if (dt != nullptr) dt[v] = e;
+      }
       const double log_z = std::log(sum) + static_cast<double>(mx);
       row_loss[t] = log_z - static_cast<double>(lt[targets[t]]);
-      if (dlogits == nullptr) continue;
+      if (dt == nullptr) continue;
       const double scale = weight / static_cast<double>(N);
-      Real* dt = dlogits + t * V;
-      for (int64_t v = 0; v < V; ++v)
-        dt[v] = static_cast<Real>(std::exp(static_cast<double>(lt[v]) - log_z) * scale);
+      const Real factor = static_cast<Real>(scale / sum);  // softmax · weight / N
+      for (int64_t v = 0; v < V; ++v) dt[v] *= factor;
       dt[targets[t]] -= static_cast<Real>(scale);
     }
   });

@@ -24,7 +24,8 @@ namespace dsv3::cli {
 namespace {
 
 struct TrainCliOptions {
-  std::string out, preset, config_file, tokenizer, init_from, metrics, dtype = "f32";
+  std::string out, preset, config_file, tokenizer, init_from, metrics, dtype = "f32",
+                                                                       compute = "f32";
   std::vector<std::string> data, val_data;
   bool mtp = false, resume = false, quiet = false, vocab_from_tokenizer = false;
   int64_t steps = 100, batch = 8, seq_len = 64, warmup = 10, eval_every = 50, eval_batches = 8;
@@ -80,6 +81,8 @@ Status RunTrain(const TrainCliOptions& o) {
   DSV3_ASSIGN_OR_RETURN(DType dtype, ParseWeightDType(o.dtype));
   if (dtype != DType::kF32 && dtype != DType::kBF16)
     return Status::Error("--dtype must be f32 or bf16 for training checkpoints");
+  if (o.compute != "f32" && o.compute != "bf16")
+    return Status::Error("--compute must be f32 or bf16");
 
   // The output directory must be writable before any work is done.
   std::error_code ec;
@@ -165,6 +168,7 @@ Status RunTrain(const TrainCliOptions& o) {
   options.clip_norm = o.clip;
   ThreadPool pool(o.threads);
   train::Context ctx{&pool, ops::BestIsa()};
+  ctx.bf16_compute = o.compute == "bf16";
   train::Trainer trainer(std::move(model), options, ctx);
   train::TrainState state;
   state.seed = o.seed;
@@ -300,6 +304,8 @@ Command RegisterTrain(CLI::App& root) {
   app->add_option("--eval-batches", o->eval_batches, "validation batches (default 8)");
   app->add_option("--save-every", o->save_every, "checkpoint every N steps (default 50)");
   app->add_option("--dtype", o->dtype, "model.safetensors dtype: f32 | bf16");
+  app->add_option("--compute", o->compute,
+                  "matrix products in f32 or bf16 (f32 master weights either way)");
   app->add_option("--metrics", o->metrics, "JSON-lines metrics file (default OUT/metrics.jsonl)");
   app->add_option("--stop-after", o->stop_after,
                   "stop after N steps of this run, with a checkpoint (resume later)");
