@@ -5,6 +5,8 @@
 #include <cmath>
 #include <filesystem>
 
+#include <nlohmann/json.hpp>
+
 #include "io/files.h"
 #include "reference/reference_model.h"
 #include "test_util.h"
@@ -95,14 +97,78 @@ TEST(Cli, GenerateIsReproducibleWithSeed) {
 TEST(Cli, BenchPrintsJsonLines) {
   TempDir dir;
   ASSERT_EQ(RunDsv3({"init", "-o", dir / "m", "--preset", "tiny-v3"}).exit_code, 0);
-  auto r = RunDsv3({"bench", "-m", dir / "m", "-p", "16", "-n", "4", "-r", "2", "--json"});
+  auto r = RunDsv3(
+      {"bench", "-m", dir / "m", "-p", "16", "-n", "4", "-r", "2", "--json", "--no-limits"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   size_t lines = 0;
   for (size_t pos = 0; (pos = r.out.find('\n', pos)) != std::string::npos; ++pos) ++lines;
   EXPECT_EQ(lines, 2u) << r.out;
   for (const char* key : {"\"test\":\"pp16\"", "\"test\":\"tg4\"", "\"tokens_per_second\"",
-                          "\"sd\"", "\"threads\"", "\"format\""})
+                          "\"sd\"", "\"threads\"", "\"format\":\"f32\""})
     EXPECT_NE(r.out.find(key), std::string::npos) << key << " in " << r.out;
+  EXPECT_EQ(r.out.find("percent_of_limit"), std::string::npos) << r.out;
+}
+
+std::vector<nlohmann::json> JsonLines(const std::string& out) {
+  std::vector<nlohmann::json> lines;
+  size_t start = 0;
+  for (size_t end; (end = out.find('\n', start)) != std::string::npos; start = end + 1)
+    lines.push_back(nlohmann::json::parse(out.substr(start, end - start)));
+  return lines;
+}
+
+TEST(Cli, BenchReportsMachineLimitsAndPercentages) {
+  TempDir dir;
+  ASSERT_EQ(RunDsv3({"init", "-o", dir / "m", "--preset", "tiny-v3", "--dtype", "bf16"}).exit_code,
+            0);
+  auto r = RunDsv3({"bench", "-m", dir / "m", "-p", "16", "-n", "4", "-r", "1", "--json",
+                    "--bw-mib", "8", "--threads", "2"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto lines = JsonLines(r.out);
+  ASSERT_EQ(lines.size(), 6u) << r.out;
+  // Tests first: prefill against a dot peak, decode against the read bandwidth.
+  EXPECT_EQ(lines[0]["test"], "pp16");
+  EXPECT_EQ(lines[0]["format"], "bf16");
+  const std::string pp_limit = lines[0]["limit"];
+  EXPECT_TRUE(pp_limit == "bf16_dot" || pp_limit == "fp32_fma") << pp_limit;
+  EXPECT_GT(lines[0]["flops_per_token"].get<double>(), 0);
+  EXPECT_EQ(lines[1]["test"], "tg4");
+  EXPECT_EQ(lines[1]["limit"], "read_bandwidth");
+  // tiny-v3 BF16 reads 202784 weight bytes (tests/param_count_test.cpp) + 384 per cached
+  // position, 2.5 positions on average over tg4.
+  EXPECT_DOUBLE_EQ(lines[1]["bytes_per_token"].get<double>(), 202784 + 2.5 * 384);
+  for (int i = 0; i < 2; ++i) {
+    const double tps = lines[i]["tokens_per_second"], limit = lines[i]["limit_tokens_per_second"];
+    EXPECT_GT(limit, 0);
+    EXPECT_NEAR(lines[i]["percent_of_limit"].get<double>(), 100 * tps / limit, 1e-6 * tps);
+    EXPECT_EQ(lines[i]["threads"], 2);
+  }
+  // Then one line per probe; an absent instruction has no figures.
+  const char* probes[] = {"read_bandwidth", "fp32_fma", "int8_dot", "bf16_dot"};
+  for (int i = 0; i < 4; ++i) {
+    const nlohmann::json& p = lines[2 + i];
+    EXPECT_EQ(p["probe"], probes[i]);
+    EXPECT_EQ(p["threads"], 2);
+    if (p["available"].get<bool>()) {
+      EXPECT_GT(p["best"].get<double>(), 0);
+      EXPECT_GE(p["best"].get<double>(), p["median"].get<double>());
+    } else {
+      EXPECT_TRUE(p["best"].is_null());
+    }
+  }
+  EXPECT_TRUE(lines[2]["available"].get<bool>());
+  EXPECT_TRUE(lines[3]["available"].get<bool>());
+
+  // The table names each test's limit and percentage, and lists the probes.
+  r = RunDsv3({"bench", "-m", dir / "m", "-p", "8", "-n", "2", "-r", "1", "--bw-mib", "8"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  for (const char* text : {"% of limit", "read_bandwidth", "fp32_fma", "int8_dot", "bf16_dot",
+                           " ± ", "| tg2 |", "| pp8 |"})
+    EXPECT_NE(r.out.find(text), std::string::npos) << text << " in " << r.out;
+
+  r = RunDsv3({"bench", "-m", dir / "m", "-p", "8", "-n", "2", "--bw-mib", "0"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("--bw-mib"), std::string::npos) << r.err;
 }
 
 }  // namespace

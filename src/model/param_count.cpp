@@ -58,4 +58,193 @@ ParamCounts CountParams(const ModelConfig& c, int64_t k) {
   return counts;
 }
 
+namespace {
+
+int64_t CeilDiv(int64_t a, int64_t b) {
+  return (a + b - 1) / b;
+}
+
+int64_t F32Bytes(size_t values) {
+  return static_cast<int64_t>(values) * 4;
+}
+
+// The roles of the matrices a decode step reads, as far as `dsv3 quantize` is concerned.
+enum class MatrixRole {
+  kConverted,     // a linear weight in the target format
+  kKept,          // the router: kept at >= BF16
+  kEmbeddingRow,  // one [1, H] row of embed_tokens (kept), looked up, not multiplied
+  kLmHead,        // kept
+};
+
+// Calls matrix(rows, cols, role) for each matrix one decode step reads and f32(values) for each
+// vector and matrix the model keeps as an f32 copy.
+template <typename MatrixFn, typename F32Fn>
+void ForEachDecodeTensor(const ModelConfig& c, int64_t k, MatrixFn matrix, F32Fn f32) {
+  const int64_t H = c.hidden_size, nh = c.num_attention_heads;
+  matrix(1, H, MatrixRole::kEmbeddingRow);
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
+    f32(2 * H);  // input_layernorm, post_attention_layernorm
+    if (c.has_q_lora()) {
+      matrix(c.q_lora_rank, H, MatrixRole::kConverted);
+      f32(c.q_lora_rank);
+      matrix(nh * c.qk_head_dim(), c.q_lora_rank, MatrixRole::kConverted);
+    } else {
+      matrix(nh * c.qk_head_dim(), H, MatrixRole::kConverted);
+    }
+    matrix(c.kv_lora_rank + c.qk_rope_head_dim, H, MatrixRole::kConverted);
+    f32(c.kv_lora_rank);                                             // kv_a_layernorm
+    f32(nh * (c.qk_nope_head_dim + c.v_head_dim) * c.kv_lora_rank);  // kv_b_proj
+    matrix(H, nh * c.v_head_dim, MatrixRole::kConverted);
+    if (!c.IsMoeLayer(i)) {
+      for (int m = 0; m < 2; ++m) matrix(c.intermediate_size, H, MatrixRole::kConverted);
+      matrix(H, c.intermediate_size, MatrixRole::kConverted);
+      continue;
+    }
+    matrix(c.n_routed_experts, H, MatrixRole::kKept);  // router
+    if (c.topk_method == "noaux_tc") f32(c.n_routed_experts);
+    const int64_t shared = c.n_shared_experts * c.moe_intermediate_size;
+    for (int64_t e = 0; e < k + (shared > 0 ? 1 : 0); ++e) {
+      const int64_t width = e < k ? c.moe_intermediate_size : shared;
+      for (int m = 0; m < 2; ++m) matrix(width, H, MatrixRole::kConverted);
+      matrix(H, width, MatrixRole::kConverted);
+    }
+  }
+  f32(H);  // final norm
+  matrix(c.vocab_size, H, MatrixRole::kLmHead);
+}
+
+int64_t KvBytesPerPosition(const ModelConfig& c) {
+  return c.num_hidden_layers * c.kv_cache_values_per_token_layer() * 4;
+}
+
+int64_t MlpBytes(const MlpWeights& m) {
+  return WeightViewBytes(m.gate_proj) + WeightViewBytes(m.up_proj) + WeightViewBytes(m.down_proj);
+}
+
+}  // namespace
+
+int64_t WeightViewBytes(const ops::WeightView& w) {
+  const int64_t n = w.rows * w.cols;
+  switch (w.dtype) {
+    case DType::kF32:
+      return 4 * n;
+    case DType::kF16:
+    case DType::kBF16:
+      return 2 * n;
+    case DType::kF8E4M3:
+      return n + 4 * CeilDiv(w.rows, w.block_rows) * CeilDiv(w.cols, w.block_cols);
+    case DType::kI8:
+      return n + 4 * w.rows * CeilDiv(w.cols, w.group_size);
+    case DType::kU8:
+      return w.rows * CeilDiv(w.cols, 2) + 4 * w.rows * CeilDiv(w.cols, w.group_size);
+    default:
+      return static_cast<int64_t>(DTypeSize(w.dtype)) * n;
+  }
+}
+
+int64_t MatrixBytes(QuantType format, int64_t rows, int64_t cols) {
+  ops::WeightView w;
+  w.rows = rows;
+  w.cols = cols;
+  w.block_rows = w.block_cols = 128;
+  w.group_size = 32;
+  switch (format) {
+    case QuantType::kF32:
+      w.dtype = DType::kF32;
+      break;
+    case QuantType::kBF16:
+      w.dtype = DType::kBF16;
+      break;
+    case QuantType::kFp8:
+      w.dtype = DType::kF8E4M3;
+      break;
+    case QuantType::kQ8_0:
+      w.dtype = DType::kI8;
+      break;
+    case QuantType::kQ4_0:
+      w.dtype = DType::kU8;
+      break;
+  }
+  return WeightViewBytes(w);
+}
+
+DecodeBytes CountDecodeBytes(const ModelConfig& c, QuantType format, int64_t k) {
+  if (k == 0) k = c.num_experts_per_tok;
+  const QuantType kept = format == QuantType::kF32 ? QuantType::kF32 : QuantType::kBF16;
+  DecodeBytes bytes;
+  bytes.kv_per_position = KvBytesPerPosition(c);
+  ForEachDecodeTensor(
+      c, k,
+      [&](int64_t rows, int64_t cols, MatrixRole role) {
+        bytes.weights += MatrixBytes(role == MatrixRole::kConverted ? format : kept, rows, cols);
+      },
+      [&](int64_t values) { bytes.weights += 4 * values; });
+  return bytes;
+}
+
+DecodeBytes CountDecodeBytes(const ModelConfig& c, const ModelWeights& w, int64_t k) {
+  if (k == 0) k = c.num_experts_per_tok;
+  DecodeBytes bytes;
+  bytes.kv_per_position = KvBytesPerPosition(c);
+  int64_t total = 0;
+  if (w.embed_tokens.rows > 0) total += WeightViewBytes(w.embed_tokens) / w.embed_tokens.rows;
+  for (const LayerWeights& l : w.layers) {
+    total += F32Bytes(l.input_layernorm.size() + l.post_attention_layernorm.size());
+    const AttentionWeights& a = l.attn;
+    total += WeightViewBytes(a.q_proj) + WeightViewBytes(a.q_a_proj) + WeightViewBytes(a.q_b_proj);
+    total += WeightViewBytes(a.kv_a_proj_with_mqa) + WeightViewBytes(a.o_proj);
+    total += F32Bytes(a.q_a_layernorm.size() + a.kv_a_layernorm.size() + a.kv_b_proj.size());
+    if (!l.is_moe) {
+      total += MlpBytes(l.mlp);
+      continue;
+    }
+    const MoeWeights& m = l.moe;
+    total += WeightViewBytes(m.gate) + F32Bytes(m.e_score_correction_bias.size());
+    if (m.has_shared) total += MlpBytes(m.shared_experts);
+    int64_t experts = 0;
+    for (const MlpWeights& e : m.experts) experts += MlpBytes(e);
+    if (!m.experts.empty()) total += experts * k / static_cast<int64_t>(m.experts.size());
+  }
+  total += F32Bytes(w.norm.size()) + WeightViewBytes(w.lm_head);
+  bytes.weights = total;
+  return bytes;
+}
+
+TokenMacs CountTokenMacs(const ModelConfig& c, int64_t k) {
+  if (k == 0) k = c.num_experts_per_tok;
+  TokenMacs macs;
+  const int64_t nh = c.num_attention_heads;
+  // kv_b_proj's two halves: absorbed into q (W_UK) and applied to the attention output (W_UV).
+  const int64_t kv_b = nh * (c.qk_nope_head_dim + c.v_head_dim) * c.kv_lora_rank;
+  ForEachDecodeTensor(
+      c, k,
+      [&](int64_t rows, int64_t cols, MatrixRole role) {
+        if (role == MatrixRole::kLmHead) macs.lm_head += rows * cols;
+        if (role == MatrixRole::kConverted || role == MatrixRole::kKept) macs.layers += rows * cols;
+      },
+      [](int64_t) {});
+  macs.layers += c.num_hidden_layers * kv_b;
+  return macs;
+}
+
+std::string_view WeightFormatName(const ModelWeights& w) {
+  const DType dtype = w.layers.empty() ? w.lm_head.dtype : w.layers.front().attn.o_proj.dtype;
+  switch (dtype) {
+    case DType::kF32:
+      return "f32";
+    case DType::kF16:
+      return "f16";
+    case DType::kBF16:
+      return "bf16";
+    case DType::kF8E4M3:
+      return "fp8";
+    case DType::kI8:
+      return "q8_0";
+    case DType::kU8:
+      return "q4_0";
+    default:
+      return DTypeName(dtype);
+  }
+}
+
 }  // namespace dsv3

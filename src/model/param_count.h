@@ -1,9 +1,14 @@
-// Parameter counts from the config alone (what `dsv3 info` and the README report).
+// Parameter counts from the config alone (what `dsv3 info` and the README report), and the
+// roofline accounting of `dsv3 bench` / `dsv3 info`: the bytes one decode step must read and the
+// multiply-adds one token costs.
 #pragma once
 
 #include <cstdint>
+#include <string_view>
 
 #include "model/config.h"
+#include "model/quantize.h"
+#include "model/weights.h"
 
 namespace dsv3 {
 
@@ -16,5 +21,45 @@ struct ParamCounts {
 
 // k: routed experts per token (0 = the config's num_experts_per_tok).
 ParamCounts CountParams(const ModelConfig& config, int64_t k = 0);
+
+// Bytes of a weight matrix as stored, scales included: F32 4, F16/BF16 2 per weight; F8_E4M3 1 per
+// weight + 4 per block_rows x block_cols block; q8_0 (I8) 1 and q4_0 (U8) 1/2 per weight (rows
+// padded to whole bytes) + 4 per group_size columns of a row.
+int64_t WeightViewBytes(const ops::WeightView& w);
+
+// Bytes of a [rows, cols] linear weight in a format (fp8 with 128x128 blocks, q8_0/q4_0 with
+// groups of 32, as `dsv3 quantize` writes them).
+int64_t MatrixBytes(QuantType format, int64_t rows, int64_t cols);
+
+// What one decode step reads: the weights of the active parameters (every layer with k routed
+// experts per MoE layer, one embedding row, the final norm, the whole lm_head; not the MTP layers)
+// in the form the forward pass reads them (norm weights and kv_b_proj as the f32 copies the model
+// makes at load), plus the latent KV cache (f32) of every cached position.
+struct DecodeBytes {
+  int64_t weights = 0;
+  int64_t kv_per_position = 0;  // num_hidden_layers * (kv_lora_rank + qk_rope_head_dim) * 4
+  // A decode step at position context - 1: attention reads `context` cached positions.
+  int64_t AtContext(int64_t context) const { return weights + context * kv_per_position; }
+};
+
+// For a loaded model, from the dtypes its weights actually have. Routed experts count as k times
+// the mean size of the layer's experts (a checkpoint may mix formats).
+DecodeBytes CountDecodeBytes(const ModelConfig& config, const ModelWeights& weights, int64_t k = 0);
+// For the model converted to `format` by `dsv3 quantize` (embeddings, router and lm_head kept at
+// F32 for f32 and BF16 otherwise, the other linear weights in the format).
+DecodeBytes CountDecodeBytes(const ModelConfig& config, QuantType format, int64_t k = 0);
+
+// Multiply-adds of the linear layers for one token (attention's score and value products over the
+// cache excluded): `layers` for every layer (the router and both halves of kv_b_proj included),
+// `lm_head` for a token whose logits are computed. FLOPs are twice these.
+struct TokenMacs {
+  int64_t layers = 0;
+  int64_t lm_head = 0;
+};
+TokenMacs CountTokenMacs(const ModelConfig& config, int64_t k = 0);
+
+// The format of a loaded model's bulk weights (those `dsv3 quantize` converts), from the dtype of
+// the first layer's o_proj: "f32", "f16", "bf16", "fp8", "q8_0" or "q4_0".
+std::string_view WeightFormatName(const ModelWeights& weights);
 
 }  // namespace dsv3

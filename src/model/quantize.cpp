@@ -214,6 +214,22 @@ Result<QuantType> ParseQuantType(const std::string& name) {
   return Err("--type: '{}' is not one of f32, bf16, fp8, q8_0, q4_0", name);
 }
 
+const char* QuantTypeName(QuantType type) {
+  switch (type) {
+    case QuantType::kF32:
+      return "f32";
+    case QuantType::kBF16:
+      return "bf16";
+    case QuantType::kFp8:
+      return "fp8";
+    case QuantType::kQ8_0:
+      return "q8_0";
+    case QuantType::kQ4_0:
+      return "q4_0";
+  }
+  return "?";
+}
+
 Status QuantizeModel(const std::string& in_dir, const std::string& out_dir,
                      const QuantizeOptions& options) {
   namespace fs = std::filesystem;

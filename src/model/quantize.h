@@ -21,6 +21,10 @@ enum class QuantType { kF32, kBF16, kFp8, kQ8_0, kQ4_0 };
 
 // "f32" | "bf16" | "fp8" | "q8_0" | "q4_0"; errors name the accepted values.
 Result<QuantType> ParseQuantType(const std::string& name);
+// The name ParseQuantType accepts: "f32", "bf16", "fp8", "q8_0", "q4_0".
+const char* QuantTypeName(QuantType type);
+inline constexpr QuantType kAllQuantTypes[] = {QuantType::kF32, QuantType::kBF16, QuantType::kFp8,
+                                               QuantType::kQ8_0, QuantType::kQ4_0};
 
 struct QuantizeOptions {
   QuantType type = QuantType::kQ8_0;

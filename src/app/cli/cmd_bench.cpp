@@ -1,6 +1,13 @@
-// dsv3 bench: prefill (ppN) and decode (tgN) speed, like llama-bench.
+// dsv3 bench: prefill (ppN) and decode (tgN) speed, like llama-bench, then the machine's limits
+// measured in the same run (ops/roofline.h) and how close each test came to its limit:
+//   tgN: read bandwidth / bytes one decode step reads (active weights + the KV cache at the mean
+//        context of the test, (N + 1) / 2 positions)
+//   ppN: peak dot rate of the format / FLOPs per prompt token (2 x the linear layers'
+//        multiply-adds, plus the lm_head's once per prompt: bench computes only the last logits)
+// The limits use each probe's best repetition, so a noisy probe cannot flatter the percentages.
 #include <chrono>
 #include <cmath>
+#include <optional>
 #include <random>
 
 #include <fmt/format.h>
@@ -8,6 +15,8 @@
 
 #include "app/cli/args.h"
 #include "app/cli/command.h"
+#include "model/param_count.h"
+#include "ops/roofline.h"
 
 namespace dsv3::cli {
 
@@ -19,95 +28,208 @@ struct BenchOptions {
   int64_t gen_tokens = 128;
   int repetitions = 3;
   bool json = false;
+  bool no_limits = false;
+  int64_t bandwidth_mib = 1024;
 };
 
 struct Measurement {
   std::string test;
+  bool decode = false;
+  int64_t tokens = 0;
   std::vector<double> tokens_per_second;
+  double mean = 0, sd = 0;
 };
 
-std::string WeightFormat(const Model& model) {
-  // The dtype of the largest matrices (the ones a token reads most of).
-  return std::string(DTypeName(model.weights().layers.empty()
-                                   ? model.weights().lm_head.dtype
-                                   : model.weights().layers.back().attn.o_proj.dtype));
+// A test's roofline: the limit it is against and what that allows.
+struct Roofline {
+  const ops::LimitMeasurement* limit = nullptr;
+  double cost_per_token = 0;  // bytes (decode) or FLOPs (prefill)
+  double tokens_per_second = 0;
+  double percent = 0;
+};
+
+void Summarise(Measurement* m) {
+  const auto& v = m->tokens_per_second;
+  double sum = 0, var = 0;
+  for (double x : v) sum += x;
+  m->mean = sum / static_cast<double>(v.size());
+  for (double x : v) var += (x - m->mean) * (x - m->mean);
+  m->sd = v.size() > 1 ? std::sqrt(var / static_cast<double>(v.size() - 1)) : 0.0;
+}
+
+// The dot product the kernels of a format can at best run on: BF16 dot for bf16/fp8 weights and
+// the int8 VNNI dot for q8_0/q4_0 (where the CPU has them), FP32 FMA otherwise.
+const ops::LimitMeasurement& PrefillLimit(const ops::MachineLimits& limits,
+                                          std::string_view format) {
+  if ((format == "bf16" || format == "f16" || format == "fp8") && limits.bf16_dot.available)
+    return limits.bf16_dot;
+  if ((format == "q8_0" || format == "q4_0") && limits.int8_dot.available) return limits.int8_dot;
+  return limits.fp32_fma;
+}
+
+Roofline ComputeRoofline(const Measurement& m, const Model& model, int64_t k,
+                         const ops::MachineLimits& limits) {
+  Roofline r;
+  if (m.decode) {
+    const DecodeBytes bytes = CountDecodeBytes(model.config(), model.weights(), k);
+    const double mean_context = 0.5 * static_cast<double>(m.tokens + 1);
+    r.cost_per_token = static_cast<double>(bytes.weights) +
+                       mean_context * static_cast<double>(bytes.kv_per_position);
+    r.limit = &limits.read_bandwidth;
+  } else {
+    const TokenMacs macs = CountTokenMacs(model.config(), k);
+    r.cost_per_token = 2.0 * (static_cast<double>(macs.layers) +
+                              static_cast<double>(macs.lm_head) / static_cast<double>(m.tokens));
+    r.limit = &PrefillLimit(limits, WeightFormatName(model.weights()));
+  }
+  r.tokens_per_second = r.limit->best * 1e9 / r.cost_per_token;
+  r.percent = 100.0 * m.mean / r.tokens_per_second;
+  return r;
+}
+
+// "190.3 MB/token", "1.10 GFLOP/token".
+std::string HumanCost(const Roofline& r, bool decode) {
+  const char* unit = decode ? "B" : "FLOP";
+  const double v = r.cost_per_token;
+  if (v >= 1e9) return fmt::format("{:.2f} G{}/token", v / 1e9, unit);
+  if (v >= 1e6) return fmt::format("{:.1f} M{}/token", v / 1e6, unit);
+  return fmt::format("{:.1f} K{}/token", v / 1e3, unit);
+}
+
+Result<Measurement> RunTest(const Runtime& rt, bool decode, int64_t tokens_n, int repetitions,
+                            const ForwardOptions& forward, std::mt19937_64& rng) {
+  const Model& model = *rt.model;
+  const int64_t V = model.config().vocab_size;
+  std::vector<int32_t> tokens(static_cast<size_t>(tokens_n));
+  for (auto& id : tokens) id = static_cast<int32_t>(rng() % static_cast<uint64_t>(V));
+  std::vector<float> logits(static_cast<size_t>(V));
+  Measurement m{fmt::format("{}{}", decode ? "tg" : "pp", tokens_n), decode, tokens_n, {}, 0, 0};
+  using Clock = std::chrono::steady_clock;
+  for (int r = 0; r <= repetitions; ++r) {  // r == 0 is a warm-up run
+    InferenceState state(model, tokens_n);
+    const auto start = Clock::now();
+    if (decode) {
+      for (int64_t i = 0; i < tokens_n; ++i) {
+        DSV3_RETURN_IF_ERROR(Forward(model, rt.ctx, state,
+                                     std::span<const int32_t>(tokens).subspan(i, 1), forward,
+                                     logits.data()));
+      }
+    } else {
+      DSV3_RETURN_IF_ERROR(Forward(model, rt.ctx, state, tokens, forward, logits.data()));
+    }
+    const double s = std::chrono::duration<double>(Clock::now() - start).count();
+    if (r > 0) m.tokens_per_second.push_back(static_cast<double>(tokens_n) / s);
+  }
+  Summarise(&m);
+  return m;
+}
+
+nlohmann::json ProbeJson(const ops::MachineLimits& limits, const ops::LimitMeasurement& p) {
+  nlohmann::json j = {{"probe", p.name},
+                      {"method", p.method},
+                      {"unit", p.unit},
+                      {"isa", std::string(ops::IsaName(limits.isa))},
+                      {"threads", limits.threads},
+                      {"available", p.available}};
+  if (p.available) {
+    j["best"] = p.best;
+    j["median"] = p.median;
+    j["samples"] = p.samples;
+  } else {
+    j["best"] = nullptr;
+    j["median"] = nullptr;
+  }
+  return j;
+}
+
+std::string Rate(const ops::LimitMeasurement& p, double value) {
+  return p.available ? fmt::format("{:.1f}", value) : "n/a";
 }
 
 Status RunBench(const BenchOptions& o) {
   if (o.prompt_tokens < 0 || o.gen_tokens < 0 || o.repetitions < 1)
     return Status::Error("-p and -n must be >= 0 and -r >= 1");
+  if (o.bandwidth_mib < 1) return Status::Error("--bw-mib must be >= 1");
   DSV3_ASSIGN_OR_RETURN(Runtime rt, LoadRuntime(o.run));
   const Model& model = *rt.model;
-  const int64_t V = model.config().vocab_size;
   std::mt19937_64 rng(1234);
-  auto random_tokens = [&](int64_t n) {
-    std::vector<int32_t> t(static_cast<size_t>(n));
-    for (auto& id : t) id = static_cast<int32_t>(rng() % static_cast<uint64_t>(V));
-    return t;
-  };
   ForwardOptions forward;
   forward.experts_per_token = o.run.experts_per_token;
   forward.last_logits_only = true;
-  std::vector<float> logits(static_cast<size_t>(V));
   std::vector<Measurement> results;
-  using Clock = std::chrono::steady_clock;
-
   if (o.prompt_tokens > 0) {
-    Measurement m{fmt::format("pp{}", o.prompt_tokens), {}};
-    const auto tokens = random_tokens(o.prompt_tokens);
-    for (int r = 0; r <= o.repetitions; ++r) {  // r == 0 is a warm-up run
-      InferenceState state(model, o.prompt_tokens);
-      const auto start = Clock::now();
-      DSV3_RETURN_IF_ERROR(Forward(model, rt.ctx, state, tokens, forward, logits.data()));
-      const double s = std::chrono::duration<double>(Clock::now() - start).count();
-      if (r > 0) m.tokens_per_second.push_back(static_cast<double>(o.prompt_tokens) / s);
-    }
-    results.push_back(m);
+    DSV3_ASSIGN_OR_RETURN(Measurement m,
+                          RunTest(rt, false, o.prompt_tokens, o.repetitions, forward, rng));
+    results.push_back(std::move(m));
   }
   if (o.gen_tokens > 0) {
-    Measurement m{fmt::format("tg{}", o.gen_tokens), {}};
-    const auto tokens = random_tokens(o.gen_tokens);
-    for (int r = 0; r <= o.repetitions; ++r) {
-      InferenceState state(model, o.gen_tokens);
-      const auto start = Clock::now();
-      for (int64_t i = 0; i < o.gen_tokens; ++i) {
-        DSV3_RETURN_IF_ERROR(Forward(model, rt.ctx, state,
-                                     std::span<const int32_t>(tokens).subspan(i, 1), forward,
-                                     logits.data()));
-      }
-      const double s = std::chrono::duration<double>(Clock::now() - start).count();
-      if (r > 0) m.tokens_per_second.push_back(static_cast<double>(o.gen_tokens) / s);
-    }
-    results.push_back(m);
+    DSV3_ASSIGN_OR_RETURN(Measurement m,
+                          RunTest(rt, true, o.gen_tokens, o.repetitions, forward, rng));
+    results.push_back(std::move(m));
   }
 
-  const std::string format = WeightFormat(model);
+  std::optional<ops::MachineLimits> limits;
+  if (!o.no_limits) {
+    ops::BandwidthOptions bandwidth;
+    bandwidth.buffer_bytes = o.bandwidth_mib << 20;
+    auto measured = ops::MeasureMachineLimits(rt.pool.get(), rt.ctx.isa, bandwidth, {});
+    if (!measured.ok()) return measured.status().WithContext("machine limits");
+    limits = std::move(*measured);
+  }
+
+  const std::string format(WeightFormatName(model.weights()));
+  const std::string isa(ops::IsaName(rt.ctx.isa));
+  const int threads = rt.pool->num_threads();
   if (!o.json) {
-    fmt::print("| model | format | isa | threads | test | t/s |\n");
-    fmt::print("|---|---|---|---:|---|---:|\n");
+    fmt::print("| model | format | isa | threads | test | t/s |{}\n",
+               limits ? " limit | limit t/s | % of limit |" : "");
+    fmt::print("|---|---|---|---:|---|---:|{}\n", limits ? "---|---:|---:|" : "");
   }
   for (const Measurement& m : results) {
-    double mean = 0, var = 0;
-    for (double v : m.tokens_per_second) mean += v;
-    mean /= static_cast<double>(m.tokens_per_second.size());
-    for (double v : m.tokens_per_second) var += (v - mean) * (v - mean);
-    const double sd = m.tokens_per_second.size() > 1
-                          ? std::sqrt(var / static_cast<double>(m.tokens_per_second.size() - 1))
-                          : 0.0;
+    std::optional<Roofline> roof;
+    if (limits) roof = ComputeRoofline(m, model, o.run.experts_per_token, *limits);
     if (o.json) {
       nlohmann::json j = {{"model", o.run.model_dir},
                           {"test", m.test},
-                          {"threads", rt.pool->num_threads()},
+                          {"threads", threads},
                           {"format", format},
-                          {"isa", std::string(ops::IsaName(rt.ctx.isa))},
-                          {"tokens_per_second", mean},
-                          {"sd", sd},
+                          {"isa", isa},
+                          {"tokens_per_second", m.mean},
+                          {"sd", m.sd},
                           {"samples", m.tokens_per_second}};
+      if (roof) {
+        j["limit"] = roof->limit->name;
+        j["limit_value"] = roof->limit->best;
+        j["limit_unit"] = roof->limit->unit;
+        j[m.decode ? "bytes_per_token" : "flops_per_token"] = roof->cost_per_token;
+        j["limit_tokens_per_second"] = roof->tokens_per_second;
+        j["percent_of_limit"] = roof->percent;
+      }
       fmt::print("{}\n", j.dump());
-    } else {
-      fmt::print("| {} | {} | {} | {} | {} | {:.2f} ± {:.2f} |\n", o.run.model_dir, format,
-                 ops::IsaName(rt.ctx.isa), rt.pool->num_threads(), m.test, mean, sd);
+      continue;
     }
+    fmt::print("| {} | {} | {} | {} | {} | {:.2f} ± {:.2f} |", o.run.model_dir, format, isa,
+               threads, m.test, m.mean, m.sd);
+    if (roof) {
+      fmt::print(" {} {:.1f} {} ÷ {} | {:.1f} | {:.1f} % |", roof->limit->name, roof->limit->best,
+                 roof->limit->unit, HumanCost(*roof, m.decode), roof->tokens_per_second,
+                 roof->percent);
+    }
+    fmt::print("\n");
+  }
+  if (!limits) return Status::Ok();
+  const ops::LimitMeasurement* probes[] = {&limits->read_bandwidth, &limits->fp32_fma,
+                                           &limits->int8_dot, &limits->bf16_dot};
+  if (o.json) {
+    for (const auto* p : probes) fmt::print("{}\n", ProbeJson(*limits, *p).dump());
+    return Status::Ok();
+  }
+  fmt::print("\nmachine limits ({}, {} threads; the percentages use the best repetition):\n\n", isa,
+             threads);
+  fmt::print("| probe | method | best | median | unit |\n|---|---|---:|---:|---|\n");
+  for (const auto* p : probes) {
+    fmt::print("| {} | {} | {} | {} | {} |\n", p->name, p->method, Rate(*p, p->best),
+               Rate(*p, p->median), p->unit);
   }
   return Status::Ok();
 }
@@ -116,12 +238,16 @@ Status RunBench(const BenchOptions& o) {
 
 Command RegisterBench(CLI::App& root) {
   auto o = std::make_shared<BenchOptions>();
-  CLI::App* app = root.add_subcommand("bench", "prefill and decode speed (tok/s)");
+  CLI::App* app = root.add_subcommand(
+      "bench", "prefill and decode speed (tok/s) and the percentage of the machine's limits");
   AddRunOptions(app, &o->run);
   app->add_option("-p,--n-prompt", o->prompt_tokens, "prompt tokens for the prefill test (512)");
   app->add_option("-n,--n-gen", o->gen_tokens, "tokens for the decode test (128)");
   app->add_option("-r,--repetitions", o->repetitions, "repetitions (3)");
-  app->add_flag("--json", o->json, "one JSON object per line");
+  app->add_flag("--json", o->json, "one JSON object per line (tests, then machine-limit probes)");
+  app->add_flag("--no-limits", o->no_limits, "skip the machine-limit micro-benchmarks");
+  app->add_option("--bw-mib", o->bandwidth_mib,
+                  "buffer for the read-bandwidth probe in MiB (1024; >= 512 to measure DRAM)");
   return {app, [o] { return RunBench(*o); }};
 }
 

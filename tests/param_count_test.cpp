@@ -1,0 +1,106 @@
+// The roofline accounting (model/param_count.h): bytes one decode step reads and multiply-adds per
+// token, against numbers computed by hand for tiny-v3 and against loaded models of every format.
+#include <gtest/gtest.h>
+
+#include "model/param_count.h"
+#include "model/presets.h"
+#include "model/quantize.h"
+#include "model/random_checkpoint.h"
+#include "model/transformer.h"
+#include "test_util.h"
+
+namespace dsv3 {
+namespace {
+
+ModelConfig TinyV3() {
+  auto c = PresetConfig("tiny-v3");
+  EXPECT_TRUE(c.ok());
+  return *c;
+}
+
+TEST(ParamCount, MatrixBytesPerFormat) {
+  // [130, 100]: 2 x 1 FP8 blocks of 128, 4 groups of 32 per row (the last partial).
+  EXPECT_EQ(MatrixBytes(QuantType::kF32, 130, 100), 52000);
+  EXPECT_EQ(MatrixBytes(QuantType::kBF16, 130, 100), 26000);
+  EXPECT_EQ(MatrixBytes(QuantType::kFp8, 130, 100), 13000 + 2 * 4);
+  EXPECT_EQ(MatrixBytes(QuantType::kQ8_0, 130, 100), 13000 + 130 * 4 * 4);
+  EXPECT_EQ(MatrixBytes(QuantType::kQ4_0, 130, 100), 130 * 50 + 130 * 4 * 4);
+  // An odd width: q4_0 rows round up to whole bytes.
+  EXPECT_EQ(MatrixBytes(QuantType::kQ4_0, 3, 33), 3 * 17 + 3 * 2 * 4);
+}
+
+// tiny-v3: H 48, V 160, 3 layers (1 dense), intermediate 80, moe_intermediate 24, 16 experts top-4,
+// 1 shared, 4 heads, q_lora 40, kv_lora 24, nope/rope/v 16/8/12, noaux_tc, untied.
+//   attention matrices per layer: q_a 40*48 + q_b 4*24*40 + kv_a 32*48 + o 48*48 = 9600 weights
+//   f32 copies per layer: kv_b 4*28*24 = 2688, norms 48+48+40+24 = 160  -> 11392 bytes
+//   dense MLP: 3*80*48 = 11520 weights; MoE: router 16*48 = 768, bias 16 (f32),
+//   shared + 4 experts: 5 * 3*24*48 = 17280 weights
+//   global: embedding row 48, final norm 48 (f32), lm_head 160*48 = 7680
+// BF16: layer 0: 2*(9600 + 11520) + 11392 = 53632; MoE layers: 2*(9600 + 768 + 17280) + 11392 + 64
+//   = 66752 each; global 2*48 + 192 + 2*7680 = 15648; total 53632 + 2*66752 + 15648 = 202784.
+constexpr int64_t kTinyV3Bf16DecodeBytes = 202784;
+
+TEST(ParamCount, DecodeBytesOfTinyV3ByHand) {
+  const ModelConfig c = TinyV3();
+  const DecodeBytes bf16 = CountDecodeBytes(c, QuantType::kBF16);
+  EXPECT_EQ(bf16.weights, kTinyV3Bf16DecodeBytes);
+  EXPECT_EQ(bf16.kv_per_position, 3 * (24 + 8) * 4);
+  EXPECT_EQ(bf16.AtContext(10), kTinyV3Bf16DecodeBytes + 10 * 384);
+  // Two fewer routed experts in each of the 2 MoE layers: 2 * 2 * 3456 BF16 weights less.
+  EXPECT_EQ(CountDecodeBytes(c, QuantType::kBF16, 2).weights, kTinyV3Bf16DecodeBytes - 27648);
+  // F32: each of the 9600 + 11520 + 2*(9600 + 768 + 17280) + 48 + 7680 = 84144 BF16 weights above
+  // takes 2 bytes more.
+  EXPECT_EQ(CountDecodeBytes(c, QuantType::kF32).weights, kTinyV3Bf16DecodeBytes + 2 * 84144);
+  // The quantized formats are smaller than bf16 in the order fp8 > q8_0 > q4_0 here.
+  const int64_t fp8 = CountDecodeBytes(c, QuantType::kFp8).weights;
+  const int64_t q8 = CountDecodeBytes(c, QuantType::kQ8_0).weights;
+  const int64_t q4 = CountDecodeBytes(c, QuantType::kQ4_0).weights;
+  EXPECT_LT(q4, q8);
+  EXPECT_LT(q8, kTinyV3Bf16DecodeBytes);
+  EXPECT_LT(fp8, kTinyV3Bf16DecodeBytes);
+}
+
+TEST(ParamCount, TokenMacsOfTinyV3ByHand) {
+  // Per layer attention 9600 + kv_b 2688; dense 11520; MoE 768 + 17280.
+  const TokenMacs macs = CountTokenMacs(TinyV3());
+  EXPECT_EQ(macs.layers, 3 * (9600 + 2688) + 11520 + 2 * (768 + 17280));
+  EXPECT_EQ(macs.lm_head, 160 * 48);
+}
+
+// The loaded model's accounting (from its tensors' dtypes) equals the format's (from the config).
+TEST(ParamCount, LoadedModelsMatchTheirFormat) {
+  testing::TempDir dir;
+  const ModelConfig c = TinyV3();
+  for (DType dtype : {DType::kF32, DType::kBF16, DType::kF8E4M3}) {
+    RandomCheckpointOptions options;
+    options.dtype = dtype;
+    options.seed = 3;
+    const std::string path = dir / std::string(DTypeName(dtype));
+    ASSERT_TRUE(WriteRandomCheckpoint(c, options, path).ok());
+  }
+  for (QuantType type : {QuantType::kQ8_0, QuantType::kQ4_0}) {
+    QuantizeOptions options;
+    options.type = type;
+    ASSERT_TRUE(QuantizeModel(dir / "BF16", dir / QuantTypeName(type), options).ok());
+  }
+  const std::pair<std::string, QuantType> cases[] = {{"F32", QuantType::kF32},
+                                                     {"BF16", QuantType::kBF16},
+                                                     {"F8_E4M3", QuantType::kFp8},
+                                                     {"q8_0", QuantType::kQ8_0},
+                                                     {"q4_0", QuantType::kQ4_0}};
+  for (const auto& [name, type] : cases) {
+    auto model = Model::Load(dir / name, LoadOptions{});
+    ASSERT_TRUE(model.ok()) << model.status().message();
+    const DecodeBytes loaded = CountDecodeBytes((*model)->config(), (*model)->weights());
+    const DecodeBytes expected = CountDecodeBytes(c, type);
+    EXPECT_EQ(loaded.weights, expected.weights) << name;
+    EXPECT_EQ(loaded.kv_per_position, expected.kv_per_position) << name;
+    EXPECT_EQ(WeightFormatName((*model)->weights()), QuantTypeName(type)) << name;
+    EXPECT_EQ(CountDecodeBytes((*model)->config(), (*model)->weights(), 2).weights,
+              CountDecodeBytes(c, type, 2).weights)
+        << name;
+  }
+}
+
+}  // namespace
+}  // namespace dsv3
