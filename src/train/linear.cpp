@@ -5,26 +5,15 @@
 #include <vector>
 
 #include "ops/matmul.h"
+#include "ops/transpose.h"
 #include "util/dtype.h"
 
 namespace dsv3::train {
 
 namespace {
 
-// dst[c, r] = src[r, c] for src: [rows, cols]; 32x32 tiles keep both sides in cache, and each
-// task writes its own band of dst's columns.
 void Transpose(const Context& ctx, const float* src, int64_t rows, int64_t cols, float* dst) {
-  constexpr int64_t kTile = 32;
-  ParallelRows(ctx, (rows + kTile - 1) / kTile, [&](int64_t b0, int64_t b1) {
-    for (int64_t r0 = b0 * kTile; r0 < std::min(rows, b1 * kTile); r0 += kTile) {
-      const int64_t r1 = std::min(rows, r0 + kTile);
-      for (int64_t c0 = 0; c0 < cols; c0 += kTile) {
-        const int64_t c1 = std::min(cols, c0 + kTile);
-        for (int64_t r = r0; r < r1; ++r)
-          for (int64_t c = c0; c < c1; ++c) dst[c * rows + r] = src[r * cols + c];
-      }
-    }
-  });
+  ops::Transpose(ops::KernelContext{ctx.pool, ctx.isa}, src, rows, cols, dst);
 }
 
 // y[T, n] = x[T, k] · w[n, k]^T on the packed SIMD kernels of ops/ (fixed summation order per

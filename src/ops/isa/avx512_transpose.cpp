@@ -1,0 +1,28 @@
+// AVX-512 transpose: 16x16 tiles through registers, masked at the ragged edges.
+#include <algorithm>
+
+#include "ops/isa/avx512_transpose16.h"
+#include "ops/transpose.h"
+
+namespace dsv3::ops::avx512 {
+
+void TransposeRows(const float* src, int64_t rows, int64_t cols, int64_t r0, int64_t r1,
+                   float* dst) {
+  for (int64_t rb = r0; rb < r1; rb += 16) {
+    const int64_t nr = std::min<int64_t>(16, r1 - rb);
+    const __mmask16 rmask = static_cast<__mmask16>((1u << nr) - 1);
+    for (int64_t cb = 0; cb < cols; cb += 16) {
+      const int64_t nc = std::min<int64_t>(16, cols - cb);
+      const __mmask16 cmask = static_cast<__mmask16>((1u << nc) - 1);
+      __m512 v[16];
+      for (int64_t i = 0; i < 16; ++i)  // v[i] = src[rb + i, cb:cb + 16]
+        v[i] =
+            i < nr ? _mm512_maskz_loadu_ps(cmask, src + (rb + i) * cols + cb) : _mm512_setzero_ps();
+      Transpose16x16(v);
+      for (int64_t j = 0; j < nc; ++j)  // dst[cb + j, rb:rb + nr]
+        _mm512_mask_storeu_ps(dst + (cb + j) * rows + rb, rmask, v[j]);
+    }
+  }
+}
+
+}  // namespace dsv3::ops::avx512
