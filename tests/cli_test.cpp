@@ -81,6 +81,57 @@ TEST(Cli, InfoReportsKvBytesAndParams) {
   EXPECT_NE(r.out.find("params active"), std::string::npos) << r.out;
 }
 
+// The columns after the 14-wide format column of the decode-bytes row named `name` ("" when
+// absent).
+std::string DecodeRow(const std::string& out, const std::string& name) {
+  size_t start = 0;
+  for (size_t end; (end = out.find('\n', start)) != std::string::npos; start = end + 1) {
+    const std::string line = out.substr(start, end - start);
+    if (line.size() < 17 || line.compare(0, 2, "  ") != 0) continue;
+    std::string label = line.substr(2, 14);
+    label.erase(label.find_last_not_of(' ') + 1);
+    if (label == name) return line.substr(line.find_first_not_of(' ', 16));
+  }
+  return "";
+}
+
+TEST(Cli, InfoNamesTheFormatAndTheDecodeBytesOfEveryFormat) {
+  TempDir dir;
+  ASSERT_EQ(RunDsv3({"init", "-o", dir / "f32", "--preset", "tiny-v3"}).exit_code, 0);
+  auto r = RunDsv3({"info", "-m", dir / "f32"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("weights:          f32 (as stored)"), std::string::npos) << r.out;
+  // tiny-v3 in F32 (tests/param_count_test.cpp): 202784 BF16 bytes + 2 x 84144 weights.
+  EXPECT_NE(r.out.find("decode weights:   371072 bytes"), std::string::npos) << r.out;
+  // One row per format, at L = 1 and the longest context (256): + 384 bytes per position.
+  EXPECT_EQ(DecodeRow(r.out, "bf16"), "202.78 KB   203.17 KB   301.09 KB") << r.out;
+  EXPECT_EQ(DecodeRow(r.out, "f32"), "371.07 KB   371.46 KB   469.38 KB") << r.out;
+  EXPECT_EQ(DecodeRow(r.out, "f32 (this)"), DecodeRow(r.out, "f32")) << r.out;
+  for (const char* format : {"fp8", "q8_0", "q4_0"})
+    EXPECT_NE(DecodeRow(r.out, format), "") << format << " in " << r.out;
+
+  ASSERT_EQ(RunDsv3({"init", "-o", dir / "fp8", "--preset", "tiny-v3", "--dtype", "fp8"}).exit_code,
+            0);
+  r = RunDsv3({"info", "-m", dir / "fp8"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("weights:          fp8 e4m3, 128x128 block scales"), std::string::npos)
+      << r.out;
+  EXPECT_EQ(DecodeRow(r.out, "fp8 (this)"), DecodeRow(r.out, "fp8")) << r.out;
+
+  ASSERT_EQ(
+      RunDsv3({"init", "-o", dir / "bf16", "--preset", "tiny-v3", "--dtype", "bf16"}).exit_code, 0);
+  for (const char* type : {"q8_0", "q4_0"}) {
+    ASSERT_EQ(RunDsv3({"quantize", "-m", dir / "bf16", "-o", dir / type, "--type", type}).exit_code,
+              0);
+    r = RunDsv3({"info", "-m", dir / type});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_NE(r.out.find(std::string("weights:          ") + type + ", "), std::string::npos)
+        << r.out;
+    EXPECT_EQ(r.out.find("fp8 e4m3"), std::string::npos) << r.out;
+    EXPECT_EQ(DecodeRow(r.out, std::string(type) + " (this)"), DecodeRow(r.out, type)) << r.out;
+  }
+}
+
 TEST(Cli, GenerateIsReproducibleWithSeed) {
   TempDir dir;
   ASSERT_EQ(RunDsv3({"init", "-o", dir / "m", "--preset", "tiny-kimi"}).exit_code, 0);

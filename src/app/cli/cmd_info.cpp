@@ -1,4 +1,8 @@
-// dsv3 info: the config, parameter counts and the KV cache cost of a model directory.
+// dsv3 info: the config, parameter counts, the KV cache cost of a model directory, and the bytes
+// one decode step must read (the decode roofline) in its format and in every other one.
+#include <string>
+#include <vector>
+
 #include <fmt/format.h>
 
 #include "app/cli/args.h"
@@ -9,6 +13,62 @@
 namespace dsv3::cli {
 
 namespace {
+
+// The format of the weights, from quantization_config when there is one (it names the format of
+// the converted linear weights), else from the dtype the loaded weights have.
+std::string WeightsDescription(const ModelConfig& c, const ModelWeights& weights) {
+  if (!c.quantization_config) return fmt::format("{} (as stored)", WeightFormatName(weights));
+  const QuantizationConfig& q = *c.quantization_config;
+  if (q.quant_method == "fp8")
+    return fmt::format("fp8 {}, {}x{} block scales{} (quantization_config)",
+                       q.fmt.empty() ? "e4m3" : q.fmt, q.weight_block_size[0],
+                       q.weight_block_size[1], q.scale_fmt.empty() ? "" : ", " + q.scale_fmt);
+  if (q.fmt == "q8_0")
+    return fmt::format("q8_0, int8 with an f32 scale per {} columns (quantization_config)",
+                       q.group_size);
+  if (q.fmt == "q4_0")
+    return fmt::format("q4_0, 4-bit with an f32 scale per {} columns (quantization_config)",
+                       q.group_size);
+  return fmt::format("{} {} (quantization_config)", q.quant_method, q.fmt);
+}
+
+// "193.46 MB" (decimal units, as bandwidths are quoted).
+std::string HumanBytes(int64_t bytes) {
+  const double b = static_cast<double>(bytes);
+  if (b >= 1e9) return fmt::format("{:.2f} GB", b / 1e9);
+  if (b >= 1e6) return fmt::format("{:.2f} MB", b / 1e6);
+  if (b >= 1e3) return fmt::format("{:.2f} KB", b / 1e3);
+  return fmt::format("{} B", bytes);
+}
+
+// Context lengths to show the decode cost at: 1, a few common lengths, and the longest.
+std::vector<int64_t> Contexts(int64_t max_position) {
+  std::vector<int64_t> contexts = {1};
+  for (int64_t c : {512, 4096, 32768})
+    if (c < max_position) contexts.push_back(c);
+  if (max_position > 1) contexts.push_back(max_position);
+  return contexts;
+}
+
+void PrintDecodeBytes(const ModelConfig& c, const Model& model, int64_t k) {
+  const std::vector<int64_t> contexts = Contexts(c.max_position_embeddings);
+  const DecodeBytes stored = CountDecodeBytes(c, model.weights(), k);
+  fmt::print("decode step reads: active weights + f32 KV cache of the L cached positions\n");
+  std::string header = fmt::format("  {:<14} {:>11}", "format", "weights");
+  for (int64_t L : contexts) header += fmt::format(" {:>11}", fmt::format("L={}", L));
+  fmt::print("{}\n", header);
+  auto row = [&](const std::string& name, const DecodeBytes& bytes) {
+    std::string line = fmt::format("  {:<14} {:>11}", name, HumanBytes(bytes.weights));
+    for (int64_t L : contexts) line += fmt::format(" {:>11}", HumanBytes(bytes.AtContext(L)));
+    fmt::print("{}\n", line);
+  };
+  row(fmt::format("{} (this)", WeightFormatName(model.weights())), stored);
+  for (QuantType type : kAllQuantTypes) row(QuantTypeName(type), CountDecodeBytes(c, type, k));
+  fmt::print(
+      "  (the other formats as `dsv3 quantize --type` writes them from a BF16 model: embeddings,\n"
+      "  router and lm_head at BF16; f32 keeps everything at F32)\n");
+  fmt::print("decode weights:   {} bytes per step as stored\n", stored.weights);
+}
 
 std::string Human(double n) {
   if (n >= 1e9) return fmt::format("{:.2f} B", n / 1e9);
@@ -54,8 +114,7 @@ Status RunInfo(const RunOptions& options) {
                c.n_shared_experts, c.scoring_func, c.topk_method, c.n_group, c.topk_group);
   }
   fmt::print("vocab_size:       {}\n", c.vocab_size);
-  fmt::print("weights:          {}\n",
-             c.quantization_config ? "fp8 e4m3, block-scaled" : "as stored (see dtypes)");
+  fmt::print("weights:          {}\n", WeightsDescription(c, model->weights()));
   fmt::print("params total:     {} ({})\n", Human(static_cast<double>(p.total)), p.total);
   fmt::print("params active:    {} ({}) per token\n", Human(static_cast<double>(p.active)),
              p.active);
@@ -65,6 +124,7 @@ Status RunInfo(const RunOptions& options) {
              kv_values, c.kv_cache_values_per_token_layer(), c.kv_lora_rank, c.qk_rope_head_dim);
   fmt::print("KV bytes/token:   {} (f32 cache), {} at 16 bits\n", kv_values * 4, kv_values * 2);
   fmt::print("context:          {} (max_position_embeddings)\n", c.max_position_embeddings);
+  PrintDecodeBytes(c, *model, options.experts_per_token);
   return Status::Ok();
 }
 
@@ -72,7 +132,8 @@ Status RunInfo(const RunOptions& options) {
 
 Command RegisterInfo(CLI::App& root) {
   auto options = std::make_shared<RunOptions>();
-  CLI::App* app = root.add_subcommand("info", "config, parameters, KV cache bytes per token");
+  CLI::App* app =
+      root.add_subcommand("info", "config, parameters, KV cache and decode bytes per token");
   AddRunOptions(app, options.get());
   return {app, [options] { return RunInfo(*options); }};
 }
