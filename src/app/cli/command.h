@@ -30,5 +30,6 @@ Command RegisterDetokenize(CLI::App& root);
 Command RegisterTrain(CLI::App& root);
 Command RegisterTokenizerTrain(CLI::App& root);
 Command RegisterQuantize(CLI::App& root);
+Command RegisterPerplexity(CLI::App& root);
 
 }  // namespace dsv3::cli

@@ -14,7 +14,7 @@ int main(int argc, char** argv) {
       dsv3::cli::RegisterBench(app),          dsv3::cli::RegisterTokenize(app),
       dsv3::cli::RegisterDetokenize(app),     dsv3::cli::RegisterChat(app),
       dsv3::cli::RegisterTokenizerTrain(app), dsv3::cli::RegisterTrain(app),
-      dsv3::cli::RegisterQuantize(app),
+      dsv3::cli::RegisterQuantize(app),       dsv3::cli::RegisterPerplexity(app),
   };
   try {
     app.parse(argc, argv);
