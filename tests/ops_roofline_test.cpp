@@ -101,6 +101,9 @@ TEST(Roofline, PeakLoopsEqualScalarTwin) {
         << iterations;
   }
   EXPECT_EQ(scalar::Int8DotChains(1, 1, 1, 1, 2), 2 * (78 + 12 * 8));
+  // (c + 1) * 2 + 1, then * 2 - 3: 4c + 3 per chain.
+  EXPECT_EQ(scalar::MulAddChains(1, 2.0f, 1.0f, -3.0f), 4 * 66 + 12 * 3);
+  EXPECT_EQ(scalar::MulAddChains(1000, 1.0f, 0.25f, -0.25f), 78);
   EXPECT_EQ(scalar::Bf16DotChains(1, 1.0f, 0.5f, 0.25f, 1), 78 + 12 * 1.5);
 }
 
