@@ -42,12 +42,16 @@ double FmaChains(int64_t iterations, float a, float b0, float b1, int lanes) {
   return total;
 }
 
-[[gnu::noipa]] double MulAddChains(int64_t iterations, float a, float b0, float b1) {
+double MulAddChains(int64_t iterations, float a, float b0, float b1) {
+  // Read through a volatile so no caller's constant a (1 in the probe) reaches the loop, where
+  // x * 1 would be folded away.
+  volatile float opaque_a = a;
+  const float multiplier = opaque_a;
   float acc[kPeakChains];
   for (int c = 0; c < kPeakChains; ++c) acc[c] = static_cast<float>(c + 1);
   for (int64_t i = 0; i < iterations; ++i) {
-    for (float& v : acc) v = v * a + b0;
-    for (float& v : acc) v = v * a + b1;
+    for (float& v : acc) v = v * multiplier + b0;
+    for (float& v : acc) v = v * multiplier + b1;
   }
   double total = 0;
   for (float v : acc) total += v;

@@ -23,8 +23,8 @@ double SumFloats(const float* x, int64_t n);
 // The reference of every variant with `lanes` lanes: acc = fma(a, b, acc), rounded once.
 double FmaChains(int64_t iterations, float a, float b0, float b1, int lanes);
 // The scalar ISA's FP32 probe: acc = acc * a + b as a multiply and a separate add, as code
-// compiled for baseline x86-64 (no FMA) computes (std::fma is a slow library call there). Kept
-// out of inlining and constant propagation so a = 1 is really multiplied.
+// compiled for baseline x86-64 (no FMA) computes (std::fma is a slow library call there). a is
+// multiplied even when it is 1.
 double MulAddChains(int64_t iterations, float a, float b0, float b1);
 // vpdpbusd: each 32-bit lane adds four products of the unsigned byte a and the signed byte b,
 // wrapping modulo 2^32.
