@@ -14,9 +14,11 @@
 #include "app/cli/command.h"
 #include "io/files.h"
 #include "model/presets.h"
+#include "ops/roofline.h"
 #include "tokenizer/tokenizer.h"
 #include "train/checkpoint.h"
 #include "train/data_loader.h"
+#include "train/flops.h"
 #include "train/trainer.h"
 
 namespace dsv3::cli {
@@ -203,13 +205,36 @@ Status RunTrain(const TrainCliOptions& o) {
   if (!o.quiet)
     fmt::print(stderr, "training {} parameters, {} windows of {} tokens, batch {}, {} threads\n",
                params, loader.num_windows(), T, B, pool.num_threads());
+  // Model-FLOPs utilisation: the FLOPs of a training token (train/flops.h) at the measured
+  // step throughput, against this machine's peak for the products' instruction, measured now on
+  // the same threads (fp32 FMA; bf16 dot with --compute bf16 where the CPU has it).
+  const double flops_per_token = train::CountTrainingFlops(trainer.model().config(), T).PerToken();
+  double peak_flops = 0;
+  std::string peak_name = "fp32_fma";
+  {
+    auto peak = ctx.bf16_compute ? ops::MeasureBf16DotPeak(&pool, ctx.isa, {})
+                                 : ops::MeasureFp32FmaPeak(&pool, ctx.isa, {});
+    if (peak.ok() && !peak->available) peak = ops::MeasureFp32FmaPeak(&pool, ctx.isa, {});
+    if (peak.ok() && peak->available) {
+      peak_flops = peak->median * 1e9;
+      peak_name = peak->name;
+    }
+  }
+  if (!o.quiet)
+    fmt::print(stderr,
+               "{:.1f} MFLOP per training token; machine peak {:.0f} GFLOP/s ({}, {} threads)\n",
+               flops_per_token / 1e6, peak_flops / 1e9, peak_name, pool.num_threads());
+  double step_seconds = 0;  // time inside optimizer steps (not validation or checkpoints)
   std::vector<int32_t> batch;
   const auto start = std::chrono::steady_clock::now();
   const int64_t first_step = state.step;
   double smooth = 0;
   while (state.step < o.steps) {
     loader.Next(B, &batch);
+    const auto step_start = std::chrono::steady_clock::now();
     const train::StepResult r = trainer.Step(batch.data(), B, T);
+    step_seconds +=
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - step_start).count();
     ++state.step;
     state.tokens_seen += B * T;
     if (!std::isfinite(r.loss.total))
@@ -228,6 +253,9 @@ Status RunTrain(const TrainCliOptions& o) {
                         {"tokens", state.tokens_seen},
                         {"tokens_per_s", tok_s},
                         {"expert_max_over_mean", r.imbalance}};
+    const double step_tok_s = static_cast<double>((state.step - first_step) * B * T) / step_seconds;
+    m["step_tokens_per_s"] = step_tok_s;
+    if (peak_flops > 0) m["mfu"] = step_tok_s * flops_per_token / peak_flops;
     const bool eval_now =
         val && o.eval_every > 0 && (state.step % o.eval_every == 0 || state.step == o.steps);
     if (eval_now) {
@@ -262,6 +290,14 @@ Status RunTrain(const TrainCliOptions& o) {
   if (!o.quiet && !batch.empty()) {
     // Per-layer expert load of the last batch, so balance is visible at the end of a run.
     fmt::print(stderr, "done: {} steps\n", state.step);
+    const double step_tok_s =
+        static_cast<double>((state.step - first_step) * B * T) / std::max(step_seconds, 1e-9);
+    fmt::print(stderr, "throughput: {:.0f} tok/s in training steps = {:.1f} GFLOP/s", step_tok_s,
+               step_tok_s * flops_per_token / 1e9);
+    if (peak_flops > 0)
+      fmt::print(stderr, " = {:.1f}% of the measured {} peak",
+                 100 * step_tok_s * flops_per_token / peak_flops, peak_name);
+    fmt::print(stderr, "\n");
     const train::LossStats last = trainer.Evaluate(batch.data(), B, T);
     for (size_t l = 0; l < last.expert_load.size(); ++l)
       fmt::print(stderr, "MoE layer {}: expert load max/mean {:.2f}\n", l,
