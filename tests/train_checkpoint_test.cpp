@@ -186,6 +186,18 @@ TEST_F(TrainCli, CheckpointMatchesReferenceAndInferenceModel) {
   ASSERT_EQ(r.exit_code, 0) << r.err;
   r = RunDsv3({"generate", "-m", Path("bf16") + "/step-2", "-p", "the lord", "-n", "4"});
   EXPECT_EQ(r.exit_code, 0) << r.err;
+  // The prompt as a positional argument, echoed before the continuation (as llama-cli does);
+  // --no-echo prints the continuation alone, which the echoed output ends with.
+  r = RunDsv3({"generate", "-m", Path("bf16") + "/step-2", "the lord", "-n", "4", "--temp", "0"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out.rfind("the lord", 0), 0u) << r.out;
+  auto bare = RunDsv3({"generate", "-m", Path("bf16") + "/step-2", "the lord", "-n", "4", "--temp",
+                       "0", "--no-echo"});
+  ASSERT_EQ(bare.exit_code, 0) << bare.err;
+  EXPECT_EQ(r.out, "the lord" + bare.out);
+  r = RunDsv3({"generate", "-m", Path("bf16") + "/step-2", "the lord", "-p", "x"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("either as -p TEXT or as TEXT"), std::string::npos) << r.err;
 }
 
 TEST_F(TrainCli, BadInputsFailClearlyAndLeaveCheckpointsIntact) {

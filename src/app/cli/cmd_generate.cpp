@@ -1,5 +1,6 @@
 // dsv3 generate: prefill a prompt and decode new tokens, streaming them out (text with -p, ids
-// with --tokens).
+// with --tokens). A text prompt (TEXT or -p TEXT) is echoed before its continuation, as llama-cli
+// does.
 #include <cstdio>
 
 #include <fmt/format.h>
@@ -17,16 +18,22 @@ namespace {
 struct GenerateCliOptions {
   RunOptions run;
   std::string prompt;
+  std::string positional_prompt;
   std::string tokens;
+  bool no_echo = false;
   int64_t max_new_tokens = 64;
   SamplingOptions sampling;
   bool ignore_eos = false;
   bool stats = false;
 };
 
-Status RunGenerate(const GenerateCliOptions& o) {
+Status RunGenerate(GenerateCliOptions o) {
+  if (!o.positional_prompt.empty()) {
+    if (!o.prompt.empty()) return Status::Error("give the prompt either as -p TEXT or as TEXT");
+    o.prompt = o.positional_prompt;
+  }
   if (o.prompt.empty() == o.tokens.empty())
-    return Status::Error("give exactly one of -p TEXT or --tokens IDS");
+    return Status::Error("give exactly one of TEXT, -p TEXT or --tokens IDS");
   DSV3_ASSIGN_OR_RETURN(Runtime rt, LoadRuntime(o.run));
   std::vector<int32_t> prompt;
   std::optional<tokenizer::ModelTokenizer> tok;
@@ -50,6 +57,7 @@ Status RunGenerate(const GenerateCliOptions& o) {
   std::optional<tokenizer::DecodeStream> stream;
   if (tok) stream.emplace(tok->tokenizer, /*skip_special=*/true);
   bool first = true;
+  if (tok && !o.no_echo) fmt::print("{}", o.prompt);  // the continuation follows the prompt
   auto print = [&](int32_t token) {
     if (stream) {
       fmt::print("{}", stream->Next(token));
@@ -74,7 +82,9 @@ Command RegisterGenerate(CLI::App& root) {
   auto o = std::make_shared<GenerateCliOptions>();
   CLI::App* app = root.add_subcommand("generate", "generate text (or ids) after a prompt");
   AddRunOptions(app, &o->run);
+  app->add_option("prompt", o->positional_prompt, "prompt text (same as -p)");
   app->add_option("-p,--prompt", o->prompt, "prompt text (uses the model's tokenizer.json)");
+  app->add_flag("--no-echo", o->no_echo, "print only the generated text, not the prompt");
   app->add_option("--tokens", o->tokens, "prompt token ids instead of text, e.g. 1,2,3");
   app->add_option("-n,--max-tokens", o->max_new_tokens, "tokens to generate (default 64)");
   AddSamplingOptions(app, &o->sampling);
