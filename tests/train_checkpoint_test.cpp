@@ -247,9 +247,25 @@ TEST_F(TrainCli, BadInputsFailClearlyAndLeaveCheckpointsIntact) {
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.err.find("output directory"), std::string::npos) << r.err;
 
+  // A full disk: the file-size limit (ulimit -f, 512-byte blocks) makes every write past 8 KB fail
+  // the way ENOSPC does. Resuming and saving step 4 must fail with a message and leave step 2
+  // whole.
+  args = TrainArgs(out, 4);
+  args.push_back("--resume");
+  std::vector<std::string> argv = {"/bin/sh", "-c", "ulimit -f 16 && exec \"$0\" \"$@\"",
+                                   DSV3_BINARY};
+  argv.insert(argv.end(), args.begin(), args.end());
+  r = testing::RunProgram(argv);
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_NE(r.err.find("error"), std::string::npos) << r.err;
+
   EXPECT_TRUE(train::VerifyCheckpoint(out + "/step-2").ok());
   EXPECT_EQ(ReadAll(out + "/step-2/model.safetensors"), before);
   EXPECT_EQ(ReadAll(out + "/latest"), "step-2\n");
+  // And the run resumes once there is room again.
+  r = Train(out, 4, {"--resume"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(train::VerifyCheckpoint(out + "/step-4").ok());
 }
 
 }  // namespace

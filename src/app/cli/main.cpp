@@ -1,10 +1,14 @@
 // dsv3: one binary, one subcommand per task. Errors go to stderr with a non-zero exit code.
+#include <csignal>
 #include <cstdio>
 #include <vector>
 
 #include "app/cli/command.h"
 
 int main(int argc, char** argv) {
+  // A write past the file-size limit then fails with EFBIG, reported like a full disk, instead of
+  // killing the process in the middle of a checkpoint.
+  std::signal(SIGXFSZ, SIG_IGN);
   CLI::App app{"dsv3: DeepSeek-V3 inference and training in C++"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "dsv3 0.1.0");
