@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 
 #include "app/cli/command.h"
+#include "engine/generation_config.h"
 
 namespace dsv3::cli {
 
@@ -66,13 +67,27 @@ Result<Runtime> LoadRuntime(const RunOptions& options) {
 }
 
 void AddSamplingOptions(CLI::App* app, SamplingOptions* o) {
-  app->add_option("--temp", o->params.temperature, "temperature (0 = greedy, the default)");
+  o->app = app;
+  app->add_option("--temp", o->params.temperature,
+                  "temperature (0 = greedy; default: the model's generation_config.json, else 0)");
   app->add_option("--top-k", o->params.top_k, "keep the k most likely tokens (0 = off)");
   app->add_option("--top-p", o->params.top_p, "nucleus sampling mass (1 = off)");
   app->add_option("--min-p", o->params.min_p, "drop tokens below min-p x the top probability");
   app->add_option("--repeat-penalty", o->params.repetition_penalty,
                   "penalty for tokens already in the sequence (1 = off)");
   app->add_option("--seed", o->params.seed, "random seed (same seed, same output)");
+}
+
+Result<SamplingParams> ResolveSampling(const SamplingOptions& o, const std::string& model_dir) {
+  DSV3_ASSIGN_OR_RETURN(SamplingParams p, LoadGenerationConfig(model_dir, SamplingParams{}));
+  auto given = [&](const char* flag) { return o.app != nullptr && o.app->count(flag) > 0; };
+  if (given("--temp")) p.temperature = o.params.temperature;
+  if (given("--top-k")) p.top_k = o.params.top_k;
+  if (given("--top-p")) p.top_p = o.params.top_p;
+  if (given("--min-p")) p.min_p = o.params.min_p;
+  if (given("--repeat-penalty")) p.repetition_penalty = o.params.repetition_penalty;
+  if (given("--seed")) p.seed = o.params.seed;
+  return p;
 }
 
 void PrintGenerateStats(const GenerateStats& s) {

@@ -47,9 +47,14 @@ Result<Runtime> LoadRuntime(const RunOptions& options);
 
 // --temp, --top-k, --top-p, --min-p, --repeat-penalty, --seed
 struct SamplingOptions {
-  SamplingParams params;
+  SamplingParams params;  // as parsed from the flags
+  CLI::App* app = nullptr;
 };
 void AddSamplingOptions(CLI::App* app, SamplingOptions* options);
+// The model's generation_config.json defaults (greedy without one), overridden by every sampling
+// flag given on the command line.
+Result<SamplingParams> ResolveSampling(const SamplingOptions& options,
+                                       const std::string& model_dir);
 
 // Prefill and decode speed on stderr.
 void PrintGenerateStats(const GenerateStats& stats);

@@ -43,7 +43,7 @@ Status RunChat(const ChatCliOptions& o) {
   std::vector<tokenizer::ChatMessage> messages;
   if (!o.system.empty()) messages.push_back({"system", o.system, std::nullopt, false});
   GenerateOptions options;
-  options.sampling = o.sampling.params;
+  DSV3_ASSIGN_OR_RETURN(options.sampling, ResolveSampling(o.sampling, o.run.model_dir));
   options.forward.experts_per_token = o.run.experts_per_token;
   options.stop_tokens.push_back(static_cast<int32_t>(c.eos_token_id));
   if (tok.eos_id >= 0 && tok.eos_id != c.eos_token_id) options.stop_tokens.push_back(tok.eos_id);

@@ -49,7 +49,7 @@ Status RunGenerate(GenerateCliOptions o) {
 
   GenerateOptions options;
   options.max_new_tokens = o.max_new_tokens;
-  options.sampling = o.sampling.params;
+  DSV3_ASSIGN_OR_RETURN(options.sampling, ResolveSampling(o.sampling, o.run.model_dir));
   options.forward.experts_per_token = o.run.experts_per_token;
   if (!o.ignore_eos)
     options.stop_tokens.push_back(static_cast<int32_t>(rt.model->config().eos_token_id));
