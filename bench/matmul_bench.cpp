@@ -4,8 +4,11 @@
 //
 //   build-ops/bench/matmul_bench --benchmark_filter='BF16/avx512' --benchmark_min_time=0.5
 //
-// Arguments of every case: {dtype, isa, rows, cols, T, threads, bf16_dot}; bf16_dot = 1 is the
-// opt-in KernelContext::bf16_dot fast path (x rounded to bf16, vdpbf16ps).
+// Arguments of every case: {dtype, isa, rows, cols, T, threads, bf16_dot, int8_dot}; bf16_dot = 1
+// is the opt-in KernelContext::bf16_dot fast path (x rounded to bf16, vdpbf16ps), int8_dot = 1 the
+// int8-activation path for q8_0/q4_0 (x quantized per 32-column block, integer block dots).
+//
+//   build-perf/bench/matmul_bench --benchmark_filter='/4/2/.*/1$' (q8_0, AVX-512, int8 path)
 #include <benchmark/benchmark.h>
 
 #include <cstdint>
@@ -108,10 +111,11 @@ void BM_MatMul(benchmark::State& state) {
   const int64_t rows = state.range(2), cols = state.range(3), T = state.range(4);
   const int threads = static_cast<int>(state.range(5));
   const bool bf16_dot = state.range(6) != 0;
+  const bool int8_dot = state.range(7) != 0;
   state.SetLabel(std::string(dsv3::DTypeName(dtype)) + "/" + std::string(dsv3::ops::IsaName(isa)) +
                  "/" + std::to_string(rows) + "x" + std::to_string(cols) +
                  "/T=" + std::to_string(T) + "/threads=" + std::to_string(threads) +
-                 (bf16_dot ? "/bf16_dot" : ""));
+                 (bf16_dot ? "/bf16_dot" : "") + (int8_dot ? "/int8_dot" : ""));
   if (!dsv3::ops::CpuSupports(isa)) {
     state.SkipWithError("ISA not supported by this CPU");
     return;
@@ -125,6 +129,7 @@ void BM_MatMul(benchmark::State& state) {
   dsv3::ThreadPool pool(threads);
   dsv3::ops::KernelContext ctx{&pool, isa};
   ctx.bf16_dot = bf16_dot;
+  ctx.int8_dot = int8_dot;
   for (auto _ : state) {
     dsv3::ops::MatMul(ctx, x.data(), T, w.view, y.data());
     benchmark::DoNotOptimize(y.data());
@@ -142,7 +147,7 @@ void BM_MatMul(benchmark::State& state) {
 }
 
 void MatMulArgs(benchmark::internal::Benchmark* b) {
-  b->ArgNames({"dtype", "isa", "rows", "cols", "T", "threads", "bf16_dot"});
+  b->ArgNames({"dtype", "isa", "rows", "cols", "T", "threads", "bf16_dot", "int8_dot"});
   const int64_t kAvx2 = static_cast<int64_t>(Isa::kAvx2);
   const int64_t kAvx512 = static_cast<int64_t>(Isa::kAvx512);
   const int64_t kScalar = static_cast<int64_t>(Isa::kScalar);
@@ -150,20 +155,34 @@ void MatMulArgs(benchmark::internal::Benchmark* b) {
     for (int64_t isa : {kAvx2, kAvx512}) {
       // Attention/dense-sized and expert-sized weights (L3-resident: up to 16 MB).
       for (auto [rows, cols] : {std::pair<int64_t, int64_t>{2048, 2048}, {512, 2048}}) {
-        for (int64_t T : {1, 4, 16, 64, 512}) b->Args({d, isa, rows, cols, T, 2, 0});
+        for (int64_t T : {1, 4, 16, 64, 512}) b->Args({d, isa, rows, cols, T, 2, 0, 0});
       }
       // GEMV over weights far larger than the L3, so the number is DRAM bandwidth.
-      b->Args({d, isa, 12288, 7168, 1, 2, 0});
+      b->Args({d, isa, 12288, 7168, 1, 2, 0, 0});
     }
   }
   // Scalar baseline.
   for (int64_t d : {2, 3, 4, 5}) {
-    b->Args({d, kScalar, 2048, 2048, 1, 2, 0});
-    b->Args({d, kScalar, 2048, 2048, 64, 2, 0});
+    b->Args({d, kScalar, 2048, 2048, 1, 2, 0, 0});
+    b->Args({d, kScalar, 2048, 2048, 64, 2, 0, 0});
   }
   // The opt-in BF16 dot-product fast path, prefill sizes.
   for (auto [rows, cols] : {std::pair<int64_t, int64_t>{2048, 2048}, {512, 2048}})
-    for (int64_t T : {64, 512}) b->Args({2, kAvx512, rows, cols, T, 2, 1});
+    for (int64_t T : {64, 512}) b->Args({2, kAvx512, rows, cols, T, 2, 1, 0});
+  // The int8-activation path for q8_0 / q4_0 (compare with the int8_dot = 0 rows above), plus one
+  // thread for the per-core VNNI peak.
+  for (int64_t d : {4, 5}) {
+    for (int64_t isa : {kAvx2, kAvx512}) {
+      for (auto [rows, cols] : {std::pair<int64_t, int64_t>{2048, 2048}, {512, 2048}}) {
+        for (int64_t T : {1, 4, 8, 16, 64, 512}) b->Args({d, isa, rows, cols, T, 2, 0, 1});
+      }
+      b->Args({d, isa, 12288, 7168, 1, 2, 0, 1});
+    }
+    for (int64_t T : {1, 4, 8, 64}) {
+      b->Args({d, kAvx512, 2048, 2048, T, 1, 0, 1});
+      b->Args({d, kAvx512, 2048, 2048, T, 1, 0, 0});
+    }
+  }
 }
 
 BENCHMARK(BM_MatMul)->Apply(MatMulArgs)->Unit(benchmark::kMicrosecond)->UseRealTime();

@@ -24,6 +24,21 @@ void SiluMul(float* gate, const float* up, int64_t n);
 void Softmax(float* x, int64_t n);
 }  // namespace scalar
 
+// The int8-activation path (KernelContext::int8_dot, ops/int8_dot.h), one trio per ISA:
+//   QuantizeActBlocks: x [cols] -> q [QuantGroups(cols) * 32] (natural column order, a partial
+//     last block padded with code 0), d [QuantGroups(cols)], sum [QuantGroups(cols)] (sum of q
+//     per block). Every variant gives the scalar twin's bits.
+//   QuantizeActsInt8: x [T, cols] into buf (Int8ActBytes(T, cols) bytes, 64-byte aligned), in the
+//     layout this variant's MatMulRowsInt8 wants for weights of dtype wdtype and this T.
+//   MatMulRowsInt8: rows [row_begin, row_end) of y [T, w.rows] from that buffer; w is q8_0 (kI8)
+//     or q4_0 (kU8) with group_size 32. Bitwise equal to the scalar twin for any row range.
+namespace scalar {
+void QuantizeActBlocks(const float* x, int64_t cols, int8_t* q, float* d, int32_t* sum);
+void QuantizeActsInt8(const float* x, int64_t T, int64_t cols, DType wdtype, uint8_t* buf);
+void MatMulRowsInt8(const uint8_t* buf, int64_t T, const WeightView& w, int64_t row_begin,
+                    int64_t row_end, float* y);
+}  // namespace scalar
+
 // Compiled with -mavx2 -mfma -mf16c (src/ops/isa/avx2_*.cpp).
 namespace avx2 {
 void MatMulRows(const float* x, int64_t T, const WeightView& w, int64_t row_begin, int64_t row_end,
@@ -32,6 +47,12 @@ void MatMulRows(const float* x, int64_t T, const WeightView& w, int64_t row_begi
 // (src/ops/isa/avx2_quant_matmul.cpp). Group sizes other than 32 take the scalar reference.
 void MatMulRowsQuant(const float* x, int64_t T, const WeightView& w, int64_t row_begin,
                      int64_t row_end, float* y);
+// Int8 path (src/ops/isa/avx2_int8_matmul.cpp): maddubs/madd with a saturation-free operand
+// split (q8_0: |w| x sign(w)*x; q4_0: unsigned codes x signed x).
+void QuantizeActBlocks(const float* x, int64_t cols, int8_t* q, float* d, int32_t* sum);
+void QuantizeActsInt8(const float* x, int64_t T, int64_t cols, DType wdtype, uint8_t* buf);
+void MatMulRowsInt8(const uint8_t* buf, int64_t T, const WeightView& w, int64_t row_begin,
+                    int64_t row_end, float* y);
 void RmsNorm(const float* x, const float* w, int64_t n, double eps, float* out);
 float Dot(const float* a, const float* b, int64_t n);
 void Axpy(float alpha, const float* x, int64_t n, float* y);
@@ -48,6 +69,12 @@ void MatMulRowsBf16Dot(const float* x, int64_t T, const WeightView& w, int64_t r
 // q8_0 (kI8) and q4_0 (kU8) weights, exact path (src/ops/isa/avx512_quant_matmul.cpp).
 void MatMulRowsQuant(const float* x, int64_t T, const WeightView& w, int64_t row_begin,
                      int64_t row_end, float* y);
+// Int8 path with VNNI (src/ops/isa/avx512_int8_matmul.cpp): a row-lane GEMV for small T and
+// packed token tiles (16 tokens per vector) for prefill.
+void QuantizeActBlocks(const float* x, int64_t cols, int8_t* q, float* d, int32_t* sum);
+void QuantizeActsInt8(const float* x, int64_t T, int64_t cols, DType wdtype, uint8_t* buf);
+void MatMulRowsInt8(const uint8_t* buf, int64_t T, const WeightView& w, int64_t row_begin,
+                    int64_t row_end, float* y);
 void RmsNorm(const float* x, const float* w, int64_t n, double eps, float* out);
 float Dot(const float* a, const float* b, int64_t n);
 void Axpy(float alpha, const float* x, int64_t n, float* y);

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <limits>
 
+#include "ops/int8_dot.h"
 #include "ops/kernels_internal.h"
 
 namespace dsv3::ops {
@@ -184,6 +185,7 @@ void MatMul(const KernelContext& ctx, const float* x, int64_t T, const WeightVie
     std::fill(y, y + T * w.rows, 0.0f);
     return;
   }
+  if (UsesInt8Dot(ctx, w)) return MatMulInt8(ctx, x, T, w, y);
   const MatMulRowsFn kernel = ctx.bf16_dot && ctx.isa == Isa::kAvx512 && w.dtype == DType::kBF16
                                   ? avx512::MatMulRowsBf16Dot
                                   : SelectMatMul(ctx.isa, w.dtype);
@@ -222,6 +224,10 @@ void MatMulRowRange(const KernelContext& ctx, const float* x, int64_t T, const W
     for (int64_t t = 0; t < T; ++t)
       std::fill(y + t * w.rows + row_begin, y + t * w.rows + row_end, 0.0f);
     return;
+  }
+  if (UsesInt8Dot(ctx, w)) {
+    Int8RowRunner runner(ctx.isa);
+    return runner.Run(x, T, w, row_begin, row_end, y);
   }
   const MatMulRowsFn kernel = ctx.bf16_dot && ctx.isa == Isa::kAvx512 && w.dtype == DType::kBF16
                                   ? avx512::MatMulRowsBf16Dot

@@ -38,13 +38,21 @@ struct KernelContext {
   // (T >= 32); elsewhere ignored. It changes the numerics: each x value gets a relative error up
   // to 2^-8, so results no longer match an f32/f64 reference to 1e-5. Off by default.
   bool bf16_dot = false;
+  // Opt-in int8 path for q8_0 / q4_0 weights (group size 32; ops/int8_dot.h): each token's x is
+  // quantized per 32-column block to int8 (d = max|x| / 127, once per token per matrix), block
+  // dots are exact int32 (VNNI vpdpbusd on AVX-512, maddubs/madd on AVX2) and each block adds
+  // float(dot) * d_x * d_w in f32. Every ISA gives the same bits. It changes the numerics: each x
+  // value moves by up to d_x / 2 of its block. Other dtypes ignore it.
+  bool int8_dot = false;
 };
 
 // y[t, r] = sum_c x[t, c] * W[r, c]
 // x: [T, W.cols] f32, y: [T, W.rows] f32 (overwritten). Accumulates in f32. ctx.isa must be one
 // of RunnableIsas(). Work is split over ctx.pool by output rows, so the result is bitwise the same
 // for any thread count. Never allocates; the packed-GEMM path (T >= 16) uses ~260 KB of the
-// stack of each thread it runs on.
+// stack of each thread it runs on, the int8 path 512 KiB on the calling thread (quantized x) and
+// up to 96 KiB on each thread (a panel of unpacked rows); MatMulBatch's int8 jobs 512 KiB more on
+// each thread.
 void MatMul(const KernelContext& ctx, const float* x, int64_t T, const WeightView& w, float* y);
 
 // out[c] = W[row, c] dequantised to f32 (embedding lookups, dequantised copies).

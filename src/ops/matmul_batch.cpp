@@ -1,6 +1,7 @@
 // MatMulBatch: many small products in one parallel region (see matmul.h).
 #include <algorithm>
 
+#include "ops/int8_dot.h"
 #include "ops/matmul.h"
 
 namespace dsv3::ops {
@@ -17,9 +18,22 @@ int64_t ChunkWork(const MatMulJob& job) {
 }  // namespace
 
 void MatMulBatch(const KernelContext& ctx, const MatMulJob* jobs, int64_t num_jobs) {
+  bool any_int8 = false;
+  for (int64_t j = 0; j < num_jobs; ++j) any_int8 = any_int8 || UsesInt8Dot(ctx, *jobs[j].w);
   if (ctx.pool == nullptr || ctx.pool->num_threads() <= 1) {
-    for (int64_t j = 0; j < num_jobs; ++j)
-      MatMulRowRange(ctx, jobs[j].x, jobs[j].T, *jobs[j].w, 0, jobs[j].w->rows, jobs[j].y);
+    if (!any_int8) {
+      for (int64_t j = 0; j < num_jobs; ++j)
+        MatMulRowRange(ctx, jobs[j].x, jobs[j].T, *jobs[j].w, 0, jobs[j].w->rows, jobs[j].y);
+      return;
+    }
+    Int8RowRunner runner(ctx.isa);  // jobs on the same x quantize it once
+    for (int64_t j = 0; j < num_jobs; ++j) {
+      const MatMulJob& job = jobs[j];
+      if (UsesInt8Dot(ctx, *job.w))
+        runner.Run(job.x, job.T, *job.w, 0, job.w->rows, job.y);
+      else
+        MatMulRowRange(ctx, job.x, job.T, *job.w, 0, job.w->rows, job.y);
+    }
     return;
   }
   // Work = T * rows * cols multiply-adds; each thread takes a contiguous share of the total,
@@ -31,19 +45,34 @@ void MatMulBatch(const KernelContext& ctx, const MatMulJob* jobs, int64_t num_jo
     total += chunks * ChunkWork(jobs[j]);
   }
   const int threads = ctx.pool->num_threads();
-  ctx.pool->RunOnAll([&](int thread) {
+  const auto share = [&](int thread, Int8RowRunner* runner) {
     const int64_t my_begin = total * thread / threads, my_end = total * (thread + 1) / threads;
     int64_t offset = 0;  // work before the current chunk
     for (int64_t j = 0; j < num_jobs; ++j) {
       const MatMulJob& job = jobs[j];
       const int64_t chunk_work = ChunkWork(job);
+      // A chunk belongs to the thread whose share contains its first unit of work, so a thread's
+      // chunks of one job are contiguous: rows [lo, hi).
+      int64_t lo = -1, hi = -1;
       for (int64_t r0 = 0; r0 < job.w->rows; r0 += kChunkRows, offset += chunk_work) {
-        // A chunk belongs to the thread whose share contains its first unit of work.
         if (offset < my_begin || offset >= my_end) continue;
-        MatMulRowRange(ctx, job.x, job.T, *job.w, r0, std::min(job.w->rows, r0 + kChunkRows),
-                       job.y);
+        if (lo < 0) lo = r0;
+        hi = std::min(job.w->rows, r0 + kChunkRows);
       }
+      if (lo < 0) continue;
+      if (runner != nullptr && UsesInt8Dot(ctx, *job.w)) {
+        // x is quantized by each thread that has rows of the job (once per thread and x).
+        runner->Run(job.x, job.T, *job.w, lo, hi, job.y);
+        continue;
+      }
+      for (int64_t r0 = lo; r0 < hi; r0 += kChunkRows)
+        MatMulRowRange(ctx, job.x, job.T, *job.w, r0, std::min(hi, r0 + kChunkRows), job.y);
     }
+  };
+  ctx.pool->RunOnAll([&](int thread) {
+    if (!any_int8) return share(thread, nullptr);
+    Int8RowRunner runner(ctx.isa);
+    share(thread, &runner);
   });
 }
 

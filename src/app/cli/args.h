@@ -32,6 +32,9 @@ struct RunOptions {
   int threads = 0;  // 0: all cores
   std::string load = "read";
   int64_t experts_per_token = 0;
+  // q8_0 / q4_0 weights: activations quantized to int8 per 32-column block, integer block dots
+  // (ops::KernelContext::int8_dot). --int8-dot / --no-int8-dot.
+  bool int8_dot = false;
 };
 
 void AddRunOptions(CLI::App* app, RunOptions* options);

@@ -5,6 +5,8 @@
 //   ppN: peak dot rate of the format / FLOPs per prompt token (2 x the linear layers'
 //        multiply-adds, plus the lm_head's once per prompt: bench computes only the last logits)
 // The limits use each probe's best repetition, so a noisy probe cannot flatter the percentages.
+// Each row also names the dot-product path that ran ("dot": int8 with --int8-dot on q8_0/q4_0
+// weights, f32 otherwise), since the same format can run on either.
 #include <chrono>
 #include <cmath>
 #include <optional>
@@ -179,11 +181,15 @@ Status RunBench(const BenchOptions& o) {
 
   const std::string format(WeightFormatName(model.weights()));
   const std::string isa(ops::IsaName(rt.ctx.isa));
+  // The dot-product path the format's products ran on: "int8" (activations quantized per block,
+  // integer dots; q8_0/q4_0 with --int8-dot) or "f32" (weights dequantised, f32 FMA).
+  const std::string dot =
+      rt.ctx.int8_dot && (format == "q8_0" || format == "q4_0") ? "int8" : "f32";
   const int threads = rt.pool->num_threads();
   if (!o.json) {
-    fmt::print("| model | format | isa | threads | test | t/s |{}\n",
+    fmt::print("| model | format | isa | dot | threads | test | t/s |{}\n",
                limits ? " limit | limit t/s | % of limit |" : "");
-    fmt::print("|---|---|---|---:|---|---:|{}\n", limits ? "---|---:|---:|" : "");
+    fmt::print("|---|---|---|---|---:|---|---:|{}\n", limits ? "---|---:|---:|" : "");
   }
   for (const Measurement& m : results) {
     std::optional<Roofline> roof;
@@ -194,6 +200,7 @@ Status RunBench(const BenchOptions& o) {
                           {"threads", threads},
                           {"format", format},
                           {"isa", isa},
+                          {"dot", dot},
                           {"tokens_per_second", m.mean},
                           {"sd", m.sd},
                           {"samples", m.tokens_per_second}};
@@ -208,8 +215,8 @@ Status RunBench(const BenchOptions& o) {
       fmt::print("{}\n", j.dump());
       continue;
     }
-    fmt::print("| {} | {} | {} | {} | {} | {:.2f} ± {:.2f} |", o.run.model_dir, format, isa,
-               threads, m.test, m.mean, m.sd);
+    fmt::print("| {} | {} | {} | {} | {} | {} | {:.2f} ± {:.2f} |", o.run.model_dir, format, isa,
+               dot, threads, m.test, m.mean, m.sd);
     if (roof) {
       fmt::print(" {} {:.1f} {} ÷ {} | {:.1f} | {:.1f} % |", roof->limit->name, roof->limit->best,
                  roof->limit->unit, HumanCost(*roof, m.decode), roof->tokens_per_second,

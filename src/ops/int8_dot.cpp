@@ -1,0 +1,203 @@
+// The int8-activation path (ops/int8_dot.h): the scalar twin every SIMD variant is tested against,
+// ISA dispatch, and the token chunking that keeps each chunk's quantized x in a stack buffer.
+#include "ops/int8_dot.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "ops/kernels_internal.h"
+
+namespace dsv3::ops {
+
+namespace {
+
+using QuantizeActsFn = void (*)(const float*, int64_t, int64_t, DType, uint8_t*);
+using RowsInt8Fn = void (*)(const uint8_t*, int64_t, const WeightView&, int64_t, int64_t, float*);
+
+struct Int8Kernels {
+  QuantizeActsFn quantize;
+  RowsInt8Fn rows;
+};
+
+Int8Kernels SelectInt8(Isa isa) {
+  switch (isa) {
+    case Isa::kScalar:
+      return {scalar::QuantizeActsInt8, scalar::MatMulRowsInt8};
+    case Isa::kAvx2:
+      return {avx2::QuantizeActsInt8, avx2::MatMulRowsInt8};
+    case Isa::kAvx512:
+      return {avx512::QuantizeActsInt8, avx512::MatMulRowsInt8};
+  }
+  return {scalar::QuantizeActsInt8, scalar::MatMulRowsInt8};
+}
+
+// Same thresholds as MatMul's f32 split (matmul.cpp): below this many multiply-adds a wake-up of
+// the pool costs more than it saves; chunks of 64 rows keep threads off each other's lines of y.
+constexpr int64_t kMinParallelMacs = int64_t{1} << 16;
+constexpr int64_t kRowGrain = 64;
+
+// W[r, 32 b + c] as a signed code (q8_0: q; q4_0: nibble - 8), 0 past the row's end.
+void LoadWeightCodes(const WeightView& w, int64_t r, int64_t b, int32_t* codes) {
+  const int64_t c0 = b * kInt8Block;
+  const int64_t n = std::min(kInt8Block, w.cols - c0);
+  if (w.dtype == DType::kI8) {
+    const int8_t* row = static_cast<const int8_t*>(w.data) + r * w.cols;
+    for (int64_t c = 0; c < kInt8Block; ++c) codes[c] = c < n ? row[c0 + c] : 0;
+    return;
+  }
+  const uint8_t* row = static_cast<const uint8_t*>(w.data) + r * Q4RowBytes(w.cols);
+  for (int64_t c = 0; c < kInt8Block; ++c) {
+    const int64_t col = c0 + c;
+    const int nibble = (col & 1) ? row[col >> 1] >> 4 : row[col >> 1] & 0xf;
+    codes[c] = c < n ? nibble - 8 : 0;
+  }
+}
+
+}  // namespace
+
+namespace scalar {
+
+void QuantizeActBlocks(const float* x, int64_t cols, int8_t* q, float* d, int32_t* sum) {
+  const int64_t groups = QuantGroups(cols, kInt8Block);
+  for (int64_t b = 0; b < groups; ++b) {
+    const int64_t c0 = b * kInt8Block;
+    const int64_t n = std::min(kInt8Block, cols - c0);
+    // max |x| on the bit patterns: NaN > inf > every finite value, so a NaN or inf in the block
+    // reaches d (SIMD max instructions would drop a NaN depending on operand order).
+    uint32_t amax_bits = 0;
+    for (int64_t c = 0; c < n; ++c) {
+      uint32_t bits;
+      std::memcpy(&bits, x + c0 + c, 4);
+      amax_bits = std::max(amax_bits, bits & 0x7fffffffu);
+    }
+    float amax;
+    std::memcpy(&amax, &amax_bits, 4);
+    const float db = amax / 127.0f;
+    const bool usable = db > 0.0f && db <= std::numeric_limits<float>::max();
+    int32_t s = 0;
+    for (int64_t c = 0; c < kInt8Block; ++c) {
+      int32_t v = 0;
+      if (usable && c < n) {
+        // Dividing (not multiplying by 1/d) keeps |x / d| <= 127 at the maximum up to rounding.
+        const float r = std::nearbyint(x[c0 + c] / db);
+        v = static_cast<int32_t>(std::clamp(r, -127.0f, 127.0f));
+      }
+      q[c0 + c] = static_cast<int8_t>(v);
+      s += v;
+    }
+    d[b] = db;
+    sum[b] = s;
+  }
+}
+
+// Layout: q [T, groups * 32] int8, then d [T, groups] f32, then sum [T, groups] int32.
+void QuantizeActsInt8(const float* x, int64_t T, int64_t cols, DType /*wdtype*/, uint8_t* buf) {
+  const int64_t groups = QuantGroups(cols, kInt8Block);
+  int8_t* q = reinterpret_cast<int8_t*>(buf);
+  float* d = reinterpret_cast<float*>(buf + T * groups * kInt8Block);
+  int32_t* sum = reinterpret_cast<int32_t*>(d + T * groups);
+  for (int64_t t = 0; t < T; ++t)
+    QuantizeActBlocks(x + t * cols, cols, q + t * groups * kInt8Block, d + t * groups,
+                      sum + t * groups);
+}
+
+// Weight blocks are decoded once per row and token tile; the integer dot of a block is a plain
+// sum, and std::fma is the one rounding of each block's contribution, as in the SIMD kernels.
+void MatMulRowsInt8(const uint8_t* buf, int64_t T, const WeightView& w, int64_t row_begin,
+                    int64_t row_end, float* y) {
+  constexpr int64_t kTileT = 8;
+  const int64_t groups = QuantGroups(w.cols, kInt8Block);
+  const int8_t* q = reinterpret_cast<const int8_t*>(buf);
+  const float* d = reinterpret_cast<const float*>(buf + T * groups * kInt8Block);
+  for (int64_t r = row_begin; r < row_end; ++r) {
+    const float* dw = w.scale + r * groups;  // d_w[r, :]
+    for (int64_t t0 = 0; t0 < T; t0 += kTileT) {
+      const int64_t nt = std::min(kTileT, T - t0);
+      float acc[kTileT] = {};
+      for (int64_t b = 0; b < groups; ++b) {
+        int32_t codes[kInt8Block];
+        LoadWeightCodes(w, r, b, codes);
+        for (int64_t t = 0; t < nt; ++t) {
+          const int8_t* qx = q + ((t0 + t) * groups + b) * kInt8Block;  // q_x[t0 + t, block b]
+          int32_t isum = 0;
+          for (int64_t c = 0; c < kInt8Block; ++c) isum += qx[c] * codes[c];
+          const float s = d[(t0 + t) * groups + b] * dw[b];
+          acc[t] = std::fma(static_cast<float>(isum), s, acc[t]);
+        }
+      }
+      for (int64_t t = 0; t < nt; ++t) y[(t0 + t) * w.rows + r] = acc[t];  // y[t0 + t, r]
+    }
+  }
+}
+
+}  // namespace scalar
+
+int64_t Int8ChunkTokens(int64_t cols) {
+  const int64_t per_token = QuantGroups(cols, kInt8Block) * (kInt8Block + 8);
+  if (per_token <= 0) return 0;
+  return kInt8ActBufferBytes / per_token / 16 * 16;
+}
+
+bool UsesInt8Dot(const KernelContext& ctx, const WeightView& w) {
+  return ctx.int8_dot && (w.dtype == DType::kI8 || w.dtype == DType::kU8) &&
+         w.group_size == kInt8Block && w.cols > 0 && Int8ChunkTokens(w.cols) > 0;
+}
+
+void MatMulInt8(const KernelContext& ctx, const float* x, int64_t T, const WeightView& w,
+                float* y) {
+  const Int8Kernels k = SelectInt8(ctx.isa);
+  const int64_t chunk = Int8ChunkTokens(w.cols);
+  alignas(64) uint8_t buffer[kInt8ActBufferBytes];
+  for (int64_t t0 = 0; t0 < T; t0 += chunk) {
+    const int64_t nt = std::min(chunk, T - t0);
+    // x[t0 : t0 + nt, :] quantized once, before the rows are split over the threads.
+    k.quantize(x + t0 * w.cols, nt, w.cols, w.dtype, buffer);
+    float* y_chunk = y + t0 * w.rows;  // y[t0 : t0 + nt, :]
+    if (ctx.pool == nullptr || ctx.pool->num_threads() <= 1 ||
+        nt * w.rows * w.cols < kMinParallelMacs || w.rows <= kRowGrain) {
+      k.rows(buffer, nt, w, 0, w.rows, y_chunk);
+      continue;
+    }
+    struct Args {
+      RowsInt8Fn rows;
+      const uint8_t* buffer;
+      int64_t T;
+      const WeightView* w;
+      float* y;
+    } const args{k.rows, buffer, nt, &w, y_chunk};
+    ctx.pool->ParallelFor(
+        w.rows,
+        [&args](int64_t begin, int64_t end) {
+          args.rows(args.buffer, args.T, *args.w, begin, end, args.y);
+        },
+        kRowGrain);
+  }
+}
+
+void Int8RowRunner::Run(const float* x, int64_t T, const WeightView& w, int64_t row_begin,
+                        int64_t row_end, float* y) {
+  if (T <= 0 || row_begin >= row_end) return;
+  const Int8Kernels k = SelectInt8(isa_);
+  const int64_t chunk = Int8ChunkTokens(w.cols);
+  if (T <= chunk) {
+    if (x != cached_x_ || T != cached_T_ || w.cols != cached_cols_ || w.dtype != cached_dtype_) {
+      k.quantize(x, T, w.cols, w.dtype, buffer_);
+      cached_x_ = x;
+      cached_T_ = T;
+      cached_cols_ = w.cols;
+      cached_dtype_ = w.dtype;
+    }
+    k.rows(buffer_, T, w, row_begin, row_end, y);
+    return;
+  }
+  cached_x_ = nullptr;  // the buffer ends up holding only the last chunk
+  for (int64_t t0 = 0; t0 < T; t0 += chunk) {
+    const int64_t nt = std::min(chunk, T - t0);
+    k.quantize(x + t0 * w.cols, nt, w.cols, w.dtype, buffer_);
+    k.rows(buffer_, nt, w, row_begin, row_end, y + t0 * w.rows);
+  }
+}
+
+}  // namespace dsv3::ops

@@ -1,0 +1,73 @@
+// The int8-activation path for q8_0 / q4_0 weights (KernelContext::int8_dot). Internal to ops/:
+// matmul.cpp and matmul_batch.cpp route group-quantized products here when the flag is set, and
+// tests call the per-ISA pieces directly (ops/kernels_internal.h).
+//
+// Arithmetic, identical in every ISA variant (each is tested bitwise against the scalar twin):
+//   1. Each token's x is quantized per block of 32 columns, q8_0-style: d = max|x| / 127,
+//      q = round-to-nearest-even(x / d) in [-127, 127]. A partial last block (cols % 32 != 0) is
+//      quantized over its present columns only, like the weights' last group; the missing columns
+//      count as code 0 in both operands, so they add nothing. A block whose d is 0, infinite or
+//      NaN gets codes 0 (a NaN/inf in x then turns the outputs NaN: 0 * inf).
+//   2. Per output y[t, r] and block b: isum = sum over the block of q_x * q_w in int32 (exact:
+//      |isum| <= 32 * 127 * 128 < 2^24, so float(isum) is exact too), then
+//      acc = fma(float(isum), d_x[t, b] * d_w[r, b], acc), blocks in order from acc = 0.
+// So every output is one fixed sequence of f32 operations: results are bitwise independent of
+// the ISA, of the thread split, of token chunking and of which kernel shape (GEMV or packed
+// prefill tiles) ran. Against the exact f32 path the difference is the activation quantisation:
+// each x is off by at most d_x / 2 of its block (tests/ops_quant_int8_test.cpp derives the bound).
+#pragma once
+
+#include <cstdint>
+
+#include "ops/matmul.h"
+#include "ops/quant.h"
+
+namespace dsv3::ops {
+
+inline constexpr int64_t kInt8Block = 32;
+
+// Bytes of an activation buffer that holds T tokens of `cols` columns in any variant's layout:
+// tokens rounded up to 16 (the AVX-512 prefill tile), per token and block 32 codes + f32 d +
+// int32 correction. Every layout fits in this.
+inline int64_t Int8ActBytes(int64_t T, int64_t cols) {
+  return (T + 15) / 16 * 16 * QuantGroups(cols, kInt8Block) * (kInt8Block + 8);
+}
+
+// The stack buffer one quantized activation chunk lives in (MatMul's calling thread, and each
+// thread of MatMulBatch): T is processed in chunks of at most Int8ChunkTokens(cols) tokens, so
+// nothing is allocated per call. 512 KiB also keeps a chunk in the L2 while the rows stream.
+inline constexpr int64_t kInt8ActBufferBytes = int64_t{512} << 10;
+
+// Tokens per buffer fill, a multiple of 16 so prefill tiles are never split; 0 when 16 tokens do
+// not fit (cols > 26214, beyond every DeepSeek-V3 shape): such products take the exact path.
+int64_t Int8ChunkTokens(int64_t cols);
+
+// Whether MatMul / MatMulRowRange / MatMulBatch take the int8 path for this weight.
+bool UsesInt8Dot(const KernelContext& ctx, const WeightView& w);
+
+// The int8 path of MatMul: quantizes x once per chunk of tokens on the calling thread, then
+// splits rows over ctx.pool. Requires UsesInt8Dot(ctx, w) and T > 0.
+void MatMulInt8(const KernelContext& ctx, const float* x, int64_t T, const WeightView& w, float* y);
+
+// One thread's share of products: remembers the last activations it quantized (x, T, cols,
+// dtype), so consecutive jobs on the same x (gate and up projections) quantize it once.
+class Int8RowRunner {
+ public:
+  explicit Int8RowRunner(Isa isa) : isa_(isa) {}
+  Int8RowRunner(const Int8RowRunner&) = delete;
+  Int8RowRunner& operator=(const Int8RowRunner&) = delete;
+
+  // y[:, row_begin:row_end] of x W^T on the calling thread. Requires UsesInt8Dot for w.
+  void Run(const float* x, int64_t T, const WeightView& w, int64_t row_begin, int64_t row_end,
+           float* y);
+
+ private:
+  Isa isa_;
+  const float* cached_x_ = nullptr;
+  int64_t cached_T_ = -1;
+  int64_t cached_cols_ = -1;
+  DType cached_dtype_ = DType::kF32;
+  alignas(64) uint8_t buffer_[kInt8ActBufferBytes];
+};
+
+}  // namespace dsv3::ops

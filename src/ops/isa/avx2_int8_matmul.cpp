@@ -1,0 +1,298 @@
+// AVX2 int8-activation MatMul for q8_0 (kI8) and q4_0 (kU8) weights (ops/int8_dot.h for the
+// arithmetic, which this kernel reproduces bit for bit).
+//
+// vpmaddubsw multiplies unsigned by signed bytes and adds pairs with int16 saturation, so the
+// operands are split to keep every pair sum within int16:
+//  - q8_0: |w| (unsigned, <= 128) times sign(w) * x (in [-127, 127]): a pair is at most
+//    2 * 128 * 127 = 32512 < 32767. (x + 128 times w could reach 2 * 255 * 127 and saturate.)
+//  - q4_0: the stored nibble (code + 8, <= 15) times x: at most 2 * 15 * 127 = 3810; the dot then
+//    owes 8 * sum(q_x), stored by the quantizer as a per-block bias.
+// vpmaddwd against ones widens the pairs to int32 (8 partial sums of 4 products per block).
+//
+// One kernel shape for every T: 8 rows in the lanes of a ymm, up to 4 tokens per tile. Per block,
+// each row's partials go through a transposing horizontal add into one vector of 8 exact block
+// dots, then the f32 step. Each weight block is loaded once per tile and reused by its tokens.
+#include <algorithm>
+#include <cstring>
+#include <limits>
+#include <type_traits>
+
+#include "ops/int8_dot.h"
+#include "ops/isa/simd_intrinsics.h"
+#include "ops/kernels_internal.h"
+
+namespace dsv3::ops::avx2 {
+
+namespace {
+
+constexpr int64_t kBlock = kInt8Block;
+constexpr int kTileRows = 8;
+constexpr int kTileTokens = 4;
+
+template <DType D>
+constexpr int32_t kWeightOffset = D == DType::kI8 ? 0 : 8;
+
+template <DType D>
+constexpr int64_t RowBytes(int64_t cols) {
+  return D == DType::kI8 ? cols : (cols + 1) / 2;
+}
+
+// ---- Activation quantisation ----
+
+struct QuantizedBlock {
+  __m256i codes;  // 32 int8 codes, natural column order
+  float d;
+  int32_t sum;
+};
+
+int32_t HorizontalSum(__m256i v) {
+  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
+  return _mm_cvtsi128_si32(s);
+}
+
+uint32_t HorizontalMaxU32(__m256i v) {
+  __m128i s = _mm_max_epu32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  s = _mm_max_epu32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
+  s = _mm_max_epu32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
+  return static_cast<uint32_t>(_mm_cvtsi128_si32(s));
+}
+
+// x [n], n <= 32, as scalar::QuantizeActBlocks quantizes one block.
+QuantizedBlock QuantizeBlock(const float* x, int64_t n) {
+  __m256 v[4];
+  for (int k = 0; k < 4; ++k) {
+    if (n >= 8 * (k + 1)) {
+      v[k] = _mm256_loadu_ps(x + 8 * k);
+    } else if (n <= 8 * k) {
+      v[k] = _mm256_setzero_ps();
+    } else {
+      // vmaskmovps reads only the lanes whose mask is set, so nothing past x[n) is touched.
+      const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+      const __m256i mask =
+          _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int32_t>(n - 8 * k)), lane);
+      v[k] = _mm256_maskload_ps(x + 8 * k, mask);
+    }
+  }
+  // max |x| on the bit patterns, as the scalar twin does (NaN > inf > finite).
+  const __m256i abs_bits = _mm256_set1_epi32(0x7fffffff);
+  __m256i a = _mm256_and_si256(_mm256_castps_si256(v[0]), abs_bits);
+  for (int k = 1; k < 4; ++k)
+    a = _mm256_max_epu32(a, _mm256_and_si256(_mm256_castps_si256(v[k]), abs_bits));
+  const uint32_t amax_bits = HorizontalMaxU32(a);
+  float amax;
+  std::memcpy(&amax, &amax_bits, 4);
+  QuantizedBlock out{_mm256_setzero_si256(), amax / 127.0f, 0};
+  if (!(out.d > 0.0f && out.d <= std::numeric_limits<float>::max())) return out;
+  // vdivps is correctly rounded and vcvtps2dq rounds to nearest even (the default MXCSR mode),
+  // as std::nearbyint(x / d) does in the scalar twin.
+  const __m256 d = _mm256_set1_ps(out.d);
+  const __m256i lim = _mm256_set1_epi32(127), neg_lim = _mm256_set1_epi32(-127);
+  __m256i q[4];
+  __m256i total = _mm256_setzero_si256();
+  for (int k = 0; k < 4; ++k) {
+    q[k] = _mm256_cvtps_epi32(_mm256_div_ps(v[k], d));
+    q[k] = _mm256_min_epi32(_mm256_max_epi32(q[k], neg_lim), lim);
+    total = _mm256_add_epi32(total, q[k]);
+  }
+  out.sum = HorizontalSum(total);
+  // packs work per 128-bit lane: the bytes come out as dwords [q0a q1a q2a q3a | q0b q1b q2b q3b]
+  // (a = elements 0-3, b = 4-7 of each vector); one dword permutation restores column order.
+  const __m256i bytes =
+      _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+  out.codes = _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+  return out;
+}
+
+// Natural order -> the order q4_0 bytes unpack to: even columns 0, 2, .., 30, then odd 1, .., 31.
+__m256i ToNibbleOrder(__m256i v) {
+  const __m256i evens_then_odds =
+      _mm256_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15, 0, 2, 4, 6, 8, 10, 12,
+                       14, 1, 3, 5, 7, 9, 11, 13, 15);
+  v = _mm256_shuffle_epi8(v, evens_then_odds);
+  return _mm256_permute4x64_epi64(v, _MM_SHUFFLE(3, 1, 2, 0));
+}
+
+// Layout: codes [T, groups * 32] (block order of the weights), d [T, groups],
+// bias [T, groups] = -offset * sum.
+template <DType D>
+void QuantizeRowsLayout(const float* x, int64_t T, int64_t cols, uint8_t* buf) {
+  const int64_t groups = QuantGroups(cols, kBlock);
+  float* d = reinterpret_cast<float*>(buf + T * groups * kBlock);
+  int32_t* bias = reinterpret_cast<int32_t*>(d + T * groups);
+  for (int64_t t = 0; t < T; ++t) {
+    for (int64_t b = 0; b < groups; ++b) {
+      const QuantizedBlock q =
+          QuantizeBlock(x + t * cols + b * kBlock, std::min(kBlock, cols - b * kBlock));
+      const __m256i codes = D == DType::kU8 ? ToNibbleOrder(q.codes) : q.codes;
+      _mm256_store_si256(reinterpret_cast<__m256i*>(buf + (t * groups + b) * kBlock), codes);
+      d[t * groups + b] = q.d;
+      bias[t * groups + b] = -kWeightOffset<D> * q.sum;
+    }
+  }
+}
+
+// ---- Kernel ----
+
+// out[i] = sum of the 8 lanes of v[i].
+__m256i SumLanes8(const __m256i v[8]) {
+  const __m256i a0 = _mm256_hadd_epi32(v[0], v[1]);
+  const __m256i a1 = _mm256_hadd_epi32(v[2], v[3]);
+  const __m256i a2 = _mm256_hadd_epi32(v[4], v[5]);
+  const __m256i a3 = _mm256_hadd_epi32(v[6], v[7]);
+  const __m256i b0 = _mm256_hadd_epi32(a0, a1);  // [v0..v3 lanes 0-3 | v0..v3 lanes 4-7]
+  const __m256i b1 = _mm256_hadd_epi32(a2, a3);  // the same for v4..v7
+  return _mm256_add_epi32(_mm256_permute2x128_si256(b0, b1, 0x20),
+                          _mm256_permute2x128_si256(b0, b1, 0x31));
+}
+
+// Block b of a row as the bytes the dot uses: q8_0 codes (natural order), q4_0 nibbles in nibble
+// order. kTail: the row's partial last block of n columns goes through a zero-padded copy, so
+// nothing past the row is read.
+template <DType D, bool kTail>
+__m256i LoadWeightBlock(const uint8_t* row, int64_t b, int64_t n) {
+  constexpr int64_t kBytes = D == DType::kI8 ? kBlock : kBlock / 2;
+  const uint8_t* p = row + b * kBytes;
+  alignas(32) uint8_t padded[kBlock];
+  if constexpr (kTail) {
+    std::memset(padded, 0, sizeof(padded));
+    std::memcpy(padded, p, static_cast<size_t>(D == DType::kI8 ? n : (n + 1) / 2));
+    p = padded;
+  }
+  if constexpr (D == DType::kI8) {
+    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  } else {
+    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+    const __m256i both = _mm256_srlv_epi32(_mm256_broadcastsi128_si256(v),
+                                           _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4));
+    return _mm256_and_si256(both, _mm256_set1_epi8(0x0f));
+  }
+}
+
+// 8 partial sums of 4 products of one block: w (as LoadWeightBlock gives it) times x codes.
+template <DType D>
+__m256i BlockPartials(__m256i w, __m256i x) {
+  const __m256i ones = _mm256_set1_epi16(1);
+  if constexpr (D == DType::kI8) {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(x, w)),
+                             ones);
+  } else {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(w, x), ones);
+  }
+}
+
+struct RowsActs {
+  const uint8_t* codes;  // [T, groups * 32]
+  const float* d;        // [T, groups]
+  const int32_t* bias;   // [T, groups]
+  int64_t groups;
+};
+
+// y[t0 + t, r0 + i] for t < NT, i < 8, r0 + i < row_end (rows past row_end repeat the last row
+// and are not stored).
+template <DType D, int NT>
+void Tile(const RowsActs& a, int64_t t0, const WeightView& w, int64_t r0, int64_t row_end,
+          float* y) {
+  const int64_t groups = a.groups;
+  const uint8_t* wrow[kTileRows];
+  const float* srow[kTileRows];
+  for (int i = 0; i < kTileRows; ++i) {
+    const int64_t r = std::min(r0 + i, row_end - 1);
+    wrow[i] = static_cast<const uint8_t*>(w.data) + r * RowBytes<D>(w.cols);
+    srow[i] = w.scale + r * groups;
+  }
+  __m256 acc[NT];
+  for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
+  alignas(32) uint8_t wblock[kTileRows][kBlock];  // this block of the 8 rows, decoded once
+  const auto block = [&](int64_t b, auto tail) {
+    constexpr bool kTail = decltype(tail)::value;
+    const int64_t n = w.cols - b * kBlock;
+    for (int i = 0; i < kTileRows; ++i) {
+      _mm256_store_si256(reinterpret_cast<__m256i*>(wblock[i]),
+                         LoadWeightBlock<D, kTail>(wrow[i], b, n));
+    }
+    const __m256 dw = _mm256_setr_ps(srow[0][b], srow[1][b], srow[2][b], srow[3][b], srow[4][b],
+                                     srow[5][b], srow[6][b], srow[7][b]);
+    for (int t = 0; t < NT; ++t) {
+      const int64_t xi = (t0 + t) * groups + b;  // block b of token t0 + t
+      const __m256i xv = _mm256_load_si256(reinterpret_cast<const __m256i*>(a.codes + xi * kBlock));
+      __m256i p[kTileRows];
+      for (int i = 0; i < kTileRows; ++i) {
+        p[i] = BlockPartials<D>(_mm256_load_si256(reinterpret_cast<const __m256i*>(wblock[i])), xv);
+      }
+      const __m256i isum = _mm256_add_epi32(SumLanes8(p), _mm256_set1_epi32(a.bias[xi]));
+      const __m256 s = _mm256_mul_ps(_mm256_set1_ps(a.d[xi]), dw);
+      acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), s, acc[t]);
+    }
+  };
+  const int64_t full_groups = w.cols / kBlock;
+  for (int64_t b = 0; b < full_groups; ++b) block(b, std::false_type{});
+  if (full_groups < groups) block(full_groups, std::true_type{});
+  const int64_t valid = std::min<int64_t>(kTileRows, row_end - r0);
+  for (int t = 0; t < NT; ++t) {
+    float* out = y + (t0 + t) * w.rows + r0;  // y[t0 + t, r0 : r0 + valid]
+    if (valid == kTileRows) {
+      _mm256_storeu_ps(out, acc[t]);
+    } else {
+      alignas(32) float lanes[kTileRows];
+      _mm256_store_ps(lanes, acc[t]);
+      std::memcpy(out, lanes, static_cast<size_t>(valid) * sizeof(float));
+    }
+  }
+}
+
+template <DType D>
+void Rows(const uint8_t* buf, int64_t T, const WeightView& w, int64_t row_begin, int64_t row_end,
+          float* y) {
+  const int64_t groups = QuantGroups(w.cols, kBlock);
+  const float* d = reinterpret_cast<const float*>(buf + T * groups * kBlock);
+  const RowsActs a{buf, d, reinterpret_cast<const int32_t*>(d + T * groups), groups};
+  for (int64_t r0 = row_begin; r0 < row_end; r0 += kTileRows) {
+    int64_t t0 = 0;
+    for (; t0 + kTileTokens <= T; t0 += kTileTokens) Tile<D, kTileTokens>(a, t0, w, r0, row_end, y);
+    switch (T - t0) {
+      case 1:
+        Tile<D, 1>(a, t0, w, r0, row_end, y);
+        break;
+      case 2:
+        Tile<D, 2>(a, t0, w, r0, row_end, y);
+        break;
+      case 3:
+        Tile<D, 3>(a, t0, w, r0, row_end, y);
+        break;
+      default:
+        break;
+    }
+  }
+}
+
+}  // namespace
+
+void QuantizeActBlocks(const float* x, int64_t cols, int8_t* q, float* d, int32_t* sum) {
+  const int64_t groups = QuantGroups(cols, kBlock);
+  for (int64_t b = 0; b < groups; ++b) {
+    const QuantizedBlock qb = QuantizeBlock(x + b * kBlock, std::min(kBlock, cols - b * kBlock));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + b * kBlock), qb.codes);
+    d[b] = qb.d;
+    sum[b] = qb.sum;
+  }
+}
+
+void QuantizeActsInt8(const float* x, int64_t T, int64_t cols, DType wdtype, uint8_t* buf) {
+  if (wdtype == DType::kI8)
+    QuantizeRowsLayout<DType::kI8>(x, T, cols, buf);
+  else
+    QuantizeRowsLayout<DType::kU8>(x, T, cols, buf);
+}
+
+void MatMulRowsInt8(const uint8_t* buf, int64_t T, const WeightView& w, int64_t row_begin,
+                    int64_t row_end, float* y) {
+  if (T <= 0 || row_begin >= row_end) return;
+  if (w.dtype == DType::kI8)
+    Rows<DType::kI8>(buf, T, w, row_begin, row_end, y);
+  else
+    Rows<DType::kU8>(buf, T, w, row_begin, row_end, y);
+}
+
+}  // namespace dsv3::ops::avx2

@@ -1,0 +1,452 @@
+// The int8-activation path for q8_0 / q4_0 weights (KernelContext::int8_dot, ops/int8_dot.h).
+//
+// What is checked:
+//  - The activation quantizer of every ISA gives the scalar twin's codes, scales and sums bit for
+//    bit, including partial blocks, all-zero blocks, ties, subnormals and NaN/inf blocks; and the
+//    scalar one is within half a step: |x - q d| <= d/2 + (rounding of x / d).
+//  - Every ISA's MatMul with int8_dot equals the scalar twin bit for bit (the kernels perform the
+//    same integer block dots and the same f32 fma sequence, so no tolerance is needed), for T = 1
+//    .. 7 (GEMV kernels), T >= 8 (AVX-512 packed token tiles, odd and even tile counts), cols not
+//    multiples of 32 or of the vector widths, row ranges not multiples of the row tiles, token
+//    chunking (wide cols) and thread splits; MatMulBatch and MatMulRowRange give the same bits.
+//  - The scalar twin against double arithmetic on the same quantized operands: its only error is
+//    the f32 combination (one rounding for d_x * d_w, one per fma): gamma_{G+1} * sum |terms|
+//    over the G blocks.
+//  - The int8 path against the exact f32 path: x moves by at most d_x / 2 per element (plus the
+//    rounding of x / d), so |y_int8 - y_exact| <= sum_b (d_x,b / 2 + slack) * sum_{c in b} |W_rc|
+//    plus the rounding bounds of both paths.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "backend/thread_pool.h"
+#include "ops/int8_dot.h"
+#include "ops/isa.h"
+#include "ops/kernels_internal.h"
+#include "ops/matmul.h"
+#include "ops/quant.h"
+#include "util/dtype.h"
+
+namespace dsv3::ops {
+namespace {
+
+constexpr int64_t kB = kInt8Block;
+
+double GammaBound(double m) {
+  return 1.01 * m * 0x1p-24;
+}
+
+std::vector<float> RandomFloats(std::mt19937& rng, int64_t n, float lo = -1.0f, float hi = 1.0f) {
+  std::uniform_real_distribution<float> dist(lo, hi);
+  std::vector<float> v(static_cast<size_t>(n));
+  for (auto& f : v) f = dist(rng);
+  return v;
+}
+
+bool BitwiseEqual(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * 4) == 0;
+}
+
+// Index and values of the first differing element, for failure messages.
+std::string FirstDifference(const std::vector<float>& a, const std::vector<float>& b) {
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (std::memcmp(&a[i], &b[i], 4) != 0)
+      return "i=" + std::to_string(i) + " " + std::to_string(a[i]) + " vs " + std::to_string(b[i]);
+  }
+  return "sizes " + std::to_string(a.size()) + " vs " + std::to_string(b.size());
+}
+
+struct QuantWeight {
+  DType dtype = DType::kI8;
+  int64_t rows = 0, cols = 0;
+  std::vector<uint8_t> bytes;
+  std::vector<float> scale;  // [rows, groups]
+
+  int64_t Groups() const { return QuantGroups(cols); }
+  WeightView View() const {
+    WeightView v;
+    v.dtype = dtype;
+    v.rows = rows;
+    v.cols = cols;
+    v.data = bytes.data();
+    v.scale = scale.data();
+    v.group_size = kQuantGroupSize;
+    return v;
+  }
+  int Code(int64_t r, int64_t c) const {
+    if (dtype == DType::kI8) return static_cast<int8_t>(bytes[r * cols + c]);
+    const uint8_t b = bytes[r * Q4RowBytes(cols) + c / 2];
+    return ((c & 1) ? b >> 4 : b & 0xf) - 8;
+  }
+  double Scale(int64_t r, int64_t c) const { return scale[r * Groups() + c / kB]; }
+  double At(int64_t r, int64_t c) const { return Code(r, c) * Scale(r, c); }
+};
+
+QuantWeight MakeQuantWeight(std::mt19937& rng, DType dtype, int64_t rows, int64_t cols) {
+  QuantWeight w;
+  w.dtype = dtype;
+  w.rows = rows;
+  w.cols = cols;
+  std::vector<float> source = RandomFloats(rng, rows * cols);
+  // An all-zero group (scale 0) in row 1 and the extreme codes (-128 is legal in a q8_0 file even
+  // though our quantizer never writes it) are exercised below.
+  if (rows > 1) std::fill(source.begin() + cols, source.begin() + cols + std::min(cols, kB), 0.0f);
+  w.scale.resize(static_cast<size_t>(rows * w.Groups()));
+  if (dtype == DType::kI8) {
+    w.bytes.resize(static_cast<size_t>(rows * cols));
+    for (int64_t r = 0; r < rows; ++r)
+      QuantizeRowQ8_0(source.data() + r * cols, cols, kQuantGroupSize,
+                      reinterpret_cast<int8_t*>(w.bytes.data()) + r * cols,
+                      w.scale.data() + r * w.Groups());
+    if (rows > 2) w.bytes[2 * cols] = 0x80;  // W[2, 0] = -128
+  } else {
+    w.bytes.resize(static_cast<size_t>(rows * Q4RowBytes(cols)));
+    for (int64_t r = 0; r < rows; ++r)
+      QuantizeRowQ4_0(source.data() + r * cols, cols, kQuantGroupSize,
+                      w.bytes.data() + r * Q4RowBytes(cols), w.scale.data() + r * w.Groups());
+  }
+  return w;
+}
+
+const DType kQuantDTypes[] = {DType::kI8, DType::kU8};
+
+std::string CaseName(DType dtype, int64_t rows, int64_t cols, int64_t T) {
+  return std::string(dtype == DType::kI8 ? "q8_0" : "q4_0") + " rows=" + std::to_string(rows) +
+         " cols=" + std::to_string(cols) + " T=" + std::to_string(T);
+}
+
+// Activations quantized by the scalar twin: q [T, G * 32], d [T, G], sum [T, G].
+struct QuantizedActs {
+  int64_t T = 0, cols = 0, groups = 0;
+  std::vector<int8_t> q;
+  std::vector<float> d;
+  std::vector<int32_t> sum;
+};
+
+QuantizedActs QuantizeScalar(const std::vector<float>& x, int64_t T, int64_t cols) {
+  QuantizedActs a;
+  a.T = T;
+  a.cols = cols;
+  a.groups = QuantGroups(cols, kB);
+  a.q.resize(static_cast<size_t>(T * a.groups * kB));
+  a.d.resize(static_cast<size_t>(T * a.groups));
+  a.sum.resize(static_cast<size_t>(T * a.groups));
+  for (int64_t t = 0; t < T; ++t)
+    scalar::QuantizeActBlocks(x.data() + t * cols, cols, a.q.data() + t * a.groups * kB,
+                              a.d.data() + t * a.groups, a.sum.data() + t * a.groups);
+  return a;
+}
+
+// The scalar twin run directly (quantizer + kernel), the reference of every comparison.
+std::vector<float> TwinMatMul(const std::vector<float>& x, int64_t T, const WeightView& w) {
+  std::vector<uint8_t> storage(static_cast<size_t>(Int8ActBytes(T, w.cols)) + 64);
+  uint8_t* buf = storage.data() + (64 - reinterpret_cast<uintptr_t>(storage.data()) % 64) % 64;
+  scalar::QuantizeActsInt8(x.data(), T, w.cols, w.dtype, buf);
+  std::vector<float> y(static_cast<size_t>(T * w.rows), NAN);
+  scalar::MatMulRowsInt8(buf, T, w, 0, w.rows, y.data());
+  return y;
+}
+
+KernelContext Int8Context(ThreadPool* pool, Isa isa) {
+  KernelContext ctx{pool, isa};
+  ctx.int8_dot = true;
+  return ctx;
+}
+
+// ---- Activation quantizer ----
+
+// Rows of x that hit the edge cases: ties (x / d = k + 0.5), zero blocks, one-hot blocks,
+// subnormals, a NaN block, an inf block, values that make x / d round past 127.
+std::vector<std::vector<float>> QuantizerEdgeRows(std::mt19937& rng, int64_t cols) {
+  std::vector<std::vector<float>> rows;
+  rows.push_back(RandomFloats(rng, cols));
+  rows.push_back(RandomFloats(rng, cols, -1e-3f, 1e3f));
+  std::vector<float> ties(static_cast<size_t>(cols));
+  for (int64_t c = 0; c < cols; ++c) ties[c] = (c % kB == 0) ? 127.0f : 0.5f + (c % 7) - 3;
+  rows.push_back(ties);
+  std::vector<float> sparse(static_cast<size_t>(cols), 0.0f);
+  for (int64_t c = 0; c < cols; c += 37) sparse[c] = (c % 2 ? -1.0f : 1.0f) * (1.0f + c);
+  rows.push_back(sparse);
+  std::vector<float> tiny = RandomFloats(rng, cols, -1e-39f, 1e-39f);  // subnormal d and x
+  rows.push_back(tiny);
+  std::vector<float> specials = RandomFloats(rng, cols);
+  specials[0] = std::numeric_limits<float>::quiet_NaN();
+  if (cols > kB) specials[kB] = std::numeric_limits<float>::infinity();
+  if (cols > 2 * kB + 1) specials[2 * kB + 1] = -std::numeric_limits<float>::max();
+  rows.push_back(specials);
+  return rows;
+}
+
+TEST(Int8Quantizer, ScalarWithinHalfStep) {
+  std::mt19937 rng(21);
+  for (int64_t cols : {1, 5, 31, 32, 33, 100, 1000}) {
+    const std::vector<float> x = RandomFloats(rng, cols, -3.0f, 3.0f);
+    const QuantizedActs a = QuantizeScalar(x, 1, cols);
+    for (int64_t c = 0; c < a.groups * kB; ++c) {
+      const int64_t b = c / kB;
+      if (c >= cols) {
+        EXPECT_EQ(a.q[c], 0) << "padding code, cols=" << cols;
+        continue;
+      }
+      const double d = a.d[b];
+      EXPECT_LE(std::abs(a.q[c]), 127);
+      EXPECT_LE(std::fabs(a.q[c] * d - x[c]), d * (0.5 + 127 * 0x1p-23)) << cols << " c=" << c;
+    }
+    for (int64_t b = 0; b < a.groups; ++b) {
+      int32_t s = 0;
+      for (int64_t c = 0; c < kB; ++c) s += a.q[b * kB + c];
+      EXPECT_EQ(a.sum[b], s);
+    }
+  }
+}
+
+TEST(Int8Quantizer, EveryIsaMatchesScalarBitwise) {
+  std::mt19937 rng(22);
+  for (int64_t cols : {1, 7, 16, 17, 31, 32, 33, 65, 100, 259}) {
+    for (const std::vector<float>& x : QuantizerEdgeRows(rng, cols)) {
+      const QuantizedActs ref = QuantizeScalar(x, 1, cols);
+      for (Isa isa : RunnableIsas()) {
+        std::vector<int8_t> q(ref.q.size(), 99);
+        std::vector<float> d(ref.d.size(), NAN);
+        std::vector<int32_t> sum(ref.sum.size(), -1);
+        if (isa == Isa::kAvx2)
+          avx2::QuantizeActBlocks(x.data(), cols, q.data(), d.data(), sum.data());
+        if (isa == Isa::kAvx512)
+          avx512::QuantizeActBlocks(x.data(), cols, q.data(), d.data(), sum.data());
+        if (isa == Isa::kScalar) continue;
+        EXPECT_EQ(q, ref.q) << IsaName(isa) << " cols=" << cols;
+        EXPECT_EQ(std::memcmp(d.data(), ref.d.data(), d.size() * 4), 0) << IsaName(isa);
+        EXPECT_EQ(sum, ref.sum) << IsaName(isa) << " cols=" << cols;
+      }
+    }
+  }
+}
+
+TEST(Int8Quantizer, NonFiniteBlocksGetZeroCodes) {
+  std::vector<float> x(64, 1.0f);
+  x[3] = std::numeric_limits<float>::quiet_NaN();
+  x[40] = -std::numeric_limits<float>::infinity();
+  const QuantizedActs a = QuantizeScalar(x, 1, 64);
+  EXPECT_TRUE(std::isnan(a.d[0]));
+  EXPECT_TRUE(std::isinf(a.d[1]));
+  for (int64_t c = 0; c < 64; ++c) EXPECT_EQ(a.q[c], 0);
+}
+
+// ---- Kernels against the scalar twin ----
+
+// MatMul (int8_dot) on every ISA, with and without a pool, equals the twin bit for bit.
+void ExpectEveryIsaMatchesTwin(std::mt19937& rng, DType dtype, int64_t rows, int64_t cols,
+                               int64_t T, ThreadPool* pool) {
+  const QuantWeight w = MakeQuantWeight(rng, dtype, rows, cols);
+  const std::vector<float> x = RandomFloats(rng, T * cols, -2.0f, 2.0f);
+  const std::vector<float> ref = TwinMatMul(x, T, w.View());
+  for (Isa isa : RunnableIsas()) {
+    for (ThreadPool* p : {static_cast<ThreadPool*>(nullptr), pool}) {
+      std::vector<float> y(static_cast<size_t>(T * rows), NAN);
+      MatMul(Int8Context(p, isa), x.data(), T, w.View(), y.data());
+      ASSERT_TRUE(BitwiseEqual(y, ref))
+          << IsaName(isa) << (p ? " pool " : " ") << CaseName(dtype, rows, cols, T) << " "
+          << FirstDifference(y, ref);
+    }
+  }
+}
+
+TEST(MatMulInt8, GemvSizesEveryIsaMatchesTwin) {
+  std::mt19937 rng(31);
+  ThreadPool pool(2);
+  for (DType dtype : kQuantDTypes)
+    for (int64_t rows : {1, 7, 9, 130})
+      for (int64_t cols : {1, 5, 31, 32, 33, 100, 257, 1000})
+        for (int64_t T : {1, 2, 3, 4, 5, 7})
+          ExpectEveryIsaMatchesTwin(rng, dtype, rows, cols, T, &pool);
+}
+
+TEST(MatMulInt8, PrefillSizesEveryIsaMatchesTwin) {
+  std::mt19937 rng(32);
+  ThreadPool pool(2);
+  for (DType dtype : kQuantDTypes)
+    for (int64_t rows : {1, 6, 67, 200})
+      for (int64_t cols : {3, 32, 47, 129, 700})
+        for (int64_t T : {8, 15, 16, 17, 31, 32, 33, 40, 49, 64})
+          ExpectEveryIsaMatchesTwin(rng, dtype, rows, cols, T, &pool);
+}
+
+// Wide rows: token chunks smaller than T (cols 20000: 16 tokens per chunk), and panels too wide
+// for the prefill kernel (cols 25000: GEMV at every T).
+TEST(MatMulInt8, ChunkedAndWideRowsMatchTwin) {
+  std::mt19937 rng(33);
+  ThreadPool pool(2);
+  ASSERT_LT(Int8ChunkTokens(20000), 40);
+  for (DType dtype : kQuantDTypes) {
+    ExpectEveryIsaMatchesTwin(rng, dtype, 9, 20000, 40, &pool);
+    ExpectEveryIsaMatchesTwin(rng, dtype, 5, 25000, 19, &pool);
+  }
+}
+
+// Row ranges that start and end off the row tiles give the bits of the full product.
+TEST(MatMulInt8, RowRangesMatchTwin) {
+  std::mt19937 rng(34);
+  for (DType dtype : kQuantDTypes) {
+    for (int64_t T : {1, 3, 20}) {
+      const QuantWeight w = MakeQuantWeight(rng, dtype, 45, 77);
+      const std::vector<float> x = RandomFloats(rng, T * w.cols);
+      const std::vector<float> ref = TwinMatMul(x, T, w.View());
+      for (Isa isa : RunnableIsas()) {
+        std::vector<float> y(ref.size(), NAN);
+        for (auto [lo, hi] : {std::pair<int64_t, int64_t>{0, 3}, {3, 14}, {14, 15}, {15, 45}})
+          MatMulRowRange(Int8Context(nullptr, isa), x.data(), T, w.View(), lo, hi, y.data());
+        ASSERT_TRUE(BitwiseEqual(y, ref)) << IsaName(isa) << " " << CaseName(dtype, 45, 77, T);
+      }
+    }
+  }
+}
+
+// A batch of jobs (shared x, different weights, mixed with a non-quantized job) equals MatMul of
+// each job, for any thread count.
+TEST(MatMulInt8, BatchMatchesMatMul) {
+  std::mt19937 rng(35);
+  const QuantWeight a = MakeQuantWeight(rng, DType::kI8, 200, 130);
+  const QuantWeight b = MakeQuantWeight(rng, DType::kU8, 70, 130);
+  const QuantWeight c = MakeQuantWeight(rng, DType::kI8, 130, 75);
+  std::vector<float> f32_bytes_storage = RandomFloats(rng, 64 * 130);
+  WeightView f32;
+  f32.dtype = DType::kF32;
+  f32.rows = 64;
+  f32.cols = 130;
+  f32.data = f32_bytes_storage.data();
+  for (int64_t T : {1, 5, 24}) {
+    const std::vector<float> x = RandomFloats(rng, T * 130);
+    const std::vector<float> x2 = RandomFloats(rng, T * 75);
+    const WeightView views[4] = {a.View(), b.View(), c.View(), f32};
+    const float* xs[4] = {x.data(), x.data(), x2.data(), x.data()};
+    for (Isa isa : RunnableIsas()) {
+      for (int threads : {1, 2, 3}) {
+        ThreadPool pool(threads);
+        const KernelContext ctx = Int8Context(&pool, isa);
+        std::vector<std::vector<float>> ref(4), out(4);
+        MatMulJob jobs[4];
+        for (int j = 0; j < 4; ++j) {
+          ref[j].assign(static_cast<size_t>(T * views[j].rows), NAN);
+          out[j].assign(static_cast<size_t>(T * views[j].rows), NAN);
+          MatMul(ctx, xs[j], T, views[j], ref[j].data());
+          jobs[j] = {xs[j], T, &views[j], out[j].data()};
+        }
+        MatMulBatch(ctx, jobs, 4);
+        for (int j = 0; j < 4; ++j)
+          ASSERT_TRUE(BitwiseEqual(out[j], ref[j]))
+              << IsaName(isa) << " threads=" << threads << " T=" << T << " job " << j;
+      }
+    }
+  }
+}
+
+// ---- Accuracy ----
+
+TEST(MatMulInt8, TwinMatchesDoubleOnQuantizedOperands) {
+  std::mt19937 rng(36);
+  for (DType dtype : kQuantDTypes) {
+    for (int64_t cols : {1, 33, 257, 1000}) {
+      const int64_t rows = 9, T = 3;
+      const QuantWeight w = MakeQuantWeight(rng, dtype, rows, cols);
+      const std::vector<float> x = RandomFloats(rng, T * cols);
+      const QuantizedActs a = QuantizeScalar(x, T, cols);
+      const std::vector<float> y = TwinMatMul(x, T, w.View());
+      const double gamma = GammaBound(static_cast<double>(a.groups) + 1);
+      for (int64_t t = 0; t < T; ++t) {
+        for (int64_t r = 0; r < rows; ++r) {
+          double exact = 0, abs_sum = 0;
+          for (int64_t b = 0; b < a.groups; ++b) {
+            int64_t isum = 0;
+            for (int64_t c = b * kB; c < std::min(cols, (b + 1) * kB); ++c)
+              isum += a.q[t * a.groups * kB + c] * w.Code(r, c);
+            const double term =
+                static_cast<double>(isum) * a.d[t * a.groups + b] * w.Scale(r, b * kB);
+            exact += term;
+            abs_sum += std::fabs(term);
+          }
+          ASSERT_LE(std::fabs(y[t * rows + r] - exact), gamma * abs_sum)
+              << CaseName(dtype, rows, cols, T) << " t=" << t << " r=" << r;
+        }
+      }
+    }
+  }
+}
+
+TEST(MatMulInt8, WithinActivationQuantisationOfExactPath) {
+  std::mt19937 rng(37);
+  for (DType dtype : kQuantDTypes) {
+    for (int64_t cols : {5, 33, 257, 1000}) {
+      for (int64_t T : {1, 20}) {
+        const int64_t rows = 11;
+        const QuantWeight w = MakeQuantWeight(rng, dtype, rows, cols);
+        const std::vector<float> x = RandomFloats(rng, T * cols, -4.0f, 4.0f);
+        const QuantizedActs a = QuantizeScalar(x, T, cols);
+        std::vector<float> exact_path(static_cast<size_t>(T * rows));
+        MatMul(KernelContext{nullptr, Isa::kScalar}, x.data(), T, w.View(), exact_path.data());
+        for (Isa isa : RunnableIsas()) {
+          std::vector<float> y(static_cast<size_t>(T * rows));
+          MatMul(Int8Context(nullptr, isa), x.data(), T, w.View(), y.data());
+          for (int64_t t = 0; t < T; ++t) {
+            for (int64_t r = 0; r < rows; ++r) {
+              double quant_bound = 0, xw_abs = 0, int8_abs = 0;
+              for (int64_t c = 0; c < cols; ++c) {
+                const double d = a.d[t * a.groups + c / kB];
+                const double xc = x[t * cols + c];
+                // |x - q d| <= d / 2, plus the rounding of x / d (relative 2^-24 of <= 127).
+                quant_bound += (d * (0.5 + 127 * 0x1p-23)) * std::fabs(w.At(r, c));
+                xw_abs += std::fabs(xc * w.At(r, c));
+                int8_abs += std::fabs(a.q[t * a.groups * kB + c] * d * w.At(r, c));
+              }
+              const double bound = quant_bound +
+                                   GammaBound(static_cast<double>(cols) + 3) * xw_abs +
+                                   GammaBound(static_cast<double>(a.groups) + 1) * int8_abs;
+              ASSERT_LE(std::fabs(y[t * rows + r] - exact_path[t * rows + r]), bound)
+                  << IsaName(isa) << " " << CaseName(dtype, rows, cols, T) << " t=" << t
+                  << " r=" << r;
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(MatMulInt8, NanActivationsPropagate) {
+  std::mt19937 rng(38);
+  const QuantWeight w = MakeQuantWeight(rng, DType::kI8, 10, 70);
+  std::vector<float> x = RandomFloats(rng, 2 * 70);
+  x[70 + 40] = std::numeric_limits<float>::quiet_NaN();  // token 1, block 1
+  for (Isa isa : RunnableIsas()) {
+    std::vector<float> y(20);
+    MatMul(Int8Context(nullptr, isa), x.data(), 2, w.View(), y.data());
+    for (int64_t r = 0; r < 10; ++r) {
+      EXPECT_FALSE(std::isnan(y[r])) << IsaName(isa);
+      EXPECT_TRUE(std::isnan(y[10 + r])) << IsaName(isa);
+    }
+  }
+}
+
+// Off by default, other dtypes ignore it, and rows too wide for the buffer take the exact path.
+TEST(MatMulInt8, OnlyForGroupQuantizedWeights) {
+  EXPECT_FALSE(KernelContext{}.int8_dot);
+  std::mt19937 rng(39);
+  const QuantWeight wide = MakeQuantWeight(rng, DType::kU8, 3, 27000);
+  EXPECT_EQ(Int8ChunkTokens(27000), 0);
+  const std::vector<float> x = RandomFloats(rng, 27000);
+  for (Isa isa : RunnableIsas()) {
+    EXPECT_FALSE(UsesInt8Dot(Int8Context(nullptr, isa), wide.View()));
+    std::vector<float> y(3), y_exact(3);
+    MatMul(Int8Context(nullptr, isa), x.data(), 1, wide.View(), y.data());
+    MatMul(KernelContext{nullptr, isa}, x.data(), 1, wide.View(), y_exact.data());
+    EXPECT_TRUE(BitwiseEqual(y, y_exact)) << IsaName(isa);
+  }
+}
+
+}  // namespace
+}  // namespace dsv3::ops
