@@ -222,9 +222,10 @@ TEST(Cli, BenchReportsMachineLimitsAndPercentages) {
   EXPECT_NE(r.err.find("--bw-mib"), std::string::npos) << r.err;
 }
 
-// --int8-dot on a q8_0 model: bench names the path, and logits move by activation quantisation
-// only (close to the f32-path logits, not equal to them); --no-int8-dot gives the f32 path back.
-TEST(Cli, Int8DotOptionReachesKernelsAndBench) {
+// The int8 path is the default for q8_0 models: bench names the path, and logits move by
+// activation quantisation only (close to the f32 path's, not equal); --no-int8-dot gives the f32
+// path, and the last of the two flags wins. Other formats always report the f32 path.
+TEST(Cli, Int8DotIsTheDefaultForQuantizedModels) {
   TempDir dir;
   ASSERT_EQ(
       RunDsv3({"init", "-o", dir / "bf16", "--preset", "tiny-v3", "--dtype", "bf16"}).exit_code, 0);
@@ -232,7 +233,8 @@ TEST(Cli, Int8DotOptionReachesKernelsAndBench) {
             0);
   const char* tokens = "0,17,99,3,150,42,7,8,9,10,11,12,13,14,15,16,17,18,19";
   std::vector<float> logits[3];
-  const std::vector<std::string> flags[3] = {{}, {"--int8-dot"}, {"--int8-dot", "--no-int8-dot"}};
+  const std::vector<std::string> flags[3] = {
+      {}, {"--no-int8-dot"}, {"--no-int8-dot", "--int8-dot"}};
   for (int i = 0; i < 3; ++i) {
     std::vector<std::string> args = {"logits", "-m",          dir / "q8",  "--tokens", tokens,
                                      "--out",  dir / "l.npy", "--threads", "2"};
@@ -243,19 +245,21 @@ TEST(Cli, Int8DotOptionReachesKernelsAndBench) {
     ASSERT_TRUE(npy.ok());
     logits[i] = npy->data;
   }
-  EXPECT_NE(logits[1], logits[0]);
-  EXPECT_LE(RelError(logits[1], std::vector<double>(logits[0].begin(), logits[0].end())), 0.05);
+  EXPECT_NE(logits[0], logits[1]);
+  EXPECT_LE(RelError(logits[0], std::vector<double>(logits[1].begin(), logits[1].end())), 0.05);
   EXPECT_EQ(logits[2], logits[0]);
 
-  for (const char* flag : {"--int8-dot", "--no-int8-dot"}) {
-    auto r = RunDsv3({"bench", "-m", dir / "q8", "-p", "16", "-n", "2", "-r", "1", "--json",
-                      "--no-limits", flag});
+  const std::pair<std::string, std::vector<std::string>> runs[] = {
+      {"int8", {"-m", dir / "q8"}},
+      {"f32", {"-m", dir / "q8", "--no-int8-dot"}},
+      {"f32", {"-m", dir / "bf16", "--int8-dot"}}};
+  for (const auto& [dot, extra] : runs) {
+    std::vector<std::string> args = {"bench", "-p", "16",     "-n",         "2",
+                                     "-r",    "1",  "--json", "--no-limits"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    auto r = RunDsv3(args);
     ASSERT_EQ(r.exit_code, 0) << r.err;
-    const std::string dot = std::string(flag) == "--int8-dot" ? "int8" : "f32";
-    for (const auto& line : JsonLines(r.out)) {
-      EXPECT_EQ(line["format"], "q8_0");
-      EXPECT_EQ(line["dot"], dot) << r.out;
-    }
+    for (const auto& line : JsonLines(r.out)) EXPECT_EQ(line["dot"], dot) << r.out;
   }
 }
 

