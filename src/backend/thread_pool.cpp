@@ -12,10 +12,34 @@ ThreadPool::ThreadPool(int num_threads) {
   for (int i = 1; i < num_threads; ++i) workers_.emplace_back([this, i] { WorkerLoop(i); });
 }
 
+namespace {
+
+// Waits for `done` without sleeping for a while (tens of microseconds): pause instructions, and
+// every 64th round a yield, so a spinning thread gives its core to a runnable one when the machine
+// is oversubscribed (more threads than cores, or other processes). True if `done` held.
+template <typename Pred>
+bool SpinUntil(Pred done) {
+  constexpr int kRounds = 1 << 12;
+  for (int i = 0; i < kRounds; ++i) {
+    if (done()) return true;
+    if (i % 64 == 63) {
+      std::this_thread::yield();
+      continue;
+    }
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+  }
+  return done();
+}
+
+}  // namespace
+
 ThreadPool::~ThreadPool() {
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    stop_ = true;
+    stop_.store(true);
+    generation_.fetch_add(1);
   }
   wake_.notify_all();
   for (auto& worker : workers_) worker.join();
@@ -24,18 +48,19 @@ ThreadPool::~ThreadPool() {
 void ThreadPool::WorkerLoop(int index) {
   uint64_t seen = 0;
   for (;;) {
-    const std::function<void(int)>* job;
-    {
+    auto fresh = [&] { return generation_.load() != seen; };
+    if (!SpinUntil(fresh)) {
       std::unique_lock<std::mutex> lock(mutex_);
-      wake_.wait(lock, [&] { return stop_ || generation_ != seen; });
-      if (stop_) return;
-      seen = generation_;
-      job = job_;
+      sleeping_workers_.fetch_add(1);
+      wake_.wait(lock, fresh);
+      sleeping_workers_.fetch_sub(1);
     }
-    (*job)(index);
-    {
+    seen = generation_.load();
+    if (stop_.load()) return;
+    (*job_.load())(index);
+    if (pending_.fetch_sub(1) == 1 && caller_sleeping_.load()) {
       std::lock_guard<std::mutex> lock(mutex_);
-      if (--pending_ == 0) done_.notify_one();
+      done_.notify_one();
     }
   }
 }
@@ -45,17 +70,21 @@ void ThreadPool::RunOnAll(const std::function<void(int)>& fn) {
     fn(0);
     return;
   }
-  {
+  job_.store(&fn);
+  pending_.store(static_cast<int>(workers_.size()));
+  generation_.fetch_add(1);
+  if (sleeping_workers_.load() > 0) {
     std::lock_guard<std::mutex> lock(mutex_);
-    job_ = &fn;
-    pending_ = static_cast<int>(workers_.size());
-    ++generation_;
+    wake_.notify_all();
   }
-  wake_.notify_all();
   fn(0);
-  std::unique_lock<std::mutex> lock(mutex_);
-  done_.wait(lock, [&] { return pending_ == 0; });
-  job_ = nullptr;
+  auto all_done = [&] { return pending_.load() == 0; };
+  if (!SpinUntil(all_done)) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    caller_sleeping_.store(true);
+    done_.wait(lock, all_done);
+    caller_sleeping_.store(false);
+  }
 }
 
 void ThreadPool::ParallelFor(int64_t n, const std::function<void(int64_t, int64_t)>& fn,

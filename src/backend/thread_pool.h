@@ -1,7 +1,11 @@
 // A persistent pool of worker threads (DESIGN.md §2 backend/). Threads are created once; each
 // ParallelFor wakes them, splits [0, n) into contiguous chunks and returns when all are done.
+// Waiting threads spin briefly before they sleep: a decode step or a training step runs hundreds
+// of short parallel regions back to back, and a futex sleep/wake per region costs more than the
+// region's own work at small sizes.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -36,13 +40,19 @@ class ThreadPool {
 
   int num_threads_ = 1;
   std::vector<std::thread> workers_;
+  // The job is published by storing job_ and then bumping generation_; a worker that sees a new
+  // generation runs job_ and decrements pending_. Sleepers (after the spin) block on the condition
+  // variables; the atomics' sequentially consistent order guarantees a publisher either sees the
+  // sleeper's flag and notifies it, or the sleeper sees the new state before it blocks.
   std::mutex mutex_;
   std::condition_variable wake_;
   std::condition_variable done_;
-  const std::function<void(int)>* job_ = nullptr;
-  uint64_t generation_ = 0;
-  int pending_ = 0;
-  bool stop_ = false;
+  std::atomic<const std::function<void(int)>*> job_{nullptr};
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<int> pending_{0};
+  std::atomic<int> sleeping_workers_{0};
+  std::atomic<bool> caller_sleeping_{false};
+  std::atomic<bool> stop_{false};
 };
 
 }  // namespace dsv3

@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 
+#include "train/attention_f32.h"
 #include "train/rmsnorm.h"
 
 namespace dsv3::train {
@@ -81,6 +83,14 @@ void MlaForward(const Context& ctx, const ModelConfig& cfg, const RopeTables<Rea
   ParallelRows(ctx, B * nh, [&](int64_t j0, int64_t j1) {
     for (int64_t job = j0; job < j1; ++job) {
       const int64_t b = job / nh, h = job % nh;
+      if constexpr (std::is_same_v<Real, float>) {  // as matrix products (attention_f32.h)
+        const int64_t kv0 = (b * T * nh + h) * (dn + dv), kvs = nh * (dn + dv);
+        CausalAttentionForward(ctx.isa, HeadShape{T, dn, dr, dv, scale},
+                               {&k.q[(b * T * nh + h) * qk], nh * qk}, {&k.kv[kv0], kvs},
+                               {&k.kpe[b * T * dr], dr}, {&k.kv[kv0 + dn], kvs},
+                               &k.p[(b * nh + h) * T * T], {&k.o[(b * T * nh + h) * dv], nh * dv});
+        continue;
+      }
       for (int64_t i = 0; i < T; ++i) {
         const Real* qi = &k.q[((b * T + i) * nh + h) * qk];
         Real* pi = &k.p[((b * nh + h) * T + i) * T];
@@ -126,6 +136,16 @@ void MlaBackward(const Context& ctx, const ModelConfig& cfg, const RopeTables<Re
     std::vector<Real> ds(static_cast<size_t>(T));
     for (int64_t job = j0; job < j1; ++job) {
       const int64_t b = job / nh, h = job % nh;
+      if constexpr (std::is_same_v<Real, float>) {  // as matrix products (attention_f32.h)
+        const int64_t kv0 = (b * T * nh + h) * (dn + dv), kvs = nh * (dn + dv);
+        const int64_t q0 = (b * T * nh + h) * qk;
+        CausalAttentionBackward(
+            ctx.isa, HeadShape{T, dn, dr, dv, scale}, {&k.q[q0], nh * qk}, {&k.kv[kv0], kvs},
+            {&k.kpe[b * T * dr], dr}, {&k.kv[kv0 + dn], kvs}, &k.p[(b * nh + h) * T * T],
+            {&d_o[(b * T * nh + h) * dv], nh * dv}, {&dq[q0], nh * qk}, {&dkv[kv0], kvs},
+            {&dkpe_heads[(b * T * nh + h) * dr], nh * dr}, {&dkv[kv0 + dn], kvs});
+        continue;
+      }
       for (int64_t i = 0; i < T; ++i) {
         const Real* pi = &k.p[((b * nh + h) * T + i) * T];
         const Real* doi = &d_o[((b * T + i) * nh + h) * dv];
