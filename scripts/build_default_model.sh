@@ -91,5 +91,23 @@ for f in config.json model.safetensors tokenizer.json tokenizer_config.json; do
 done
 cp run/metrics.jsonl "$OUT/training_metrics.jsonl"
 [ -d run-dense ] && cp run-dense/metrics.jsonl "$OUT/baseline_dense_metrics.jsonl"
+# Sampling defaults for `dsv3 generate` (and transformers): greedy decoding of a model this small
+# loops on its most frequent phrases.
+cat > "$OUT/generation_config.json" <<'JSON'
+{
+  "bos_token_id": 0,
+  "eos_token_id": 1,
+  "do_sample": true,
+  "temperature": 0.7,
+  "top_p": 0.95,
+  "repetition_penalty": 1.1
+}
+JSON
 du -sh "$OUT"
 echo "total: $((t3 - t0)) s"
+
+# 5. Validation perplexity of both models over the whole held-out text, windows of 256 tokens.
+"$DSV3" perplexity -m "$OUT" -f kjv-valid.txt --ctx 256
+if [ -d run-dense ]; then
+  "$DSV3" perplexity -m "run-dense/step-$STEPS" -f kjv-valid.txt --ctx 256
+fi
