@@ -178,6 +178,11 @@ void MatMulArgs(benchmark::internal::Benchmark* b) {
       }
       b->Args({d, isa, 12288, 7168, 1, 2, 0, 1});
     }
+    // Prefill over weights far larger than the L3: packing must hide the DRAM latency.
+    for (int64_t threads : {1, 2}) {
+      b->Args({d, kAvx512, 12288, 7168, 64, threads, 0, 1});
+      b->Args({d, kAvx512, 12288, 7168, 64, threads, 0, 0});
+    }
     for (int64_t T : {1, 4, 8, 64}) {
       b->Args({d, kAvx512, 2048, 2048, T, 1, 0, 1});
       b->Args({d, kAvx512, 2048, 2048, T, 1, 0, 0});

@@ -286,6 +286,16 @@ TEST(MatMulInt8, ChunkedAndWideRowsMatchTwin) {
   for (DType dtype : kQuantDTypes) {
     ExpectEveryIsaMatchesTwin(rng, dtype, 9, 20000, 40, &pool);
     ExpectEveryIsaMatchesTwin(rng, dtype, 5, 25000, 19, &pool);
+    // The same chunking inside MatMulRowRange / MatMulBatch's per-thread runner.
+    const QuantWeight w = MakeQuantWeight(rng, dtype, 6, 20000);
+    const std::vector<float> x = RandomFloats(rng, 37 * w.cols);
+    const std::vector<float> ref = TwinMatMul(x, 37, w.View());
+    for (Isa isa : RunnableIsas()) {
+      std::vector<float> y(ref.size(), NAN);
+      MatMulRowRange(Int8Context(nullptr, isa), x.data(), 37, w.View(), 0, 4, y.data());
+      MatMulRowRange(Int8Context(nullptr, isa), x.data(), 37, w.View(), 4, 6, y.data());
+      ASSERT_TRUE(BitwiseEqual(y, ref)) << IsaName(isa) << " " << FirstDifference(y, ref);
+    }
   }
 }
 

@@ -141,7 +141,9 @@ void MatMulRowsInt8(const uint8_t* buf, int64_t T, const WeightView& w, int64_t 
 int64_t Int8ChunkTokens(int64_t cols) {
   const int64_t per_token = QuantGroups(cols, kInt8Block) * (kInt8Block + 8);
   if (per_token <= 0) return 0;
-  return kInt8ActBufferBytes / per_token / 16 * 16;
+  // Multiples of 32 where they fit: the prefill kernel's full micro-tiles take 32 tokens.
+  const int64_t fit = kInt8ActBufferBytes / per_token;
+  return fit >= 32 ? fit / 32 * 32 : fit / 16 * 16;
 }
 
 bool UsesInt8Dot(const KernelContext& ctx, const WeightView& w) {

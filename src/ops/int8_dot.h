@@ -38,8 +38,9 @@ inline int64_t Int8ActBytes(int64_t T, int64_t cols) {
 // nothing is allocated per call. 512 KiB also keeps a chunk in the L2 while the rows stream.
 inline constexpr int64_t kInt8ActBufferBytes = int64_t{512} << 10;
 
-// Tokens per buffer fill, a multiple of 16 so prefill tiles are never split; 0 when 16 tokens do
-// not fit (cols > 26214, beyond every DeepSeek-V3 shape): such products take the exact path.
+// Tokens per buffer fill: a multiple of 32 (the prefill kernel's micro-tile) where 32 fit, else
+// of 16 (its tile) so tiles are never split; 0 when 16 tokens do not fit (cols > 26214, beyond
+// every DeepSeek-V3 shape): such products take the exact path.
 int64_t Int8ChunkTokens(int64_t cols);
 
 // Whether MatMul / MatMulRowRange / MatMulBatch take the int8 path for this weight.

@@ -7,16 +7,16 @@
 // a negative "bias" that starts each block's int32 accumulator. All of it is exact integer math.
 //
 // Two kernel shapes:
-//  - GEMV (T < kPrefillMinT): 8 rows in the lanes of a ymm. Per block, each row's 32 weight bytes
-//    meet the token's 32 x codes in one vpdpbusd (8 partial sums), and a transposing horizontal
-//    add turns the 8 rows' partials into one vector of 8 exact block dots. Weights stream once per
-//    tile of up to 4 tokens; decode is bandwidth-bound, so the reduction's shuffles are free.
+//  - GEMV (T < kPrefillMinT): 8 rows in the lanes. Per pair of blocks, each row's 64 weight bytes
+//    meet the token's 64 x codes in one zmm vpdpbusd (16 partial sums), and a transposing
+//    reduction turns the 8 rows' partials into the 8 rows' exact dots of both blocks. Weights
+//    stream once per tile of up to 4 tokens; decode is bandwidth-bound, so the shuffles are free.
 //  - Packed prefill tiles (T >= kPrefillMinT): 16 tokens in the lanes of a zmm. x is quantized
 //    into tiles of 16 tokens whose 4-byte column groups are interleaved ([step][token][4 bytes]),
-//    so a broadcast dword of weights times one x vector feeds 16 tokens' block dots at once; 4
-//    rows x 32 tokens of accumulators per micro-tile: per block 64 vpdpbusd and 24 other vector
-//    ops. The 4 rows are first unpacked into a panel of unsigned bytes (L1/L2), reused by every
-//    token tile.
+//    so a broadcast dword of weights times one x vector feeds 16 tokens' block dots at once.
+//    8 rows are first unpacked into a panel of unsigned bytes (L1/L2) reused by every token tile;
+//    micro-tiles of 4 rows x 32 tokens (8 rows x 16 for a lone tile) keep 8 independent
+//    accumulator chains: per block 8 vpdpbusd per chain and 3 other vector ops (cvt, scale, fma).
 #include <algorithm>
 #include <cstring>
 #include <limits>
@@ -36,10 +36,10 @@ constexpr int64_t kTileTokens = 16;
 // One block of one token tile: codes [8 steps][16 tokens][4 bytes], d [16] f32, bias [16] int32.
 constexpr int64_t kTileCodeBytes = 8 * kTileTokens * 4;
 constexpr int64_t kTileBlockBytes = kTileCodeBytes + 2 * kTileTokens * 4;
-constexpr int kPanelRows = 4;
-// Panel of 4 unpacked rows on the stack: 768 blocks = 24576 columns (96 KiB); wider weights take
-// the GEMV kernel at every T.
-constexpr int64_t kMaxPanelGroups = 768;
+constexpr int kPanelRows = 8;
+// Panel of 8 unpacked rows on the stack: 576 blocks = 18432 columns (DeepSeek-V3's widest rows,
+// 144 KiB); wider weights take the GEMV kernel at every T.
+constexpr int64_t kMaxPanelGroups = 576;
 constexpr int kGemvRows = 8;
 constexpr int kGemvTokens = 4;
 
@@ -341,21 +341,26 @@ void GemvRows(const uint8_t* buf, int64_t T, const WeightView& w, int64_t row_be
 
 // ---- Prefill: 16 tokens in the lanes ----
 
-// panel [groups][4 rows][32]: the rows' blocks as unsigned bytes.
+// panel [groups][8 rows][32]: the rows' blocks as unsigned bytes, written in order (block-major)
+// so the stores stream instead of striding across the panel.
 template <DType D>
 void PackPanel(const WeightView& w, const int64_t* rows, uint8_t* panel) {
   const int64_t groups = QuantGroups(w.cols, kBlock);
   const int64_t full_groups = w.cols / kBlock;
-  for (int i = 0; i < kPanelRows; ++i) {
-    const uint8_t* row = static_cast<const uint8_t*>(w.data) + rows[i] * RowBytes<D>(w.cols);
-    for (int64_t b = 0; b < full_groups; ++b) {
+  const uint8_t* src[kPanelRows];
+  for (int i = 0; i < kPanelRows; ++i)
+    src[i] = static_cast<const uint8_t*>(w.data) + rows[i] * RowBytes<D>(w.cols);
+  for (int64_t b = 0; b < full_groups; ++b) {
+    for (int i = 0; i < kPanelRows; ++i) {
       _mm256_store_si256(reinterpret_cast<__m256i*>(panel + (b * kPanelRows + i) * kBlock),
-                         LoadWeightBlock<D, false>(row, b, kBlock));
+                         LoadWeightBlock<D, false>(src[i], b, kBlock));
     }
-    if (full_groups < groups) {
+  }
+  if (full_groups < groups) {
+    for (int i = 0; i < kPanelRows; ++i) {
       _mm256_store_si256(
           reinterpret_cast<__m256i*>(panel + (full_groups * kPanelRows + i) * kBlock),
-          LoadWeightBlock<D, true>(row, full_groups, w.cols - full_groups * kBlock));
+          LoadWeightBlock<D, true>(src[i], full_groups, w.cols - full_groups * kBlock));
     }
   }
 }
@@ -366,11 +371,12 @@ int32_t LoadDword(const uint8_t* p) {
   return v;
 }
 
-// Rows r0 .. r0 + 3 (those below row_end) of 16 tokens from tile `tile` on: acc[i] holds row i
-// for the 16 tokens. A 4x4 transpose in each 128-bit lane gives every token its 4 rows, stored
-// as 16 contiguous bytes of y (scattering 16 tokens' strided outputs per row is far slower).
-void StoreTokenTile(const __m512 acc[kPanelRows], int64_t t0, int64_t T, const WeightView& w,
-                    int64_t r0, int64_t row_end, float* y) {
+// Rows r0 .. r0 + 3 (those below row_end) of 16 tokens from t0 on: acc[i] holds row i for the
+// 16 tokens. A 4x4 transpose in each 128-bit lane gives every token its 4 rows, stored as 16
+// contiguous bytes of y (scattering 16 tokens' strided outputs per row is far slower).
+void StoreTokenTile(const __m512* acc, int64_t t0, int64_t T, const WeightView& w, int64_t r0,
+                    int64_t row_end, float* y) {
+  if (r0 >= row_end) return;
   const __m512 t01_lo = _mm512_unpacklo_ps(acc[0], acc[1]);  // per lane: r0 r1 of tokens 0, 1
   const __m512 t01_hi = _mm512_unpackhi_ps(acc[0], acc[1]);  // tokens 2, 3
   const __m512 t23_lo = _mm512_unpacklo_ps(acc[2], acc[3]);
@@ -379,7 +385,7 @@ void StoreTokenTile(const __m512 acc[kPanelRows], int64_t t0, int64_t T, const W
   const __m512 by_token[4] = {
       _mm512_shuffle_ps(t01_lo, t23_lo, 0x44), _mm512_shuffle_ps(t01_lo, t23_lo, 0xee),
       _mm512_shuffle_ps(t01_hi, t23_hi, 0x44), _mm512_shuffle_ps(t01_hi, t23_hi, 0xee)};
-  const int64_t valid_rows = std::min<int64_t>(kPanelRows, row_end - r0);
+  const int64_t valid_rows = std::min<int64_t>(4, row_end - r0);
   const __mmask8 row_mask = static_cast<__mmask8>((1u << valid_rows) - 1u);
   const int64_t valid_tokens = std::min<int64_t>(kTileTokens, T - t0);
   alignas(64) float lanes[4][16];
@@ -387,56 +393,60 @@ void StoreTokenTile(const __m512 acc[kPanelRows], int64_t t0, int64_t T, const W
   for (int64_t t = 0; t < valid_tokens; ++t) {
     float* out = y + (t0 + t) * w.rows + r0;  // y[t0 + t, r0 : r0 + valid_rows]
     const __m128 v = _mm_load_ps(&lanes[t % 4][(t / 4) * 4]);
-    if (valid_rows == kPanelRows)
+    if (valid_rows == 4)
       _mm_storeu_ps(out, v);
     else
       _mm_mask_storeu_ps(out, row_mask, v);
   }
 }
 
-// y for rows r0 .. r0 + 3 (panel) and the 16 * NV tokens of tiles k .. k + NV - 1, all blocks.
-// `prefetch` (4 row pointers or null): the next panel's rows, touched one cache line per block
-// and row so the next PackPanel finds them in cache while this tile computes.
-template <int NV>
-void PrefillMicroTile(const uint8_t* panel, const float* const* dw, const uint8_t* tiles,
-                      int64_t tile_bytes, int64_t groups, const uint8_t* const* prefetch,
-                      int64_t prefetch_stride, int64_t t0, int64_t T, const WeightView& w,
-                      int64_t r0, int64_t row_end, float* y) {
-  __m512 acc[kPanelRows][NV];
-  for (int i = 0; i < kPanelRows; ++i)
+// y for MR rows of the panel from `first_row` on (r0 = the panel's first row) and the 16 * NV
+// tokens of consecutive tiles from t0 on, over all blocks: MR x NV accumulator chains (8 either
+// way: 4 rows x 32 tokens for full pairs of tiles, 8 rows x 16 tokens for a lone tile).
+// prefetch[0 .. prefetch_rows): rows of the next panel, touched one cache line per block and row
+// so the next PackPanel finds them in cache.
+template <int MR, int NV>
+void PrefillMicroTile(const uint8_t* panel, int first_row, const float* const* dw,
+                      const uint8_t* tiles, int64_t tile_bytes, int64_t groups,
+                      const uint8_t* const* prefetch, int prefetch_rows, int64_t prefetch_stride,
+                      int64_t t0, int64_t T, const WeightView& w, int64_t r0, int64_t row_end,
+                      float* y) {
+  static_assert(MR % 4 == 0 && MR <= kPanelRows);
+  __m512 acc[MR][NV];
+  for (int i = 0; i < MR; ++i)
     for (int j = 0; j < NV; ++j) acc[i][j] = _mm512_setzero_ps();
   for (int64_t b = 0; b < groups; ++b) {
-    if (prefetch != nullptr) {
-      for (int i = 0; i < kPanelRows; ++i)
-        _mm_prefetch(reinterpret_cast<const char*>(prefetch[i] + b * prefetch_stride), _MM_HINT_T0);
-    }
+    for (int i = 0; i < prefetch_rows; ++i)
+      _mm_prefetch(reinterpret_cast<const char*>(prefetch[i] + b * prefetch_stride), _MM_HINT_T0);
     const uint8_t* xb[NV];
     for (int j = 0; j < NV; ++j) xb[j] = tiles + j * tile_bytes + b * kTileBlockBytes;
-    const uint8_t* pw = panel + b * kPanelRows * kBlock;  // [4 rows][32]
-    __m512i isum[kPanelRows][NV];
+    const uint8_t* pw = panel + (b * kPanelRows + first_row) * kBlock;  // [MR rows][32]
+    __m512i isum[MR][NV];
     for (int j = 0; j < NV; ++j) {
       const __m512i bias = _mm512_load_si512(xb[j] + kTileCodeBytes + kTileTokens * 4);
-      for (int i = 0; i < kPanelRows; ++i) isum[i][j] = bias;
+      for (int i = 0; i < MR; ++i) isum[i][j] = bias;
     }
     for (int s = 0; s < 8; ++s) {
       __m512i xv[NV];
       for (int j = 0; j < NV; ++j) xv[j] = _mm512_load_si512(xb[j] + s * 64);
-      for (int i = 0; i < kPanelRows; ++i) {
+      for (int i = 0; i < MR; ++i) {
         const __m512i wv = _mm512_set1_epi32(LoadDword(pw + i * kBlock + s * 4));
         for (int j = 0; j < NV; ++j) isum[i][j] = _mm512_dpbusd_epi32(isum[i][j], wv, xv[j]);
       }
     }
     for (int j = 0; j < NV; ++j) {
       const __m512 dx = _mm512_load_ps(reinterpret_cast<const float*>(xb[j] + kTileCodeBytes));
-      for (int i = 0; i < kPanelRows; ++i) {
-        const __m512 s = _mm512_mul_ps(dx, _mm512_set1_ps(dw[i][b]));
+      for (int i = 0; i < MR; ++i) {
+        const __m512 s = _mm512_mul_ps(dx, _mm512_set1_ps(dw[first_row + i][b]));
         acc[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[i][j]), s, acc[i][j]);
       }
     }
   }
   for (int j = 0; j < NV; ++j) {
-    const __m512 rows_of_tile[kPanelRows] = {acc[0][j], acc[1][j], acc[2][j], acc[3][j]};
-    StoreTokenTile(rows_of_tile, t0 + j * kTileTokens, T, w, r0, row_end, y);
+    for (int i0 = 0; i0 < MR; i0 += 4) {
+      const __m512 four_rows[4] = {acc[i0][j], acc[i0 + 1][j], acc[i0 + 2][j], acc[i0 + 3][j]};
+      StoreTokenTile(four_rows, t0 + j * kTileTokens, T, w, r0 + first_row + i0, row_end, y);
+    }
   }
 }
 
@@ -459,19 +469,34 @@ void PrefillRows(const uint8_t* buf, int64_t T, const WeightView& w, int64_t row
     }
     PackPanel<D>(w, rows, panel);
     // The next panel's bytes (one line per block and row covers them: q8_0 has 32 bytes per
-    // block, q4_0 16) are prefetched during the last token tiles, so they are still in the L1
-    // when PackPanel reads them rather than evicted by this panel's stream of x tiles.
-    const uint8_t* const* next_panel = r0 + kPanelRows < row_end ? next : nullptr;
-    const int64_t prefetch_stride = D == DType::kI8 ? kBlock : kBlock / 2;
+    // block, q4_0 16) are prefetched while this panel computes, spread over all its micro-tile
+    // calls (call m takes rows [8 m / calls, 8 (m + 1) / calls)), so the next PackPanel reads
+    // from cache and the prefetches ask no more of the memory than it keeps up with.
+    const int64_t calls = tiles / 2 * 2 + tiles % 2;
+    const int64_t stride = D == DType::kI8 ? kBlock : kBlock / 2;
+    int64_t call = 0;
+    const auto share = [&](const uint8_t* const** first) {
+      const int64_t lo = kPanelRows * call / calls, hi = kPanelRows * (call + 1) / calls;
+      ++call;
+      *first = next + lo;
+      return r0 + kPanelRows < row_end ? static_cast<int>(hi - lo) : 0;
+    };
+    const uint8_t* const* pf = next;
     int64_t k = 0;
     for (; k + 2 <= tiles; k += 2) {
-      PrefillMicroTile<2>(panel, dw, buf + k * tile_bytes, tile_bytes, groups,
-                          k + 2 >= tiles ? next_panel : nullptr, prefetch_stride, k * kTileTokens,
-                          T, w, r0, row_end, y);
+      const uint8_t* x = buf + k * tile_bytes;
+      const int64_t t0 = k * kTileTokens;
+      int n = share(&pf);
+      PrefillMicroTile<4, 2>(panel, 0, dw, x, tile_bytes, groups, pf, n, stride, t0, T, w, r0,
+                             row_end, y);
+      n = share(&pf);
+      PrefillMicroTile<4, 2>(panel, 4, dw, x, tile_bytes, groups, pf, n, stride, t0, T, w, r0,
+                             row_end, y);
     }
     if (k < tiles) {
-      PrefillMicroTile<1>(panel, dw, buf + k * tile_bytes, tile_bytes, groups, next_panel,
-                          prefetch_stride, k * kTileTokens, T, w, r0, row_end, y);
+      const int n = share(&pf);
+      PrefillMicroTile<8, 1>(panel, 0, dw, buf + k * tile_bytes, tile_bytes, groups, pf, n, stride,
+                             k * kTileTokens, T, w, r0, row_end, y);
     }
   }
 }
