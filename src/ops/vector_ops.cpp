@@ -3,6 +3,7 @@
 
 #include <cmath>
 
+#include "ops/exp_kernels.h"
 #include "ops/kernels_internal.h"
 
 namespace dsv3::ops {
@@ -27,6 +28,10 @@ float Dot(const float* a, const float* b, int64_t n) {
 
 void Axpy(float alpha, const float* x, int64_t n, float* y) {
   for (int64_t i = 0; i < n; ++i) y[i] += alpha * x[i];
+}
+
+void Exp(const float* x, int64_t n, float* out) {
+  for (int64_t i = 0; i < n; ++i) out[i] = std::exp(x[i]);
 }
 
 void SiluMul(float* gate, const float* up, int64_t n) {
@@ -88,13 +93,39 @@ void Axpy(Isa isa, float alpha, const float* x, int64_t n, float* y) {
   scalar::Axpy(alpha, x, n, y);
 }
 
-// Not vectorised yet: both run once per token per layer over a few thousand values, far from the
-// matmul and attention costs.
-void SiluMul(Isa /*isa*/, float* gate, const float* up, int64_t n) {
+void Exp(Isa isa, const float* x, int64_t n, float* out) {
+  switch (isa) {
+    case Isa::kAvx512:
+      return avx512::Exp(x, n, out);
+    case Isa::kAvx2:
+      return avx2::Exp(x, n, out);
+    case Isa::kScalar:
+      break;
+  }
+  scalar::Exp(x, n, out);
+}
+
+void SiluMul(Isa isa, float* gate, const float* up, int64_t n) {
+  switch (isa) {
+    case Isa::kAvx512:
+      return avx512::SiluMul(gate, up, n);
+    case Isa::kAvx2:
+      return avx2::SiluMul(gate, up, n);
+    case Isa::kScalar:
+      break;
+  }
   scalar::SiluMul(gate, up, n);
 }
 
-void Softmax(Isa /*isa*/, float* x, int64_t n) {
+void Softmax(Isa isa, float* x, int64_t n) {
+  switch (isa) {
+    case Isa::kAvx512:
+      return avx512::Softmax(x, n);
+    case Isa::kAvx2:
+      return avx2::Softmax(x, n);
+    case Isa::kScalar:
+      break;
+  }
   scalar::Softmax(x, n);
 }
 

@@ -5,6 +5,8 @@
 
 #include <cmath>
 
+#include "ops/exp_kernels.h"
+#include "ops/isa/avx512_exp.h"
 #include "ops/kernels_internal.h"
 
 namespace dsv3::ops::avx512 {
@@ -35,6 +37,12 @@ double ReduceAdd(__m512d v) {
   __m128d s = _mm_add_pd(_mm256_castpd256_pd128(h), _mm256_extractf128_pd(h, 1));
   s = _mm_add_sd(s, _mm_unpackhi_pd(s, s));
   return _mm_cvtsd_f64(s);
+}
+
+// silu(g) * up = g / (1 + exp(-g)) * up, rounded as the scalar twin rounds it.
+__m512 SiluMulVec(__m512 g, __m512 up) {
+  const __m512 e = Exp(_mm512_xor_ps(g, _mm512_set1_ps(-0.0f)));
+  return _mm512_mul_ps(_mm512_div_ps(g, _mm512_add_ps(_mm512_set1_ps(1.0f), e)), up);
 }
 
 }  // namespace
@@ -107,6 +115,55 @@ void Axpy(float alpha, const float* x, int64_t n, float* y) {
         _mm512_fmadd_ps(a, _mm512_maskz_loadu_ps(m, x + i), _mm512_maskz_loadu_ps(m, y + i));
     _mm512_mask_storeu_ps(y + i, m, r);
   }
+}
+
+void Exp(const float* x, int64_t n, float* out) {
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(out + i, Exp(_mm512_loadu_ps(x + i)));
+  if (i < n) {
+    const __mmask16 m = TailMask(n - i);
+    _mm512_mask_storeu_ps(out + i, m, Exp(_mm512_maskz_loadu_ps(m, x + i)));
+  }
+}
+
+void SiluMul(float* gate, const float* up, int64_t n) {
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    _mm512_storeu_ps(gate + i, SiluMulVec(_mm512_loadu_ps(gate + i), _mm512_loadu_ps(up + i)));
+  if (i < n) {
+    const __mmask16 m = TailMask(n - i);
+    const __m512 r =
+        SiluMulVec(_mm512_maskz_loadu_ps(m, gate + i), _mm512_maskz_loadu_ps(m, up + i));
+    _mm512_mask_storeu_ps(gate + i, m, r);
+  }
+}
+
+void Softmax(float* x, int64_t n) {
+  if (n <= 0) return;
+  __m512 max_acc = _mm512_set1_ps(-INFINITY);
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) max_acc = _mm512_max_ps(max_acc, _mm512_loadu_ps(x + i));
+  const __mmask16 tail = TailMask(n - i);
+  if (i < n)
+    max_acc = _mm512_mask_max_ps(max_acc, tail, max_acc, _mm512_maskz_loadu_ps(tail, x + i));
+  const __m512 max_value = _mm512_set1_ps(_mm512_reduce_max_ps(max_acc));
+  __m512 sum = _mm512_setzero_ps();
+  for (i = 0; i + 16 <= n; i += 16) {
+    const __m512 e = Exp(_mm512_sub_ps(_mm512_loadu_ps(x + i), max_value));
+    _mm512_storeu_ps(x + i, e);
+    sum = _mm512_add_ps(sum, e);
+  }
+  if (i < n) {
+    const __m512 e = Exp(_mm512_sub_ps(_mm512_maskz_loadu_ps(tail, x + i), max_value));
+    _mm512_mask_storeu_ps(x + i, tail, e);
+    sum = _mm512_mask_add_ps(sum, tail, sum, e);
+  }
+  // Dividing, as the scalar twin does: each output is within one rounding of exp/sum.
+  const __m512 total = _mm512_set1_ps(ReduceAdd(sum));
+  for (i = 0; i + 16 <= n; i += 16)
+    _mm512_storeu_ps(x + i, _mm512_div_ps(_mm512_loadu_ps(x + i), total));
+  if (i < n)
+    _mm512_mask_storeu_ps(x + i, tail, _mm512_div_ps(_mm512_maskz_loadu_ps(tail, x + i), total));
 }
 
 }  // namespace dsv3::ops::avx512
