@@ -7,12 +7,14 @@
 #include <vector>
 
 #include "model/config.h"
+#include "util/aligned_vector.h"
 
 namespace dsv3 {
 
+// Cache-line aligned: the attention kernels stream these rows with full-width loads.
 struct LayerKvCache {
-  std::vector<float> latent;    // [capacity, kv_lora_rank]
-  std::vector<float> rope_key;  // [capacity, qk_rope_head_dim]
+  AlignedVector<float> latent;    // [capacity, kv_lora_rank]
+  AlignedVector<float> rope_key;  // [capacity, qk_rope_head_dim]
 };
 
 class KvCache {

@@ -3,59 +3,91 @@
 #include <algorithm>
 #include <cstring>
 
+#include "ops/mla_attention.h"
 #include "ops/vector_ops.h"
 
 namespace dsv3 {
 
 namespace {
 
-// Splits [0, n) statically over the pool's threads and calls fn(thread, begin, end).
-template <typename Fn>
-void ForEachThreadRange(const ops::KernelContext& ctx, int64_t n, Fn&& fn) {
-  if (ctx.pool == nullptr || ctx.pool->num_threads() == 1 || n <= 1) {
-    fn(0, int64_t{0}, n);
-    return;
-  }
-  const int threads = ctx.pool->num_threads();
-  ctx.pool->RunOnAll([&](int t) {
-    const int64_t begin = n * t / threads, end = n * (t + 1) / threads;
-    if (begin < end) fn(t, begin, end);
-  });
-}
-
 int NumThreads(const ops::KernelContext& ctx) {
   return ctx.pool == nullptr ? 1 : ctx.pool->num_threads();
 }
 
-// Absorbed attention for one (token, head) (spec §5.4):
-//   q_lat = W_UK[h]^T q_nope; score_j = scale (q_lat . c_j + q_pe . k_pe_j); o_lat = sum p_j c_j;
-//   o = W_UV[h] o_lat.
-void AbsorbedHead(const ModelConfig& c, const RopeParams& rope, const AttentionWeights& w,
-                  ops::Isa isa, const float* q_head, int64_t h, int64_t num_keys,
-                  const LayerKvCache& cache, float* scores, float* q_lat, float* o_lat,
-                  float* o_head) {
-  const int64_t dn = c.qk_nope_head_dim, dr = c.qk_rope_head_dim, dv = c.v_head_dim;
-  const int64_t r = c.kv_lora_rank;
-  const float* w_uk = w.kv_b_proj.data() + h * (dn + dv) * r;  // [dn, r]
-  const float* w_uv = w_uk + dn * r;                           // [dv, r]
-  // q_lat: [r]
-  std::fill(q_lat, q_lat + r, 0.0f);
-  for (int64_t d = 0; d < dn; ++d) ops::Axpy(isa, q_head[d], w_uk + d * r, r, q_lat);
-  const float* q_pe = q_head + dn;
-  const float scale = static_cast<float>(rope.softmax_scale);
-  // scores: [num_keys]
-  for (int64_t j = 0; j < num_keys; ++j) {
-    const float s = ops::Dot(isa, q_lat, cache.latent.data() + j * r, r) +
-                    ops::Dot(isa, q_pe, cache.rope_key.data() + j * dr, dr);
-    scores[j] = scale * s;
+// Splits the T*nh (token, head) items of the absorbed attention over the pool's threads in
+// contiguous ranges of about equal cost and calls fn(thread, begin, end). Token t attends to
+// start_pos + t + 1 positions, so under a causal mask later tokens cost more: an even split of
+// the items would leave the first thread idle for most of a prefill. Which thread computes an
+// item never changes its result (ops::MlaAttention's heads are independent).
+template <typename Fn>
+void ForEachBalancedHeadRange(const ops::KernelContext& ctx, const ModelConfig& c, int64_t T,
+                              int64_t start_pos, Fn&& fn) {
+  const int64_t nh = c.num_attention_heads, items = T * nh;
+  const int threads = NumThreads(ctx);
+  if (threads == 1 || items <= 1) {
+    fn(0, int64_t{0}, items);
+    return;
   }
-  ops::Softmax(isa, scores, num_keys);
-  // o_lat: [r]
-  std::fill(o_lat, o_lat + r, 0.0f);
-  for (int64_t j = 0; j < num_keys; ++j)
-    ops::Axpy(isa, scores[j], cache.latent.data() + j * r, r, o_lat);
-  // o_head: [dv]
-  for (int64_t e = 0; e < dv; ++e) o_head[e] = ops::Dot(isa, w_uv + e * r, o_lat, r);
+  // Cost of one head of token t in units of one cached position (2r + dr multiply-adds):
+  // start_pos + t + 1 positions plus the W_UK and W_UV products ((dn + dv) * r).
+  const double r = static_cast<double>(c.kv_lora_rank);
+  const double fixed = static_cast<double>(c.qk_nope_head_dim + c.v_head_dim) * r /
+                       (2.0 * r + static_cast<double>(c.qk_rope_head_dim));
+  const double first = static_cast<double>(start_pos + 1) + fixed;
+  // Cost of the first k items: whole tokens 0 .. t-1, then h heads of token t.
+  const auto prefix_cost = [&](int64_t k) {
+    const int64_t token = k / nh, head = k % nh;
+    const double t = static_cast<double>(token), h = static_cast<double>(head);
+    return static_cast<double>(nh) * (t * first + t * (t - 1.0) / 2.0) + h * (first + t);
+  };
+  const double total = prefix_cost(items);
+  // The first item whose prefix cost reaches total * i / threads.
+  const auto boundary = [&](int i) {
+    if (i == threads) return items;
+    const double target = total * i / threads;
+    int64_t lo = 0, hi = items;
+    while (lo < hi) {
+      const int64_t mid = lo + (hi - lo) / 2;
+      if (prefix_cost(mid) < target)
+        lo = mid + 1;
+      else
+        hi = mid;
+    }
+    return lo;
+  };
+  ctx.pool->RunOnAll([&](int t) {
+    const int64_t begin = boundary(t), end = boundary(t + 1);
+    if (begin < end) fn(t, begin, end);
+  });
+}
+
+// Absorbed attention (spec §5.4) for heads [h_begin, h_end) of one token:
+//   q_lat = W_UK[h]^T q_nope;  o_lat = sum_j softmax_j(scale (q_lat . c_j + q_pe . k_pe_j)) c_j;
+//   o = W_UV[h] o_lat.
+// The heads share one pass over the latent cache (ops::MlaAttention).
+//   q_token: [nh, dn+dr]   o_token: [nh, dv]   q_lat, o_lat: [h_end - h_begin, r] scratch
+void AbsorbedHeads(const ModelConfig& c, const RopeParams& rope, const AttentionWeights& w,
+                   ops::Isa isa, const float* q_token, int64_t h_begin, int64_t h_end,
+                   int64_t num_keys, const LayerKvCache& cache, float* q_lat, float* o_lat,
+                   float* o_token) {
+  const int64_t dn = c.qk_nope_head_dim, dr = c.qk_rope_head_dim, dv = c.v_head_dim;
+  const int64_t r = c.kv_lora_rank, qk = dn + dr, heads = h_end - h_begin;
+  for (int64_t h = h_begin; h < h_end; ++h) {
+    const float* w_uk = w.kv_b_proj.data() + h * (dn + dv) * r;  // [dn, r]
+    const float* q_nope = q_token + h * qk;                      // [dn]
+    float* q_lat_h = q_lat + (h - h_begin) * r;                  // [r]
+    std::fill(q_lat_h, q_lat_h + r, 0.0f);
+    for (int64_t d = 0; d < dn; ++d) ops::Axpy(isa, q_nope[d], w_uk + d * r, r, q_lat_h);
+  }
+  const ops::MlaQuery query{q_lat, q_token + h_begin * qk + dn, qk, heads,
+                            static_cast<float>(rope.softmax_scale)};
+  const ops::LatentCacheView view{cache.latent.data(), cache.rope_key.data(), num_keys, r, dr};
+  ops::MlaAttention(isa, query, view, o_lat);  // o_lat: [heads, r]
+  for (int64_t h = h_begin; h < h_end; ++h) {
+    const float* w_uv = w.kv_b_proj.data() + (h * (dn + dv) + dn) * r;  // [dv, r]
+    const float* o_lat_h = o_lat + (h - h_begin) * r;
+    for (int64_t e = 0; e < dv; ++e) o_token[h * dv + e] = ops::Dot(isa, w_uv + e * r, o_lat_h, r);
+  }
 }
 
 }  // namespace
@@ -104,16 +136,18 @@ void MlaForward(const ModelConfig& c, const RopeParams& rope, const AttentionWei
   float* o = scratch.o.Get(T * nh * dv);
   const int64_t num_keys_max = start_pos + T;
   if (path == AttentionPath::kAbsorbed) {
-    const int64_t per_thread = num_keys_max + 2 * r;
+    // Per thread: q_lat and o_lat for up to nh heads. The size does not grow with the context, so
+    // after the first call decoding allocates nothing here.
+    const int64_t per_thread = 2 * nh * r;
     float* thread_scratch = scratch.per_thread.Get(NumThreads(ctx) * per_thread);
-    ForEachThreadRange(ctx, T * nh, [&](int thread, int64_t begin, int64_t end) {
-      float* scores = thread_scratch + thread * per_thread;
-      float* q_lat = scores + num_keys_max;
-      float* o_lat = q_lat + r;
-      for (int64_t i = begin; i < end; ++i) {
-        const int64_t t = i / nh, h = i % nh;
-        AbsorbedHead(c, rope, w, ctx.isa, q + (t * nh + h) * qk, h, start_pos + t + 1, cache,
-                     scores, q_lat, o_lat, o + (t * nh + h) * dv);
+    ForEachBalancedHeadRange(ctx, c, T, start_pos, [&](int thread, int64_t begin, int64_t end) {
+      float* q_lat = thread_scratch + thread * per_thread;
+      float* o_lat = q_lat + nh * r;
+      for (int64_t i = begin; i < end;) {
+        const int64_t t = i / nh, h_begin = i % nh, h_end = std::min(nh, h_begin + (end - i));
+        AbsorbedHeads(c, rope, w, ctx.isa, q + t * nh * qk, h_begin, h_end, start_pos + t + 1,
+                      cache, q_lat, o_lat, o + t * nh * dv);
+        i += h_end - h_begin;
       }
     });
   } else {
