@@ -2,7 +2,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 #include <vector>
+
+#include "ops/vector_ops.h"
 
 namespace dsv3::train {
 
@@ -11,17 +14,26 @@ double CrossEntropy(const Context& ctx, const Real* logits, const int32_t* targe
                     int64_t V, double weight, Real* dlogits) {
   std::vector<double> row_loss(static_cast<size_t>(N));
   ParallelRows(ctx, N, [&](int64_t t0, int64_t t1) {
+    std::vector<Real> scratch;  // the exps of a row when no gradient is wanted
     for (int64_t t = t0; t < t1; ++t) {
       const Real* lt = logits + t * V;
       const Real mx = *std::max_element(lt, lt + V);
-      // exp in Real (expf for float: one exp per logit, the softmax's cost), summed in double.
+      // e_v = exp(l_v - max) in Real, summed in double. Float: ops::Exp, the vectorised exp of
+      // the ISA (<= 2^-23 relative error, the same bound as expf's few ulp).
       Real* dt = dlogits == nullptr ? nullptr : dlogits + t * V;
-      double sum = 0;
-      for (int64_t v = 0; v < V; ++v) {
-        const Real e = std::exp(lt[v] - mx);
-        sum += static_cast<double>(e);
-        if (dt != nullptr) dt[v] = e;
+      Real* e = dt;
+      if (e == nullptr) {
+        scratch.resize(static_cast<size_t>(V));
+        e = scratch.data();
       }
+      for (int64_t v = 0; v < V; ++v) e[v] = lt[v] - mx;
+      if constexpr (std::is_same_v<Real, float>) {
+        ops::Exp(ctx.isa, e, V, e);
+      } else {
+        for (int64_t v = 0; v < V; ++v) e[v] = std::exp(e[v]);
+      }
+      double sum = 0;
+      for (int64_t v = 0; v < V; ++v) sum += static_cast<double>(e[v]);
       const double log_z = std::log(sum) + static_cast<double>(mx);
       row_loss[t] = log_z - static_cast<double>(lt[targets[t]]);
       if (dt == nullptr) continue;
