@@ -4,8 +4,8 @@
 #include <cmath>
 #include <vector>
 
-#include "ops/matmul.h"
 #include "ops/transpose.h"
+#include "train/linear.h"
 
 namespace dsv3::train {
 
@@ -14,12 +14,7 @@ namespace {
 // y[T, n] = x[T, k] · w[n, k]^T on the calling thread.
 void Product(ops::Isa isa, const float* x, int64_t T, const float* w, int64_t n, int64_t k,
              float* y) {
-  ops::WeightView view;
-  view.dtype = DType::kF32;
-  view.rows = n;
-  view.cols = k;
-  view.data = w;
-  ops::MatMul(ops::KernelContext{nullptr, isa}, x, T, view, y);
+  ProductF32(Context{nullptr, isa}, x, T, w, n, k, y);
 }
 
 void Transpose(ops::Isa isa, const std::vector<float>& src, int64_t rows, int64_t cols,

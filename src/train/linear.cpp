@@ -16,12 +16,21 @@ void Transpose(const Context& ctx, const float* src, int64_t rows, int64_t cols,
   ops::Transpose(ops::KernelContext{ctx.pool, ctx.isa}, src, rows, cols, dst);
 }
 
+void AddInto(const Context& ctx, const std::vector<float>& src, float* dst) {
+  const int64_t n = static_cast<int64_t>(src.size());
+  ParallelRows(ctx, (n + 4095) / 4096, [&](int64_t b0, int64_t b1) {
+    for (int64_t i = b0 * 4096; i < std::min(n, b1 * 4096); ++i) dst[i] += src[i];
+  });
+}
+
+}  // namespace
+
 // y[T, n] = x[T, k] · w[n, k]^T on the packed SIMD kernels of ops/ (fixed summation order per
 // element, independent of the thread count). With ctx.bf16_compute both operands are rounded to
 // bf16 first (their products are then exact in f32 and summed in f32): vdpbf16ps where the CPU
 // has it, the same numbers up to summation order elsewhere.
-void Product(const Context& ctx, const float* x, int64_t T, const float* w, int64_t n, int64_t k,
-             float* y) {
+void ProductF32(const Context& ctx, const float* x, int64_t T, const float* w, int64_t n, int64_t k,
+                float* y) {
   ops::WeightView view;
   view.rows = n;
   view.cols = k;
@@ -46,20 +55,11 @@ void Product(const Context& ctx, const float* x, int64_t T, const float* w, int6
   ops::MatMul(kctx, xb.data(), T, view, y);
 }
 
-void AddInto(const Context& ctx, const std::vector<float>& src, float* dst) {
-  const int64_t n = static_cast<int64_t>(src.size());
-  ParallelRows(ctx, (n + 4095) / 4096, [&](int64_t b0, int64_t b1) {
-    for (int64_t i = b0 * 4096; i < std::min(n, b1 * 4096); ++i) dst[i] += src[i];
-  });
-}
-
-}  // namespace
-
 template <typename Real>
 void LinearForward(const Context& ctx, const Real* x, int64_t T, const Real* W, int64_t out,
                    int64_t in, Real* y) {
   if constexpr (std::is_same_v<Real, float>) {
-    Product(ctx, x, T, W, out, in, y);  // y: [T, out]
+    ProductF32(ctx, x, T, W, out, in, y);  // y: [T, out]
   } else {
     ParallelRows(ctx, T, [&](int64_t t0, int64_t t1) {
       for (int64_t t = t0; t < t1; ++t) {
@@ -84,7 +84,7 @@ void LinearBackwardF32(const Context& ctx, const float* x, int64_t T, const floa
     std::vector<float> wt(static_cast<size_t>(in * out));  // W^T: [in, out]
     Transpose(ctx, W, out, in, wt.data());
     std::vector<float> tmp(static_cast<size_t>(T * in));  // dy · W: [T, in]
-    Product(ctx, dy, T, wt.data(), in, out, tmp.data());
+    ProductF32(ctx, dy, T, wt.data(), in, out, tmp.data());
     AddInto(ctx, tmp, dx);
   }
   if (dW != nullptr) {
@@ -93,7 +93,7 @@ void LinearBackwardF32(const Context& ctx, const float* x, int64_t T, const floa
     Transpose(ctx, dy, T, out, dyt.data());
     Transpose(ctx, x, T, in, xt.data());
     std::vector<float> tmp(static_cast<size_t>(out * in));  // dy^T · x: [out, in]
-    Product(ctx, dyt.data(), out, xt.data(), in, T, tmp.data());
+    ProductF32(ctx, dyt.data(), out, xt.data(), in, T, tmp.data());
     AddInto(ctx, tmp, dW);
   }
 }

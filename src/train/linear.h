@@ -28,6 +28,11 @@ void ParallelRows(const Context& ctx, int64_t n, Fn&& fn) {
   ctx.pool->ParallelFor(n, [&](int64_t b, int64_t e) { fn(b, e); });
 }
 
+// y[T, n] = x[T, k] · w[n, k]^T in float on the packed SIMD GEMM of ops/ (ctx.bf16_compute: on
+// bf16-rounded operands). Overwrites y; each element has a fixed summation order.
+void ProductF32(const Context& ctx, const float* x, int64_t T, const float* w, int64_t n, int64_t k,
+                float* y);
+
 // y[T, out] = x[T, in] · W[out, in]^T  (overwrites y)
 template <typename Real>
 void LinearForward(const Context& ctx, const Real* x, int64_t T, const Real* W, int64_t out,
