@@ -124,6 +124,22 @@ TEST_F(TrainCli, ResumeIsBitIdenticalAndKeepsTwo) {
   EXPECT_NE(r.err.find("resumed from " + b + "/step-6"), std::string::npos) << r.err;
 }
 
+// Waits until `path` holds something other than `before` (a new checkpoint was published); false
+// if the process ended first (it is then reaped) or after a generous limit, so that a stuck or
+// failing trainer fails the test instead of hanging it.
+bool WaitForChange(const std::string& path, const std::string& before, pid_t pid, bool* reaped) {
+  const auto limit = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (std::chrono::steady_clock::now() < limit) {
+    if (ReadAll(path) != before) return true;
+    if (waitpid(pid, nullptr, WNOHANG) == pid) {
+      *reaped = true;
+      return false;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return false;
+}
+
 TEST_F(TrainCli, SurvivesSigkillAtAnyMoment) {
   const std::string out = Path("killed");
   // Checkpoint every step so that most of the run's time is spent inside checkpoint writes.
@@ -131,11 +147,18 @@ TEST_F(TrainCli, SurvivesSigkillAtAnyMoment) {
   for (const char* s : {"--save-every", "1", "--resume"}) args.push_back(s);
   args.erase(args.begin());  // SpawnDsv3 adds the binary; keep "train" as first argument
   args.insert(args.begin(), "train");
-  for (int delay_ms : {700, 350, 520, 610, 440}) {
+  // Each round waits until the trainer has published a new checkpoint (so the kills land at a
+  // different point of the next step or checkpoint write however slow the machine is), then
+  // kills it a few milliseconds later. Round 0 waits for the very first checkpoint.
+  for (int delay_ms : {0, 7, 23, 2, 41, 13, 31}) {
+    const std::string before = ReadAll(out + "/latest");
     const pid_t pid = testing::SpawnDsv3(args);
     ASSERT_GT(pid, 0);
+    bool reaped = false;
+    const bool advanced = WaitForChange(out + "/latest", before, pid, &reaped);
     std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
-    testing::KillAndReap(pid);
+    if (!reaped) testing::KillAndReap(pid);
+    ASSERT_TRUE(advanced) << "no new checkpoint after " << before;
   }
   // Whatever state the kills left, training resumes and writes a valid checkpoint.
   ASSERT_TRUE(fs::exists(out + "/latest"));

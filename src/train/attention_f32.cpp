@@ -4,23 +4,16 @@
 #include <cmath>
 #include <vector>
 
-#include "ops/transpose.h"
 #include "train/linear.h"
 
 namespace dsv3::train {
 
 namespace {
 
-// y[T, n] = x[T, k] · w[n, k]^T on the calling thread.
-void Product(ops::Isa isa, const float* x, int64_t T, const float* w, int64_t n, int64_t k,
-             float* y) {
-  ProductF32(Context{nullptr, isa}, x, T, w, n, k, y);
-}
-
-void Transpose(ops::Isa isa, const std::vector<float>& src, int64_t rows, int64_t cols,
-               std::vector<float>* dst) {
-  dst->resize(static_cast<size_t>(rows * cols));
-  ops::Transpose(ops::KernelContext{nullptr, isa}, src.data(), rows, cols, dst->data());
+// C[M, N] (+)= A · B^T on the calling thread (train::GemmF32).
+void Mul(ops::Isa isa, int64_t M, int64_t N, int64_t K, const ops::GemmOperand& a,
+         const ops::GemmOperand& b, float* c, int64_t ldc, bool accumulate) {
+  GemmF32(Context{nullptr, isa}, M, N, K, a, b, c, ldc, accumulate);
 }
 
 // Gathers [q_i ; ...] rows into a dense [T, width] matrix from up to two strided views.
@@ -39,9 +32,8 @@ std::vector<float> Dense(int64_t T, RowsView a, int64_t wa, RowsView b = {nullpt
 void CausalAttentionForward(ops::Isa isa, const HeadShape& s, RowsView q, RowsView kn, RowsView kp,
                             RowsView v, float* p, MutableRowsView o) {
   const int64_t T = s.T, qk = s.dn + s.dr;
-  const std::vector<float> qd = Dense(T, q, qk);               // [T, qk]
-  const std::vector<float> kd = Dense(T, kn, s.dn, kp, s.dr);  // [T, qk]
-  Product(isa, qd.data(), T, kd.data(), T, qk, p);             // scores: [T, T]
+  const std::vector<float> kd = Dense(T, kn, s.dn, kp, s.dr);                          // k: [T, qk]
+  Mul(isa, T, T, qk, {q.data, q.stride, false}, {kd.data(), qk, false}, p, T, false);  // scores
   for (int64_t i = 0; i < T; ++i) {
     float* pi = p + i * T;
     float mx = -INFINITY;
@@ -52,21 +44,17 @@ void CausalAttentionForward(ops::Isa isa, const HeadShape& s, RowsView q, RowsVi
     for (int64_t j = 0; j <= i; ++j) pi[j] *= inv;
     std::fill(pi + i + 1, pi + T, 0.0f);  // causal mask
   }
-  std::vector<float> vt;  // v^T: [dv, T]
-  Transpose(isa, Dense(T, v, s.dv), T, s.dv, &vt);
-  std::vector<float> od(static_cast<size_t>(T * s.dv));
-  Product(isa, p, T, vt.data(), s.dv, T, od.data());  // o = p · v: [T, dv]
-  for (int64_t i = 0; i < T; ++i) std::copy_n(&od[i * s.dv], s.dv, o.data + i * o.stride);
+  // o[T, dv] = p · v:  A(i, j) = p[i, j], B(d, j) = v[j, d]
+  Mul(isa, T, s.dv, T, {p, T, false}, {v.data, v.stride, true}, o.data, o.stride, false);
 }
 
 void CausalAttentionBackward(ops::Isa isa, const HeadShape& s, RowsView q, RowsView kn, RowsView kp,
                              RowsView v, const float* p, RowsView d_o, MutableRowsView dq,
                              MutableRowsView dkn, MutableRowsView dkp, MutableRowsView dv) {
   const int64_t T = s.T, qk = s.dn + s.dr;
-  const std::vector<float> dod = Dense(T, d_o, s.dv);  // [T, dv]
-  const std::vector<float> vd = Dense(T, v, s.dv);     // [T, dv]
-  std::vector<float> ds(static_cast<size_t>(T * T));   // dP, then d(q·k): [T, T]
-  Product(isa, dod.data(), T, vd.data(), T, s.dv, ds.data());
+  std::vector<float> ds(static_cast<size_t>(T * T));  // dP = d_o · v^T, then d(q·k): [T, T]
+  Mul(isa, T, T, s.dv, {d_o.data, d_o.stride, false}, {v.data, v.stride, false}, ds.data(), T,
+      false);
   for (int64_t i = 0; i < T; ++i) {  // softmax backward, row by row
     const float* pi = p + i * T;
     float* di = &ds[i * T];
@@ -75,29 +63,15 @@ void CausalAttentionBackward(ops::Isa isa, const HeadShape& s, RowsView q, RowsV
     for (int64_t j = 0; j <= i; ++j) di[j] = pi[j] * (di[j] - dot) * s.scale;
     std::fill(di + i + 1, di + T, 0.0f);
   }
-  std::vector<float> t1, t2;
-  // dq = ds · k: [T, qk]
-  Transpose(isa, Dense(T, kn, s.dn, kp, s.dr), T, qk, &t1);  // k^T: [qk, T]
-  std::vector<float> out(static_cast<size_t>(T * qk));
-  Product(isa, ds.data(), T, t1.data(), qk, T, out.data());
-  for (int64_t i = 0; i < T; ++i)
-    for (int64_t d = 0; d < qk; ++d) dq.data[i * dq.stride + d] += out[i * qk + d];
-  // dk = ds^T · q: [T, qk]
-  Transpose(isa, ds, T, T, &t1);                // ds^T
-  Transpose(isa, Dense(T, q, qk), T, qk, &t2);  // q^T: [qk, T]
-  Product(isa, t1.data(), T, t2.data(), qk, T, out.data());
-  for (int64_t i = 0; i < T; ++i) {
-    for (int64_t d = 0; d < s.dn; ++d) dkn.data[i * dkn.stride + d] += out[i * qk + d];
-    for (int64_t d = 0; d < s.dr; ++d) dkp.data[i * dkp.stride + d] += out[i * qk + s.dn + d];
-  }
-  // dv = p^T · d_o: [T, dv]
-  std::vector<float> pv(p, p + T * T);
-  Transpose(isa, pv, T, T, &t1);      // p^T
-  Transpose(isa, dod, T, s.dv, &t2);  // d_o^T: [dv, T]
-  out.resize(static_cast<size_t>(T * s.dv));
-  Product(isa, t1.data(), T, t2.data(), s.dv, T, out.data());
-  for (int64_t i = 0; i < T; ++i)
-    for (int64_t d = 0; d < s.dv; ++d) dv.data[i * dv.stride + d] += out[i * s.dv + d];
+  const std::vector<float> kd = Dense(T, kn, s.dn, kp, s.dr);  // k: [T, qk]
+  // dq[T, qk] += ds · k:  A(i, j) = ds[i, j], B(d, j) = k[j, d]
+  Mul(isa, T, qk, T, {ds.data(), T, false}, {kd.data(), qk, true}, dq.data, dq.stride, true);
+  // dk[T, qk] += ds^T · q:  A(j, i) = ds[i, j], B(d, i) = q[i, d]; nope and rope parts apart
+  Mul(isa, T, s.dn, T, {ds.data(), T, true}, {q.data, q.stride, true}, dkn.data, dkn.stride, true);
+  Mul(isa, T, s.dr, T, {ds.data(), T, true}, {q.data + s.dn, q.stride, true}, dkp.data, dkp.stride,
+      true);
+  // dv[T, dv] += p^T · d_o:  A(j, i) = p[i, j], B(d, i) = d_o[i, d]
+  Mul(isa, T, s.dv, T, {p, T, true}, {d_o.data, d_o.stride, true}, dv.data, dv.stride, true);
 }
 
 }  // namespace dsv3::train

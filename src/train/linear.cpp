@@ -16,11 +16,17 @@ void Transpose(const Context& ctx, const float* src, int64_t rows, int64_t cols,
   ops::Transpose(ops::KernelContext{ctx.pool, ctx.isa}, src, rows, cols, dst);
 }
 
-void AddInto(const Context& ctx, const std::vector<float>& src, float* dst) {
-  const int64_t n = static_cast<int64_t>(src.size());
-  ParallelRows(ctx, (n + 4095) / 4096, [&](int64_t b0, int64_t b1) {
-    for (int64_t i = b0 * 4096; i < std::min(n, b1 * 4096); ++i) dst[i] += src[i];
-  });
+// dst[rows, cols] = op(i, k) for i < rows, k < cols: a dense row-major copy of a Gemm operand.
+void Densify(const Context& ctx, const ops::GemmOperand& op, int64_t rows, int64_t cols,
+             std::vector<float>* dst) {
+  dst->resize(static_cast<size_t>(rows * cols));
+  if (op.transposed && op.ld == rows) {
+    Transpose(ctx, op.data, cols, rows, dst->data());
+    return;
+  }
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t k = 0; k < cols; ++k)
+      (*dst)[i * cols + k] = op.transposed ? op.data[k * op.ld + i] : op.data[i * op.ld + k];
 }
 
 }  // namespace
@@ -55,11 +61,47 @@ void ProductF32(const Context& ctx, const float* x, int64_t T, const float* w, i
   ops::MatMul(kctx, xb.data(), T, view, y);
 }
 
+void GemmF32(const Context& ctx, int64_t M, int64_t N, int64_t K, const ops::GemmOperand& a,
+             const ops::GemmOperand& b, float* c, int64_t ldc, bool accumulate) {
+  if (!ctx.bf16_compute && ops::GemmIsPacked(ctx.isa)) {
+    ops::Gemm(ops::KernelContext{ctx.pool, ctx.isa}, M, N, K, a, b, c, ldc, accumulate);
+    return;
+  }
+  if (M <= 0 || N <= 0) return;
+  if (K <= 0) {
+    if (!accumulate)
+      for (int64_t m = 0; m < M; ++m) std::fill(c + m * ldc, c + m * ldc + N, 0.0f);
+    return;
+  }
+  std::vector<float> ad, bd;
+  const float* ap = a.data;
+  const float* bp = b.data;
+  if (a.transposed || a.ld != K) {
+    Densify(ctx, a, M, K, &ad);  // A: [M, K]
+    ap = ad.data();
+  }
+  if (b.transposed || b.ld != K) {
+    Densify(ctx, b, N, K, &bd);  // B: [N, K]
+    bp = bd.data();
+  }
+  if (!accumulate && ldc == N) {
+    ProductF32(ctx, ap, M, bp, N, K, c);
+    return;
+  }
+  std::vector<float> tmp(static_cast<size_t>(M * N));  // A · B^T: [M, N]
+  ProductF32(ctx, ap, M, bp, N, K, tmp.data());
+  ParallelRows(ctx, M, [&](int64_t m0, int64_t m1) {
+    for (int64_t m = m0; m < m1; ++m)
+      for (int64_t n = 0; n < N; ++n)
+        c[m * ldc + n] = accumulate ? c[m * ldc + n] + tmp[m * N + n] : tmp[m * N + n];
+  });
+}
+
 template <typename Real>
 void LinearForward(const Context& ctx, const Real* x, int64_t T, const Real* W, int64_t out,
                    int64_t in, Real* y) {
   if constexpr (std::is_same_v<Real, float>) {
-    ProductF32(ctx, x, T, W, out, in, y);  // y: [T, out]
+    GemmF32(ctx, T, out, in, {x, in, false}, {W, in, false}, y, out, false);  // y: [T, out]
   } else {
     ParallelRows(ctx, T, [&](int64_t t0, int64_t t1) {
       for (int64_t t = t0; t < t1; ++t) {
@@ -79,23 +121,10 @@ namespace {
 
 void LinearBackwardF32(const Context& ctx, const float* x, int64_t T, const float* W, int64_t out,
                        int64_t in, const float* dy, float* dx, float* dW) {
-  if (T == 0 || out == 0 || in == 0) return;
-  if (dx != nullptr) {
-    std::vector<float> wt(static_cast<size_t>(in * out));  // W^T: [in, out]
-    Transpose(ctx, W, out, in, wt.data());
-    std::vector<float> tmp(static_cast<size_t>(T * in));  // dy · W: [T, in]
-    ProductF32(ctx, dy, T, wt.data(), in, out, tmp.data());
-    AddInto(ctx, tmp, dx);
-  }
-  if (dW != nullptr) {
-    std::vector<float> dyt(static_cast<size_t>(out * T));  // dy^T: [out, T]
-    std::vector<float> xt(static_cast<size_t>(in * T));    // x^T: [in, T]
-    Transpose(ctx, dy, T, out, dyt.data());
-    Transpose(ctx, x, T, in, xt.data());
-    std::vector<float> tmp(static_cast<size_t>(out * in));  // dy^T · x: [out, in]
-    ProductF32(ctx, dyt.data(), out, xt.data(), in, T, tmp.data());
-    AddInto(ctx, tmp, dW);
-  }
+  // dx[T, in] += dy[T, out] · W[out, in]:  A(t, o) = dy[t, o], B(i, o) = W[o, i]
+  if (dx != nullptr) GemmF32(ctx, T, in, out, {dy, out, false}, {W, in, true}, dx, in, true);
+  // dW[out, in] += dy^T · x:  A(o, t) = dy[t, o], B(i, t) = x[t, i]
+  if (dW != nullptr) GemmF32(ctx, out, in, T, {dy, out, true}, {x, in, true}, dW, in, true);
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "backend/thread_pool.h"
+#include "ops/gemm.h"
 #include "ops/isa.h"
 
 namespace dsv3::train {
@@ -32,6 +33,13 @@ void ParallelRows(const Context& ctx, int64_t n, Fn&& fn) {
 // bf16-rounded operands). Overwrites y; each element has a fixed summation order.
 void ProductF32(const Context& ctx, const float* x, int64_t T, const float* w, int64_t n, int64_t k,
                 float* y);
+
+// C[M, N] (+)= A · B^T with A(m, k), B(n, k) read from either stored layout (ops::GemmOperand):
+// ops::Gemm's packed kernel where the CPU has one, else transposed copies through ProductF32;
+// ctx.bf16_compute always takes the ProductF32 route. The fixed summation order of either keeps
+// results independent of the thread count.
+void GemmF32(const Context& ctx, int64_t M, int64_t N, int64_t K, const ops::GemmOperand& a,
+             const ops::GemmOperand& b, float* c, int64_t ldc, bool accumulate);
 
 // y[T, out] = x[T, in] · W[out, in]^T  (overwrites y)
 template <typename Real>

@@ -15,6 +15,7 @@
 #include <array>
 #include <utility>
 
+#include "ops/isa/avx512_gemm_tile.h"
 #include "ops/isa/avx512_transpose16.h"
 #include "ops/isa/simd_intrinsics.h"
 #include "ops/kernels_internal.h"
@@ -29,12 +30,12 @@ namespace {
 // because its dot form pays the block-scale flushes per token tile.
 template <DType D>
 constexpr int64_t kMinPackedT = D == DType::kF8E4M3 ? 16 : 32;
-constexpr int64_t kKc = 256;    // columns per packed block
-constexpr int64_t kMc = 64;     // rows per packed block (two 32-row strips)
-constexpr int64_t kStrip = 32;  // rows per micro-kernel tile (two vectors)
-constexpr int kNt = 12;         // tokens per micro-kernel tile
-constexpr int64_t kTb = 192;    // tokens per x block (a multiple of kNt)
-constexpr int kDirectNt = 3;    // tokens per dot-product tile
+constexpr int64_t kKc = 256;           // columns per packed block
+constexpr int64_t kMc = 64;            // rows per packed block (two 32-row strips)
+constexpr int64_t kStrip = kTileRows;  // rows per micro-kernel tile (two vectors)
+constexpr int kNt = kTileTokens;       // tokens per micro-kernel tile
+constexpr int64_t kTb = 192;           // tokens per x block (a multiple of kNt)
+constexpr int kDirectNt = 3;           // tokens per dot-product tile
 // e4m3 bits shifted into an f16 read as e4m3 * 2^-8 (see Fp8ToF32); the 2^8 is folded into the
 // block scale, which stays exact because it is a power of two.
 constexpr float kFp8Rescale = 256.0f;
@@ -236,54 +237,6 @@ void PackWeights(const WeightView& w, int64_t r0, int64_t nrows, int64_t c0, int
   }
 }
 
-// xpanel: [ceil(nt / kNt)][kc][kNt] = x[t0 + t, c0 + c] regrouped so a micro-kernel step reads
-// its kNt tokens from one place.
-void PackX(const float* x, int64_t cols, int64_t t0, int64_t nt, int64_t c0, int64_t kc,
-           float* xpanel) {
-  for (int64_t t = 0; t < nt; ++t) {
-    float* dst = xpanel + (t / kNt) * kc * kNt + t % kNt;
-    const float* src = x + (t0 + t) * cols + c0;  // x[t0 + t, c0:c0 + kc]
-    for (int64_t c = 0; c < kc; ++c) dst[c * kNt] = src[c];
-  }
-}
-
-// y[t, r .. r+32) (+)= sum_c panel[c][0..32) * xpanel[c][t] for t < NT; m0/m1 mask the rows.
-template <int NT>
-void MicroKernel(const float* panel, const float* xpanel, int64_t kc, float* y, int64_t ldy,
-                 __mmask16 m0, __mmask16 m1, bool accumulate) {
-  __m512 acc[NT][2];
-  for (int j = 0; j < NT; ++j) acc[j][0] = acc[j][1] = _mm512_setzero_ps();
-  for (int64_t c = 0; c < kc; ++c) {
-    const __m512 w0 = _mm512_load_ps(panel + c * kStrip);
-    const __m512 w1 = _mm512_load_ps(panel + c * kStrip + 16);
-    const float* xc = xpanel + c * kNt;
-    for (int j = 0; j < NT; ++j) {
-      const __m512 b = _mm512_set1_ps(xc[j]);
-      acc[j][0] = _mm512_fmadd_ps(w0, b, acc[j][0]);
-      acc[j][1] = _mm512_fmadd_ps(w1, b, acc[j][1]);
-    }
-  }
-  for (int j = 0; j < NT; ++j) {
-    float* yj = y + j * ldy;  // y[t0 + j, r:r + 32]
-    if (accumulate) {
-      acc[j][0] = _mm512_add_ps(acc[j][0], _mm512_maskz_loadu_ps(m0, yj));
-      acc[j][1] = _mm512_add_ps(acc[j][1], _mm512_maskz_loadu_ps(m1, yj + 16));
-    }
-    _mm512_mask_storeu_ps(yj, m0, acc[j][0]);
-    _mm512_mask_storeu_ps(yj + 16, m1, acc[j][1]);
-  }
-}
-
-using MicroKernelFn = void (*)(const float*, const float*, int64_t, float*, int64_t, __mmask16,
-                               __mmask16, bool);
-
-template <int... Ns>
-constexpr auto MakeMicroKernels(std::integer_sequence<int, Ns...>) {
-  return std::array<MicroKernelFn, sizeof...(Ns)>{&MicroKernel<Ns + 1>...};
-}
-// kMicroKernels[nt - 1] handles nt tokens.
-constexpr auto kMicroKernels = MakeMicroKernels(std::make_integer_sequence<int, kNt>{});
-
 template <DType D>
 void MatMulPacked(const float* x, int64_t T, const WeightView& w, int64_t row_begin,
                   int64_t row_end, float* y) {
@@ -296,7 +249,7 @@ void MatMulPacked(const float* x, int64_t T, const WeightView& w, int64_t row_be
     const int64_t tbn = std::min(kTb, T - tb0);
     for (int64_t kc0 = 0; kc0 < cols; kc0 += kKc) {
       const int64_t kc = std::min(kKc, cols - kc0);
-      PackX(x, cols, tb0, tbn, kc0, kc, xpanel);
+      PackTokens(x, cols, tb0, tbn, kc0, kc, xpanel);
       for (int64_t mc0 = row_begin; mc0 < row_end; mc0 += kMc) {
         const int64_t mn = std::min(kMc, row_end - mc0);
         PackWeights<D>(w, mc0, mn, kc0, kc, panel);
@@ -307,9 +260,9 @@ void MatMulPacked(const float* x, int64_t T, const WeightView& w, int64_t row_be
           for (int64_t t0 = 0; t0 < tbn; t0 += kNt) {
             const int64_t nt = std::min<int64_t>(kNt, tbn - t0);
             // y[tb0 + t0 .., mc0 + 32 s ..]
-            kMicroKernels[nt - 1](panel + s * kc * kStrip, xpanel + (t0 / kNt) * kc * kNt, kc,
-                                  y + (tb0 + t0) * w.rows + mc0 + s * kStrip, w.rows, m0, m1,
-                                  kc0 > 0);
+            kMicroKernelsF32[nt - 1](panel + s * kc * kStrip, xpanel + (t0 / kNt) * kc * kNt, kc,
+                                     y + (tb0 + t0) * w.rows + mc0 + s * kStrip, w.rows, m0, m1,
+                                     kc0 > 0);
           }
         }
       }
