@@ -4,6 +4,7 @@
 #include <cmath>
 #include <vector>
 
+#include "ops/vector_ops.h"
 #include "train/linear.h"
 
 namespace dsv3::train {
@@ -36,12 +37,8 @@ void CausalAttentionForward(ops::Isa isa, const HeadShape& s, RowsView q, RowsVi
   Mul(isa, T, T, qk, {q.data, q.stride, false}, {kd.data(), qk, false}, p, T, false);  // scores
   for (int64_t i = 0; i < T; ++i) {
     float* pi = p + i * T;
-    float mx = -INFINITY;
-    for (int64_t j = 0; j <= i; ++j) mx = std::max(mx, pi[j] *= s.scale);
-    float sum = 0;
-    for (int64_t j = 0; j <= i; ++j) sum += pi[j] = std::exp(pi[j] - mx);
-    const float inv = 1.0f / sum;
-    for (int64_t j = 0; j <= i; ++j) pi[j] *= inv;
+    for (int64_t j = 0; j <= i; ++j) pi[j] *= s.scale;
+    ops::Softmax(isa, pi, i + 1);         // the ISA's vectorised exp and sums
     std::fill(pi + i + 1, pi + T, 0.0f);  // causal mask
   }
   // o[T, dv] = p · v:  A(i, j) = p[i, j], B(d, j) = v[j, d]
