@@ -65,8 +65,8 @@ void MatMulBatch(const KernelContext& ctx, const MatMulJob* jobs, int64_t num_jo
         runner->Run(job.x, job.T, *job.w, lo, hi, job.y);
         continue;
       }
-      for (int64_t r0 = lo; r0 < hi; r0 += kChunkRows)
-        MatMulRowRange(ctx, job.x, job.T, *job.w, r0, std::min(hi, r0 + kChunkRows), job.y);
+      // One call for the thread's whole range: the packed (prefill) kernel packs x once per call.
+      MatMulRowRange(ctx, job.x, job.T, *job.w, lo, hi, job.y);
     }
   };
   ctx.pool->RunOnAll([&](int thread) {

@@ -205,10 +205,17 @@ void Tile(const RowsActs& a, int64_t t0, const WeightView& w, int64_t r0, int64_
   __m256 acc[NT];
   for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
   alignas(32) uint8_t wblock[kTileRows][kBlock];  // this block of the 8 rows, decoded once
+  const int64_t ahead = kTileRows * RowBytes<D>(w.cols);
   const auto block = [&](int64_t b, auto tail) {
     constexpr bool kTail = decltype(tail)::value;
     const int64_t n = w.cols - b * kBlock;
     for (int i = 0; i < kTileRows; ++i) {
+      // The same block of the next 8 rows (rows lie back to back), and their scales every 16
+      // blocks, are requested from DRAM while this tile is summed.
+      _mm_prefetch(reinterpret_cast<const char*>(wrow[i] + ahead + b * RowBytes<D>(kBlock)),
+                   _MM_HINT_T0);
+      if (b % 16 == 0)
+        _mm_prefetch(reinterpret_cast<const char*>(srow[i] + kTileRows * groups + b), _MM_HINT_T0);
       _mm256_store_si256(reinterpret_cast<__m256i*>(wblock[i]),
                          LoadWeightBlock<D, kTail>(wrow[i], b, n));
     }

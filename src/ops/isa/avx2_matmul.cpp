@@ -93,6 +93,7 @@ void DotTile(const float* x, int64_t t0, const WeightView& w, int64_t r, float* 
   }
   const float* xrow[NT];
   for (int j = 0; j < NT; ++j) xrow[j] = x + (t0 + j) * cols;  // x[t0 + j, :]
+  const int64_t ahead = MR * cols * kBytes<D>;
 
   __m256 acc[MR][NT];
   for (int i = 0; i < MR; ++i)
@@ -108,6 +109,9 @@ void DotTile(const float* x, int64_t t0, const WeightView& w, int64_t r, float* 
       __m256 xv[NT];
       for (int j = 0; j < NT; ++j) xv[j] = _mm256_loadu_ps(xrow[j] + c);
       for (int i = 0; i < MR; ++i) {
+        // The same columns of the next tile's rows (rows lie back to back) are requested from
+        // DRAM while this tile is summed.
+        _mm_prefetch(reinterpret_cast<const char*>(wrow[i] + c * kBytes<D> + ahead), _MM_HINT_T0);
         __m256 wv = LoadWeights<D>(wrow[i] + c * kBytes<D>);
         if constexpr (kFp8) wv = _mm256_mul_ps(wv, s[i]);
         for (int j = 0; j < NT; ++j) acc[i][j] = _mm256_fmadd_ps(wv, xv[j], acc[i][j]);
