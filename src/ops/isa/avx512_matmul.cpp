@@ -117,7 +117,7 @@ void DotTile(const float* x, int64_t t0, const WeightView& w, int64_t r, float* 
   const float* xrow[NT];
   for (int j = 0; j < NT; ++j) xrow[j] = x + (t0 + j) * cols;  // x[t0 + j, :]
   constexpr int64_t kBytes = D == DType::kF32 ? 4 : D == DType::kF8E4M3 ? 1 : 2;
-  const int64_t ahead = MR * cols * kBytes;
+  const int64_t ahead = 2 * MR * cols * kBytes;
 
   __m512 acc[MR][NT];
   for (int i = 0; i < MR; ++i)
@@ -132,8 +132,8 @@ void DotTile(const float* x, int64_t t0, const WeightView& w, int64_t r, float* 
       __m512 xv[NT];
       for (int j = 0; j < NT; ++j) xv[j] = _mm512_loadu_ps(xrow[j] + c);
       for (int i = 0; i < MR; ++i) {
-        // The same columns of the next tile's rows (rows lie back to back): DRAM requests for
-        // the next tile are in flight while this one is summed.
+        // The same columns two tiles ahead (rows lie back to back): DRAM requests for the next
+        // tiles are in flight while this one is summed (two tiles measured a little better).
         _mm_prefetch(reinterpret_cast<const char*>(wrow[i] + c * kBytes + ahead), _MM_HINT_T0);
         const __m512 wv = LoadWeights<D>(wrow[i], c);
         for (int j = 0; j < NT; ++j) part[i][j] = _mm512_fmadd_ps(wv, xv[j], part[i][j]);
