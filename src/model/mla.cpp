@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "ops/gemm.h"
 #include "ops/mla_attention.h"
 #include "ops/vector_ops.h"
 
@@ -90,6 +91,57 @@ void AbsorbedHeads(const ModelConfig& c, const RopeParams& rope, const Attention
   }
 }
 
+// Calls fn(h) for every head, the heads split over ctx's pool.
+template <typename Fn>
+void ForEachHead(const ops::KernelContext& ctx, int64_t nh, Fn&& fn) {
+  if (ctx.pool == nullptr || ctx.pool->num_threads() <= 1) {
+    for (int64_t h = 0; h < nh; ++h) fn(h);
+    return;
+  }
+  ctx.pool->ParallelFor(nh, [&](int64_t b, int64_t e) {
+    for (int64_t h = b; h < e; ++h) fn(h);
+  });
+}
+
+// The absorbed path for several tokens where ops::Gemm has a packed kernel: the W_UK and W_UV
+// products of all T tokens run per head as two GEMMs ([T, dn] x [dn, r] and [T, r] x [r, dv])
+// instead of T matrix-vector products each, and between them the heads of each token share one
+// pass over the latent cache as in AbsorbedHeads.
+//   q: [T, nh, dn+dr] (rope applied)   o: [T, nh*dv]
+void AbsorbedBatched(const ModelConfig& c, const RopeParams& rope, const AttentionWeights& w,
+                     const ops::KernelContext& ctx, const float* q, int64_t T, int64_t start_pos,
+                     const LayerKvCache& cache, MlaScratch& scratch, float* o) {
+  const int64_t nh = c.num_attention_heads, dn = c.qk_nope_head_dim, dr = c.qk_rope_head_dim;
+  const int64_t dv = c.v_head_dim, r = c.kv_lora_rank, qk = dn + dr;
+  float* q_lat = scratch.latent_q_o.Get(2 * T * nh * r);  // [T, nh, r]
+  float* o_lat = q_lat + T * nh * r;                      // [T, nh, r]
+  const ops::KernelContext one{nullptr, ctx.isa};
+  ForEachHead(ctx, nh, [&](int64_t h) {
+    const float* w_uk = w.kv_b_proj.data() + h * (dn + dv) * r;  // W_UK[h]: [dn, r]
+    // q_lat[t, h, :] = q_nope[t, h, :] · W_UK[h]:  A(t, d) = q[t, h, d], B(i, d) = W_UK[d, i]
+    ops::Gemm(one, T, r, dn, {q + h * qk, nh * qk, false}, {w_uk, r, true}, q_lat + h * r, nh * r,
+              false);
+  });
+  const float scale = static_cast<float>(rope.softmax_scale);
+  ForEachBalancedHeadRange(ctx, c, T, start_pos, [&](int, int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end;) {
+      const int64_t t = i / nh, h_begin = i % nh, h_end = std::min(nh, h_begin + (end - i));
+      const ops::MlaQuery query{q_lat + (t * nh + h_begin) * r, q + (t * nh + h_begin) * qk + dn,
+                                qk, h_end - h_begin, scale};
+      const ops::LatentCacheView view{cache.latent.data(), cache.rope_key.data(), start_pos + t + 1,
+                                      r, dr};
+      ops::MlaAttention(ctx.isa, query, view, o_lat + (t * nh + h_begin) * r);
+      i += h_end - h_begin;
+    }
+  });
+  ForEachHead(ctx, nh, [&](int64_t h) {
+    const float* w_uv = w.kv_b_proj.data() + (h * (dn + dv) + dn) * r;  // W_UV[h]: [dv, r]
+    // o[t, h*dv + e] = sum_i o_lat[t, h, i] W_UV[h][e, i]
+    ops::Gemm(one, T, dv, r, {o_lat + h * r, nh * r, false}, {w_uv, r, false}, o + h * dv, nh * dv,
+              false);
+  });
+}
+
 }  // namespace
 
 void MlaForward(const ModelConfig& c, const RopeParams& rope, const AttentionWeights& w,
@@ -135,7 +187,9 @@ void MlaForward(const ModelConfig& c, const RopeParams& rope, const AttentionWei
   // o: [T, nh*dv], head-major per token (h*dv + d), as o_proj expects.
   float* o = scratch.o.Get(T * nh * dv);
   const int64_t num_keys_max = start_pos + T;
-  if (path == AttentionPath::kAbsorbed) {
+  if (path == AttentionPath::kAbsorbed && T >= 2 && ops::GemmIsPacked(ctx.isa)) {
+    AbsorbedBatched(c, rope, w, ctx, q, T, start_pos, cache, scratch, o);
+  } else if (path == AttentionPath::kAbsorbed) {
     // Per thread: q_lat and o_lat for up to nh heads. The size does not grow with the context, so
     // after the first call decoding allocates nothing here.
     const int64_t per_thread = 2 * nh * r;

@@ -14,6 +14,7 @@ namespace dsv3 {
 
 struct MlaScratch {
   ScratchBuffer q_a, q, ckv, o, per_thread, naive_kv;
+  ScratchBuffer latent_q_o;  // batched absorbed path: q_lat and o_lat of every token and head
 };
 
 enum class AttentionPath {
