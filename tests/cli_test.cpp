@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "io/files.h"
+#include "ops/isa.h"
 #include "reference/reference_model.h"
 #include "test_util.h"
 
@@ -258,6 +259,43 @@ TEST(Cli, Int8DotIsTheDefaultForQuantizedModels) {
                                      "-r",    "1",  "--json", "--no-limits"};
     args.insert(args.end(), extra.begin(), extra.end());
     auto r = RunDsv3(args);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    for (const auto& line : JsonLines(r.out)) EXPECT_EQ(line["dot"], dot) << r.out;
+  }
+}
+
+// --bf16-dot (opt-in) runs a BF16 model's prefill products on bf16-rounded activations: logits
+// move by that rounding only, bench names the path where the CPU has AVX-512 BF16, and it is off
+// by default (the exact f32 path).
+TEST(Cli, Bf16DotIsOptIn) {
+  TempDir dir;
+  ASSERT_EQ(
+      RunDsv3({"init", "-o", dir / "bf16", "--preset", "tiny-v3", "--dtype", "bf16"}).exit_code, 0);
+  std::string tokens = "0";
+  for (int i = 1; i < 40; ++i) tokens += "," + std::to_string(i * 7 % 160);  // 40 >= 32 tokens
+  std::vector<float> logits[3];
+  const std::vector<std::string> flags[3] = {{}, {"--bf16-dot"}, {"--bf16-dot", "--no-bf16-dot"}};
+  for (int i = 0; i < 3; ++i) {
+    std::vector<std::string> args = {"logits", "-m",          dir / "bf16", "--tokens", tokens,
+                                     "--out",  dir / "l.npy", "--threads",  "2"};
+    args.insert(args.end(), flags[i].begin(), flags[i].end());
+    auto r = RunDsv3(args);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    auto npy = io::ReadNpyF32(dir / "l.npy");
+    ASSERT_TRUE(npy.ok());
+    logits[i] = npy->data;
+  }
+  const bool avx512 = ops::BestIsa() == ops::Isa::kAvx512;
+  if (avx512) {
+    EXPECT_NE(logits[0], logits[1]);
+  }
+  EXPECT_LE(RelError(logits[0], std::vector<double>(logits[1].begin(), logits[1].end())), 0.05);
+  EXPECT_EQ(logits[2], logits[0]);
+  for (const auto& [dot, flag] :
+       {std::pair<std::string, std::string>{avx512 ? "bf16" : "f32", "--bf16-dot"},
+        {"f32", "--no-bf16-dot"}}) {
+    auto r = RunDsv3({"bench", "-m", dir / "bf16", "-p", "40", "-n", "2", "-r", "1", "--json",
+                      "--no-limits", flag});
     ASSERT_EQ(r.exit_code, 0) << r.err;
     for (const auto& line : JsonLines(r.out)) EXPECT_EQ(line["dot"], dot) << r.out;
   }

@@ -57,6 +57,10 @@ void AddRunOptions(CLI::App* app, RunOptions* options) {
                 "q8_0/q4_0 weights: quantize activations to int8 per 32-column block and take "
                 "integer dot products (VNNI; the default): faster, each activation off by up to "
                 "half a step. --no-int8-dot: dequantise the weights and use f32 FMA");
+  app->add_flag("--bf16-dot,!--no-bf16-dot", options->bf16_dot,
+                "bf16 weights: run prefill products (32+ tokens) as bf16 x bf16 dot products "
+                "(vdpbf16ps, AVX-512 BF16): about twice as fast, activations rounded to bf16. "
+                "Off by default (f32 FMA on the exact weights)");
 }
 
 Result<Runtime> LoadRuntime(const RunOptions& options) {
@@ -68,6 +72,7 @@ Result<Runtime> LoadRuntime(const RunOptions& options) {
   rt.ctx.pool = rt.pool.get();
   rt.ctx.isa = ops::BestIsa();
   rt.ctx.int8_dot = options.int8_dot;
+  rt.ctx.bf16_dot = options.bf16_dot;
   return rt;
 }
 
