@@ -223,6 +223,18 @@ TEST(Cli, BenchReportsMachineLimitsAndPercentages) {
   EXPECT_NE(r.err.find("--bw-mib"), std::string::npos) << r.err;
 }
 
+// `dsv3 logits` of `model` for `tokens` with extra flags; empty (and a test failure) on error.
+std::vector<float> LogitsWith(const TempDir& dir, const std::string& model,
+                              const std::string& tokens, const std::vector<std::string>& flags) {
+  std::vector<std::string> args = {"logits", "-m",          model,       "--tokens", tokens,
+                                   "--out",  dir / "l.npy", "--threads", "2"};
+  args.insert(args.end(), flags.begin(), flags.end());
+  auto r = RunDsv3(args);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  auto npy = io::ReadNpyF32(dir / "l.npy");
+  return r.exit_code == 0 && npy.ok() ? npy->data : std::vector<float>();
+}
+
 // The int8 path is the default for q8_0 models: bench names the path, and logits move by
 // activation quantisation only (close to the f32 path's, not equal); --no-int8-dot gives the f32
 // path, and the last of the two flags wins. Other formats always report the f32 path.
@@ -236,16 +248,8 @@ TEST(Cli, Int8DotIsTheDefaultForQuantizedModels) {
   std::vector<float> logits[3];
   const std::vector<std::string> flags[3] = {
       {}, {"--no-int8-dot"}, {"--no-int8-dot", "--int8-dot"}};
-  for (int i = 0; i < 3; ++i) {
-    std::vector<std::string> args = {"logits", "-m",          dir / "q8",  "--tokens", tokens,
-                                     "--out",  dir / "l.npy", "--threads", "2"};
-    args.insert(args.end(), flags[i].begin(), flags[i].end());
-    auto r = RunDsv3(args);
-    ASSERT_EQ(r.exit_code, 0) << r.err;
-    auto npy = io::ReadNpyF32(dir / "l.npy");
-    ASSERT_TRUE(npy.ok());
-    logits[i] = npy->data;
-  }
+  for (int i = 0; i < 3; ++i) logits[i] = LogitsWith(dir, dir / "q8", tokens, flags[i]);
+  ASSERT_FALSE(logits[0].empty());
   EXPECT_NE(logits[0], logits[1]);
   EXPECT_LE(RelError(logits[0], std::vector<double>(logits[1].begin(), logits[1].end())), 0.05);
   EXPECT_EQ(logits[2], logits[0]);
@@ -275,16 +279,8 @@ TEST(Cli, Bf16DotIsOptIn) {
   for (int i = 1; i < 40; ++i) tokens += "," + std::to_string(i * 7 % 160);  // 40 >= 32 tokens
   std::vector<float> logits[3];
   const std::vector<std::string> flags[3] = {{}, {"--bf16-dot"}, {"--bf16-dot", "--no-bf16-dot"}};
-  for (int i = 0; i < 3; ++i) {
-    std::vector<std::string> args = {"logits", "-m",          dir / "bf16", "--tokens", tokens,
-                                     "--out",  dir / "l.npy", "--threads",  "2"};
-    args.insert(args.end(), flags[i].begin(), flags[i].end());
-    auto r = RunDsv3(args);
-    ASSERT_EQ(r.exit_code, 0) << r.err;
-    auto npy = io::ReadNpyF32(dir / "l.npy");
-    ASSERT_TRUE(npy.ok());
-    logits[i] = npy->data;
-  }
+  for (int i = 0; i < 3; ++i) logits[i] = LogitsWith(dir, dir / "bf16", tokens, flags[i]);
+  ASSERT_FALSE(logits[0].empty());
   const bool avx512 = ops::BestIsa() == ops::Isa::kAvx512;
   if (avx512) {
     EXPECT_NE(logits[0], logits[1]);
