@@ -119,6 +119,30 @@ TEST_F(QuantizeTest, EveryTypeLoadsAndMatchesItsDequantisedCopy) {
   EXPECT_LT(drift_q8, 0.05);
 }
 
+// Converted tensors are written shard by shard; a model split into many shards holds the same
+// tensors, so it computes the same logits bit for bit as the single-file one.
+TEST_F(QuantizeTest, ShardedOutputEqualsSingleFile) {
+  const auto tokens = Tokens(vocab_);
+  const std::string single = Quantize(src_.path(), "q4_single", QuantType::kQ4_0);
+  QuantizeOptions options;
+  options.type = QuantType::kQ4_0;
+  options.shard_bytes = 64 << 10;
+  int64_t calls = 0, last = 0, total = 0;
+  options.progress = [&](int64_t done, int64_t of) {
+    ++calls;
+    EXPECT_EQ(done, last + 1);
+    last = done;
+    total = of;
+  };
+  const std::string sharded = dir_ / "q4_sharded";
+  ASSERT_TRUE(QuantizeModel(src_.path(), sharded, options).ok());
+  EXPECT_EQ(calls, total);
+  EXPECT_EQ(last, total);
+  EXPECT_TRUE(std::filesystem::exists(sharded + "/model.safetensors.index.json"));
+  EXPECT_FALSE(std::filesystem::exists(sharded + "/model.safetensors"));
+  EXPECT_EQ(Logits(sharded, tokens), Logits(single, tokens));
+}
+
 TEST_F(QuantizeTest, ConfigAndTensorsDescribeTheFormat) {
   const std::string q = Quantize(src_.path(), "q4", QuantType::kQ4_0);
   auto config = LoadModelConfig(q);

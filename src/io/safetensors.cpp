@@ -525,8 +525,27 @@ Status WriteCheckpoint(const std::string& dir, const std::vector<TensorToWrite>&
       if (ec) return Err("{}: cannot remove stale file: {}", path, ec.message());
       return Status::Ok();
     };
+    // The bytes of a run of tensors, produced where a tensor has a producer instead of data.
+    std::vector<std::vector<uint8_t>> produced;
+    auto materialize = [&](std::vector<TensorToWrite>* part) -> Status {
+      produced.clear();
+      produced.reserve(part->size());
+      for (TensorToWrite& tensor : *part) {
+        if (!tensor.produce) continue;
+        produced.emplace_back();
+        DSV3_RETURN_IF_ERROR(
+            tensor.produce(&produced.back()).WithContext(fmt::format("tensor '{}'", tensor.name)));
+        if (produced.back().size() != tensor.nbytes)
+          return Err("{}: tensor '{}': {} bytes produced, {} declared", dir, tensor.name,
+                     produced.back().size(), tensor.nbytes);
+        tensor.data = produced.back().data();
+      }
+      return Status::Ok();
+    };
     if (shard_count == 1) {
-      DSV3_RETURN_IF_ERROR(WriteSafetensors(single_path, tensors));
+      std::vector<TensorToWrite> all = tensors;
+      DSV3_RETURN_IF_ERROR(materialize(&all));
+      DSV3_RETURN_IF_ERROR(WriteSafetensors(single_path, all));
       return remove_stale(index_path);
     }
 
@@ -554,6 +573,7 @@ Status WriteCheckpoint(const std::string& dir, const std::vector<TensorToWrite>&
       std::vector<TensorToWrite> part(tensors.begin() + static_cast<ptrdiff_t>(first),
                                       tensors.begin() + static_cast<ptrdiff_t>(next));
       for (const TensorToWrite& tensor : part) weight_map[tensor.name] = name;
+      DSV3_RETURN_IF_ERROR(materialize(&part));
       DSV3_RETURN_IF_ERROR(WriteSafetensors((root / name).string(), part));
     }
     json index = {{"metadata", {{"total_size", total_size}}}, {"weight_map", weight_map}};

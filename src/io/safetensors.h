@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <cstdlib>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -93,6 +94,10 @@ struct TensorToWrite {
   std::vector<int64_t> shape;
   const void* data = nullptr;
   size_t nbytes = 0;
+  // Instead of data (WriteCheckpoint only): called once, in tensor order, when the shard holding
+  // the tensor is written, to produce its nbytes bytes; they are released after that shard, so a
+  // converter writing many shards holds about one shard's bytes at a time.
+  std::function<Status(std::vector<uint8_t>* bytes)> produce = nullptr;
 };
 
 // Writes one safetensors file atomically (temp file, fsync, rename, fsync of the directory).

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <memory>
 #include <vector>
 
 #include "io/files.h"
@@ -23,14 +24,6 @@ bool EndsWith(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() &&
          s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
-
-// A tensor of the output with the bytes it owns.
-struct OutTensor {
-  std::string name;
-  DType dtype;
-  std::vector<int64_t> shape;
-  std::vector<uint8_t> bytes;
-};
 
 // Whether the tensor is a linear weight the target format applies to (see quantize.h).
 bool IsConvertedMatrix(const io::TensorInfo& t, bool quantize_lm_head) {
@@ -129,67 +122,149 @@ void QuantizeFp8(const std::vector<float>& values, int64_t rows, int64_t cols,
   }
 }
 
-// Converts one source tensor into one or two output tensors (weight and scale).
-Status ConvertTensor(const io::Checkpoint& in, const ModelConfig& config, const io::TensorInfo& t,
-                     const QuantizeOptions& options, std::vector<OutTensor>* out) {
-  DSV3_ASSIGN_OR_RETURN(ops::WeightView w, SourceView(in, config, t));
-  // values: [rows, cols] f32, exactly the model's dequantised weights.
-  std::vector<float> values(static_cast<size_t>(w.rows * w.cols));
-  for (int64_t r = 0; r < w.rows; ++r) ops::DequantizeRow(w, r, values.data() + r * w.cols);
-  std::vector<int64_t> shape = {w.rows, w.cols};
-  if (t.shape.size() == 1) shape = {w.cols};
+// What one source tensor becomes: its format in the output and the output tensors (the weight,
+// and for fp8 / q8_0 / q4_0 its scale), known before any conversion so that the writer can place
+// them in shards and convert them when their shard is written.
+enum class OutFormat { kF32, kBF16, kFp8, kQ8_0, kQ4_0 };
 
+struct TensorPlan {
+  const io::TensorInfo* source = nullptr;
+  OutFormat format = OutFormat::kBF16;
+  int64_t rows = 0, cols = 0;
+  std::vector<io::TensorToWrite> outputs;  // names, dtypes, shapes and sizes; no data
+};
+
+Result<TensorPlan> PlanTensor(const io::Checkpoint& in, const ModelConfig& config,
+                              const io::TensorInfo& t, const QuantizeOptions& options) {
+  DSV3_ASSIGN_OR_RETURN(ops::WeightView w, SourceView(in, config, t));
+  TensorPlan p;
+  p.source = &t;
+  p.rows = w.rows;
+  p.cols = w.cols;
   const bool convert = IsConvertedMatrix(t, options.quantize_lm_head);
-  OutTensor o{t.name, DType::kBF16, shape, {}};
   // --type bf16 makes a BF16 model: only the router bias stays F32 (as in the official ones).
   const bool keep_f32 =
       !convert && t.dtype == DType::kF32 &&
       (options.type != QuantType::kBF16 || EndsWith(t.name, "e_score_correction_bias"));
-  if (options.type == QuantType::kF32 || keep_f32) {
-    o.dtype = DType::kF32;
-    AppendF32(values, &o.bytes);
-  } else if (!convert || options.type == QuantType::kBF16) {
-    AppendBf16(values, &o.bytes);
-  } else if (options.type == QuantType::kFp8) {
-    std::vector<float> scale;
-    o.dtype = DType::kF8E4M3;
-    QuantizeFp8(values, w.rows, w.cols, &o.bytes, &scale);
-    out->push_back(std::move(o));
-    OutTensor s{t.name + "_scale_inv",
-                DType::kF32,
-                {(w.rows + kFp8Block - 1) / kFp8Block, (w.cols + kFp8Block - 1) / kFp8Block},
-                {}};
-    AppendF32(scale, &s.bytes);
-    out->push_back(std::move(s));
-    return Status::Ok();
-  } else {
-    const int64_t gs = ops::kQuantGroupSize, groups = ops::QuantGroups(w.cols);
-    std::vector<float> scale(static_cast<size_t>(w.rows * groups));
-    if (options.type == QuantType::kQ8_0) {
-      o.dtype = DType::kI8;
-      o.bytes.resize(static_cast<size_t>(w.rows * w.cols));
+  if (options.type == QuantType::kF32 || keep_f32)
+    p.format = OutFormat::kF32;
+  else if (!convert || options.type == QuantType::kBF16)
+    p.format = OutFormat::kBF16;
+  else if (options.type == QuantType::kFp8)
+    p.format = OutFormat::kFp8;
+  else
+    p.format = options.type == QuantType::kQ8_0 ? OutFormat::kQ8_0 : OutFormat::kQ4_0;
+
+  const int64_t n = w.rows * w.cols;
+  const auto out = [&](std::string name, DType dtype, std::vector<int64_t> shape, int64_t bytes) {
+    io::TensorToWrite o;
+    o.name = std::move(name);
+    o.dtype = dtype;
+    o.shape = std::move(shape);
+    o.nbytes = static_cast<size_t>(bytes);
+    p.outputs.push_back(std::move(o));
+  };
+  const std::vector<int64_t> shape =
+      t.shape.size() == 1 ? std::vector<int64_t>{w.cols} : std::vector<int64_t>{w.rows, w.cols};
+  const int64_t groups = ops::QuantGroups(w.cols);
+  switch (p.format) {
+    case OutFormat::kF32:
+      out(t.name, DType::kF32, shape, 4 * n);
+      break;
+    case OutFormat::kBF16:
+      out(t.name, DType::kBF16, shape, 2 * n);
+      break;
+    case OutFormat::kFp8: {
+      const int64_t gr = (w.rows + kFp8Block - 1) / kFp8Block;
+      const int64_t gc = (w.cols + kFp8Block - 1) / kFp8Block;
+      out(t.name, DType::kF8E4M3, shape, n);
+      out(t.name + "_scale_inv", DType::kF32, {gr, gc}, 4 * gr * gc);
+      break;
+    }
+    case OutFormat::kQ8_0:
+      out(t.name, DType::kI8, shape, n);
+      out(t.name + "_scale_inv", DType::kF32, {w.rows, groups}, 4 * w.rows * groups);
+      break;
+    case OutFormat::kQ4_0: {
+      const int64_t row_bytes = ops::Q4RowBytes(w.cols);
+      out(t.name, DType::kU8, {w.rows, row_bytes}, w.rows * row_bytes);
+      out(t.name + "_scale_inv", DType::kF32, {w.rows, groups}, 4 * w.rows * groups);
+      break;
+    }
+  }
+  return p;
+}
+
+// The bytes of each of the plan's outputs, in order.
+Status ConvertTensor(const io::Checkpoint& in, const ModelConfig& config, const TensorPlan& p,
+                     std::vector<std::vector<uint8_t>>* parts) {
+  DSV3_ASSIGN_OR_RETURN(ops::WeightView w, SourceView(in, config, *p.source));
+  // values: [rows, cols] f32, exactly the model's dequantised weights.
+  std::vector<float> values(static_cast<size_t>(w.rows * w.cols));
+  for (int64_t r = 0; r < w.rows; ++r) ops::DequantizeRow(w, r, values.data() + r * w.cols);
+  parts->assign(p.outputs.size(), {});
+  std::vector<uint8_t>& bytes = (*parts)[0];
+  const int64_t gs = ops::kQuantGroupSize, groups = ops::QuantGroups(w.cols);
+  std::vector<float> scale;
+  switch (p.format) {
+    case OutFormat::kF32:
+      AppendF32(values, &bytes);
+      return Status::Ok();
+    case OutFormat::kBF16:
+      AppendBf16(values, &bytes);
+      return Status::Ok();
+    case OutFormat::kFp8:
+      QuantizeFp8(values, w.rows, w.cols, &bytes, &scale);
+      break;
+    case OutFormat::kQ8_0:
+      scale.resize(static_cast<size_t>(w.rows * groups));
+      bytes.resize(static_cast<size_t>(w.rows * w.cols));
       for (int64_t r = 0; r < w.rows; ++r)
         ops::QuantizeRowQ8_0(values.data() + r * w.cols, w.cols, gs,
-                             reinterpret_cast<int8_t*>(o.bytes.data()) + r * w.cols,
+                             reinterpret_cast<int8_t*>(bytes.data()) + r * w.cols,
                              scale.data() + r * groups);
-    } else {
-      o.dtype = DType::kU8;
+      break;
+    case OutFormat::kQ4_0: {
       const int64_t row_bytes = ops::Q4RowBytes(w.cols);
-      o.shape = {w.rows, row_bytes};
-      o.bytes.resize(static_cast<size_t>(w.rows * row_bytes));
+      scale.resize(static_cast<size_t>(w.rows * groups));
+      bytes.resize(static_cast<size_t>(w.rows * row_bytes));
       for (int64_t r = 0; r < w.rows; ++r)
-        ops::QuantizeRowQ4_0(values.data() + r * w.cols, w.cols, gs, o.bytes.data() + r * row_bytes,
+        ops::QuantizeRowQ4_0(values.data() + r * w.cols, w.cols, gs, bytes.data() + r * row_bytes,
                              scale.data() + r * groups);
+      break;
     }
-    out->push_back(std::move(o));
-    OutTensor s{t.name + "_scale_inv", DType::kF32, {w.rows, groups}, {}};
-    AppendF32(scale, &s.bytes);
-    out->push_back(std::move(s));
-    return Status::Ok();
   }
-  out->push_back(std::move(o));
+  AppendF32(scale, &(*parts)[1]);
   return Status::Ok();
 }
+
+// Converts each source tensor when the writer first asks for one of its outputs, and hands the
+// outputs out one by one, so memory holds about one shard of converted bytes at a time.
+class LazyConverter {
+ public:
+  LazyConverter(const io::Checkpoint& in, const ModelConfig& config, const TensorPlan& plan,
+                std::function<void()> on_converted)
+      : in_(in), config_(config), plan_(plan), on_converted_(std::move(on_converted)) {}
+
+  Status Take(size_t output, std::vector<uint8_t>* bytes) {
+    if (!converted_) {
+      DSV3_RETURN_IF_ERROR(ConvertTensor(in_, config_, plan_, &parts_));
+      converted_ = true;
+      if (on_converted_) on_converted_();
+    }
+    *bytes = std::move(parts_[output]);
+    parts_[output] = {};
+    return Status::Ok();
+  }
+
+ private:
+  const io::Checkpoint& in_;
+  const ModelConfig& config_;
+  const TensorPlan& plan_;
+  std::function<void()> on_converted_;
+  bool converted_ = false;
+  std::vector<std::vector<uint8_t>> parts_;
+};
 
 nlohmann::json QuantizationJson(QuantType type, const std::vector<std::string>& kept) {
   if (type == QuantType::kFp8)
@@ -244,15 +319,13 @@ Status QuantizeModel(const std::string& in_dir, const std::string& out_dir,
       continue;
     sources.push_back(in->Find(name));
   }
-  std::vector<OutTensor> out;
+  std::vector<TensorPlan> plans;
   std::vector<std::string> kept;  // matrices left at higher precision, for the config
-  const int64_t total = static_cast<int64_t>(sources.size());
-  for (int64_t i = 0; i < total; ++i) {
-    const io::TensorInfo& t = *sources[i];
-    if (t.shape.size() == 2 && !IsConvertedMatrix(t, options.quantize_lm_head))
-      kept.push_back(t.name.substr(0, t.name.size() - std::string(".weight").size()));
-    DSV3_RETURN_IF_ERROR(ConvertTensor(*in, config, t, options, &out));
-    if (options.progress) options.progress(i + 1, total);
+  for (const io::TensorInfo* t : sources) {
+    if (t->shape.size() == 2 && !IsConvertedMatrix(*t, options.quantize_lm_head))
+      kept.push_back(t->name.substr(0, t->name.size() - std::string(".weight").size()));
+    DSV3_ASSIGN_OR_RETURN(TensorPlan plan, PlanTensor(*in, config, *t, options));
+    plans.push_back(std::move(plan));
   }
 
   if (options.type == QuantType::kF32 || options.type == QuantType::kBF16)
@@ -261,11 +334,24 @@ Status QuantizeModel(const std::string& in_dir, const std::string& out_dir,
     config_json["quantization_config"] = QuantizationJson(options.type, kept);
   config_json["torch_dtype"] = options.type == QuantType::kF32 ? "float32" : "bfloat16";
 
+  // Each output tensor is produced when its shard is written (io::TensorToWrite::produce).
+  const int64_t total = static_cast<int64_t>(plans.size());
+  int64_t done = 0;
+  std::vector<std::unique_ptr<LazyConverter>> converters;
   std::vector<io::TensorToWrite> views;
   int64_t bytes = 0;
-  for (const OutTensor& o : out) {
-    views.push_back({o.name, o.dtype, o.shape, o.bytes.data(), o.bytes.size()});
-    bytes += static_cast<int64_t>(o.bytes.size());
+  for (const TensorPlan& plan : plans) {
+    converters.push_back(std::make_unique<LazyConverter>(*in, config, plan, [&] {
+      ++done;
+      if (options.progress) options.progress(done, total);
+    }));
+    LazyConverter* converter = converters.back().get();
+    for (size_t i = 0; i < plan.outputs.size(); ++i) {
+      io::TensorToWrite view = plan.outputs[i];
+      view.produce = [converter, i](std::vector<uint8_t>* out) { return converter->Take(i, out); };
+      bytes += static_cast<int64_t>(view.nbytes);
+      views.push_back(std::move(view));
+    }
   }
   const int shards = static_cast<int>(
       std::max<int64_t>(1, (bytes + options.shard_bytes - 1) / options.shard_bytes));
