@@ -1,8 +1,10 @@
 #include "model/random_checkpoint.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <random>
 
 #include <fmt/format.h>
@@ -42,98 +44,131 @@ class Gaussian {
   bool has_spare_ = false;
 };
 
-// Collects tensors, owning their bytes until written.
+// Describes the tensors of the checkpoint and generates each one when the writer asks for it
+// (io::TensorToWrite::produce, called in tensor order), so memory holds one shard, not the whole
+// checkpoint. The generator is drawn from in that order, the order the tensors were declared in.
 class TensorSink {
  public:
   TensorSink(const RandomCheckpointOptions& options) : options_(options), rng_(options.seed) {}
 
   // A linear weight [rows, cols] ~ N(0, std^2), in the checkpoint's dtype (FP8 gets block scales).
   void Linear(const std::string& name, int64_t rows, int64_t cols, bool allow_fp8 = true) {
-    std::vector<float> values(static_cast<size_t>(rows * cols));
     const double stddev = 1.0 / std::sqrt(static_cast<double>(cols));
-    for (float& v : values) v = static_cast<float>(rng_.Next() * stddev);
     DType dtype = options_.dtype;
     if (dtype == DType::kF8E4M3 && !allow_fp8) dtype = DType::kBF16;
-    Store(name, dtype, {rows, cols}, values);
+    Declare(name, dtype, {rows, cols}, [this, stddev](std::vector<float>* values) {
+      for (float& v : *values) v = static_cast<float>(rng_.Next() * stddev);
+    });
   }
   // Embedding-like matrix (never FP8, as in the official checkpoints), N(0, 1).
   void Table(const std::string& name, int64_t rows, int64_t cols) {
-    std::vector<float> values(static_cast<size_t>(rows * cols));
-    for (float& v : values) v = static_cast<float>(rng_.Next());
-    Store(name, HighDType(), {rows, cols}, values);
+    Declare(name, HighDType(), {rows, cols}, [this](std::vector<float>* values) {
+      for (float& v : *values) v = static_cast<float>(rng_.Next());
+    });
   }
   // A norm weight near 1 (not exactly 1, so a missing multiply would show).
   void Norm(const std::string& name, int64_t n) {
-    std::vector<float> values(static_cast<size_t>(n));
-    for (float& v : values) v = static_cast<float>(1.0 + 0.2 * rng_.Next());
-    Store(name, HighDType(), {n}, values);
+    Declare(name, HighDType(), {n}, [this](std::vector<float>* values) {
+      for (float& v : *values) v = static_cast<float>(1.0 + 0.2 * rng_.Next());
+    });
   }
   // The router's selection bias: F32 always (spec §9.2).
   void Bias(const std::string& name, int64_t n) {
-    std::vector<float> values(static_cast<size_t>(n));
-    for (float& v : values) v = static_cast<float>(0.1 * rng_.Next());
-    Store(name, DType::kF32, {n}, values);
+    Declare(name, DType::kF32, {n}, [this](std::vector<float>* values) {
+      for (float& v : *values) v = static_cast<float>(0.1 * rng_.Next());
+    });
   }
 
-  std::vector<io::TensorToWrite> Views() const {
+  std::vector<io::TensorToWrite> Views() {
     std::vector<io::TensorToWrite> views;
-    for (const Stored& s : stored_)
-      views.push_back({s.name, s.dtype, s.shape, s.bytes.data(), s.bytes.size()});
+    for (size_t i = 0; i < tensors_.size(); ++i) {
+      const Tensor& t = tensors_[i];
+      io::TensorToWrite view;
+      view.name = t.name;
+      view.dtype = t.dtype;
+      view.shape = t.shape;
+      view.nbytes = t.nbytes;
+      view.produce = [this, i](std::vector<uint8_t>* bytes) { return Produce(i, bytes); };
+      views.push_back(std::move(view));
+    }
     return views;
   }
 
  private:
-  struct Stored {
+  using Generator = std::function<void(std::vector<float>*)>;
+  struct Tensor {
     std::string name;
     DType dtype;
     std::vector<int64_t> shape;
-    std::vector<uint8_t> bytes;
+    size_t nbytes = 0;
+    Generator generate;  // empty for an FP8 scale grid: made with its weight
   };
 
   DType HighDType() const { return options_.dtype == DType::kF32 ? DType::kF32 : DType::kBF16; }
 
-  void Store(const std::string& name, DType dtype, std::vector<int64_t> shape,
-             const std::vector<float>& values) {
-    Stored s{name, dtype, shape, {}};
+  void Declare(const std::string& name, DType dtype, std::vector<int64_t> shape,
+               Generator generate) {
+    int64_t n = 1;
+    for (int64_t d : shape) n *= d;
+    tensors_.push_back({name, dtype, shape, static_cast<size_t>(n) * DTypeSize(dtype), generate});
+    if (dtype != DType::kF8E4M3) return;
+    const int64_t grid_rows = (shape[0] + options_.fp8_block_rows - 1) / options_.fp8_block_rows;
+    const int64_t grid_cols = (shape[1] + options_.fp8_block_cols - 1) / options_.fp8_block_cols;
+    tensors_.push_back({name + "_scale_inv",
+                        DType::kF32,
+                        {grid_rows, grid_cols},
+                        static_cast<size_t>(grid_rows * grid_cols) * 4,
+                        nullptr});
+  }
+
+  Status Produce(size_t i, std::vector<uint8_t>* bytes) {
+    const Tensor& t = tensors_[i];
+    if (!t.generate) {  // the scale grid made with the FP8 weight before it
+      *bytes = std::move(pending_scales_);
+      pending_scales_ = {};
+      return Status::Ok();
+    }
+    std::vector<float> values(t.nbytes / DTypeSize(t.dtype));
+    t.generate(&values);
     const size_t n = values.size();
-    if (dtype == DType::kF32) {
-      s.bytes.resize(n * 4);
-      std::memcpy(s.bytes.data(), values.data(), n * 4);
-    } else if (dtype == DType::kBF16) {
-      s.bytes.resize(n * 2);
-      for (size_t i = 0; i < n; ++i) {
-        const uint16_t b = F32ToBf16(values[i]);
-        std::memcpy(s.bytes.data() + 2 * i, &b, 2);
+    if (t.dtype == DType::kF32) {
+      bytes->resize(n * 4);
+      std::memcpy(bytes->data(), values.data(), n * 4);
+    } else if (t.dtype == DType::kBF16) {
+      bytes->resize(n * 2);
+      for (size_t k = 0; k < n; ++k) {
+        const uint16_t b = F32ToBf16(values[k]);
+        std::memcpy(bytes->data() + 2 * k, &b, 2);
       }
     } else {  // FP8 with a block scale grid, quantised as DeepSeek did: scale = amax / 448.
-      const int64_t rows = shape[0], cols = shape[1];
+      const int64_t rows = t.shape[0], cols = t.shape[1];
       const int64_t br = options_.fp8_block_rows, bc = options_.fp8_block_cols;
       const int64_t grid_rows = (rows + br - 1) / br, grid_cols = (cols + bc - 1) / bc;
       std::vector<float> scales(static_cast<size_t>(grid_rows * grid_cols));
-      s.bytes.resize(n);
+      bytes->resize(n);
       for (int64_t gi = 0; gi < grid_rows; ++gi) {
         for (int64_t gj = 0; gj < grid_cols; ++gj) {
           float amax = 0;
-          for (int64_t i = gi * br; i < std::min(rows, (gi + 1) * br); ++i)
-            for (int64_t j = gj * bc; j < std::min(cols, (gj + 1) * bc); ++j)
-              amax = std::max(amax, std::fabs(values[i * cols + j]));
+          for (int64_t r = gi * br; r < std::min(rows, (gi + 1) * br); ++r)
+            for (int64_t c = gj * bc; c < std::min(cols, (gj + 1) * bc); ++c)
+              amax = std::max(amax, std::fabs(values[r * cols + c]));
           const float scale = amax > 0 ? amax / 448.0f : 1.0f;
           scales[gi * grid_cols + gj] = scale;
-          for (int64_t i = gi * br; i < std::min(rows, (gi + 1) * br); ++i)
-            for (int64_t j = gj * bc; j < std::min(cols, (gj + 1) * bc); ++j)
-              s.bytes[i * cols + j] = F32ToFp8E4M3(values[i * cols + j] / scale);
+          for (int64_t r = gi * br; r < std::min(rows, (gi + 1) * br); ++r)
+            for (int64_t c = gj * bc; c < std::min(cols, (gj + 1) * bc); ++c)
+              (*bytes)[r * cols + c] = F32ToFp8E4M3(values[r * cols + c] / scale);
         }
       }
-      stored_.push_back(std::move(s));
-      Store(name + "_scale_inv", DType::kF32, {grid_rows, grid_cols}, scales);
-      return;
+      pending_scales_.resize(scales.size() * 4);
+      std::memcpy(pending_scales_.data(), scales.data(), scales.size() * 4);
     }
-    stored_.push_back(std::move(s));
+    return Status::Ok();
   }
 
   const RandomCheckpointOptions& options_;
   Gaussian rng_;
-  std::vector<Stored> stored_;
+  std::vector<Tensor> tensors_;
+  std::vector<uint8_t> pending_scales_;  // the last FP8 weight's scale grid, written next
 };
 
 void AddMlp(TensorSink& sink, const std::string& prefix, int64_t H, int64_t width) {
