@@ -610,47 +610,6 @@ TEST(CheckpointWrite, BalancesBytesOverShards) {
   EXPECT_EQ((*index)["weight_map"]["t1"], "model-00002-of-00002.safetensors");
 }
 
-// Producers instead of data: each is called once, in order, only when its shard is written (the
-// earlier shard's file already exists then), and the files hold what they produced. A producer's
-// error, or a size other than declared, is an error naming the tensor.
-TEST(CheckpointWrite, ProducersRunShardByShard) {
-  TempDir dir;
-  std::vector<OwnedTensor> tensors;
-  for (int i = 0; i < 6; ++i)
-    tensors.push_back(
-        MakeTensor(fmt::format("t{}", i), DType::kU8, {100}, static_cast<uint32_t>(i)));
-  std::vector<std::string> calls;
-  std::vector<bool> first_shard_written;
-  std::vector<TensorToWrite> views = Views(tensors);
-  for (size_t i = 0; i < views.size(); ++i) {
-    views[i].data = nullptr;
-    views[i].produce = [&, i](std::vector<uint8_t>* bytes) {
-      calls.push_back(tensors[i].name);
-      first_shard_written.push_back(fs::exists(dir / "model-00001-of-00003.safetensors"));
-      *bytes = tensors[i].bytes;
-      return Status::Ok();
-    };
-  }
-  ASSERT_TRUE(WriteCheckpoint(dir.path(), views, 3).ok());
-  EXPECT_EQ(calls, (std::vector<std::string>{"t0", "t1", "t2", "t3", "t4", "t5"}));
-  EXPECT_EQ(first_shard_written, (std::vector<bool>{false, false, true, true, true, true}));
-  ExpectCheckpointHolds(dir.path(), LoadMode::kRead, tensors);
-
-  TempDir bad;
-  views[4].produce = [](std::vector<uint8_t>*) { return Status::Error("out of luck"); };
-  const Status failed = WriteCheckpoint(bad.path(), views, 3);
-  EXPECT_NE(failed.message().find("tensor 't4'"), std::string::npos) << failed.message();
-  EXPECT_NE(failed.message().find("out of luck"), std::string::npos) << failed.message();
-  EXPECT_FALSE(fs::exists(bad / "model-00003-of-00003.safetensors"));
-  EXPECT_FALSE(fs::exists(bad / "model.safetensors.index.json"));
-  views[4].produce = [](std::vector<uint8_t>* bytes) {
-    bytes->assign(99, 0);
-    return Status::Ok();
-  };
-  EXPECT_TRUE(Mentions(WriteCheckpoint(bad.path(), views, 1), bad.path(),
-                       "tensor 't4': 99 bytes produced, 100 declared"));
-}
-
 TEST(CheckpointWrite, RejectsBadShardCountsAndDuplicates) {
   TempDir dir;
   const std::vector<OwnedTensor> tensors = {MakeTensor("a", DType::kU8, {1}, 1),
