@@ -22,7 +22,7 @@ struct Shape {
 
 constexpr Shape kShapes[] = {{1, 1, 1},      {3, 5, 7},      {12, 32, 16},   {13, 33, 17},
                              {200, 70, 300}, {40, 129, 513}, {385, 64, 256}, {7, 300, 2},
-                             {193, 65, 0},   {600, 20, 40}};
+                             {193, 65, 0},   {600, 20, 40},  {20, 200, 300}};
 
 // A(m, k) for a [M, K] matrix stored row-major (ld = K + pad) or transposed (ld = M + pad).
 struct Stored {
@@ -33,12 +33,13 @@ struct Stored {
   }
 };
 
-Stored MakeOperand(int64_t rows, int64_t K, bool transposed, std::mt19937& rng) {
+// pad: extra leading dimension; 0 makes the buffer exactly the matrix (an over-read of its last
+// row would leave it, for ASan to see).
+Stored MakeOperand(int64_t rows, int64_t K, bool transposed, int64_t pad, std::mt19937& rng) {
   std::uniform_real_distribution<float> dist(-1, 1);
   Stored s;
-  const int64_t pad = 3;  // leading dimensions larger than the extent
   const int64_t ld = (transposed ? rows : K) + pad;
-  s.data.resize(static_cast<size_t>((transposed ? K : rows) * ld + 1));
+  s.data.resize(static_cast<size_t>((transposed ? K : rows) * ld));
   for (float& v : s.data) v = dist(rng);
   s.op = GemmOperand{s.data.data(), ld, transposed};
   return s;
@@ -50,8 +51,9 @@ TEST(OpsGemm, EveryIsaGivesTheScalarTwinsBits) {
   std::uniform_real_distribution<float> dist(-1, 1);
   for (const Shape& sh : kShapes) {
     for (int layout = 0; layout < 4; ++layout) {
-      const Stored a = MakeOperand(sh.M, sh.K, layout & 1, rng);
-      const Stored b = MakeOperand(sh.N, sh.K, layout & 2, rng);
+      const int64_t pad = layout % 2 == 0 ? 3 : 0;
+      const Stored a = MakeOperand(sh.M, sh.K, layout & 1, pad, rng);
+      const Stored b = MakeOperand(sh.N, sh.K, layout & 2, 3 - pad, rng);
       const int64_t ldc = sh.N + 5;
       std::vector<float> c0(static_cast<size_t>(sh.M * ldc));
       for (float& v : c0) v = dist(rng);

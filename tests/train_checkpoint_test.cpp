@@ -147,9 +147,17 @@ TEST_F(TrainCli, SurvivesSigkillAtAnyMoment) {
   for (const char* s : {"--save-every", "1", "--resume"}) args.push_back(s);
   args.erase(args.begin());  // SpawnDsv3 adds the binary; keep "train" as first argument
   args.insert(args.begin(), "train");
-  // Each round waits until the trainer has published a new checkpoint (so the kills land at a
-  // different point of the next step or checkpoint write however slow the machine is), then
-  // kills it a few milliseconds later. Round 0 waits for the very first checkpoint.
+  // First, kills at fixed times after start, before or during the first checkpoints depending on
+  // the machine's speed (whatever they leave, even no checkpoint at all, must resume).
+  for (int delay_ms : {300, 650}) {
+    const pid_t pid = testing::SpawnDsv3(args);
+    ASSERT_GT(pid, 0);
+    std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
+    testing::KillAndReap(pid);
+  }
+  // Then each round waits until the trainer has published a new checkpoint (so the kills land at
+  // a different point of the next step or checkpoint write however slow the machine is), then
+  // kills it a few milliseconds later. Round 0 may wait for the very first checkpoint.
   for (int delay_ms : {0, 7, 23, 2, 41, 13, 31}) {
     const std::string before = ReadAll(out + "/latest");
     const pid_t pid = testing::SpawnDsv3(args);

@@ -549,6 +549,10 @@ Status WriteCheckpoint(const std::string& dir, const std::vector<TensorToWrite>&
       return remove_stale(index_path);
     }
 
+    // A failure part-way (a producer's error, a full disk) must not leave an older index or single
+    // file that would load the new shards mixed with old ones: both go before the first shard.
+    DSV3_RETURN_IF_ERROR(remove_stale(index_path));
+    DSV3_RETURN_IF_ERROR(remove_stale(single_path));
     uint64_t remaining = 0;
     for (const TensorToWrite& tensor : tensors) remaining += tensor.nbytes;
     const uint64_t total_size = remaining;

@@ -108,13 +108,18 @@ void ForEachHead(const ops::KernelContext& ctx, int64_t nh, Fn&& fn) {
 // instead of T matrix-vector products each, and between them the heads of each token share one
 // pass over the latent cache as in AbsorbedHeads.
 //   q: [T, nh, dn+dr] (rope applied)   o: [T, nh*dv]
-void AbsorbedBatched(const ModelConfig& c, const RopeParams& rope, const AttentionWeights& w,
-                     const ops::KernelContext& ctx, const float* q, int64_t T, int64_t start_pos,
-                     const LayerKvCache& cache, MlaScratch& scratch, float* o) {
+// Tokens per block: q_lat and o_lat of a block (2 x 128 x nh x r floats, 64 MiB for DeepSeek-V3)
+// instead of the whole chunk's.
+constexpr int64_t kAbsorbedBlock = 128;
+
+void AbsorbedBatchedBlock(const ModelConfig& c, const RopeParams& rope, const AttentionWeights& w,
+                          const ops::KernelContext& ctx, const float* q, int64_t T,
+                          int64_t start_pos, const LayerKvCache& cache, MlaScratch& scratch,
+                          float* o) {
   const int64_t nh = c.num_attention_heads, dn = c.qk_nope_head_dim, dr = c.qk_rope_head_dim;
   const int64_t dv = c.v_head_dim, r = c.kv_lora_rank, qk = dn + dr;
-  float* q_lat = scratch.latent_q_o.Get(2 * T * nh * r);  // [T, nh, r]
-  float* o_lat = q_lat + T * nh * r;                      // [T, nh, r]
+  float* q_lat = scratch.latent_q_o.Get(2 * kAbsorbedBlock * nh * r);  // [T, nh, r]
+  float* o_lat = q_lat + kAbsorbedBlock * nh * r;                      // [T, nh, r]
   const ops::KernelContext one{nullptr, ctx.isa};
   ForEachHead(ctx, nh, [&](int64_t h) {
     const float* w_uk = w.kv_b_proj.data() + h * (dn + dv) * r;  // W_UK[h]: [dn, r]
@@ -140,6 +145,17 @@ void AbsorbedBatched(const ModelConfig& c, const RopeParams& rope, const Attenti
     ops::Gemm(one, T, dv, r, {o_lat + h * r, nh * r, false}, {w_uv, r, false}, o + h * dv, nh * dv,
               false);
   });
+}
+
+void AbsorbedBatched(const ModelConfig& c, const RopeParams& rope, const AttentionWeights& w,
+                     const ops::KernelContext& ctx, const float* q, int64_t T, int64_t start_pos,
+                     const LayerKvCache& cache, MlaScratch& scratch, float* o) {
+  const int64_t nh = c.num_attention_heads, qk = c.qk_head_dim(), dv = c.v_head_dim;
+  for (int64_t t0 = 0; t0 < T; t0 += kAbsorbedBlock) {
+    const int64_t n = std::min(kAbsorbedBlock, T - t0);
+    AbsorbedBatchedBlock(c, rope, w, ctx, q + t0 * nh * qk, n, start_pos + t0, cache, scratch,
+                         o + t0 * nh * dv);
+  }
 }
 
 }  // namespace

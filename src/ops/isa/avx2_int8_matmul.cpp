@@ -212,10 +212,8 @@ void Tile(const RowsActs& a, int64_t t0, const WeightView& w, int64_t r0, int64_
     for (int i = 0; i < kTileRows; ++i) {
       // The same block of the next 8 rows (rows lie back to back), and their scales every 16
       // blocks, are requested from DRAM while this tile is summed.
-      _mm_prefetch(reinterpret_cast<const char*>(wrow[i] + ahead + b * RowBytes<D>(kBlock)),
-                   _MM_HINT_T0);
-      if (b % 16 == 0)
-        _mm_prefetch(reinterpret_cast<const char*>(srow[i] + kTileRows * groups + b), _MM_HINT_T0);
+      PrefetchAt(wrow[i], ahead + b * RowBytes<D>(kBlock));
+      if (b % 16 == 0) PrefetchAt(srow[i], 4 * (kTileRows * groups + b));
       _mm256_store_si256(reinterpret_cast<__m256i*>(wblock[i]),
                          LoadWeightBlock<D, kTail>(wrow[i], b, n));
     }

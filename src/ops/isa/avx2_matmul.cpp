@@ -111,7 +111,7 @@ void DotTile(const float* x, int64_t t0, const WeightView& w, int64_t r, float* 
       for (int i = 0; i < MR; ++i) {
         // The same columns of the next tile's rows (rows lie back to back) are requested from
         // DRAM while this tile is summed.
-        _mm_prefetch(reinterpret_cast<const char*>(wrow[i] + c * kBytes<D> + ahead), _MM_HINT_T0);
+        PrefetchAt(wrow[i], c * kBytes<D> + ahead);
         __m256 wv = LoadWeights<D>(wrow[i] + c * kBytes<D>);
         if constexpr (kFp8) wv = _mm256_mul_ps(wv, s[i]);
         for (int j = 0; j < NT; ++j) acc[i][j] = _mm256_fmadd_ps(wv, xv[j], acc[i][j]);

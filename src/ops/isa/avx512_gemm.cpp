@@ -25,8 +25,9 @@ void PackPanel(const GemmOperand& b, int64_t n0, int64_t nn, int64_t k0, int64_t
         const int64_t valid = nn - s * kTileRows;
         float* dst = panel + (s * kc + c) * kTileRows;
         _mm512_store_ps(dst, _mm512_maskz_loadu_ps(LaneMask(valid), src + s * kTileRows));
-        _mm512_store_ps(dst + 16,
-                        _mm512_maskz_loadu_ps(LaneMask(valid - 16), src + s * kTileRows + 16));
+        _mm512_store_ps(dst + 16, valid > 16 ? _mm512_maskz_loadu_ps(LaneMask(valid - 16),
+                                                                     src + s * kTileRows + 16)
+                                             : _mm512_setzero_ps());
       }
     }
     return;
@@ -37,6 +38,11 @@ void PackPanel(const GemmOperand& b, int64_t n0, int64_t nn, int64_t k0, int64_t
     // B(n, k) = data[n * ld + k]: 16 rows x 16 k at a time, transposed in registers.
     for (int64_t half = 0; half < 2; ++half) {
       const int64_t rows = std::min<int64_t>(16, valid - half * 16);
+      if (rows <= 0) {  // columns past nn: zeros (and no pointer past B)
+        for (int64_t c = 0; c < kc; ++c)
+          _mm512_store_ps(dst + c * kTileRows + half * 16, _mm512_setzero_ps());
+        continue;
+      }
       const float* src = b.data + (n0 + s * kTileRows + half * 16) * b.ld + k0;
       for (int64_t cb = 0; cb < kc; cb += 16) {
         const int64_t n = std::min<int64_t>(16, kc - cb);

@@ -288,17 +288,15 @@ void GemvTile(const RowsActs& a, int64_t t0, const WeightView& w, int64_t r0, in
   // Rows lie back to back: the same blocks of the next 8 rows (and their scales) are requested
   // from DRAM while this tile is summed.
   const int64_t ahead = kGemvRows * RowBytes<D>(w.cols);
-  const float* next_scale = w.scale + (r0 + kGemvRows) * groups;
   for (int64_t b = 0; b < paired; b += 2) {
     __m512i wu[kGemvRows];
     for (int i = 0; i < kGemvRows; ++i) {
-      _mm_prefetch(reinterpret_cast<const char*>(wrow[i] + ahead + b * RowBytes<D>(kBlock)),
-                   _MM_HINT_T0);
+      PrefetchAt(wrow[i], ahead + b * RowBytes<D>(kBlock));
       wu[i] = LoadWeightPair<D>(wrow[i], b);
     }
     if (b % 16 == 0)
       for (int i = 0; i < kGemvRows; ++i)
-        _mm_prefetch(reinterpret_cast<const char*>(next_scale + i * groups + b), _MM_HINT_T0);
+        PrefetchAt(w.scale, 4 * ((r0 + kGemvRows + i) * groups + b));
     const __m512 dw = _mm512_insertf32x8(
         _mm512_castps256_ps512(_mm512_i64gather_ps(scale_index, w.scale + b, 4)),
         _mm512_i64gather_ps(scale_index, w.scale + b + 1, 4), 1);  // d_w[r0:r0+8, b : b+2]

@@ -134,7 +134,7 @@ void DotTile(const float* x, int64_t t0, const WeightView& w, int64_t r, float* 
       for (int i = 0; i < MR; ++i) {
         // The same columns two tiles ahead (rows lie back to back): DRAM requests for the next
         // tiles are in flight while this one is summed (two tiles measured a little better).
-        _mm_prefetch(reinterpret_cast<const char*>(wrow[i] + c * kBytes + ahead), _MM_HINT_T0);
+        PrefetchAt(wrow[i], c * kBytes + ahead);
         const __m512 wv = LoadWeights<D>(wrow[i], c);
         for (int j = 0; j < NT; ++j) part[i][j] = _mm512_fmadd_ps(wv, xv[j], part[i][j]);
       }
@@ -231,8 +231,7 @@ void PackWeights(const WeightView& w, int64_t r0, int64_t nrows, int64_t c0, int
         }
         // The same columns 16 rows on, packed next (rows lie back to back): their DRAM reads
         // overlap this group's conversion instead of stalling the next one.
-        _mm_prefetch(reinterpret_cast<const char*>(wrow[i] + (16 * w.cols + c) * kBytes),
-                     _MM_HINT_T0);
+        PrefetchAt(wrow[i], (16 * w.cols + c) * kBytes);
         v[i] = n == 16 ? LoadWeights<D>(wrow[i], c) : LoadWeightsMasked<D>(wrow[i], c, m);
         if constexpr (kFp8) {
           const __m512 s = one_block

@@ -13,3 +13,19 @@
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop
 #endif
+
+#include <cstdint>
+
+namespace dsv3::ops {
+
+// Prefetches (into all cache levels) the line holding the byte `offset` bytes after `base`. The
+// address is formed as an integer: it may lie past the end of the array being streamed (the
+// prefetch then fetches whatever is there, or nothing: prefetches never fault), where pointer
+// arithmetic would be undefined behaviour.
+inline void PrefetchAt(const void* base, int64_t offset) {
+  _mm_prefetch(reinterpret_cast<const char*>(reinterpret_cast<uintptr_t>(base) +
+                                             static_cast<uintptr_t>(offset)),
+               _MM_HINT_T0);
+}
+
+}  // namespace dsv3::ops
