@@ -130,7 +130,6 @@ enum class OutFormat { kF32, kBF16, kFp8, kQ8_0, kQ4_0 };
 struct TensorPlan {
   const io::TensorInfo* source = nullptr;
   OutFormat format = OutFormat::kBF16;
-  int64_t rows = 0, cols = 0;
   std::vector<io::TensorToWrite> outputs;  // names, dtypes, shapes and sizes; no data
 };
 
@@ -139,8 +138,6 @@ Result<TensorPlan> PlanTensor(const io::Checkpoint& in, const ModelConfig& confi
   DSV3_ASSIGN_OR_RETURN(ops::WeightView w, SourceView(in, config, t));
   TensorPlan p;
   p.source = &t;
-  p.rows = w.rows;
-  p.cols = w.cols;
   const bool convert = IsConvertedMatrix(t, options.quantize_lm_head);
   // --type bf16 makes a BF16 model: only the router bias stays F32 (as in the official ones).
   const bool keep_f32 =
