@@ -168,7 +168,7 @@ void MatMulArgs(benchmark::internal::Benchmark* b) {
   }
   // The opt-in BF16 dot-product fast path, prefill sizes.
   for (auto [rows, cols] : {std::pair<int64_t, int64_t>{2048, 2048}, {512, 2048}})
-    for (int64_t T : {64, 512}) b->Args({2, kAvx512, rows, cols, T, 2, 1, 0});
+    for (int64_t T : {4, 8, 16, 32, 64, 512}) b->Args({2, kAvx512, rows, cols, T, 2, 1, 0});
   // The int8-activation path for q8_0 / q4_0 (compare with the int8_dot = 0 rows above), plus one
   // thread for the per-core VNNI peak.
   for (int64_t d : {4, 5}) {

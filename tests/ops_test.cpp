@@ -362,14 +362,15 @@ TEST(MatMul, ThreadCountDoesNotChangeResults) {
 
 // The opt-in BF16 fast path rounds x to bf16 (8 significant bits: relative error <= u_bf16 = 2^-8
 // per value), which moves the exact result by at most 2^-8 * S; the f32 summation of the changed
-// terms adds gamma_m * S(1 + 2^-8) as for the exact path. Below its T threshold it must be the
-// exact AVX-512 path, bitwise.
+// terms adds gamma_m * S(1 + 2^-8) as for the exact path. Below its T threshold (8) it must be
+// the exact AVX-512 path, bitwise. x is rounded to bf16 as F32ToBf16 does (nearest even): the
+// result must not change when x is rounded that way beforehand.
 TEST(MatMul, Bf16DotFastPathWithinBf16Rounding) {
   if (!CpuSupports(Isa::kAvx512)) GTEST_SKIP() << "needs AVX-512 BF16";
   std::mt19937 rng(6);
   for (int64_t rows : {7, 130}) {
     for (int64_t cols : {5, 129, 1000}) {
-      for (int64_t T : {3, 32, 45, 200}) {
+      for (int64_t T : {3, 8, 13, 32, 45, 200}) {
         const TestWeight w = MakeWeight(rng, DType::kBF16, rows, cols);
         const std::vector<float> x = RandomFloats(rng, T * cols);
         std::vector<double> exact, abs_sum;
@@ -382,10 +383,16 @@ TEST(MatMul, Bf16DotFastPathWithinBf16Rounding) {
         for (size_t i = 0; i < y.size(); ++i)
           ASSERT_LE(std::fabs(y[i] - exact[i]), bound * abs_sum[i])
               << CaseName(DType::kBF16, rows, cols, T) << " i=" << i;
-        if (T < 32) {
+        if (T < 8) {
           std::vector<float> y_exact_path(y.size());
           MatMul(KernelContext{nullptr, Isa::kAvx512}, x.data(), T, w.View(), y_exact_path.data());
           EXPECT_TRUE(BitwiseEqual(y, y_exact_path));
+        } else {
+          std::vector<float> x_bf16(x.size());
+          for (size_t i = 0; i < x.size(); ++i) x_bf16[i] = Bf16ToF32(F32ToBf16(x[i]));
+          std::vector<float> y_rounded(y.size());
+          MatMul(fast, x_bf16.data(), T, w.View(), y_rounded.data());
+          EXPECT_TRUE(BitwiseEqual(y, y_rounded)) << CaseName(DType::kBF16, rows, cols, T);
         }
       }
     }

@@ -27,9 +27,6 @@ using nlohmann::json;
 constexpr const char* kMetadataKey = "__metadata__";
 constexpr const char* kIndexName = "model.safetensors.index.json";
 constexpr const char* kSingleName = "model.safetensors";
-// kRead buffers are aligned like this so that a tensor is as aligned as its offset allows, up to
-// a cache line (which is also the widest vector load the kernels use).
-constexpr size_t kBufferAlignment = 64;
 
 std::string ErrnoText(int err) {
   return std::error_code(err, std::generic_category()).message();
@@ -320,9 +317,7 @@ Result<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std::string
       file->mapping_size_ = file_size;
       data = static_cast<const uint8_t*>(mapping) + data_start;
     } else if (data_size > 0) {
-      const size_t rounded =
-          (data_size + kBufferAlignment - 1) / kBufferAlignment * kBufferAlignment;
-      file->buffer_.reset(static_cast<uint8_t*>(std::aligned_alloc(kBufferAlignment, rounded)));
+      file->buffer_ = AllocateLargeBuffer(data_size);
       if (!file->buffer_) return Err("{}: cannot allocate {} bytes", path, data_size);
       DSV3_RETURN_IF_ERROR(
           PreadAll(fd.get(), data_start, file->buffer_.get(), data_size).WithContext(path));

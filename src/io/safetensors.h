@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "util/dtype.h"
+#include "util/huge_pages.h"
 #include "util/status.h"
 
 namespace dsv3::io {
@@ -60,11 +61,9 @@ class SafetensorsFile {
   std::map<std::string, std::string> metadata_;
   void* mapping_ = nullptr;  // mmap'ed region, or nullptr
   size_t mapping_size_ = 0;
-  struct FreeDeleter {
-    void operator()(uint8_t* p) const { std::free(p); }
-  };
-  // kRead: the data section only, 64-byte aligned so that a tensor is as aligned as its offset.
-  std::unique_ptr<uint8_t, FreeDeleter> buffer_;
+  // kRead: the data section only, 2 MiB aligned (so a tensor is as aligned as its offset) and
+  // backed by huge pages where the kernel allows (util/huge_pages.h).
+  LargeBuffer buffer_;
 };
 
 // A model directory in the Hugging Face layout: model.safetensors, or

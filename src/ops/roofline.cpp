@@ -12,6 +12,7 @@
 #include <fmt/format.h>
 
 #include "ops/roofline_kernels.h"
+#include "util/huge_pages.h"
 
 namespace dsv3::ops {
 
@@ -132,10 +133,6 @@ void Summarise(LimitMeasurement* m) {
   m->median = n % 2 == 1 ? sorted[n / 2] : 0.5 * (sorted[n / 2 - 1] + sorted[n / 2]);
 }
 
-struct AlignedDelete {
-  void operator()(float* p) const { ::operator delete[](p, std::align_val_t{64}); }
-};
-
 // Σ_{i < n} ReadBandwidthValue(i), exactly.
 int64_t ExpectedBufferSum(int64_t n) {
   int64_t sum = (n / 7) * 21;
@@ -233,11 +230,12 @@ Result<LimitMeasurement> MeasureReadBandwidth(ThreadPool* pool, Isa isa,
     return Err("read bandwidth: buffer of {} bytes holds fewer floats than the {} threads",
                options.buffer_bytes, threads);
   if (options.repetitions < 1) return Status::Error("read bandwidth: repetitions must be >= 1");
-  std::unique_ptr<float[], AlignedDelete> buffer(static_cast<float*>(::operator new[](
-      static_cast<size_t>(n) * sizeof(float), std::align_val_t{64}, std::nothrow)));
+  // Huge pages where the kernel allows, as loaded weights get (util/huge_pages.h): the probe
+  // measures what streaming weights can reach, not the cost of 4 KiB page walks.
+  const LargeBuffer buffer = AllocateLargeBuffer(static_cast<size_t>(n) * sizeof(float));
   if (buffer == nullptr)
     return Err("read bandwidth: cannot allocate {} MiB", options.buffer_bytes >> 20);
-  float* x = buffer.get();
+  float* x = reinterpret_cast<float*>(buffer.get());
   // Each thread writes (first-touches) the slice it will read.
   OnAllThreads(pool, [&](int t) {
     const int64_t begin = n * t / threads, end = n * (t + 1) / threads;

@@ -93,9 +93,11 @@ __m512 LoadWeightsMasked(const uint8_t* row, int64_t c, __mmask16 m) {
 }
 
 template <DType D>
+constexpr int64_t kWeightBytes = D == DType::kF32 ? 4 : D == DType::kF8E4M3 ? 1 : 2;
+
+template <DType D>
 const uint8_t* RowPtr(const WeightView& w, int64_t r) {
-  constexpr int64_t kBytes = D == DType::kF32 ? 4 : D == DType::kF8E4M3 ? 1 : 2;
-  return static_cast<const uint8_t*>(w.data) + r * w.cols * kBytes;
+  return static_cast<const uint8_t*>(w.data) + r * w.cols * kWeightBytes<D>;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -284,7 +286,8 @@ void MatMulPacked(const float* x, int64_t T, const WeightView& w, int64_t row_be
 // vdpbf16ps multiplies 16 lanes of bf16 pairs and adds both products to an f32 lane, so a panel
 // lane holds W[r, c] and W[r, c+1] (the pair as it lies in memory) and x is broadcast as a pair.
 
-constexpr int64_t kKcPairs = 256;  // column pairs per packed block (512 columns)
+constexpr int64_t kKcPairs = 256;
+constexpr int64_t kMinPackedBf16Dot = 8;  // column pairs per packed block (512 columns)
 
 // panel: [ceil(nrows / 32)][ceil(kc / 2)][32] pairs (W[r, c0 + 2p], W[r, c0 + 2p + 1]); c0 even.
 void PackWeightsBf16(const WeightView& w, int64_t r0, int64_t nrows, int64_t c0, int64_t kc,
@@ -310,17 +313,49 @@ void PackWeightsBf16(const WeightView& w, int64_t r0, int64_t nrows, int64_t c0,
   }
 }
 
+// 16 floats rounded to bf16 as F32ToBf16 does (nearest even; NaN stays NaN, made quiet), each in
+// the low half of its 32-bit lane.
+__m512i F32ToBf16Lanes(__m512 v) {
+  const __m512i u = _mm512_castps_si512(v);
+  const __m512i high = _mm512_srli_epi32(u, 16);
+  const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)),
+                                                _mm512_set1_epi32(0x7f800000));
+  const __m512i bias =
+      _mm512_add_epi32(_mm512_and_si512(high, _mm512_set1_epi32(1)), _mm512_set1_epi32(0x7fff));
+  const __m512i rounded = _mm512_srli_epi32(_mm512_add_epi32(u, bias), 16);
+  return _mm512_mask_mov_epi32(rounded, nan, _mm512_or_si512(high, _mm512_set1_epi32(0x40)));
+}
+
 // xpanel: [ceil(nt / kNt)][ceil(kc / 2)][kNt] pairs of x rounded to bf16 (the odd tail padded 0).
+// Per group of kNt tokens, 16 pairs (32 columns) of each token are rounded and narrowed into one
+// vector, and a 16x16 transpose turns them into 16 pair-columns of the group's tokens.
 void PackXBf16(const float* x, int64_t cols, int64_t t0, int64_t nt, int64_t c0, int64_t kc,
                uint32_t* xpanel) {
   const int64_t kp = (kc + 1) / 2;
-  for (int64_t t = 0; t < nt; ++t) {
-    uint32_t* dst = xpanel + (t / kNt) * kp * kNt + t % kNt;
-    const float* src = x + (t0 + t) * cols + c0;  // x[t0 + t, c0:c0 + kc]
-    for (int64_t p = 0; p < kp; ++p) {
-      const uint32_t lo = F32ToBf16(src[2 * p]);
-      const uint32_t hi = 2 * p + 1 < kc ? F32ToBf16(src[2 * p + 1]) : 0u;
-      dst[p * kNt] = lo | (hi << 16);
+  for (int64_t g = 0; g * kNt < nt; ++g) {
+    const int64_t valid = std::min<int64_t>(kNt, nt - g * kNt);
+    uint32_t* dst = xpanel + g * kp * kNt;
+    const float* src = x + (t0 + g * kNt) * cols + c0;  // x[t0 + g kNt, c0:c0 + kc]
+    for (int64_t pb = 0; pb < kp; pb += 16) {
+      const int64_t ncols = std::min<int64_t>(32, kc - 2 * pb);
+      const __mmask16 m0 = TailMask(ncols), m1 = TailMask(std::max<int64_t>(ncols - 16, 0));
+      __m512 v[16];
+      for (int64_t i = 0; i < 16; ++i) {
+        if (i >= valid) {
+          v[i] = _mm512_setzero_ps();
+          continue;
+        }
+        const float* row = src + i * cols + 2 * pb;
+        // Little-endian: word 2p of the narrowed columns is the low half of pair p's dword.
+        const __m256i lo = _mm512_cvtepi32_epi16(F32ToBf16Lanes(_mm512_maskz_loadu_ps(m0, row)));
+        const __m256i hi =
+            _mm512_cvtepi32_epi16(F32ToBf16Lanes(_mm512_maskz_loadu_ps(m1, row + 16)));
+        v[i] = _mm512_castsi512_ps(_mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1));
+      }
+      Transpose16x16(v);  // moves 32-bit pairs; the bits are never read as f32
+      const int64_t np = std::min<int64_t>(16, kp - pb);
+      for (int64_t p = 0; p < np; ++p)
+        _mm512_mask_storeu_epi32(dst + (pb + p) * kNt, TailMask(kNt), _mm512_castps_si512(v[p]));
     }
   }
 }
@@ -425,7 +460,7 @@ void MatMulRows(const float* x, int64_t T, const WeightView& w, int64_t row_begi
 
 void MatMulRowsBf16Dot(const float* x, int64_t T, const WeightView& w, int64_t row_begin,
                        int64_t row_end, float* y) {
-  if (w.dtype != DType::kBF16 || w.cols == 0 || T < kMinPackedT<DType::kBF16>)
+  if (w.dtype != DType::kBF16 || w.cols == 0 || T < kMinPackedBf16Dot)
     return MatMulRows(x, T, w, row_begin, row_end, y);
   MatMulPackedBf16(x, T, w, row_begin, row_end, y);
 }
