@@ -93,11 +93,9 @@ __m512 LoadWeightsMasked(const uint8_t* row, int64_t c, __mmask16 m) {
 }
 
 template <DType D>
-constexpr int64_t kWeightBytes = D == DType::kF32 ? 4 : D == DType::kF8E4M3 ? 1 : 2;
-
-template <DType D>
 const uint8_t* RowPtr(const WeightView& w, int64_t r) {
-  return static_cast<const uint8_t*>(w.data) + r * w.cols * kWeightBytes<D>;
+  constexpr int64_t kBytes = D == DType::kF32 ? 4 : D == DType::kF8E4M3 ? 1 : 2;
+  return static_cast<const uint8_t*>(w.data) + r * w.cols * kBytes;
 }
 
 // ---------------------------------------------------------------------------------------------
