@@ -117,8 +117,11 @@ TEST_P(ModelVsReference, LogitsMatchFloat64Reference) {
   auto ref = reference::ReferenceForward(dir_.path(), tokens);
   ASSERT_TRUE(ref.ok()) << ref.status().message();
   ThreadPool pool(2);
-  const auto logits = RunModel(tokens, 11, AttentionPath::kAbsorbed, 0, &pool);
-  EXPECT_LE(RelError(logits, ref->logits), kRelTol);
+  for (AttentionPath path :
+       {AttentionPath::kAuto, AttentionPath::kAbsorbed, AttentionPath::kDecompressed}) {
+    const auto logits = RunModel(tokens, 11, path, 0, &pool);
+    EXPECT_LE(RelError(logits, ref->logits), kRelTol) << static_cast<int>(path);
+  }
 }
 
 TEST_P(ModelVsReference, CachedDecodeChunkedPrefillAndNaiveAgree) {
@@ -129,14 +132,19 @@ TEST_P(ModelVsReference, CachedDecodeChunkedPrefillAndNaiveAgree) {
   const auto decode = RunModel(tokens, 1, AttentionPath::kAbsorbed, 0, &pool);
   const auto chunked = RunModel(tokens, 4, AttentionPath::kAbsorbed, 0, &pool);
   const auto naive_chunked = RunModel(tokens, 3, AttentionPath::kNaive, 0, nullptr);
+  const auto decompressed = RunModel(tokens, 10, AttentionPath::kDecompressed, 0, &pool);
+  const auto decompressed_chunked = RunModel(tokens, 4, AttentionPath::kDecompressed, 0, &pool);
   // Same math in f32 with different summation orders: a few ulps of the largest terms.
   EXPECT_LE(RelError(naive, full), kRelTol);
   EXPECT_LE(RelError(decode, full), kRelTol);
   EXPECT_LE(RelError(chunked, full), kRelTol);
   EXPECT_LE(RelError(naive_chunked, full), kRelTol);
-  // The row split over threads must not change a single bit.
+  EXPECT_LE(RelError(decompressed, full), kRelTol);
+  EXPECT_LE(RelError(decompressed_chunked, full), kRelTol);
+  // The row and head splits over threads must not change a single bit.
   const auto one_thread = RunModel(tokens, 10, AttentionPath::kAbsorbed, 0, nullptr);
   EXPECT_EQ(one_thread, full);
+  EXPECT_EQ(RunModel(tokens, 4, AttentionPath::kDecompressed, 0, nullptr), decompressed_chunked);
 }
 
 TEST_P(ModelVsReference, FewerAndMoreExpertsPerTokenMatchReference) {

@@ -158,6 +158,79 @@ void AbsorbedBatched(const ModelConfig& c, const RopeParams& rope, const Attenti
   }
 }
 
+// Prefill attention in the decompressed (MHA) form, spec §5.3: per head, every cached position's
+// k_nope = W_UK c_j and v = W_UV c_j are decompressed once for the call (two products over the
+// whole context), k_pe is appended to k_nope, and then per block of tokens
+//   s = q k^T (scaled, causally masked, softmax per row) and o = s v
+// run as three matrix products. Equal to the absorbed form in exact arithmetic.
+//   q: [T, nh, dn+dr] (rope applied)   o: [T, nh*dv]
+// Heads are split over the threads; each thread's scratch holds one head's k [N, dn+dr],
+// v [N, dv] and scores [kDecompressedBlock, N] (N = start_pos + T: 5 MB at N = 4096).
+constexpr int64_t kDecompressedBlock = 128;
+
+void DecompressedBatched(const ModelConfig& c, const RopeParams& rope, const AttentionWeights& w,
+                         const ops::KernelContext& ctx, const float* q, int64_t T,
+                         int64_t start_pos, const LayerKvCache& cache, MlaScratch& scratch,
+                         float* o) {
+  const int64_t nh = c.num_attention_heads, dn = c.qk_nope_head_dim, dr = c.qk_rope_head_dim;
+  const int64_t dv = c.v_head_dim, r = c.kv_lora_rank, qk = dn + dr, N = start_pos + T;
+  const int64_t per_thread = N * (qk + dv) + kDecompressedBlock * N;
+  const int threads = NumThreads(ctx);
+  float* base = scratch.decompressed.Get(threads * per_thread);
+  const ops::KernelContext one{nullptr, ctx.isa};
+  const float scale = static_cast<float>(rope.softmax_scale);
+  const ops::GemmOperand latent{cache.latent.data(), r, false};  // c_j: [N, r]
+  auto heads = [&](int thread) {
+    float* k = base + thread * per_thread;  // [N, dn+dr]: k_nope | k_pe
+    float* v = k + N * qk;                  // [N, dv]
+    float* s = v + N * dv;                  // [block, keys]
+    for (int64_t h = nh * thread / threads; h < nh * (thread + 1) / threads; ++h) {
+      const float* w_uk = w.kv_b_proj.data() + h * (dn + dv) * r;  // W_UK[h]: [dn, r]
+      const float* w_uv = w_uk + dn * r;                           // W_UV[h]: [dv, r]
+      // k[j, d] = sum_i c_j[i] W_UK[d, i];  v[j, e] = sum_i c_j[i] W_UV[e, i]
+      ops::Gemm(one, N, dn, r, latent, {w_uk, r, false}, k, qk, false);
+      ops::Gemm(one, N, dv, r, latent, {w_uv, r, false}, v, dv, false);
+      for (int64_t j = 0; j < N; ++j)
+        std::memcpy(k + j * qk + dn, cache.rope_key.data() + j * dr,
+                    static_cast<size_t>(dr) * sizeof(float));
+      for (int64_t t0 = 0; t0 < T; t0 += kDecompressedBlock) {
+        const int64_t n = std::min(kDecompressedBlock, T - t0), keys = start_pos + t0 + n;
+        // s[i, j] = q[t0 + i, h, :] . k[j, :] for the keys the block's last token sees
+        ops::Gemm(one, n, keys, qk, {q + (t0 * nh + h) * qk, nh * qk, false}, {k, qk, false}, s,
+                  keys, false);
+        for (int64_t i = 0; i < n; ++i) {
+          float* row = s + i * keys;
+          const int64_t visible = start_pos + t0 + i + 1;
+          for (int64_t j = 0; j < visible; ++j) row[j] *= scale;
+          ops::Softmax(ctx.isa, row, visible);
+          std::fill(row + visible, row + keys, 0.0f);
+        }
+        // o[t0 + i, h*dv + e] = sum_j s[i, j] v[j, e]
+        ops::Gemm(one, n, dv, keys, {s, keys, false}, {v, dv, true}, o + t0 * nh * dv + h * dv,
+                  nh * dv, false);
+      }
+    }
+  };
+  if (threads == 1)
+    heads(0);
+  else
+    ctx.pool->RunOnAll(heads);
+}
+
+// Whether the decompressed form costs fewer multiply-adds than the absorbed one for T tokens
+// after start_pos cached positions (per head; attention only, the projections are shared).
+bool DecompressedIsCheaper(const ModelConfig& c, int64_t T, int64_t start_pos) {
+  const double dn = static_cast<double>(c.qk_nope_head_dim),
+               dr = static_cast<double>(c.qk_rope_head_dim);
+  const double dv = static_cast<double>(c.v_head_dim), r = static_cast<double>(c.kv_lora_rank);
+  const double t = static_cast<double>(T), p = static_cast<double>(start_pos);
+  const double absorbed = t * (dn + dv) * r + t * (p + (t + 1.0) / 2.0) * (2.0 * r + dr);
+  const double block = static_cast<double>(kDecompressedBlock);
+  const double decompressed =
+      (p + t) * (dn + dv) * r + t * (p + (t + block) / 2.0) * (dn + dr + dv);
+  return decompressed < absorbed;
+}
+
 }  // namespace
 
 void MlaForward(const ModelConfig& c, const RopeParams& rope, const AttentionWeights& w,
@@ -203,9 +276,15 @@ void MlaForward(const ModelConfig& c, const RopeParams& rope, const AttentionWei
   // o: [T, nh*dv], head-major per token (h*dv + d), as o_proj expects.
   float* o = scratch.o.Get(T * nh * dv);
   const int64_t num_keys_max = start_pos + T;
-  if (path == AttentionPath::kAbsorbed && T >= 2 && ops::GemmIsPacked(ctx.isa)) {
+  const bool packed = ops::GemmIsPacked(ctx.isa);
+  if (path == AttentionPath::kAuto)
+    path = packed && T >= 2 && DecompressedIsCheaper(c, T, start_pos) ? AttentionPath::kDecompressed
+                                                                      : AttentionPath::kAbsorbed;
+  if (path == AttentionPath::kDecompressed && T >= 2) {
+    DecompressedBatched(c, rope, w, ctx, q, T, start_pos, cache, scratch, o);
+  } else if (path != AttentionPath::kNaive && T >= 2 && packed) {
     AbsorbedBatched(c, rope, w, ctx, q, T, start_pos, cache, scratch, o);
-  } else if (path == AttentionPath::kAbsorbed) {
+  } else if (path != AttentionPath::kNaive) {
     // Per thread: q_lat and o_lat for up to nh heads. The size does not grow with the context, so
     // after the first call decoding allocates nothing here.
     const int64_t per_thread = 2 * nh * r;

@@ -14,12 +14,24 @@ namespace dsv3 {
 
 struct MlaScratch {
   ScratchBuffer q_a, q, ckv, o, per_thread, naive_kv;
-  ScratchBuffer latent_q_o;  // batched absorbed path: q_lat and o_lat of every token and head
+  ScratchBuffer latent_q_o;    // batched absorbed path: q_lat and o_lat of every token and head
+  ScratchBuffer decompressed;  // decompressed path: per thread one head's k, v and scores
 };
 
 enum class AttentionPath {
-  kAbsorbed,  // scores against the latent directly (W_UK folded into the query): the fast path
-  kNaive,     // decompress k and v per head from the cached latent: for tests
+  // Per call, the cheaper of kAbsorbed and kDecompressed by their operation counts (where the
+  // CPU has a packed Gemm; elsewhere kAbsorbed): decoding and short chunks after a long context
+  // take the absorbed form, prefill the decompressed one. The default.
+  kAuto,
+  // Scores against the latent directly (W_UK folded into the query, W_UV applied after): per
+  // cached position and head 2 kv_lora_rank + qk_rope_head_dim multiply-adds.
+  kAbsorbed,
+  // Calls of two or more tokens decompress every cached position's k_nope and v per head (one
+  // product per head over the whole context, spec §5.3), then run scores, softmax and values as
+  // matrix products over blocks of tokens: per position and head qk_head_dim + v_head_dim
+  // multiply-adds, plus the decompression. Single tokens take the absorbed form.
+  kDecompressed,
+  kNaive,  // decompress k and v per head from the cached latent, one dot at a time: for tests
 };
 
 // Attention for T tokens at positions start_pos .. start_pos+T-1. Appends their latents and rope

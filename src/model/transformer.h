@@ -41,7 +41,7 @@ class Model {
 
 struct ForwardOptions {
   int64_t experts_per_token = 0;  // 0: the config's num_experts_per_tok
-  AttentionPath attention = AttentionPath::kAbsorbed;
+  AttentionPath attention = AttentionPath::kAuto;
   bool last_logits_only = false;  // logits for the last token only (decode, generation)
 };
 
