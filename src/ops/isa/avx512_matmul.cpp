@@ -299,9 +299,14 @@ void PackWeightsBf16(const WeightView& w, int64_t r0, int64_t nrows, int64_t c0,
       const __mmask32 m = ncols >= 32 ? ~__mmask32{0} : (__mmask32{1} << ncols) - 1;
       __m512 v[16];
       for (int64_t i = 0; i < 16; ++i) {
+        if (i >= valid) {
+          v[i] = _mm512_setzero_ps();
+          continue;
+        }
         const uint8_t* row = RowPtr<DType::kBF16>(w, r0 + first + i);
-        v[i] = i < valid ? _mm512_castsi512_ps(_mm512_maskz_loadu_epi16(m, row + 2 * (c0 + 2 * pb)))
-                         : _mm512_setzero_ps();
+        // The same columns 16 rows on, packed next (as in PackWeights).
+        PrefetchAt(row, (16 * w.cols + c0 + 2 * pb) * 2);
+        v[i] = _mm512_castsi512_ps(_mm512_maskz_loadu_epi16(m, row + 2 * (c0 + 2 * pb)));
       }
       Transpose16x16(v);  // moves 32-bit pairs; the bits are never read as f32
       const int64_t np = std::min<int64_t>(16, kp - pb);
