@@ -147,6 +147,20 @@ TEST_P(ModelVsReference, CachedDecodeChunkedPrefillAndNaiveAgree) {
   EXPECT_EQ(RunModel(tokens, 4, AttentionPath::kDecompressed, 0, nullptr), decompressed_chunked);
 }
 
+// More tokens than one 128-token block of the decompressed form: later blocks' query/output
+// offsets and causal masks, in one call and in chunks that start mid-block and after a block.
+TEST_P(ModelVsReference, DecompressedAcrossBlocksMatchesAbsorbed) {
+  const auto tokens = RandomTokens(model_->config().vocab_size, 300, 17);
+  ThreadPool pool(2);
+  const auto absorbed = RunModel(tokens, 300, AttentionPath::kAbsorbed, 0, &pool);
+  EXPECT_LE(RelError(RunModel(tokens, 300, AttentionPath::kDecompressed, 0, &pool), absorbed),
+            kRelTol);
+  EXPECT_LE(RelError(RunModel(tokens, 140, AttentionPath::kDecompressed, 0, &pool), absorbed),
+            kRelTol);
+  // Past ~230 tokens the tiny presets' operation counts favour the decompressed form.
+  EXPECT_LE(RelError(RunModel(tokens, 300, AttentionPath::kAuto, 0, &pool), absorbed), kRelTol);
+}
+
 TEST_P(ModelVsReference, FewerAndMoreExpertsPerTokenMatchReference) {
   if (model_->config().n_routed_experts == 0) GTEST_SKIP() << "no MoE layers";
   const auto tokens = RandomTokens(model_->config().vocab_size, 7, 11);

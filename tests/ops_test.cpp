@@ -370,9 +370,12 @@ TEST(MatMul, Bf16DotFastPathWithinBf16Rounding) {
   std::mt19937 rng(6);
   for (int64_t rows : {7, 130}) {
     for (int64_t cols : {5, 129, 1000}) {
-      for (int64_t T : {3, 8, 13, 32, 45, 200}) {
+      for (int64_t T : {3, 7, 8, 13, 32, 45, 200}) {
         const TestWeight w = MakeWeight(rng, DType::kBF16, rows, cols);
-        const std::vector<float> x = RandomFloats(rng, T * cols);
+        std::vector<float> x = RandomFloats(rng, T * cols);
+        // Exact ties between two bf16 values, which round to the even one: down, up, negative.
+        const float ties[] = {1.0f + 0x1p-8f, 1.0f + 3 * 0x1p-8f, -0.5f - 0x1p-9f};
+        for (size_t i = 0; i < std::size(ties) && i < x.size(); ++i) x[i * 7 % x.size()] = ties[i];
         std::vector<double> exact, abs_sum;
         NaiveMatMul(x, T, w, &exact, &abs_sum);
         KernelContext fast{nullptr, Isa::kAvx512};

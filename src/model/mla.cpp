@@ -165,8 +165,17 @@ void AbsorbedBatched(const ModelConfig& c, const RopeParams& rope, const Attenti
 // run as three matrix products. Equal to the absorbed form in exact arithmetic.
 //   q: [T, nh, dn+dr] (rope applied)   o: [T, nh*dv]
 // Heads are split over the threads; each thread's scratch holds one head's k [N, dn+dr],
-// v [N, dv] and scores [kDecompressedBlock, N] (N = start_pos + T: 5 MB at N = 4096).
+// v [N, dv] and scores [kDecompressedBlock, N] (N = start_pos + T): (dn + dr + dv + 128) N floats,
+// 7.3 MB at N = 4096 for DeepSeek-V3; kAuto bounds the total (kMaxDecompressedScratch).
 constexpr int64_t kDecompressedBlock = 128;
+// kAuto takes the decompressed form only while all threads' scratch stays within this (it grows
+// with the context; the absorbed form's does not): 256 MiB is 74k positions on 2 threads for
+// DeepSeek-V3, 2.3k on 64.
+constexpr int64_t kMaxDecompressedScratch = int64_t{256} << 20;
+
+int64_t DecompressedScratchFloats(const ModelConfig& c, int64_t N) {
+  return N * (c.qk_head_dim() + c.v_head_dim + kDecompressedBlock);
+}
 
 void DecompressedBatched(const ModelConfig& c, const RopeParams& rope, const AttentionWeights& w,
                          const ops::KernelContext& ctx, const float* q, int64_t T,
@@ -174,7 +183,7 @@ void DecompressedBatched(const ModelConfig& c, const RopeParams& rope, const Att
                          float* o) {
   const int64_t nh = c.num_attention_heads, dn = c.qk_nope_head_dim, dr = c.qk_rope_head_dim;
   const int64_t dv = c.v_head_dim, r = c.kv_lora_rank, qk = dn + dr, N = start_pos + T;
-  const int64_t per_thread = N * (qk + dv) + kDecompressedBlock * N;
+  const int64_t per_thread = DecompressedScratchFloats(c, N);
   const int threads = NumThreads(ctx);
   float* base = scratch.decompressed.Get(threads * per_thread);
   const ops::KernelContext one{nullptr, ctx.isa};
@@ -218,14 +227,19 @@ void DecompressedBatched(const ModelConfig& c, const RopeParams& rope, const Att
 }
 
 // Whether the decompressed form costs fewer multiply-adds than the absorbed one for T tokens
-// after start_pos cached positions (per head; attention only, the projections are shared).
-bool DecompressedIsCheaper(const ModelConfig& c, int64_t T, int64_t start_pos) {
+// after start_pos cached positions (per head; attention only, the projections are shared), and
+// its scratch for `threads` threads stays within kMaxDecompressedScratch.
+bool DecompressedIsCheaper(const ModelConfig& c, int64_t T, int64_t start_pos, int threads) {
+  const int64_t scratch_bytes =
+      threads * DecompressedScratchFloats(c, start_pos + T) * static_cast<int64_t>(sizeof(float));
+  if (scratch_bytes > kMaxDecompressedScratch) return false;
   const double dn = static_cast<double>(c.qk_nope_head_dim),
                dr = static_cast<double>(c.qk_rope_head_dim);
   const double dv = static_cast<double>(c.v_head_dim), r = static_cast<double>(c.kv_lora_rank);
   const double t = static_cast<double>(T), p = static_cast<double>(start_pos);
   const double absorbed = t * (dn + dv) * r + t * (p + (t + 1.0) / 2.0) * (2.0 * r + dr);
-  const double block = static_cast<double>(kDecompressedBlock);
+  // Each block's tokens score every key up to the block's last token.
+  const double block = std::min(t, static_cast<double>(kDecompressedBlock));
   const double decompressed =
       (p + t) * (dn + dv) * r + t * (p + (t + block) / 2.0) * (dn + dr + dv);
   return decompressed < absorbed;
@@ -278,8 +292,9 @@ void MlaForward(const ModelConfig& c, const RopeParams& rope, const AttentionWei
   const int64_t num_keys_max = start_pos + T;
   const bool packed = ops::GemmIsPacked(ctx.isa);
   if (path == AttentionPath::kAuto)
-    path = packed && T >= 2 && DecompressedIsCheaper(c, T, start_pos) ? AttentionPath::kDecompressed
-                                                                      : AttentionPath::kAbsorbed;
+    path = packed && T >= 2 && DecompressedIsCheaper(c, T, start_pos, NumThreads(ctx))
+               ? AttentionPath::kDecompressed
+               : AttentionPath::kAbsorbed;
   if (path == AttentionPath::kDecompressed && T >= 2) {
     DecompressedBatched(c, rope, w, ctx, q, T, start_pos, cache, scratch, o);
   } else if (path != AttentionPath::kNaive && T >= 2 && packed) {

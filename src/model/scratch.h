@@ -15,6 +15,7 @@ class ScratchBuffer {
   float* Get(int64_t n) {
     if (capacity_ < n) {
       data_.reset();  // the old buffer first: peak memory is the new size, not both
+      capacity_ = 0;  // consistent if the allocation throws
       data_ = std::make_unique_for_overwrite<float[]>(static_cast<size_t>(n));
       capacity_ = n;
     }

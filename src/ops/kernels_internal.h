@@ -62,7 +62,7 @@ void Axpy(float alpha, const float* x, int64_t n, float* y);
 namespace avx512 {
 void MatMulRows(const float* x, int64_t T, const WeightView& w, int64_t row_begin, int64_t row_end,
                 float* y);
-// KernelContext::bf16_dot for BF16 weights: x rounded to bf16, vdpbf16ps (for T >= 32; smaller T
+// KernelContext::bf16_dot for BF16 weights: x rounded to bf16, vdpbf16ps (for T >= 8; smaller T
 // take the exact path).
 void MatMulRowsBf16Dot(const float* x, int64_t T, const WeightView& w, int64_t row_begin,
                        int64_t row_end, float* y);

@@ -35,7 +35,7 @@ struct KernelContext {
   Isa isa = Isa::kScalar;
   // Opt-in fast path for BF16 weights: x is rounded to bf16 and products are summed with
   // vdpbf16ps (about twice the f32 FMA rate). Used only by the AVX-512 kernel at prefill sizes
-  // (T >= 32); elsewhere ignored. It changes the numerics: each x value gets a relative error up
+  // (T >= 8); elsewhere ignored. It changes the numerics: each x value gets a relative error up
   // to 2^-8, so results no longer match an f32/f64 reference to 1e-5. Off by default.
   bool bf16_dot = false;
   // Opt-in int8 path for q8_0 / q4_0 weights (group size 32; ops/int8_dot.h): each token's x is

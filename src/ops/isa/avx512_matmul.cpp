@@ -284,8 +284,11 @@ void MatMulPacked(const float* x, int64_t T, const WeightView& w, int64_t row_be
 // vdpbf16ps multiplies 16 lanes of bf16 pairs and adds both products to an f32 lane, so a panel
 // lane holds W[r, c] and W[r, c+1] (the pair as it lies in memory) and x is broadcast as a pair.
 
-constexpr int64_t kKcPairs = 256;
-constexpr int64_t kMinPackedBf16Dot = 8;  // column pairs per packed block (512 columns)
+constexpr int64_t kKcPairs = 256;  // column pairs per packed block (512 columns)
+// From this many tokens the bf16-dot path runs packed (below it, the exact dot-product form):
+// its packing is a 32-bit transpose with no conversion, so it pays off earlier than the f32 form
+// (matmul_bench 512x2048: T = 8 196 vs 157 GFLOP/s, T = 4 90-112 vs 135-140).
+constexpr int64_t kMinPackedBf16Dot = 8;
 
 // panel: [ceil(nrows / 32)][ceil(kc / 2)][32] pairs (W[r, c0 + 2p], W[r, c0 + 2p + 1]); c0 even.
 void PackWeightsBf16(const WeightView& w, int64_t r0, int64_t nrows, int64_t c0, int64_t kc,
