@@ -360,42 +360,60 @@ TEST(MatMul, ThreadCountDoesNotChangeResults) {
   }
 }
 
-// The opt-in BF16 fast path rounds x to bf16 (8 significant bits: relative error <= u_bf16 = 2^-8
-// per value), which moves the exact result by at most 2^-8 * S; the f32 summation of the changed
-// terms adds gamma_m * S(1 + 2^-8) as for the exact path. Below its T threshold (8) it must be
-// the exact AVX-512 path, bitwise. x is rounded to bf16 as F32ToBf16 does (nearest even): the
-// result must not change when x is rounded that way beforehand.
+// The opt-in BF16 (and FP8) fast path rounds x to bf16 (8 significant bits: relative error <=
+// u_bf16 = 2^-8 per value), which moves the exact result by at most 2^-8 * S; the f32 summation of
+// the changed terms adds gamma_m * S(1 + 2^-8) as for the exact path. Below its T threshold (8) it
+// must be the exact AVX-512 path, bitwise. x is rounded to bf16 as F32ToBf16 does (nearest even):
+// the result must not change when x is rounded that way beforehand.
 TEST(MatMul, Bf16DotFastPathWithinBf16Rounding) {
   if (!CpuSupports(Isa::kAvx512)) GTEST_SKIP() << "needs AVX-512 BF16";
   std::mt19937 rng(6);
-  for (int64_t rows : {7, 130}) {
-    for (int64_t cols : {5, 129, 1000}) {
-      for (int64_t T : {3, 7, 8, 13, 32, 45, 200}) {
-        const TestWeight w = MakeWeight(rng, DType::kBF16, rows, cols);
-        std::vector<float> x = RandomFloats(rng, T * cols);
-        // Exact ties between two bf16 values, which round to the even one: down, up, negative.
-        const float ties[] = {1.0f + 0x1p-8f, 1.0f + 3 * 0x1p-8f, -0.5f - 0x1p-9f};
-        for (size_t i = 0; i < std::size(ties) && i < x.size(); ++i) x[i * 7 % x.size()] = ties[i];
-        std::vector<double> exact, abs_sum;
-        NaiveMatMul(x, T, w, &exact, &abs_sum);
-        KernelContext fast{nullptr, Isa::kAvx512};
-        fast.bf16_dot = true;
-        std::vector<float> y(static_cast<size_t>(T * rows), NAN);
-        MatMul(fast, x.data(), T, w.View(), y.data());
-        const double bound = 0x1p-8 + GammaBound(MatMulRoundings(cols)) * (1.0 + 0x1p-8);
-        for (size_t i = 0; i < y.size(); ++i)
-          ASSERT_LE(std::fabs(y[i] - exact[i]), bound * abs_sum[i])
-              << CaseName(DType::kBF16, rows, cols, T) << " i=" << i;
-        if (T < 8) {
-          std::vector<float> y_exact_path(y.size());
-          MatMul(KernelContext{nullptr, Isa::kAvx512}, x.data(), T, w.View(), y_exact_path.data());
-          EXPECT_TRUE(BitwiseEqual(y, y_exact_path));
-        } else {
-          std::vector<float> x_bf16(x.size());
-          for (size_t i = 0; i < x.size(); ++i) x_bf16[i] = Bf16ToF32(F32ToBf16(x[i]));
-          std::vector<float> y_rounded(y.size());
-          MatMul(fast, x_bf16.data(), T, w.View(), y_rounded.data());
-          EXPECT_TRUE(BitwiseEqual(y, y_rounded)) << CaseName(DType::kBF16, rows, cols, T);
+  // FP8 runs on the fast path with its block scales applied per column block: the default grid,
+  // a small one (row blocks change inside a 32-row strip, many column blocks); an odd block
+  // width cannot (a bf16 pair would straddle two blocks) and must take the exact path.
+  struct Format {
+    DType dtype;
+    int64_t block_rows, block_cols;
+    bool fast;
+  };
+  const Format formats[] = {{DType::kBF16, 128, 128, true},
+                            {DType::kF8E4M3, 128, 128, true},
+                            {DType::kF8E4M3, 16, 32, true},
+                            {DType::kF8E4M3, 16, 33, false}};
+  for (const Format& f : formats) {
+    for (int64_t rows : {7, 130}) {
+      for (int64_t cols : {5, 129, 1000}) {
+        for (int64_t T : {3, 7, 8, 13, 32, 45, 200}) {
+          const TestWeight w = MakeWeight(rng, f.dtype, rows, cols, f.block_rows, f.block_cols);
+          const std::string name = CaseName(f.dtype, rows, cols, T) + " grid " +
+                                   std::to_string(f.block_rows) + "x" +
+                                   std::to_string(f.block_cols);
+          std::vector<float> x = RandomFloats(rng, T * cols);
+          // Exact ties between two bf16 values, which round to the even one: down, up, negative.
+          const float ties[] = {1.0f + 0x1p-8f, 1.0f + 3 * 0x1p-8f, -0.5f - 0x1p-9f};
+          for (size_t i = 0; i < std::size(ties) && i < x.size(); ++i)
+            x[i * 7 % x.size()] = ties[i];
+          std::vector<double> exact, abs_sum;
+          NaiveMatMul(x, T, w, &exact, &abs_sum);
+          KernelContext fast{nullptr, Isa::kAvx512};
+          fast.bf16_dot = true;
+          std::vector<float> y(static_cast<size_t>(T * rows), NAN);
+          MatMul(fast, x.data(), T, w.View(), y.data());
+          const double bound = 0x1p-8 + GammaBound(MatMulRoundings(cols)) * (1.0 + 0x1p-8);
+          for (size_t i = 0; i < y.size(); ++i)
+            ASSERT_LE(std::fabs(y[i] - exact[i]), bound * abs_sum[i]) << name << " i=" << i;
+          if (T < 8 || !f.fast) {
+            std::vector<float> y_exact_path(y.size());
+            MatMul(KernelContext{nullptr, Isa::kAvx512}, x.data(), T, w.View(),
+                   y_exact_path.data());
+            EXPECT_TRUE(BitwiseEqual(y, y_exact_path)) << name;
+          } else {
+            std::vector<float> x_bf16(x.size());
+            for (size_t i = 0; i < x.size(); ++i) x_bf16[i] = Bf16ToF32(F32ToBf16(x[i]));
+            std::vector<float> y_rounded(y.size());
+            MatMul(fast, x_bf16.data(), T, w.View(), y_rounded.data());
+            EXPECT_TRUE(BitwiseEqual(y, y_rounded)) << name;
+          }
         }
       }
     }

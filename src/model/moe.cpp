@@ -13,8 +13,13 @@ void MoeForward(const ModelConfig& c, const MoeWeights& w, const ops::KernelCont
   const int64_t H = c.hidden_size, E = c.n_routed_experts;
 
   // gate_logits: [T, E]; routing: [T, k] experts and weights
+  // The router's scores pick discrete experts, so they keep exact products even under the
+  // opt-in bf16-dot path (a flipped choice moves a token's output far more than rounding does);
+  // the gate is tiny next to the experts.
   float* gate_logits = s.gate_logits.Get(T * E);
-  ops::MatMul(ctx, x, T, w.gate, gate_logits);
+  ops::KernelContext exact = ctx;
+  exact.bf16_dot = false;
+  ops::MatMul(exact, x, T, w.gate, gate_logits);
   s.routing_experts.resize(static_cast<size_t>(T * k));
   float* routing_weights = s.routing_weights.Get(T * k);
   for (int64_t t = 0; t < T; ++t)

@@ -62,8 +62,8 @@ void Axpy(float alpha, const float* x, int64_t n, float* y);
 namespace avx512 {
 void MatMulRows(const float* x, int64_t T, const WeightView& w, int64_t row_begin, int64_t row_end,
                 float* y);
-// KernelContext::bf16_dot for BF16 weights: x rounded to bf16, vdpbf16ps (for T >= 8; smaller T
-// take the exact path).
+// KernelContext::bf16_dot for BF16 and FP8 weights: x rounded to bf16, vdpbf16ps (for T >= 8;
+// smaller T, other dtypes and FP8 grids with odd or > 512-column blocks take the exact path).
 void MatMulRowsBf16Dot(const float* x, int64_t T, const WeightView& w, int64_t row_begin,
                        int64_t row_end, float* y);
 // q8_0 (kI8) and q4_0 (kU8) weights, exact path (src/ops/isa/avx512_quant_matmul.cpp).

@@ -186,7 +186,8 @@ void MatMul(const KernelContext& ctx, const float* x, int64_t T, const WeightVie
     return;
   }
   if (UsesInt8Dot(ctx, w)) return MatMulInt8(ctx, x, T, w, y);
-  const MatMulRowsFn kernel = ctx.bf16_dot && ctx.isa == Isa::kAvx512 && w.dtype == DType::kBF16
+  const MatMulRowsFn kernel = ctx.bf16_dot && ctx.isa == Isa::kAvx512 &&
+                                      (w.dtype == DType::kBF16 || w.dtype == DType::kF8E4M3)
                                   ? avx512::MatMulRowsBf16Dot
                                   : SelectMatMul(ctx.isa, w.dtype);
   const int64_t macs = T * w.rows * w.cols;
@@ -229,7 +230,8 @@ void MatMulRowRange(const KernelContext& ctx, const float* x, int64_t T, const W
     Int8RowRunner runner(ctx.isa);
     return runner.Run(x, T, w, row_begin, row_end, y);
   }
-  const MatMulRowsFn kernel = ctx.bf16_dot && ctx.isa == Isa::kAvx512 && w.dtype == DType::kBF16
+  const MatMulRowsFn kernel = ctx.bf16_dot && ctx.isa == Isa::kAvx512 &&
+                                      (w.dtype == DType::kBF16 || w.dtype == DType::kF8E4M3)
                                   ? avx512::MatMulRowsBf16Dot
                                   : SelectMatMul(ctx.isa, w.dtype);
   kernel(x, T, w, row_begin, row_end, y);

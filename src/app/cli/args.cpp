@@ -58,8 +58,9 @@ void AddRunOptions(CLI::App* app, RunOptions* options) {
                 "integer dot products (VNNI; the default): faster, each activation off by up to "
                 "half a step. --no-int8-dot: dequantise the weights and use f32 FMA");
   app->add_flag("--bf16-dot,!--no-bf16-dot", options->bf16_dot,
-                "bf16 weights: run prefill products (32+ tokens) as bf16 x bf16 dot products "
-                "(vdpbf16ps, AVX-512 BF16): about twice as fast, activations rounded to bf16. "
+                "bf16 and fp8 weights: run prefill products (8+ tokens) as bf16 x bf16 dot "
+                "products (vdpbf16ps, AVX-512 BF16; fp8 values are exact in bf16, block scales "
+                "applied to each block's sums): up to twice as fast, activations rounded to bf16. "
                 "Off by default (f32 FMA on the exact weights)");
 }
 

@@ -187,9 +187,10 @@ Status RunBench(const BenchOptions& o) {
   const std::string format(WeightFormatName(model.weights()));
   const std::string isa(ops::IsaName(rt.ctx.isa));
   // The dot-product path the format's prefill products ran on: "int8" (activations quantized per
-  // block, integer dots; q8_0/q4_0 with --int8-dot), "bf16" (bf16 weights with --bf16-dot on
+  // block, integer dots; q8_0/q4_0 with --int8-dot), "bf16" (bf16/fp8 weights with --bf16-dot on
   // AVX-512 BF16; decode stays f32) or "f32" (weights converted to f32, f32 FMA).
-  const bool bf16_dot = rt.ctx.bf16_dot && format == "bf16" && rt.ctx.isa == ops::Isa::kAvx512;
+  const bool bf16_dot =
+      rt.ctx.bf16_dot && (format == "bf16" || format == "fp8") && rt.ctx.isa == ops::Isa::kAvx512;
   const std::string dot = rt.ctx.int8_dot && (format == "q8_0" || format == "q4_0") ? "int8"
                           : bf16_dot                                                ? "bf16"
                                                                                     : "f32";

@@ -17,7 +17,7 @@ struct LogitsOptions {
   std::string out;
   std::string mtp_out;
   int64_t chunk = 0;  // tokens per forward call; 0: all at once
-  std::string attention = "absorbed";
+  std::string attention = "auto";
 };
 
 Status RunLogits(const LogitsOptions& o) {
@@ -29,8 +29,12 @@ Status RunLogits(const LogitsOptions& o) {
   forward.experts_per_token = o.run.experts_per_token;
   if (o.attention == "naive") {
     forward.attention = AttentionPath::kNaive;
-  } else if (o.attention != "absorbed") {
-    return Err("--attention: '{}' is not one of absorbed, naive", o.attention);
+  } else if (o.attention == "absorbed") {
+    forward.attention = AttentionPath::kAbsorbed;
+  } else if (o.attention == "decompressed") {
+    forward.attention = AttentionPath::kDecompressed;
+  } else if (o.attention != "auto") {
+    return Err("--attention: '{}' is not one of auto, absorbed, decompressed, naive", o.attention);
   }
   DSV3_ASSIGN_OR_RETURN(Runtime rt, LoadRuntime(o.run));
   const ModelConfig& c = rt.model->config();
@@ -77,7 +81,9 @@ Command RegisterLogits(CLI::App& root) {
   app->add_option("--mtp-out", o->mtp_out, "also write the MTP head's logits [T-1, vocab]");
   app->add_option("--chunk", o->chunk,
                   "tokens per forward call through the KV cache (default: all at once)");
-  app->add_option("--attention", o->attention, "absorbed (default) | naive");
+  app->add_option("--attention", o->attention,
+                  "auto (default: per call, the form with fewer operations) | absorbed | "
+                  "decompressed | naive");
   return {app, [o] { return RunLogits(*o); }};
 }
 

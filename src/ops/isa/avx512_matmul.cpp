@@ -319,6 +319,42 @@ void PackWeightsBf16(const WeightView& w, int64_t r0, int64_t nrows, int64_t c0,
   }
 }
 
+// As PackWeightsBf16 for FP8 weights: each e4m3 value becomes the bf16 of e4m3 * 2^-8, which is
+// exact (e4m3 has 4 significant bits; bf16 has 8 and a wider exponent range). The block scale
+// (times 2^8) is applied to each column block's sums by the micro-kernel instead.
+void PackWeightsFp8AsBf16(const WeightView& w, int64_t r0, int64_t nrows, int64_t c0, int64_t kc,
+                          uint32_t* panel) {
+  const int64_t kp = (kc + 1) / 2;
+  for (int64_t first = 0; first < nrows; first += 16) {
+    uint32_t* dst = panel + (first / kStrip) * kp * kStrip + first % kStrip;
+    const int64_t valid = std::min<int64_t>(nrows - first, 16);
+    for (int64_t pb = 0; pb < kp; pb += 16) {
+      const int64_t ncols = std::min<int64_t>(32, kc - 2 * pb);
+      const __mmask16 m0 = TailMask(ncols), m1 = TailMask(std::max<int64_t>(ncols - 16, 0));
+      __m512 v[16];
+      for (int64_t i = 0; i < 16; ++i) {
+        if (i >= valid) {
+          v[i] = _mm512_setzero_ps();
+          continue;
+        }
+        const uint8_t* row = RowPtr<DType::kF8E4M3>(w, r0 + first + i);
+        PrefetchAt(row, 16 * w.cols + c0 + 2 * pb);  // the same columns 16 rows on, packed next
+        const uint8_t* src = row + c0 + 2 * pb;
+        const __m512i lo =
+            _mm512_srli_epi32(_mm512_castps_si512(Fp8ToF32(_mm_maskz_loadu_epi8(m0, src))), 16);
+        const __m512i hi = _mm512_srli_epi32(
+            _mm512_castps_si512(Fp8ToF32(_mm_maskz_loadu_epi8(m1, src + 16))), 16);
+        v[i] = _mm512_castsi512_ps(_mm512_inserti64x4(
+            _mm512_castsi256_si512(_mm512_cvtepi32_epi16(lo)), _mm512_cvtepi32_epi16(hi), 1));
+      }
+      Transpose16x16(v);  // moves 32-bit pairs; the bits are never read as f32
+      const int64_t np = std::min<int64_t>(16, kp - pb);
+      for (int64_t p = 0; p < np; ++p)
+        _mm512_store_si512(dst + (pb + p) * kStrip, _mm512_castps_si512(v[p]));
+    }
+  }
+}
+
 // 16 floats rounded to bf16 as F32ToBf16 does (nearest even; NaN stays NaN, made quiet), each in
 // the low half of its 32-bit lane.
 __m512i F32ToBf16Lanes(__m512 v) {
@@ -366,9 +402,11 @@ void PackXBf16(const float* x, int64_t cols, int64_t t0, int64_t nt, int64_t c0,
   }
 }
 
+// scale: nullptr, or 32 per-row multipliers applied to the sums before they are stored / added
+// (FP8 block scales).
 template <int NT>
 void MicroKernelBf16(const uint32_t* panel, const uint32_t* xpanel, int64_t kp, float* y,
-                     int64_t ldy, __mmask16 m0, __mmask16 m1, bool accumulate) {
+                     int64_t ldy, __mmask16 m0, __mmask16 m1, bool accumulate, const float* scale) {
   __m512 acc[NT][2];
   for (int j = 0; j < NT; ++j) acc[j][0] = acc[j][1] = _mm512_setzero_ps();
   for (int64_t p = 0; p < kp; ++p) {
@@ -379,6 +417,13 @@ void MicroKernelBf16(const uint32_t* panel, const uint32_t* xpanel, int64_t kp, 
       const __m512bh b = (__m512bh)_mm512_set1_epi32(static_cast<int>(xp[j]));
       acc[j][0] = _mm512_dpbf16_ps(acc[j][0], w0, b);
       acc[j][1] = _mm512_dpbf16_ps(acc[j][1], w1, b);
+    }
+  }
+  if (scale != nullptr) {
+    const __m512 s0 = _mm512_load_ps(scale), s1 = _mm512_load_ps(scale + 16);
+    for (int j = 0; j < NT; ++j) {
+      acc[j][0] = _mm512_mul_ps(acc[j][0], s0);
+      acc[j][1] = _mm512_mul_ps(acc[j][1], s1);
     }
   }
   for (int j = 0; j < NT; ++j) {
@@ -393,7 +438,7 @@ void MicroKernelBf16(const uint32_t* panel, const uint32_t* xpanel, int64_t kp, 
 }
 
 using MicroKernelBf16Fn = void (*)(const uint32_t*, const uint32_t*, int64_t, float*, int64_t,
-                                   __mmask16, __mmask16, bool);
+                                   __mmask16, __mmask16, bool, const float*);
 
 template <int... Ns>
 constexpr auto MakeMicroKernelsBf16(std::integer_sequence<int, Ns...>) {
@@ -401,30 +446,55 @@ constexpr auto MakeMicroKernelsBf16(std::integer_sequence<int, Ns...>) {
 }
 constexpr auto kMicroKernelsBf16 = MakeMicroKernelsBf16(std::make_integer_sequence<int, kNt>{});
 
+// FP8 weights on this path: one packed block per column block of the scale grid (its sums are
+// scaled once), so the block width must be even (pairs never straddle two blocks) and fit.
+bool Fp8PacksAsBf16(const WeightView& w) {
+  return w.block_cols % 2 == 0 && w.block_cols <= 2 * kKcPairs;
+}
+
+// BF16 weights, or FP8 weights (Fp8PacksAsBf16) whose block scales multiply each column block's
+// sums: y[t, r] = sum over blocks of scale[r / br, b] * 2^8 * sum_c bf16(e4m3 * 2^-8) * bf16(x).
+template <DType D>
 void MatMulPackedBf16(const float* x, int64_t T, const WeightView& w, int64_t row_begin,
                       int64_t row_end, float* y) {
+  constexpr bool kFp8 = D == DType::kF8E4M3;
   // 64 KB + 192 KB of stack, as MatMulPacked.
   alignas(64) uint32_t panel[kMc * kKcPairs];
   alignas(64) uint32_t xpanel[kTb * kKcPairs];
+  alignas(64) float row_scale[kStrip];
   const int64_t cols = w.cols;
+  const int64_t kc_step = kFp8 ? w.block_cols : 2 * kKcPairs;
+  const int64_t scale_cols = kFp8 ? (cols + w.block_cols - 1) / w.block_cols : 0;
   for (int64_t tb0 = 0; tb0 < T; tb0 += kTb) {
     const int64_t tbn = std::min(kTb, T - tb0);
-    for (int64_t kc0 = 0; kc0 < cols; kc0 += 2 * kKcPairs) {
-      const int64_t kc = std::min(2 * kKcPairs, cols - kc0);
+    for (int64_t kc0 = 0; kc0 < cols; kc0 += kc_step) {
+      const int64_t kc = std::min(kc_step, cols - kc0);
       const int64_t kp = (kc + 1) / 2;
       PackXBf16(x, cols, tb0, tbn, kc0, kc, xpanel);
       for (int64_t mc0 = row_begin; mc0 < row_end; mc0 += kMc) {
         const int64_t mn = std::min(kMc, row_end - mc0);
-        PackWeightsBf16(w, mc0, mn, kc0, kc, panel);
+        if constexpr (kFp8)
+          PackWeightsFp8AsBf16(w, mc0, mn, kc0, kc, panel);
+        else
+          PackWeightsBf16(w, mc0, mn, kc0, kc, panel);
         for (int64_t s = 0; s * kStrip < mn; ++s) {
           const int64_t valid = std::min(kStrip, mn - s * kStrip);
           const __mmask16 m0 = TailMask(std::min<int64_t>(valid, 16));
           const __mmask16 m1 = TailMask(std::max<int64_t>(valid - 16, 0));
+          if constexpr (kFp8) {
+            for (int64_t l = 0; l < kStrip; ++l) {
+              const int64_t r = mc0 + s * kStrip + l;  // scale[r / br, kc0 / bc] * 2^8
+              row_scale[l] =
+                  l < valid
+                      ? w.scale[(r / w.block_rows) * scale_cols + kc0 / w.block_cols] * kFp8Rescale
+                      : 0.0f;
+            }
+          }
           for (int64_t t0 = 0; t0 < tbn; t0 += kNt) {
             const int64_t nt = std::min<int64_t>(kNt, tbn - t0);
             kMicroKernelsBf16[nt - 1](panel + s * kp * kStrip, xpanel + (t0 / kNt) * kp * kNt, kp,
                                       y + (tb0 + t0) * w.rows + mc0 + s * kStrip, w.rows, m0, m1,
-                                      kc0 > 0);
+                                      kc0 > 0, kFp8 ? row_scale : nullptr);
           }
         }
       }
@@ -466,9 +536,12 @@ void MatMulRows(const float* x, int64_t T, const WeightView& w, int64_t row_begi
 
 void MatMulRowsBf16Dot(const float* x, int64_t T, const WeightView& w, int64_t row_begin,
                        int64_t row_end, float* y) {
-  if (w.dtype != DType::kBF16 || w.cols == 0 || T < kMinPackedBf16Dot)
-    return MatMulRows(x, T, w, row_begin, row_end, y);
-  MatMulPackedBf16(x, T, w, row_begin, row_end, y);
+  if (w.cols == 0 || T < kMinPackedBf16Dot) return MatMulRows(x, T, w, row_begin, row_end, y);
+  if (w.dtype == DType::kBF16)
+    return MatMulPackedBf16<DType::kBF16>(x, T, w, row_begin, row_end, y);
+  if (w.dtype == DType::kF8E4M3 && Fp8PacksAsBf16(w))
+    return MatMulPackedBf16<DType::kF8E4M3>(x, T, w, row_begin, row_end, y);
+  MatMulRows(x, T, w, row_begin, row_end, y);
 }
 
 }  // namespace dsv3::ops::avx512
