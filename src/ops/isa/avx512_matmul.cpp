@@ -290,62 +290,48 @@ constexpr int64_t kKcPairs = 256;  // column pairs per packed block (512 columns
 // (matmul_bench 512x2048: T = 8 196 vs 157 GFLOP/s, T = 4 90-112 vs 135-140).
 constexpr int64_t kMinPackedBf16Dot = 8;
 
-// panel: [ceil(nrows / 32)][ceil(kc / 2)][32] pairs (W[r, c0 + 2p], W[r, c0 + 2p + 1]); c0 even.
-void PackWeightsBf16(const WeightView& w, int64_t r0, int64_t nrows, int64_t c0, int64_t kc,
-                     uint32_t* panel) {
-  const int64_t kp = (kc + 1) / 2;
-  for (int64_t first = 0; first < nrows; first += 16) {
-    uint32_t* dst = panel + (first / kStrip) * kp * kStrip + first % kStrip;
-    const int64_t valid = std::min<int64_t>(nrows - first, 16);
-    for (int64_t pb = 0; pb < kp; pb += 16) {
-      const int64_t ncols = std::min<int64_t>(32, kc - 2 * pb);
-      const __mmask32 m = ncols >= 32 ? ~__mmask32{0} : (__mmask32{1} << ncols) - 1;
-      __m512 v[16];
-      for (int64_t i = 0; i < 16; ++i) {
-        if (i >= valid) {
-          v[i] = _mm512_setzero_ps();
-          continue;
-        }
-        const uint8_t* row = RowPtr<DType::kBF16>(w, r0 + first + i);
-        // The same columns 16 rows on, packed next (as in PackWeights).
-        PrefetchAt(row, (16 * w.cols + c0 + 2 * pb) * 2);
-        v[i] = _mm512_castsi512_ps(_mm512_maskz_loadu_epi16(m, row + 2 * (c0 + 2 * pb)));
-      }
-      Transpose16x16(v);  // moves 32-bit pairs; the bits are never read as f32
-      const int64_t np = std::min<int64_t>(16, kp - pb);
-      for (int64_t p = 0; p < np; ++p)
-        _mm512_store_si512(dst + (pb + p) * kStrip, _mm512_castps_si512(v[p]));
-    }
+// 16 column pairs (W[r, c + 2p], W[r, c + 2p + 1]) of a row as bf16, one pair per 32-bit lane;
+// columns past ncols (< 32) zero and unread. FP8: each e4m3 value becomes the bf16 of
+// e4m3 * 2^-8, which is exact (e4m3 has 4 significant bits; bf16 has 8 and a wider exponent
+// range); the block scale (times 2^8) is applied to each column block's sums by the micro-kernel.
+template <DType D>
+__m512 LoadBf16Pairs(const uint8_t* row, int64_t c, int64_t ncols) {
+  if constexpr (D == DType::kBF16) {
+    const __mmask32 m = ncols >= 32 ? ~__mmask32{0} : (__mmask32{1} << ncols) - 1;
+    return _mm512_castsi512_ps(_mm512_maskz_loadu_epi16(m, row + 2 * c));
+  } else {
+    const __mmask16 m0 = TailMask(ncols), m1 = TailMask(std::max<int64_t>(ncols - 16, 0));
+    const __m512i lo =
+        _mm512_srli_epi32(_mm512_castps_si512(Fp8ToF32(_mm_maskz_loadu_epi8(m0, row + c))), 16);
+    const __m512i hi = _mm512_srli_epi32(
+        _mm512_castps_si512(Fp8ToF32(_mm_maskz_loadu_epi8(m1, row + c + 16))), 16);
+    return _mm512_castsi512_ps(_mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtepi32_epi16(lo)),
+                                                  _mm512_cvtepi32_epi16(hi), 1));
   }
 }
 
-// As PackWeightsBf16 for FP8 weights: each e4m3 value becomes the bf16 of e4m3 * 2^-8, which is
-// exact (e4m3 has 4 significant bits; bf16 has 8 and a wider exponent range). The block scale
-// (times 2^8) is applied to each column block's sums by the micro-kernel instead.
-void PackWeightsFp8AsBf16(const WeightView& w, int64_t r0, int64_t nrows, int64_t c0, int64_t kc,
-                          uint32_t* panel) {
+// panel: [ceil(nrows / 32)][ceil(kc / 2)][32] pairs (W[r, c0 + 2p], W[r, c0 + 2p + 1]) as bf16
+// (BF16 or FP8 weights, LoadBf16Pairs); c0 even.
+template <DType D>
+void PackWeightsPairs(const WeightView& w, int64_t r0, int64_t nrows, int64_t c0, int64_t kc,
+                      uint32_t* panel) {
+  constexpr int64_t kBytes = D == DType::kBF16 ? 2 : 1;
   const int64_t kp = (kc + 1) / 2;
   for (int64_t first = 0; first < nrows; first += 16) {
     uint32_t* dst = panel + (first / kStrip) * kp * kStrip + first % kStrip;
     const int64_t valid = std::min<int64_t>(nrows - first, 16);
     for (int64_t pb = 0; pb < kp; pb += 16) {
       const int64_t ncols = std::min<int64_t>(32, kc - 2 * pb);
-      const __mmask16 m0 = TailMask(ncols), m1 = TailMask(std::max<int64_t>(ncols - 16, 0));
       __m512 v[16];
       for (int64_t i = 0; i < 16; ++i) {
         if (i >= valid) {
           v[i] = _mm512_setzero_ps();
           continue;
         }
-        const uint8_t* row = RowPtr<DType::kF8E4M3>(w, r0 + first + i);
-        PrefetchAt(row, 16 * w.cols + c0 + 2 * pb);  // the same columns 16 rows on, packed next
-        const uint8_t* src = row + c0 + 2 * pb;
-        const __m512i lo =
-            _mm512_srli_epi32(_mm512_castps_si512(Fp8ToF32(_mm_maskz_loadu_epi8(m0, src))), 16);
-        const __m512i hi = _mm512_srli_epi32(
-            _mm512_castps_si512(Fp8ToF32(_mm_maskz_loadu_epi8(m1, src + 16))), 16);
-        v[i] = _mm512_castsi512_ps(_mm512_inserti64x4(
-            _mm512_castsi256_si512(_mm512_cvtepi32_epi16(lo)), _mm512_cvtepi32_epi16(hi), 1));
+        const uint8_t* row = RowPtr<D>(w, r0 + first + i);
+        // The same columns 16 rows on, packed next (as in PackWeights).
+        PrefetchAt(row, (16 * w.cols + c0 + 2 * pb) * kBytes);
+        v[i] = LoadBf16Pairs<D>(row, c0 + 2 * pb, ncols);
       }
       Transpose16x16(v);  // moves 32-bit pairs; the bits are never read as f32
       const int64_t np = std::min<int64_t>(16, kp - pb);
@@ -473,10 +459,7 @@ void MatMulPackedBf16(const float* x, int64_t T, const WeightView& w, int64_t ro
       PackXBf16(x, cols, tb0, tbn, kc0, kc, xpanel);
       for (int64_t mc0 = row_begin; mc0 < row_end; mc0 += kMc) {
         const int64_t mn = std::min(kMc, row_end - mc0);
-        if constexpr (kFp8)
-          PackWeightsFp8AsBf16(w, mc0, mn, kc0, kc, panel);
-        else
-          PackWeightsBf16(w, mc0, mn, kc0, kc, panel);
+        PackWeightsPairs<D>(w, mc0, mn, kc0, kc, panel);
         for (int64_t s = 0; s * kStrip < mn; ++s) {
           const int64_t valid = std::min(kStrip, mn - s * kStrip);
           const __mmask16 m0 = TailMask(std::min<int64_t>(valid, 16));
