@@ -92,7 +92,12 @@ void ConvertRowSegment(const WeightView& w, int64_t row, int64_t col, int64_t n,
 
 using MatMulRowsFn = void (*)(const float*, int64_t, const WeightView&, int64_t, int64_t, float*);
 
-MatMulRowsFn SelectMatMul(Isa isa, DType dtype) {
+// The row kernel for ctx and w's dtype (the int8 path is chosen before this, UsesInt8Dot).
+MatMulRowsFn SelectMatMul(const KernelContext& ctx, const WeightView& w) {
+  const Isa isa = ctx.isa;
+  const DType dtype = w.dtype;
+  if (ctx.bf16_dot && isa == Isa::kAvx512 && (dtype == DType::kBF16 || dtype == DType::kF8E4M3))
+    return avx512::MatMulRowsBf16Dot;
   // The SIMD group-quantized kernels fall back to the reference for group sizes other than 32.
   if (IsGroupQuantized(dtype)) {
     switch (isa) {
@@ -186,10 +191,7 @@ void MatMul(const KernelContext& ctx, const float* x, int64_t T, const WeightVie
     return;
   }
   if (UsesInt8Dot(ctx, w)) return MatMulInt8(ctx, x, T, w, y);
-  const MatMulRowsFn kernel = ctx.bf16_dot && ctx.isa == Isa::kAvx512 &&
-                                      (w.dtype == DType::kBF16 || w.dtype == DType::kF8E4M3)
-                                  ? avx512::MatMulRowsBf16Dot
-                                  : SelectMatMul(ctx.isa, w.dtype);
+  const MatMulRowsFn kernel = SelectMatMul(ctx, w);
   const int64_t macs = T * w.rows * w.cols;
   if (ctx.pool == nullptr || ctx.pool->num_threads() <= 1 || macs < kMinParallelMacs ||
       w.rows <= kRowGrain) {
@@ -230,10 +232,7 @@ void MatMulRowRange(const KernelContext& ctx, const float* x, int64_t T, const W
     Int8RowRunner runner(ctx.isa);
     return runner.Run(x, T, w, row_begin, row_end, y);
   }
-  const MatMulRowsFn kernel = ctx.bf16_dot && ctx.isa == Isa::kAvx512 &&
-                                      (w.dtype == DType::kBF16 || w.dtype == DType::kF8E4M3)
-                                  ? avx512::MatMulRowsBf16Dot
-                                  : SelectMatMul(ctx.isa, w.dtype);
+  const MatMulRowsFn kernel = SelectMatMul(ctx, w);
   kernel(x, T, w, row_begin, row_end, y);
 }
 
