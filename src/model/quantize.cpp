@@ -18,7 +18,6 @@ namespace dsv3 {
 namespace {
 
 constexpr int64_t kFp8Block = 128;
-constexpr float kFp8Max = 448.0f;
 
 bool EndsWith(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() &&
@@ -94,31 +93,6 @@ void AppendBf16(const std::vector<float>& v, std::vector<uint8_t>* bytes) {
   for (size_t i = 0; i < v.size(); ++i) {
     const uint16_t h = F32ToBf16(v[i]);
     std::memcpy(bytes->data() + at + 2 * i, &h, 2);
-  }
-}
-
-// values: [rows, cols] -> 128x128 block e4m3 with scale = amax / 448 (as DeepSeek's checkpoints).
-void QuantizeFp8(const std::vector<float>& values, int64_t rows, int64_t cols,
-                 std::vector<uint8_t>* q, std::vector<float>* scale) {
-  const int64_t grid_rows = (rows + kFp8Block - 1) / kFp8Block;
-  const int64_t grid_cols = (cols + kFp8Block - 1) / kFp8Block;
-  q->resize(static_cast<size_t>(rows * cols));
-  scale->assign(static_cast<size_t>(grid_rows * grid_cols), 0.0f);
-  for (int64_t gi = 0; gi < grid_rows; ++gi) {
-    for (int64_t gj = 0; gj < grid_cols; ++gj) {
-      const int64_t r1 = std::min(rows, (gi + 1) * kFp8Block);
-      const int64_t c1 = std::min(cols, (gj + 1) * kFp8Block);
-      float amax = 0;
-      for (int64_t i = gi * kFp8Block; i < r1; ++i)
-        for (int64_t j = gj * kFp8Block; j < c1; ++j)
-          amax = std::max(amax, std::fabs(values[i * cols + j]));
-      const float s = amax > 0 ? amax / kFp8Max : 1.0f;
-      (*scale)[gi * grid_cols + gj] = s;
-      for (int64_t i = gi * kFp8Block; i < r1; ++i)
-        for (int64_t j = gj * kFp8Block; j < c1; ++j)
-          (*q)[i * cols + j] =
-              F32ToFp8E4M3(std::clamp(values[i * cols + j] / s, -kFp8Max, kFp8Max));
-    }
   }
 }
 
@@ -211,7 +185,11 @@ Status ConvertTensor(const io::Checkpoint& in, const ModelConfig& config, const 
       AppendBf16(values, &bytes);
       return Status::Ok();
     case OutFormat::kFp8:
-      QuantizeFp8(values, w.rows, w.cols, &bytes, &scale);
+      bytes.resize(static_cast<size_t>(w.rows * w.cols));
+      scale.resize(static_cast<size_t>(((w.rows + kFp8Block - 1) / kFp8Block) *
+                                       ((w.cols + kFp8Block - 1) / kFp8Block)));
+      ops::QuantizeFp8Blocks(values.data(), w.rows, w.cols, kFp8Block, kFp8Block, bytes.data(),
+                             scale.data());
       break;
     case OutFormat::kQ8_0:
       scale.resize(static_cast<size_t>(w.rows * groups));

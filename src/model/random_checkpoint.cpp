@@ -11,6 +11,7 @@
 
 #include "io/files.h"
 #include "io/safetensors.h"
+#include "ops/quant.h"
 
 namespace dsv3 {
 
@@ -146,19 +147,7 @@ class TensorSink {
       const int64_t grid_rows = (rows + br - 1) / br, grid_cols = (cols + bc - 1) / bc;
       std::vector<float> scales(static_cast<size_t>(grid_rows * grid_cols));
       bytes->resize(n);
-      for (int64_t gi = 0; gi < grid_rows; ++gi) {
-        for (int64_t gj = 0; gj < grid_cols; ++gj) {
-          float amax = 0;
-          for (int64_t r = gi * br; r < std::min(rows, (gi + 1) * br); ++r)
-            for (int64_t c = gj * bc; c < std::min(cols, (gj + 1) * bc); ++c)
-              amax = std::max(amax, std::fabs(values[r * cols + c]));
-          const float scale = amax > 0 ? amax / 448.0f : 1.0f;
-          scales[gi * grid_cols + gj] = scale;
-          for (int64_t r = gi * br; r < std::min(rows, (gi + 1) * br); ++r)
-            for (int64_t c = gj * bc; c < std::min(cols, (gj + 1) * bc); ++c)
-              (*bytes)[r * cols + c] = F32ToFp8E4M3(values[r * cols + c] / scale);
-        }
-      }
+      ops::QuantizeFp8Blocks(values.data(), rows, cols, br, bc, bytes->data(), scales.data());
       pending_scales_.resize(scales.size() * 4);
       std::memcpy(pending_scales_.data(), scales.data(), scales.size() * 4);
     }

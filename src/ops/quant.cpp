@@ -3,7 +3,28 @@
 #include <algorithm>
 #include <cmath>
 
+#include "util/dtype.h"
+
 namespace dsv3::ops {
+
+void QuantizeFp8Blocks(const float* values, int64_t rows, int64_t cols, int64_t block_rows,
+                       int64_t block_cols, uint8_t* q, float* scale) {
+  const int64_t grid_rows = (rows + block_rows - 1) / block_rows;
+  const int64_t grid_cols = (cols + block_cols - 1) / block_cols;
+  for (int64_t gi = 0; gi < grid_rows; ++gi) {
+    for (int64_t gj = 0; gj < grid_cols; ++gj) {
+      const int64_t r0 = gi * block_rows, r1 = std::min(rows, r0 + block_rows);
+      const int64_t c0 = gj * block_cols, c1 = std::min(cols, c0 + block_cols);
+      float amax = 0;
+      for (int64_t r = r0; r < r1; ++r)
+        for (int64_t c = c0; c < c1; ++c) amax = std::max(amax, std::fabs(values[r * cols + c]));
+      const float s = amax > 0 ? amax / 448.0f : 1.0f;
+      scale[gi * grid_cols + gj] = s;
+      for (int64_t r = r0; r < r1; ++r)
+        for (int64_t c = c0; c < c1; ++c) q[r * cols + c] = F32ToFp8E4M3(values[r * cols + c] / s);
+    }
+  }
+}
 
 void QuantizeRowQ8_0(const float* x, int64_t cols, int64_t group_size, int8_t* q, float* scale) {
   for (int64_t g0 = 0, gi = 0; g0 < cols; g0 += group_size, ++gi) {

@@ -27,6 +27,12 @@ inline int64_t Q4RowBytes(int64_t cols) {
   return (cols + 1) / 2;
 }
 
+// FP8 e4m3 with a block scale grid, as DeepSeek's checkpoints: per block_rows x block_cols block,
+// scale = amax / 448 (1 for an all-zero block) and q = e4m3(x / scale), saturating at +-448.
+// values: [rows, cols] -> q: [rows, cols], scale: [ceil(rows / br), ceil(cols / bc)]
+void QuantizeFp8Blocks(const float* values, int64_t rows, int64_t cols, int64_t block_rows,
+                       int64_t block_cols, uint8_t* q, float* scale);
+
 // x: [cols] -> q: [cols] int8, scale: [QuantGroups(cols, group_size)]
 void QuantizeRowQ8_0(const float* x, int64_t cols, int64_t group_size, int8_t* q, float* scale);
 // x: [cols] -> packed: [Q4RowBytes(cols)], scale: [QuantGroups(cols, group_size)]
