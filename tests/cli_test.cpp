@@ -102,10 +102,10 @@ TEST(Cli, InfoNamesTheFormatAndTheDecodeBytesOfEveryFormat) {
   auto r = RunDsv3({"info", "-m", dir / "f32"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("weights:          f32 (as stored)"), std::string::npos) << r.out;
-  // tiny-v3 in F32 (tests/param_count_test.cpp): 202784 BF16 bytes + 2 x 84144 weights.
+  // tiny-v3 in F32 (tests/param_count_test.cpp): 186656 BF16 bytes + 2 x 92208 weights.
   EXPECT_NE(r.out.find("decode weights:   371072 bytes"), std::string::npos) << r.out;
   // One row per format, at L = 1 and the longest context (256): + 384 bytes per position.
-  EXPECT_EQ(DecodeRow(r.out, "bf16"), "202.78 KB   203.17 KB   301.09 KB") << r.out;
+  EXPECT_EQ(DecodeRow(r.out, "bf16"), "186.66 KB   187.04 KB   284.96 KB") << r.out;
   EXPECT_EQ(DecodeRow(r.out, "f32"), "371.07 KB   371.46 KB   469.38 KB") << r.out;
   EXPECT_EQ(DecodeRow(r.out, "f32 (this)"), DecodeRow(r.out, "f32")) << r.out;
   for (const char* format : {"fp8", "q8_0", "q4_0"})
@@ -186,9 +186,9 @@ TEST(Cli, BenchReportsMachineLimitsAndPercentages) {
   EXPECT_GT(lines[0]["flops_per_token"].get<double>(), 0);
   EXPECT_EQ(lines[1]["test"], "tg4");
   EXPECT_EQ(lines[1]["limit"], "read_bandwidth");
-  // tiny-v3 BF16 reads 202784 weight bytes (tests/param_count_test.cpp) + 384 per cached
+  // tiny-v3 BF16 reads 186656 weight bytes (tests/param_count_test.cpp) + 384 per cached
   // position, 2.5 positions on average over tg4.
-  EXPECT_DOUBLE_EQ(lines[1]["bytes_per_token"].get<double>(), 202784 + 2.5 * 384);
+  EXPECT_DOUBLE_EQ(lines[1]["bytes_per_token"].get<double>(), 186656 + 2.5 * 384);
   for (int i = 0; i < 2; ++i) {
     const double tps = lines[i]["tokens_per_second"], limit = lines[i]["limit_tokens_per_second"];
     EXPECT_GT(limit, 0);

@@ -227,6 +227,34 @@ TEST(DequantizeRow, AllDTypesExact) {
   }
 }
 
+// The SIMD row decoders give the reference's bits for every dtype, on widths that leave tails of
+// every length and FP8 grids whose block width fills whole vectors (16, 32, 128) or not (5, 20:
+// the reference takes the row). FP8 rows hold every code, the NaN codes 0x7F / 0xFF included.
+TEST(DequantizeRow, EveryIsaBitwiseEqualsScalar) {
+  std::mt19937 rng(8);
+  const int64_t grids[][2] = {{128, 128}, {2, 16}, {3, 32}, {1, 5}, {2, 20}};
+  for (DType dtype : kMatMulDTypes) {
+    for (const auto& grid : grids) {
+      for (int64_t cols : {1, 7, 8, 15, 16, 17, 33, 259, 300}) {
+        TestWeight w = MakeWeight(rng, dtype, 5, cols, grid[0], grid[1]);
+        if (dtype == DType::kF8E4M3)
+          for (size_t i = 0; i < w.bytes.size(); ++i) w.bytes[i] = static_cast<uint8_t>(i * 7);
+        for (int64_t r = 0; r < w.rows; ++r) {
+          std::vector<float> ref(static_cast<size_t>(cols));
+          DequantizeRow(w.View(), r, ref.data());
+          for (Isa isa : RunnableIsas()) {
+            std::vector<float> out(static_cast<size_t>(cols), 1.0f);
+            DequantizeRow(isa, w.View(), r, out.data());
+            ASSERT_TRUE(BitwiseEqual(out, ref))
+                << IsaName(isa) << " " << DTypeName(dtype) << " cols=" << cols << " row=" << r
+                << " grid=" << grid[0] << "x" << grid[1];
+          }
+        }
+      }
+    }
+  }
+}
+
 struct BlockShape {
   int64_t rows, cols;
 };

@@ -31,14 +31,15 @@ TEST(ParamCount, MatrixBytesPerFormat) {
 
 // tiny-v3: H 48, V 160, 3 layers (1 dense), intermediate 80, moe_intermediate 24, 16 experts top-4,
 // 1 shared, 4 heads, q_lora 40, kv_lora 24, nope/rope/v 16/8/12, noaux_tc, untied.
-//   attention matrices per layer: q_a 40*48 + q_b 4*24*40 + kv_a 32*48 + o 48*48 = 9600 weights
-//   f32 copies per layer: kv_b 4*28*24 = 2688, norms 48+48+40+24 = 160  -> 11392 bytes
+//   attention matrices per layer: q_a 40*48 + q_b 4*24*40 + kv_a 32*48 + kv_b 4*28*24 + o 48*48
+//   = 12288 weights (decoding reads kv_b as stored)
+//   f32 copies per layer: norms 48+48+40+24 = 160 -> 640 bytes
 //   dense MLP: 3*80*48 = 11520 weights; MoE: router 16*48 = 768, bias 16 (f32),
 //   shared + 4 experts: 5 * 3*24*48 = 17280 weights
 //   global: embedding row 48, final norm 48 (f32), lm_head 160*48 = 7680
-// BF16: layer 0: 2*(9600 + 11520) + 11392 = 53632; MoE layers: 2*(9600 + 768 + 17280) + 11392 + 64
-//   = 66752 each; global 2*48 + 192 + 2*7680 = 15648; total 53632 + 2*66752 + 15648 = 202784.
-constexpr int64_t kTinyV3Bf16DecodeBytes = 202784;
+// BF16: layer 0: 2*(12288 + 11520) + 640 = 48256; MoE layers: 2*(12288 + 768 + 17280) + 640 + 64
+//   = 61376 each; global 2*48 + 192 + 2*7680 = 15648; total 48256 + 2*61376 + 15648 = 186656.
+constexpr int64_t kTinyV3Bf16DecodeBytes = 186656;
 
 TEST(ParamCount, DecodeBytesOfTinyV3ByHand) {
   const ModelConfig c = TinyV3();
@@ -48,9 +49,9 @@ TEST(ParamCount, DecodeBytesOfTinyV3ByHand) {
   EXPECT_EQ(bf16.AtContext(10), kTinyV3Bf16DecodeBytes + 10 * 384);
   // Two fewer routed experts in each of the 2 MoE layers: 2 * 2 * 3456 BF16 weights less.
   EXPECT_EQ(CountDecodeBytes(c, QuantType::kBF16, 2).weights, kTinyV3Bf16DecodeBytes - 27648);
-  // F32: each of the 9600 + 11520 + 2*(9600 + 768 + 17280) + 48 + 7680 = 84144 BF16 weights above
-  // takes 2 bytes more.
-  EXPECT_EQ(CountDecodeBytes(c, QuantType::kF32).weights, kTinyV3Bf16DecodeBytes + 2 * 84144);
+  // F32: each of the 12288 + 11520 + 2*(12288 + 768 + 17280) + 48 + 7680 = 92208 BF16 weights
+  // above takes 2 bytes more.
+  EXPECT_EQ(CountDecodeBytes(c, QuantType::kF32).weights, kTinyV3Bf16DecodeBytes + 2 * 92208);
   // The quantized formats are smaller than bf16 in the order fp8 > q8_0 > q4_0 here.
   const int64_t fp8 = CountDecodeBytes(c, QuantType::kFp8).weights;
   const int64_t q8 = CountDecodeBytes(c, QuantType::kQ8_0).weights;
@@ -61,7 +62,7 @@ TEST(ParamCount, DecodeBytesOfTinyV3ByHand) {
 }
 
 TEST(ParamCount, TokenMacsOfTinyV3ByHand) {
-  // Per layer attention 9600 + kv_b 2688; dense 11520; MoE 768 + 17280.
+  // Per layer attention 9600 + kv_b 2688; dense 11520; MoE 768 + 17280 (kv_b counted once).
   const TokenMacs macs = CountTokenMacs(TinyV3());
   EXPECT_EQ(macs.layers, 3 * (9600 + 2688) + 11520 + 2 * (768 + 17280));
   EXPECT_EQ(macs.lm_head, 160 * 48);

@@ -62,32 +62,44 @@ void ForEachBalancedHeadRange(const ops::KernelContext& ctx, const ModelConfig& 
   });
 }
 
+// Row `row` of kv_b_proj as f32: the stored values where they are f32, else dequantised into buf.
+const float* KvBRow(ops::Isa isa, const WeightView& kv_b, int64_t row, float* buf) {
+  if (kv_b.dtype == DType::kF32) return static_cast<const float*>(kv_b.data) + row * kv_b.cols;
+  ops::DequantizeRow(isa, kv_b, row, buf);
+  return buf;
+}
+
 // Absorbed attention (spec §5.4) for heads [h_begin, h_end) of one token:
 //   q_lat = W_UK[h]^T q_nope;  o_lat = sum_j softmax_j(scale (q_lat . c_j + q_pe . k_pe_j)) c_j;
 //   o = W_UV[h] o_lat.
-// The heads share one pass over the latent cache (ops::MlaAttention).
-//   q_token: [nh, dn+dr]   o_token: [nh, dv]   q_lat, o_lat: [h_end - h_begin, r] scratch
+// The heads share one pass over the latent cache (ops::MlaAttention). W_UK and W_UV are read as
+// stored, a row at a time dequantised into L1 (`row`), so decoding reads kv_b_proj's bytes in
+// its format instead of an f32 copy four (BF16: two) times their size; the values and the sums
+// are those of the f32 copy.
+//   q_token: [nh, dn+dr]   o_token: [nh, dv]   q_lat, o_lat: [h_end - h_begin, r]   row: [r]
 void AbsorbedHeads(const ModelConfig& c, const RopeParams& rope, const AttentionWeights& w,
                    ops::Isa isa, const float* q_token, int64_t h_begin, int64_t h_end,
                    int64_t num_keys, const LayerKvCache& cache, float* q_lat, float* o_lat,
-                   float* o_token) {
+                   float* row, float* o_token) {
   const int64_t dn = c.qk_nope_head_dim, dr = c.qk_rope_head_dim, dv = c.v_head_dim;
   const int64_t r = c.kv_lora_rank, qk = dn + dr, heads = h_end - h_begin;
   for (int64_t h = h_begin; h < h_end; ++h) {
-    const float* w_uk = w.kv_b_proj.data() + h * (dn + dv) * r;  // [dn, r]
-    const float* q_nope = q_token + h * qk;                      // [dn]
-    float* q_lat_h = q_lat + (h - h_begin) * r;                  // [r]
+    const int64_t k_rows = h * (dn + dv);        // W_UK[h]: kv_b_proj rows [k_rows, k_rows + dn)
+    const float* q_nope = q_token + h * qk;      // [dn]
+    float* q_lat_h = q_lat + (h - h_begin) * r;  // [r]
     std::fill(q_lat_h, q_lat_h + r, 0.0f);
-    for (int64_t d = 0; d < dn; ++d) ops::Axpy(isa, q_nope[d], w_uk + d * r, r, q_lat_h);
+    for (int64_t d = 0; d < dn; ++d)
+      ops::Axpy(isa, q_nope[d], KvBRow(isa, w.kv_b_proj, k_rows + d, row), r, q_lat_h);
   }
   const ops::MlaQuery query{q_lat, q_token + h_begin * qk + dn, qk, heads,
                             static_cast<float>(rope.softmax_scale)};
   const ops::LatentCacheView view{cache.latent.data(), cache.rope_key.data(), num_keys, r, dr};
   ops::MlaAttention(isa, query, view, o_lat);  // o_lat: [heads, r]
   for (int64_t h = h_begin; h < h_end; ++h) {
-    const float* w_uv = w.kv_b_proj.data() + (h * (dn + dv) + dn) * r;  // [dv, r]
+    const int64_t v_rows = h * (dn + dv) + dn;  // W_UV[h]: kv_b_proj rows [v_rows, v_rows + dv)
     const float* o_lat_h = o_lat + (h - h_begin) * r;
-    for (int64_t e = 0; e < dv; ++e) o_token[h * dv + e] = ops::Dot(isa, w_uv + e * r, o_lat_h, r);
+    for (int64_t e = 0; e < dv; ++e)
+      o_token[h * dv + e] = ops::Dot(isa, KvBRow(isa, w.kv_b_proj, v_rows + e, row), o_lat_h, r);
   }
 }
 
@@ -122,7 +134,7 @@ void AbsorbedBatchedBlock(const ModelConfig& c, const RopeParams& rope, const At
   float* o_lat = q_lat + kAbsorbedBlock * nh * r;                      // [T, nh, r]
   const ops::KernelContext one{nullptr, ctx.isa};
   ForEachHead(ctx, nh, [&](int64_t h) {
-    const float* w_uk = w.kv_b_proj.data() + h * (dn + dv) * r;  // W_UK[h]: [dn, r]
+    const float* w_uk = w.kv_b_proj_f32.data() + h * (dn + dv) * r;  // W_UK[h]: [dn, r]
     // q_lat[t, h, :] = q_nope[t, h, :] · W_UK[h]:  A(t, d) = q[t, h, d], B(i, d) = W_UK[d, i]
     ops::Gemm(one, T, r, dn, {q + h * qk, nh * qk, false}, {w_uk, r, true}, q_lat + h * r, nh * r,
               false);
@@ -140,7 +152,7 @@ void AbsorbedBatchedBlock(const ModelConfig& c, const RopeParams& rope, const At
     }
   });
   ForEachHead(ctx, nh, [&](int64_t h) {
-    const float* w_uv = w.kv_b_proj.data() + (h * (dn + dv) + dn) * r;  // W_UV[h]: [dv, r]
+    const float* w_uv = w.kv_b_proj_f32.data() + (h * (dn + dv) + dn) * r;  // W_UV[h]: [dv, r]
     // o[t, h*dv + e] = sum_i o_lat[t, h, i] W_UV[h][e, i]
     ops::Gemm(one, T, dv, r, {o_lat + h * r, nh * r, false}, {w_uv, r, false}, o + h * dv, nh * dv,
               false);
@@ -194,8 +206,8 @@ void DecompressedBatched(const ModelConfig& c, const RopeParams& rope, const Att
     float* v = k + N * qk;                  // [N, dv]
     float* s = v + N * dv;                  // [block, keys]
     for (int64_t h = nh * thread / threads; h < nh * (thread + 1) / threads; ++h) {
-      const float* w_uk = w.kv_b_proj.data() + h * (dn + dv) * r;  // W_UK[h]: [dn, r]
-      const float* w_uv = w_uk + dn * r;                           // W_UV[h]: [dv, r]
+      const float* w_uk = w.kv_b_proj_f32.data() + h * (dn + dv) * r;  // W_UK[h]: [dn, r]
+      const float* w_uv = w_uk + dn * r;                               // W_UV[h]: [dv, r]
       // k[j, d] = sum_i c_j[i] W_UK[d, i];  v[j, e] = sum_i c_j[i] W_UV[e, i]
       ops::Gemm(one, N, dn, r, latent, {w_uk, r, false}, k, qk, false);
       ops::Gemm(one, N, dv, r, latent, {w_uv, r, false}, v, dv, false);
@@ -300,17 +312,18 @@ void MlaForward(const ModelConfig& c, const RopeParams& rope, const AttentionWei
   } else if (path != AttentionPath::kNaive && T >= 2 && packed) {
     AbsorbedBatched(c, rope, w, ctx, q, T, start_pos, cache, scratch, o);
   } else if (path != AttentionPath::kNaive) {
-    // Per thread: q_lat and o_lat for up to nh heads. The size does not grow with the context, so
-    // after the first call decoding allocates nothing here.
-    const int64_t per_thread = 2 * nh * r;
+    // Per thread: q_lat and o_lat for up to nh heads and a row of kv_b_proj. The size does not grow
+    // with the context, so after the first call decoding allocates nothing here.
+    const int64_t per_thread = 2 * nh * r + r;
     float* thread_scratch = scratch.per_thread.Get(NumThreads(ctx) * per_thread);
     ForEachBalancedHeadRange(ctx, c, T, start_pos, [&](int thread, int64_t begin, int64_t end) {
       float* q_lat = thread_scratch + thread * per_thread;
       float* o_lat = q_lat + nh * r;
+      float* row = o_lat + nh * r;
       for (int64_t i = begin; i < end;) {
         const int64_t t = i / nh, h_begin = i % nh, h_end = std::min(nh, h_begin + (end - i));
         AbsorbedHeads(c, rope, w, ctx.isa, q + t * nh * qk, h_begin, h_end, start_pos + t + 1,
-                      cache, q_lat, o_lat, o + t * nh * dv);
+                      cache, q_lat, o_lat, row, o + t * nh * dv);
         i += h_end - h_begin;
       }
     });
@@ -320,7 +333,7 @@ void MlaForward(const ModelConfig& c, const RopeParams& rope, const AttentionWei
     float* scores = kv + num_keys_max * nh * (dn + dv);
     for (int64_t j = 0; j < num_keys_max; ++j) {
       for (int64_t row = 0; row < nh * (dn + dv); ++row)
-        kv[j * nh * (dn + dv) + row] = ops::Dot(ops::Isa::kScalar, w.kv_b_proj.data() + row * r,
+        kv[j * nh * (dn + dv) + row] = ops::Dot(ops::Isa::kScalar, w.kv_b_proj_f32.data() + row * r,
                                                 cache.latent.data() + j * r, r);
     }
     const float scale = static_cast<float>(rope.softmax_scale);

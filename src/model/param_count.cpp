@@ -92,8 +92,8 @@ void ForEachDecodeTensor(const ModelConfig& c, int64_t k, MatrixFn matrix, F32Fn
       matrix(nh * c.qk_head_dim(), H, MatrixRole::kConverted);
     }
     matrix(c.kv_lora_rank + c.qk_rope_head_dim, H, MatrixRole::kConverted);
-    f32(c.kv_lora_rank);                                             // kv_a_layernorm
-    f32(nh * (c.qk_nope_head_dim + c.v_head_dim) * c.kv_lora_rank);  // kv_b_proj
+    f32(c.kv_lora_rank);  // kv_a_layernorm
+    matrix(nh * (c.qk_nope_head_dim + c.v_head_dim), c.kv_lora_rank, MatrixRole::kConverted);
     matrix(H, nh * c.v_head_dim, MatrixRole::kConverted);
     if (!c.IsMoeLayer(i)) {
       for (int m = 0; m < 2; ++m) matrix(c.intermediate_size, H, MatrixRole::kConverted);
@@ -193,7 +193,8 @@ DecodeBytes CountDecodeBytes(const ModelConfig& c, const ModelWeights& w, int64_
     const AttentionWeights& a = l.attn;
     total += WeightViewBytes(a.q_proj) + WeightViewBytes(a.q_a_proj) + WeightViewBytes(a.q_b_proj);
     total += WeightViewBytes(a.kv_a_proj_with_mqa) + WeightViewBytes(a.o_proj);
-    total += F32Bytes(a.q_a_layernorm.size() + a.kv_a_layernorm.size() + a.kv_b_proj.size());
+    total += WeightViewBytes(a.kv_b_proj);  // decoding streams it as stored
+    total += F32Bytes(a.q_a_layernorm.size() + a.kv_a_layernorm.size());
     if (!l.is_moe) {
       total += MlpBytes(l.mlp);
       continue;
@@ -213,9 +214,8 @@ DecodeBytes CountDecodeBytes(const ModelConfig& c, const ModelWeights& w, int64_
 TokenMacs CountTokenMacs(const ModelConfig& c, int64_t k) {
   if (k == 0) k = c.num_experts_per_tok;
   TokenMacs macs;
-  const int64_t nh = c.num_attention_heads;
-  // kv_b_proj's two halves: absorbed into q (W_UK) and applied to the attention output (W_UV).
-  const int64_t kv_b = nh * (c.qk_nope_head_dim + c.v_head_dim) * c.kv_lora_rank;
+  // kv_b_proj's two halves (absorbed into q, W_UK, and applied to the attention output, W_UV) are
+  // one of the matrices: each weight is multiplied once.
   ForEachDecodeTensor(
       c, k,
       [&](int64_t rows, int64_t cols, MatrixRole role) {
@@ -223,7 +223,6 @@ TokenMacs CountTokenMacs(const ModelConfig& c, int64_t k) {
         if (role == MatrixRole::kConverted || role == MatrixRole::kKept) macs.layers += rows * cols;
       },
       [](int64_t) {});
-  macs.layers += c.num_hidden_layers * kv_b;
   return macs;
 }
 

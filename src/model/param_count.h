@@ -33,8 +33,9 @@ int64_t MatrixBytes(QuantType format, int64_t rows, int64_t cols);
 
 // What one decode step reads: the weights of the active parameters (every layer with k routed
 // experts per MoE layer, one embedding row, the final norm, the whole lm_head; not the MTP layers)
-// in the form the forward pass reads them (norm weights and kv_b_proj as the f32 copies the model
-// makes at load), plus the latent KV cache (f32) of every cached position.
+// in the form the forward pass reads them (norm weights as the f32 copies the model makes at load;
+// kv_b_proj as stored, which decoding streams), plus the latent KV cache (f32) of every cached
+// position.
 struct DecodeBytes {
   int64_t weights = 0;
   int64_t kv_per_position = 0;  // num_hidden_layers * (kv_lora_rank + qk_rope_head_dim) * 4

@@ -38,8 +38,10 @@ struct AttentionWeights {
   WeightView q_b_proj;                // [nh*(dn+dr), rq]
   WeightView kv_a_proj_with_mqa;      // [r+dr, H]
   std::vector<float> kv_a_layernorm;  // [r]
-  std::vector<float> kv_b_proj;  // [nh*(dn+dv), r] dequantised f32; per head dn K rows, dv V rows
-  WeightView o_proj;             // [H, nh*dv]
+  WeightView kv_b_proj;  // [nh*(dn+dv), r] as stored; per head dn K rows (W_UK), dv V rows (W_UV)
+  // kv_b_proj dequantised, for the matrix products of prefill; decoding streams the stored rows.
+  std::vector<float> kv_b_proj_f32;
+  WeightView o_proj;  // [H, nh*dv]
 };
 
 struct LayerWeights {

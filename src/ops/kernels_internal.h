@@ -22,6 +22,9 @@ float Dot(const float* a, const float* b, int64_t n);
 void Axpy(float alpha, const float* x, int64_t n, float* y);
 void SiluMul(float* gate, const float* up, int64_t n);
 void Softmax(float* x, int64_t n);
+// out[c - c0] = W[row, c] dequantised for c in [c0, c1) (DequantizeRow's reference; the SIMD
+// variants finish rows whose width or scale grid does not fit their vectors with it).
+void DequantizeRowRange(const WeightView& w, int64_t row, int64_t c0, int64_t c1, float* out);
 }  // namespace scalar
 
 // The int8-activation path (KernelContext::int8_dot, ops/int8_dot.h), one trio per ISA:
@@ -56,6 +59,8 @@ void MatMulRowsInt8(const uint8_t* buf, int64_t T, const WeightView& w, int64_t 
 void RmsNorm(const float* x, const float* w, int64_t n, double eps, float* out);
 float Dot(const float* a, const float* b, int64_t n);
 void Axpy(float alpha, const float* x, int64_t n, float* y);
+// DequantizeRow, bitwise equal to the scalar reference (src/ops/isa/avx2_dequant.cpp).
+void DequantizeRow(const WeightView& w, int64_t row, float* out);
 }  // namespace avx2
 
 // Compiled with AVX-512 F/BW/VL/DQ/VNNI/BF16 (src/ops/isa/avx512_*.cpp).
@@ -78,6 +83,8 @@ void MatMulRowsInt8(const uint8_t* buf, int64_t T, const WeightView& w, int64_t 
 void RmsNorm(const float* x, const float* w, int64_t n, double eps, float* out);
 float Dot(const float* a, const float* b, int64_t n);
 void Axpy(float alpha, const float* x, int64_t n, float* y);
+// DequantizeRow, bitwise equal to the scalar reference (src/ops/isa/avx512_dequant.cpp).
+void DequantizeRow(const WeightView& w, int64_t row, float* out);
 }  // namespace avx512
 
 }  // namespace dsv3::ops

@@ -236,17 +236,37 @@ void MatMulRowRange(const KernelContext& ctx, const float* x, int64_t T, const W
   kernel(x, T, w, row_begin, row_end, y);
 }
 
-void DequantizeRow(const WeightView& w, int64_t row, float* out) {
-  ConvertRowSegment(w, row, 0, w.cols, out);
+namespace scalar {
+
+void DequantizeRowRange(const WeightView& w, int64_t row, int64_t c0, int64_t c1, float* out) {
+  ConvertRowSegment(w, row, c0, c1 - c0, out);
   if (IsGroupQuantized(w.dtype)) {
     const float* scale_row = w.scale + row * ((w.cols + w.group_size - 1) / w.group_size);
-    for (int64_t c = 0; c < w.cols; ++c) out[c] *= scale_row[c / w.group_size];
+    for (int64_t c = c0; c < c1; ++c) out[c - c0] *= scale_row[c / w.group_size];
     return;
   }
   if (w.dtype != DType::kF8E4M3) return;
   const int64_t scale_cols = (w.cols + w.block_cols - 1) / w.block_cols;
   const float* scale_row = w.scale + (row / w.block_rows) * scale_cols;
-  for (int64_t c = 0; c < w.cols; ++c) out[c] *= scale_row[c / w.block_cols];
+  for (int64_t c = c0; c < c1; ++c) out[c - c0] *= scale_row[c / w.block_cols];
+}
+
+}  // namespace scalar
+
+void DequantizeRow(const WeightView& w, int64_t row, float* out) {
+  scalar::DequantizeRowRange(w, row, 0, w.cols, out);
+}
+
+void DequantizeRow(Isa isa, const WeightView& w, int64_t row, float* out) {
+  switch (isa) {
+    case Isa::kAvx512:
+      return avx512::DequantizeRow(w, row, out);
+    case Isa::kAvx2:
+      return avx2::DequantizeRow(w, row, out);
+    case Isa::kScalar:
+      break;
+  }
+  scalar::DequantizeRowRange(w, row, 0, w.cols, out);
 }
 
 }  // namespace dsv3::ops

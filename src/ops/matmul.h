@@ -57,8 +57,12 @@ struct KernelContext {
 // on each thread.
 void MatMul(const KernelContext& ctx, const float* x, int64_t T, const WeightView& w, float* y);
 
-// out[c] = W[row, c] dequantised to f32 (embedding lookups, dequantised copies).
+// out[c] = W[row, c] dequantised to f32 (embedding lookups, dequantised copies): the code's
+// value times its scale (FP8 block / q8_0, q4_0 group), one f32 rounding.
 void DequantizeRow(const WeightView& w, int64_t row, float* out);
+// The same values (bitwise) converted 8 or 16 at a time on isa (one of RunnableIsas()): fast
+// enough to stream rows as stored through L1 on the decode path instead of keeping f32 copies.
+void DequantizeRow(Isa isa, const WeightView& w, int64_t row, float* out);
 
 // Rows [row_begin, row_end) of MatMul on the calling thread: writes only y[:, row_begin:row_end].
 // The building block for callers that schedule many products in one parallel region.
