@@ -97,11 +97,16 @@ void ThreadPool::ParallelFor(int64_t n, const std::function<void(int64_t, int64_
     fn(0, n);
     return;
   }
-  RunOnAll([&](int t) {
-    if (t >= chunks) return;
-    const int64_t begin = std::min(n, (units * t / chunks) * grain);
-    const int64_t end = std::min(n, (units * (t + 1) / chunks) * grain);
-    if (begin < end) fn(begin, end);
+  // One captured pointer keeps the lambda in std::function's small buffer (no allocation).
+  struct State {
+    int64_t n, grain, units, chunks;
+    const std::function<void(int64_t, int64_t)>* fn;
+  } const state{n, grain, units, chunks, &fn};
+  RunOnAll([s = &state](int t) {
+    if (t >= s->chunks) return;
+    const int64_t begin = std::min(s->n, (s->units * t / s->chunks) * s->grain);
+    const int64_t end = std::min(s->n, (s->units * (t + 1) / s->chunks) * s->grain);
+    if (begin < end) (*s->fn)(begin, end);
   });
 }
 
