@@ -21,6 +21,7 @@
 #include "ops/isa.h"
 #include "ops/matmul.h"
 #include "ops/quant.h"
+#include "ops/vector_ops.h"
 #include "util/dtype.h"
 
 namespace dsv3::ops {
@@ -195,6 +196,36 @@ TEST(DequantizeRow, EveryIsaBitwiseEqualsScalarQuant) {
             ASSERT_EQ(std::memcmp(out.data(), ref.data(), ref.size() * 4), 0)
                 << IsaName(isa) << " " << CaseName(dtype, r, cols, 0) << " group=" << group;
           }
+        }
+      }
+    }
+  }
+}
+
+// AccumulateRows equals DequantizeRow + Axpy per row on every ISA, bit for bit, for the integer
+// formats (whole-vector groups and the fallback for a group of 20).
+TEST(AccumulateRows, QuantFormatsEqualDequantizeRowThenAxpy) {
+  std::mt19937 rng(17);
+  for (DType dtype : kQuantDTypes) {
+    for (int64_t group : {32, 48, 20}) {
+      for (int64_t cols : {1, 31, 33, 130, 300}) {
+        const int64_t rows = 7, groups = (cols + group - 1) / group;
+        const QuantWeight q = MakeQuantWeight(rng, dtype, rows, cols);
+        const std::vector<float> scale = RandomFloats(rng, rows * groups);
+        WeightView v = q.View();
+        v.scale = scale.data();
+        v.group_size = group;
+        const std::vector<float> a = RandomFloats(rng, 5);
+        const std::vector<float> y0 = RandomFloats(rng, cols);
+        for (Isa isa : RunnableIsas()) {
+          std::vector<float> ref = y0, out = y0, row(static_cast<size_t>(cols));
+          for (int64_t k = 0; k < 5; ++k) {
+            DequantizeRow(isa, v, 2 + k, row.data());
+            Axpy(isa, a[k], row.data(), cols, ref.data());
+          }
+          AccumulateRows(isa, v, 2, 5, a.data(), out.data(), row.data());
+          ASSERT_EQ(std::memcmp(out.data(), ref.data(), ref.size() * 4), 0)
+              << IsaName(isa) << " " << CaseName(dtype, rows, cols, 0) << " group=" << group;
         }
       }
     }

@@ -255,6 +255,36 @@ TEST(DequantizeRow, EveryIsaBitwiseEqualsScalar) {
   }
 }
 
+// W^T a over a row range equals decoding each row (DequantizeRow) and adding it (Axpy) on the
+// same ISA, bit for bit: ranges that start inside an FP8 block row and cross block rows, widths
+// with tails, grids the vectors do not fit (the fallback), n = 0.
+TEST(AccumulateRows, EqualsDequantizeRowThenAxpyOnEveryIsa) {
+  std::mt19937 rng(9);
+  const int64_t grids[][2] = {{128, 128}, {4, 16}, {3, 32}, {2, 20}};
+  for (DType dtype : kMatMulDTypes) {
+    for (const auto& grid : grids) {
+      for (int64_t cols : {1, 16, 17, 130, 300}) {
+        const TestWeight w = MakeWeight(rng, dtype, 13, cols, grid[0], grid[1]);
+        for (const auto& [row0, n] : {std::pair<int64_t, int64_t>{0, 13}, {3, 9}, {5, 0}}) {
+          const std::vector<float> a = RandomFloats(rng, n);
+          const std::vector<float> y0 = RandomFloats(rng, cols);
+          for (Isa isa : RunnableIsas()) {
+            std::vector<float> ref = y0, out = y0, row(static_cast<size_t>(cols));
+            for (int64_t k = 0; k < n; ++k) {
+              DequantizeRow(isa, w.View(), row0 + k, row.data());
+              Axpy(isa, a[k], row.data(), cols, ref.data());
+            }
+            AccumulateRows(isa, w.View(), row0, n, a.data(), out.data(), row.data());
+            ASSERT_TRUE(BitwiseEqual(out, ref))
+                << IsaName(isa) << " " << DTypeName(dtype) << " cols=" << cols << " rows " << row0
+                << "+" << n << " grid=" << grid[0] << "x" << grid[1];
+          }
+        }
+      }
+    }
+  }
+}
+
 struct BlockShape {
   int64_t rows, cols;
 };

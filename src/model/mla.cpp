@@ -62,25 +62,19 @@ void ForEachBalancedHeadRange(const ops::KernelContext& ctx, const ModelConfig& 
   });
 }
 
-// Row `row` of kv_b_proj as f32: the stored values where they are f32, else dequantised into buf.
-const float* KvBRow(ops::Isa isa, const WeightView& kv_b, int64_t row, float* buf) {
-  if (kv_b.dtype == DType::kF32) return static_cast<const float*>(kv_b.data) + row * kv_b.cols;
-  ops::DequantizeRow(isa, kv_b, row, buf);
-  return buf;
-}
-
 // Absorbed attention (spec §5.4) for heads [h_begin, h_end) of one token:
 //   q_lat = W_UK[h]^T q_nope;  o_lat = sum_j softmax_j(scale (q_lat . c_j + q_pe . k_pe_j)) c_j;
 //   o = W_UV[h] o_lat.
 // The heads share one pass over the latent cache (ops::MlaAttention). W_UK and W_UV are read as
-// stored, a row at a time dequantised into L1 (`row`), so decoding reads kv_b_proj's bytes in
-// its format instead of an f32 copy four (BF16: two) times their size; the values and the sums
-// are those of the f32 copy.
+// stored (W_UK's rows decoded into registers, W_UV by the matrix-vector kernel of its format), so
+// decoding reads kv_b_proj's bytes in its format instead of an f32 copy four (BF16: two) times
+// their size.
 //   q_token: [nh, dn+dr]   o_token: [nh, dv]   q_lat, o_lat: [h_end - h_begin, r]   row: [r]
+//   kv_out: [nh*(dn+dv)] scratch
 void AbsorbedHeads(const ModelConfig& c, const RopeParams& rope, const AttentionWeights& w,
                    ops::Isa isa, const float* q_token, int64_t h_begin, int64_t h_end,
                    int64_t num_keys, const LayerKvCache& cache, float* q_lat, float* o_lat,
-                   float* row, float* o_token) {
+                   float* row, float* kv_out, float* o_token) {
   const int64_t dn = c.qk_nope_head_dim, dr = c.qk_rope_head_dim, dv = c.v_head_dim;
   const int64_t r = c.kv_lora_rank, qk = dn + dr, heads = h_end - h_begin;
   for (int64_t h = h_begin; h < h_end; ++h) {
@@ -88,18 +82,20 @@ void AbsorbedHeads(const ModelConfig& c, const RopeParams& rope, const Attention
     const float* q_nope = q_token + h * qk;      // [dn]
     float* q_lat_h = q_lat + (h - h_begin) * r;  // [r]
     std::fill(q_lat_h, q_lat_h + r, 0.0f);
-    for (int64_t d = 0; d < dn; ++d)
-      ops::Axpy(isa, q_nope[d], KvBRow(isa, w.kv_b_proj, k_rows + d, row), r, q_lat_h);
+    ops::AccumulateRows(isa, w.kv_b_proj, k_rows, dn, q_nope, q_lat_h, row);
   }
   const ops::MlaQuery query{q_lat, q_token + h_begin * qk + dn, qk, heads,
                             static_cast<float>(rope.softmax_scale)};
   const ops::LatentCacheView view{cache.latent.data(), cache.rope_key.data(), num_keys, r, dr};
   ops::MlaAttention(isa, query, view, o_lat);  // o_lat: [heads, r]
+  // Exact products (no int8 or bf16 activations): the latent output keeps f32 precision.
+  const ops::KernelContext exact{nullptr, isa};
   for (int64_t h = h_begin; h < h_end; ++h) {
     const int64_t v_rows = h * (dn + dv) + dn;  // W_UV[h]: kv_b_proj rows [v_rows, v_rows + dv)
-    const float* o_lat_h = o_lat + (h - h_begin) * r;
-    for (int64_t e = 0; e < dv; ++e)
-      o_token[h * dv + e] = ops::Dot(isa, KvBRow(isa, w.kv_b_proj, v_rows + e, row), o_lat_h, r);
+    // kv_out[v_rows + e] = W_UV[h][e, :] . o_lat[h]: the matrix-vector kernel on the stored rows
+    ops::MatMulRowRange(exact, o_lat + (h - h_begin) * r, 1, w.kv_b_proj, v_rows, v_rows + dv,
+                        kv_out);
+    std::copy(kv_out + v_rows, kv_out + v_rows + dv, o_token + h * dv);
   }
 }
 
@@ -312,18 +308,19 @@ void MlaForward(const ModelConfig& c, const RopeParams& rope, const AttentionWei
   } else if (path != AttentionPath::kNaive && T >= 2 && packed) {
     AbsorbedBatched(c, rope, w, ctx, q, T, start_pos, cache, scratch, o);
   } else if (path != AttentionPath::kNaive) {
-    // Per thread: q_lat and o_lat for up to nh heads and a row of kv_b_proj. The size does not grow
-    // with the context, so after the first call decoding allocates nothing here.
-    const int64_t per_thread = 2 * nh * r + r;
+    // Per thread: q_lat and o_lat for up to nh heads, a row and an output of kv_b_proj. The size
+    // does not grow with the context, so after the first call decoding allocates nothing here.
+    const int64_t per_thread = 2 * nh * r + r + nh * (dn + dv);
     float* thread_scratch = scratch.per_thread.Get(NumThreads(ctx) * per_thread);
     ForEachBalancedHeadRange(ctx, c, T, start_pos, [&](int thread, int64_t begin, int64_t end) {
       float* q_lat = thread_scratch + thread * per_thread;
       float* o_lat = q_lat + nh * r;
       float* row = o_lat + nh * r;
+      float* kv_out = row + r;
       for (int64_t i = begin; i < end;) {
         const int64_t t = i / nh, h_begin = i % nh, h_end = std::min(nh, h_begin + (end - i));
         AbsorbedHeads(c, rope, w, ctx.isa, q + t * nh * qk, h_begin, h_end, start_pos + t + 1,
-                      cache, q_lat, o_lat, row, o + t * nh * dv);
+                      cache, q_lat, o_lat, row, kv_out, o + t * nh * dv);
         i += h_end - h_begin;
       }
     });

@@ -85,6 +85,10 @@ float Dot(const float* a, const float* b, int64_t n);
 void Axpy(float alpha, const float* x, int64_t n, float* y);
 // DequantizeRow, bitwise equal to the scalar reference (src/ops/isa/avx512_dequant.cpp).
 void DequantizeRow(const WeightView& w, int64_t row, float* out);
+// AccumulateRows with the rows decoded straight into registers: bitwise equal to DequantizeRow +
+// Axpy per row on this ISA. row_buf: [w.cols] scratch for columns the vectors do not cover.
+void AccumulateRows(const WeightView& w, int64_t row0, int64_t n, const float* a, float* y,
+                    float* row_buf);
 }  // namespace avx512
 
 }  // namespace dsv3::ops

@@ -9,6 +9,7 @@
 
 #include "ops/int8_dot.h"
 #include "ops/kernels_internal.h"
+#include "ops/vector_ops.h"
 
 namespace dsv3::ops {
 
@@ -255,6 +256,15 @@ void DequantizeRowRange(const WeightView& w, int64_t row, int64_t c0, int64_t c1
 
 void DequantizeRow(const WeightView& w, int64_t row, float* out) {
   scalar::DequantizeRowRange(w, row, 0, w.cols, out);
+}
+
+void AccumulateRows(Isa isa, const WeightView& w, int64_t row0, int64_t n, const float* a, float* y,
+                    float* row_buf) {
+  if (isa == Isa::kAvx512) return avx512::AccumulateRows(w, row0, n, a, y, row_buf);
+  for (int64_t k = 0; k < n; ++k) {
+    DequantizeRow(isa, w, row0 + k, row_buf);
+    Axpy(isa, a[k], row_buf, w.cols, y);
+  }
 }
 
 void DequantizeRow(Isa isa, const WeightView& w, int64_t row, float* out) {

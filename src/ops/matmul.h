@@ -64,6 +64,12 @@ void DequantizeRow(const WeightView& w, int64_t row, float* out);
 // enough to stream rows as stored through L1 on the decode path instead of keeping f32 copies.
 void DequantizeRow(Isa isa, const WeightView& w, int64_t row, float* out);
 
+// y[c] += sum_{k < n} a[k] * W[row0 + k, c] for c < W.cols (W^T a over a range of rows, W as
+// stored): bitwise what DequantizeRow(isa) then Axpy(isa, a[k]) row after row give, without
+// writing the rows out. row_buf: [W.cols] scratch.
+void AccumulateRows(Isa isa, const WeightView& w, int64_t row0, int64_t n, const float* a, float* y,
+                    float* row_buf);
+
 // Rows [row_begin, row_end) of MatMul on the calling thread: writes only y[:, row_begin:row_end].
 // The building block for callers that schedule many products in one parallel region.
 void MatMulRowRange(const KernelContext& ctx, const float* x, int64_t T, const WeightView& w,

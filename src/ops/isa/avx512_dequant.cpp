@@ -2,6 +2,7 @@
 // code's exact f32 value times its scale, one rounding). The last cols % 16 columns, and whole
 // rows whose scale grid does not hold whole vectors (a q8_0/q4_0 group or FP8 block width that is
 // not a multiple of 16), take the scalar reference.
+#include <algorithm>
 #include <cstring>
 
 #include "ops/isa/simd_intrinsics.h"
@@ -12,6 +13,7 @@ namespace dsv3::ops::avx512 {
 namespace {
 
 constexpr int64_t kV = 16;
+constexpr int64_t kAheadRows = 8;
 
 // The exact values of 16 e4m3 codes: moving the 7 exponent+mantissa bits up by 7 gives the f16
 // of e4m3 * 2^-8 (avx512_matmul.cpp's Fp8ToF32), and times 2^8 is exact. The NaN codes 0x7F and
@@ -41,7 +43,121 @@ __m512 I8Values(const int8_t* row, int64_t c) {
   return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(b));
 }
 
+// 16 values of row `row` from column c as DequantizeRow gives them (c a multiple of 16; for the
+// scaled formats `s` is the scale of the block or group holding them).
+template <DType D>
+__m512 Values16(const WeightView& w, int64_t row, int64_t c, float s) {
+  const uint8_t* base = static_cast<const uint8_t*>(w.data);
+  if constexpr (D == DType::kF32) {
+    return _mm512_loadu_ps(reinterpret_cast<const float*>(base) + row * w.cols + c);
+  } else if constexpr (D == DType::kF16 || D == DType::kBF16) {
+    const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(
+        reinterpret_cast<const uint16_t*>(base) + row * w.cols + c));
+    if constexpr (D == DType::kF16) return _mm512_cvtph_ps(h);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+  } else if constexpr (D == DType::kF8E4M3) {
+    const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(base + row * w.cols + c));
+    return _mm512_mul_ps(Fp8Values(b), _mm512_set1_ps(s));
+  } else if constexpr (D == DType::kI8) {
+    return _mm512_mul_ps(I8Values(reinterpret_cast<const int8_t*>(base) + row * w.cols, c),
+                         _mm512_set1_ps(s));
+  } else {
+    return _mm512_mul_ps(Q4Values(base + row * ((w.cols + 1) / 2), c), _mm512_set1_ps(s));
+  }
+}
+
+// Byte offset of column c of row `row` in w's data (c even for q4_0).
+template <DType D>
+int64_t ByteOffset(const WeightView& w, int64_t row, int64_t c) {
+  if constexpr (D == DType::kU8) return row * ((w.cols + 1) / 2) + c / 2;
+  constexpr int64_t kBytes = D == DType::kF32 ? 4 : D == DType::kF16 || D == DType::kBF16 ? 2 : 1;
+  return (row * w.cols + c) * kBytes;
+}
+
+// Columns [0, full) of AccumulateRows: blocks of up to 128 columns (8 accumulators in registers)
+// over all n rows, so y is loaded and stored once per block instead of once per row. A block
+// reads each row's few cache lines a row length apart: the lines of the row kAheadRows on are
+// prefetched, or every row would wait on memory.
+template <DType D>
+void AccumulateRowsTyped(const WeightView& w, int64_t row0, int64_t n, const float* a, int64_t full,
+                         float* y) {
+  constexpr bool kGroups = D == DType::kI8 || D == DType::kU8;
+  const int64_t scale_cols = kGroups               ? (w.cols + w.group_size - 1) / w.group_size
+                             : D == DType::kF8E4M3 ? (w.cols + w.block_cols - 1) / w.block_cols
+                                                   : 0;
+  for (int64_t c0 = 0; c0 < full; c0 += 8 * kV) {
+    const int nv = static_cast<int>(std::min<int64_t>(8, (full - c0) / kV));
+    int64_t scale_col[8] = {};  // the scale column of each vector
+    for (int v = 0; v < nv; ++v)
+      scale_col[v] = kGroups               ? (c0 + v * kV) / w.group_size
+                     : D == DType::kF8E4M3 ? (c0 + v * kV) / w.block_cols
+                                           : 0;
+    __m512 acc[8];
+    for (int v = 0; v < nv; ++v) acc[v] = _mm512_loadu_ps(y + c0 + v * kV);
+    // FP8: the block row of `row`, stepped instead of divided per row.
+    int64_t block_row = D == DType::kF8E4M3 ? row0 / w.block_rows : 0;
+    int64_t next_block_row = (block_row + 1) * w.block_rows;
+    const int64_t span = ByteOffset<D>(w, 0, c0 + nv * kV) - ByteOffset<D>(w, 0, c0);
+    for (int64_t k = 0; k < n; ++k) {
+      const int64_t row = row0 + k;
+      if (k + kAheadRows < n) {
+        const int64_t at = ByteOffset<D>(w, row + kAheadRows, c0);
+        for (int64_t line = 0; line < span; line += 64) PrefetchAt(w.data, at + line);
+      }
+      if (D == DType::kF8E4M3 && row == next_block_row) ++block_row, next_block_row += w.block_rows;
+      const float* scale_row = kGroups               ? w.scale + row * scale_cols
+                               : D == DType::kF8E4M3 ? w.scale + block_row * scale_cols
+                                                     : nullptr;
+      const __m512 alpha = _mm512_set1_ps(a[k]);
+      for (int v = 0; v < nv; ++v) {
+        const float s = scale_row != nullptr ? scale_row[scale_col[v]] : 1.0f;
+        acc[v] = _mm512_fmadd_ps(alpha, Values16<D>(w, row, c0 + v * kV, s), acc[v]);
+      }
+    }
+    for (int v = 0; v < nv; ++v) _mm512_storeu_ps(y + c0 + v * kV, acc[v]);
+  }
+}
+
 }  // namespace
+
+void AccumulateRows(const WeightView& w, int64_t row0, int64_t n, const float* a, float* y,
+                    float* row_buf) {
+  const int64_t cols = w.cols;
+  bool whole_vectors = true;  // the scale grid holds whole vectors
+  if (w.dtype == DType::kF8E4M3) whole_vectors = w.block_cols % kV == 0;
+  if (w.dtype == DType::kI8 || w.dtype == DType::kU8) whole_vectors = w.group_size % kV == 0;
+  const int64_t full = whole_vectors ? cols / kV * kV : 0;
+  if (full > 0) {
+    switch (w.dtype) {
+      case DType::kF32:
+        AccumulateRowsTyped<DType::kF32>(w, row0, n, a, full, y);
+        break;
+      case DType::kF16:
+        AccumulateRowsTyped<DType::kF16>(w, row0, n, a, full, y);
+        break;
+      case DType::kBF16:
+        AccumulateRowsTyped<DType::kBF16>(w, row0, n, a, full, y);
+        break;
+      case DType::kF8E4M3:
+        AccumulateRowsTyped<DType::kF8E4M3>(w, row0, n, a, full, y);
+        break;
+      case DType::kI8:
+        AccumulateRowsTyped<DType::kI8>(w, row0, n, a, full, y);
+        break;
+      case DType::kU8:
+        AccumulateRowsTyped<DType::kU8>(w, row0, n, a, full, y);
+        break;
+      default:
+        break;
+    }
+  }
+  if (full == cols) return;
+  // The rest of each row through the reference decoder, added as Axpy adds it (one fma).
+  for (int64_t k = 0; k < n; ++k) {
+    scalar::DequantizeRowRange(w, row0 + k, full, cols, row_buf);
+    Axpy(a[k], row_buf, cols - full, y + full);
+  }
+}
 
 void DequantizeRow(const WeightView& w, int64_t row, float* out) {
   const int64_t cols = w.cols, full = cols / kV * kV;
