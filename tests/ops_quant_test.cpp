@@ -176,15 +176,10 @@ TEST(DequantizeRow, EveryIsaBitwiseEqualsScalarQuant) {
     for (int64_t group : {16, 20, 32, 48}) {
       for (int64_t cols : {1, 5, 8, 15, 16, 17, 31, 33, 100, 259}) {
         const int64_t rows = 3, groups = (cols + group - 1) / group;
-        std::vector<uint8_t> bytes(
-            static_cast<size_t>(rows * (dtype == DType::kI8 ? cols : Q4RowBytes(cols))));
-        for (auto& b : bytes) b = static_cast<uint8_t>(byte(rng));
+        QuantWeight q = MakeQuantWeight(rng, dtype, rows, cols);
+        for (auto& b : q.bytes) b = static_cast<uint8_t>(byte(rng));  // every code
         const std::vector<float> scale = RandomFloats(rng, rows * groups);
-        WeightView v;
-        v.dtype = dtype;
-        v.rows = rows;
-        v.cols = cols;
-        v.data = bytes.data();
+        WeightView v = q.View();
         v.scale = scale.data();
         v.group_size = group;
         for (int64_t r = 0; r < rows; ++r) {

@@ -4,6 +4,7 @@
 // not a multiple of 16), take the scalar reference.
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 
 #include "ops/isa/simd_intrinsics.h"
 #include "ops/kernels_internal.h"
@@ -118,39 +119,72 @@ void AccumulateRowsTyped(const WeightView& w, int64_t row0, int64_t n, const flo
   }
 }
 
+// Columns of a row the vectors convert: all whole vectors, or none where the scale grid does not
+// hold whole vectors (a q8_0/q4_0 group or FP8 block width that is not a multiple of 16) or the
+// dtype is not a weight format; the reference converts the rest.
+int64_t VectorColumns(const WeightView& w) {
+  switch (w.dtype) {
+    case DType::kF32:
+    case DType::kF16:
+    case DType::kBF16:
+      return w.cols / kV * kV;
+    case DType::kF8E4M3:
+      return w.block_cols % kV == 0 ? w.cols / kV * kV : 0;
+    case DType::kI8:
+    case DType::kU8:
+      return w.group_size % kV == 0 ? w.cols / kV * kV : 0;
+    default:
+      return 0;
+  }
+}
+
+// fn(std::integral_constant<DType, D>) for the weight dtype D (nothing for other dtypes).
+template <typename Fn>
+void ForDType(DType dtype, Fn&& fn) {
+  switch (dtype) {
+    case DType::kF32:
+      return fn(std::integral_constant<DType, DType::kF32>{});
+    case DType::kF16:
+      return fn(std::integral_constant<DType, DType::kF16>{});
+    case DType::kBF16:
+      return fn(std::integral_constant<DType, DType::kBF16>{});
+    case DType::kF8E4M3:
+      return fn(std::integral_constant<DType, DType::kF8E4M3>{});
+    case DType::kI8:
+      return fn(std::integral_constant<DType, DType::kI8>{});
+    case DType::kU8:
+      return fn(std::integral_constant<DType, DType::kU8>{});
+    default:
+      return;
+  }
+}
+
+// Columns [0, full) of DequantizeRow. The scale index steps when c reaches the next group or
+// block (no division per vector).
+template <DType D>
+void DequantizeRowTyped(const WeightView& w, int64_t row, int64_t full, float* out) {
+  const float* scale_row = nullptr;
+  int64_t width = 0;  // columns per scale
+  if constexpr (D == DType::kI8 || D == DType::kU8) {
+    width = w.group_size;
+    scale_row = w.scale + row * ((w.cols + width - 1) / width);
+  } else if constexpr (D == DType::kF8E4M3) {
+    width = w.block_cols;
+    scale_row = w.scale + (row / w.block_rows) * ((w.cols + width - 1) / width);
+  }
+  for (int64_t c = 0, index = 0, end = width; c < full; c += kV) {
+    if (c == end) ++index, end += width;
+    _mm512_storeu_ps(out + c, Values16<D>(w, row, c, scale_row ? scale_row[index] : 1.0f));
+  }
+}
+
 }  // namespace
 
 void AccumulateRows(const WeightView& w, int64_t row0, int64_t n, const float* a, float* y,
                     float* row_buf) {
-  const int64_t cols = w.cols;
-  bool whole_vectors = true;  // the scale grid holds whole vectors
-  if (w.dtype == DType::kF8E4M3) whole_vectors = w.block_cols % kV == 0;
-  if (w.dtype == DType::kI8 || w.dtype == DType::kU8) whole_vectors = w.group_size % kV == 0;
-  const int64_t full = whole_vectors ? cols / kV * kV : 0;
-  if (full > 0) {
-    switch (w.dtype) {
-      case DType::kF32:
-        AccumulateRowsTyped<DType::kF32>(w, row0, n, a, full, y);
-        break;
-      case DType::kF16:
-        AccumulateRowsTyped<DType::kF16>(w, row0, n, a, full, y);
-        break;
-      case DType::kBF16:
-        AccumulateRowsTyped<DType::kBF16>(w, row0, n, a, full, y);
-        break;
-      case DType::kF8E4M3:
-        AccumulateRowsTyped<DType::kF8E4M3>(w, row0, n, a, full, y);
-        break;
-      case DType::kI8:
-        AccumulateRowsTyped<DType::kI8>(w, row0, n, a, full, y);
-        break;
-      case DType::kU8:
-        AccumulateRowsTyped<DType::kU8>(w, row0, n, a, full, y);
-        break;
-      default:
-        break;
-    }
-  }
+  const int64_t cols = w.cols, full = VectorColumns(w);
+  ForDType(w.dtype,
+           [&](auto d) { AccumulateRowsTyped<decltype(d)::value>(w, row0, n, a, full, y); });
   if (full == cols) return;
   // The rest of each row through the reference decoder, added as Axpy adds it (one fma).
   for (int64_t k = 0; k < n; ++k) {
@@ -160,61 +194,9 @@ void AccumulateRows(const WeightView& w, int64_t row0, int64_t n, const float* a
 }
 
 void DequantizeRow(const WeightView& w, int64_t row, float* out) {
-  const int64_t cols = w.cols, full = cols / kV * kV;
-  int64_t done = 0;  // columns [0, done) converted here, the rest by the reference
-  switch (w.dtype) {
-    case DType::kF32:
-      if (cols > 0) std::memcpy(out, static_cast<const float*>(w.data) + row * cols, cols * 4);
-      return;
-    case DType::kF16: {
-      const uint16_t* src = static_cast<const uint16_t*>(w.data) + row * cols;
-      for (; done < full; done += kV) {
-        const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + done));
-        _mm512_storeu_ps(out + done, _mm512_cvtph_ps(h));
-      }
-      break;
-    }
-    case DType::kBF16: {
-      const uint16_t* src = static_cast<const uint16_t*>(w.data) + row * cols;
-      for (; done < full; done += kV) {
-        const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + done));
-        _mm512_storeu_si512(out + done, _mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
-      }
-      break;
-    }
-    case DType::kF8E4M3: {
-      if (w.block_cols % kV != 0) break;
-      const uint8_t* src = static_cast<const uint8_t*>(w.data) + row * cols;
-      const float* scale_row =
-          w.scale + (row / w.block_rows) * ((cols + w.block_cols - 1) / w.block_cols);
-      // Blocks are whole vectors wide: the scale index steps when `done` reaches the next block
-      // (no division per vector).
-      for (int64_t block = 0, block_end = w.block_cols; done < full; done += kV) {
-        if (done == block_end) ++block, block_end += w.block_cols;
-        const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + done));
-        const __m512 s = _mm512_set1_ps(scale_row[block]);
-        _mm512_storeu_ps(out + done, _mm512_mul_ps(Fp8Values(b), s));
-      }
-      break;
-    }
-    case DType::kI8:
-    case DType::kU8: {
-      if (w.group_size % kV != 0) break;
-      const float* scale_row = w.scale + row * ((cols + w.group_size - 1) / w.group_size);
-      const bool q4 = w.dtype == DType::kU8;
-      const uint8_t* src = static_cast<const uint8_t*>(w.data) + row * (q4 ? (cols + 1) / 2 : cols);
-      for (int64_t group = 0, group_end = w.group_size; done < full; done += kV) {
-        if (done == group_end) ++group, group_end += w.group_size;
-        const __m512 v =
-            q4 ? Q4Values(src, done) : I8Values(reinterpret_cast<const int8_t*>(src), done);
-        _mm512_storeu_ps(out + done, _mm512_mul_ps(v, _mm512_set1_ps(scale_row[group])));
-      }
-      break;
-    }
-    default:
-      break;
-  }
-  if (done < cols) scalar::DequantizeRowRange(w, row, done, cols, out + done);
+  const int64_t full = VectorColumns(w);
+  ForDType(w.dtype, [&](auto d) { DequantizeRowTyped<decltype(d)::value>(w, row, full, out); });
+  if (full < w.cols) scalar::DequantizeRowRange(w, row, full, w.cols, out + full);
 }
 
 }  // namespace dsv3::ops::avx512
