@@ -10,6 +10,7 @@
 #include "io/files.h"
 #include "io/safetensors.h"
 #include "model/config.h"
+#include "ops/isa.h"
 #include "ops/matmul.h"
 #include "ops/quant.h"
 
@@ -170,9 +171,11 @@ Result<TensorPlan> PlanTensor(const io::Checkpoint& in, const ModelConfig& confi
 Status ConvertTensor(const io::Checkpoint& in, const ModelConfig& config, const TensorPlan& p,
                      std::vector<std::vector<uint8_t>>* parts) {
   DSV3_ASSIGN_OR_RETURN(ops::WeightView w, SourceView(in, config, *p.source));
-  // values: [rows, cols] f32, exactly the model's dequantised weights.
+  // values: [rows, cols] f32, exactly the model's dequantised weights (the SIMD decoder gives the
+  // reference's bits).
   std::vector<float> values(static_cast<size_t>(w.rows * w.cols));
-  for (int64_t r = 0; r < w.rows; ++r) ops::DequantizeRow(w, r, values.data() + r * w.cols);
+  const ops::Isa isa = ops::BestIsa();
+  for (int64_t r = 0; r < w.rows; ++r) ops::DequantizeRow(isa, w, r, values.data() + r * w.cols);
   parts->assign(p.outputs.size(), {});
   std::vector<uint8_t>& bytes = (*parts)[0];
   const int64_t gs = ops::kQuantGroupSize, groups = ops::QuantGroups(w.cols);

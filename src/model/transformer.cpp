@@ -81,7 +81,7 @@ Status Forward(const Model& model, const ops::KernelContext& ctx, InferenceState
 
   // x: [T, H] residual stream, starting from the embedding rows (no scaling).
   float* x = state.residual_.Get(T * H);
-  for (int64_t t = 0; t < T; ++t) ops::DequantizeRow(w.embed_tokens, tokens[t], x + t * H);
+  for (int64_t t = 0; t < T; ++t) ops::DequantizeRow(ctx.isa, w.embed_tokens, tokens[t], x + t * H);
   RopeTable(model.rope(), start_pos, T, &state.rope_table_);
   float* normed = state.normed_.Get(T * H);
   float* branch = state.branch_.Get(T * H);
@@ -127,7 +127,7 @@ Status ForwardMtp(const Model& model, const ops::KernelContext& ctx, InferenceSt
   float* concat = state.branch_.Get(T * 2 * H);
   float* emb = state.normed_.Get(T * H);
   for (int64_t t = 0; t < T; ++t) {
-    ops::DequantizeRow(m.embed_tokens, next_tokens[t], emb + t * H);
+    ops::DequantizeRow(ctx.isa, m.embed_tokens, next_tokens[t], emb + t * H);
     ops::RmsNorm(ctx.isa, emb + t * H, m.enorm.data(), H, c.rms_norm_eps, concat + t * 2 * H);
     ops::RmsNorm(ctx.isa, hidden + t * H, m.hnorm.data(), H, c.rms_norm_eps,
                  concat + t * 2 * H + H);
