@@ -229,7 +229,8 @@ TEST(DequantizeRow, AllDTypesExact) {
 
 // The SIMD row decoders give the reference's bits for every dtype, on widths that leave tails of
 // every length and FP8 grids whose block width fills whole vectors (16, 32, 128) or not (5, 20:
-// the reference takes the row). FP8 rows hold every code, the NaN codes 0x7F / 0xFF included.
+// the reference takes the row). Rows hold random bit patterns (every FP8 code, the NaN codes
+// 0x7F / 0xFF included; F16 NaNs with payloads).
 TEST(DequantizeRow, EveryIsaBitwiseEqualsScalar) {
   std::mt19937 rng(8);
   const int64_t grids[][2] = {{128, 128}, {2, 16}, {3, 32}, {1, 5}, {2, 20}};
@@ -237,8 +238,10 @@ TEST(DequantizeRow, EveryIsaBitwiseEqualsScalar) {
     for (const auto& grid : grids) {
       for (int64_t cols : {1, 7, 8, 15, 16, 17, 33, 259, 300}) {
         TestWeight w = MakeWeight(rng, dtype, 5, cols, grid[0], grid[1]);
-        if (dtype == DType::kF8E4M3)
-          for (size_t i = 0; i < w.bytes.size(); ++i) w.bytes[i] = static_cast<uint8_t>(i * 7);
+        // Every byte pattern: FP8 codes, and F16/BF16/F32 NaNs (payloads kept), infinities and
+        // subnormals.
+        for (size_t i = 0; i < w.bytes.size(); ++i)
+          w.bytes[i] = static_cast<uint8_t>(dtype == DType::kF8E4M3 ? i * 7 : rng());
         for (int64_t r = 0; r < w.rows; ++r) {
           std::vector<float> ref(static_cast<size_t>(cols));
           DequantizeRow(w.View(), r, ref.data());

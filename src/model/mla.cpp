@@ -67,8 +67,8 @@ void ForEachBalancedHeadRange(const ops::KernelContext& ctx, const ModelConfig& 
 //   o = W_UV[h] o_lat.
 // The heads share one pass over the latent cache (ops::MlaAttention). W_UK and W_UV are read as
 // stored (W_UK's rows decoded into registers, W_UV by the matrix-vector kernel of its format), so
-// decoding reads kv_b_proj's bytes in its format instead of an f32 copy four (BF16: two) times
-// their size.
+// decoding reads kv_b_proj's bytes in its format instead of an f32 copy (2x the bytes of BF16,
+// 4x FP8 and q8_0, 8x q4_0).
 //   q_token: [nh, dn+dr]   o_token: [nh, dv]   q_lat, o_lat: [h_end - h_begin, r]   row: [r]
 //   kv_out: [nh*(dn+dv)] scratch
 void AbsorbedHeads(const ModelConfig& c, const RopeParams& rope, const AttentionWeights& w,

@@ -2,6 +2,7 @@
 
 #include <array>
 #include <cmath>
+#include <cstring>
 
 namespace dsv3 {
 
@@ -46,11 +47,19 @@ float F16ToF32(uint16_t bits) {
   const int sign = bits >> 15;
   const int exponent = (bits >> 10) & 0x1f;
   const int mantissa = bits & 0x3ff;
+  if (exponent == 0x1f && mantissa != 0) {
+    // A quiet NaN keeping the sign and payload, as the hardware conversion (vcvtph2ps) gives it.
+    const uint32_t u =
+        (static_cast<uint32_t>(sign) << 31) | 0x7fc00000u | (static_cast<uint32_t>(mantissa) << 13);
+    float f;
+    std::memcpy(&f, &u, 4);
+    return f;
+  }
   float magnitude;
   if (exponent == 0) {
     magnitude = std::ldexp(static_cast<float>(mantissa), -24);
   } else if (exponent == 0x1f) {
-    magnitude = mantissa ? NAN : INFINITY;
+    magnitude = INFINITY;
   } else {
     magnitude = std::ldexp(1.0f + mantissa / 1024.0f, exponent - 15);
   }
