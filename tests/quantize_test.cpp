@@ -10,9 +10,11 @@
 // only checked to be ordered (q8_0 closer than q4_0) and small for q8_0.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <random>
+#include <tuple>
 
 #include "io/files.h"
 #include "io/safetensors.h"
@@ -158,12 +160,23 @@ TEST_F(QuantizeTest, ConfigAndTensorsDescribeTheFormat) {
   ASSERT_NE(w, nullptr);
   EXPECT_EQ(w->dtype, DType::kU8);
   ASSERT_NE((*ckpt)->Find("model.layers.0.self_attn.o_proj.weight_scale_inv"), nullptr);
-  // Kept at their F32 source precision: embeddings, router, lm_head, norms.
-  for (const char* name : {"model.embed_tokens.weight", "lm_head.weight", "model.norm.weight",
-                           "model.layers.1.mlp.gate.weight"}) {
+  // Kept at their F32 source precision: embeddings, router, norms.
+  for (const char* name :
+       {"model.embed_tokens.weight", "model.norm.weight", "model.layers.1.mlp.gate.weight"}) {
     ASSERT_NE((*ckpt)->Find(name), nullptr) << name;
     EXPECT_EQ((*ckpt)->Find(name)->dtype, DType::kF32) << name;
   }
+  // The output heads (lm_head and the MTP layer's) are q8_0 in a q4_0 model by default, and
+  // the config lists only the kept matrices as not converted.
+  const std::string mtp_head = "model.layers.3.shared_head.head.weight";
+  for (const std::string& name : {std::string("lm_head.weight"), mtp_head}) {
+    ASSERT_NE((*ckpt)->Find(name), nullptr) << name;
+    EXPECT_EQ((*ckpt)->Find(name)->dtype, DType::kI8) << name;
+    EXPECT_NE((*ckpt)->Find(name + "_scale_inv"), nullptr) << name;
+  }
+  const auto& kept = config->quantization_config->modules_to_not_convert;
+  EXPECT_EQ(std::count(kept.begin(), kept.end(), "lm_head"), 0);
+  EXPECT_EQ(std::count(kept.begin(), kept.end(), "model.embed_tokens"), 1);
   // From a BF16 model they stay BF16.
   const std::string bf16 = Quantize(src_.path(), "bf16", QuantType::kBF16);
   const std::string q8 = Quantize(bf16, "q8", QuantType::kQ8_0);
@@ -203,6 +216,48 @@ TEST_F(QuantizeTest, MisShapedQuantizedTensorsAreErrorsNamingThem) {
     EXPECT_NE(model.status().message().find(bad), std::string::npos) << model.status().message();
     std::filesystem::remove_all(q);
   }
+}
+
+// --lm-head-type picks the heads' format; without it an fp8 model keeps them (as DeepSeek's).
+TEST_F(QuantizeTest, LmHeadTypeSetsTheOutputHeads) {
+  const auto head_dtype = [](const std::string& dir) {
+    auto ckpt = io::Checkpoint::Open(dir, io::LoadMode::kMmap);
+    EXPECT_TRUE(ckpt.ok()) << ckpt.status().message();
+    return ckpt.ok() ? (*ckpt)->Find("lm_head.weight")->dtype : DType::kF64;
+  };
+  EXPECT_EQ(head_dtype(Quantize(src_.path(), "fp8", QuantType::kFp8)), DType::kF32);
+  EXPECT_EQ(head_dtype(Quantize(src_.path(), "q8", QuantType::kQ8_0)), DType::kI8);
+  QuantizeOptions options;
+  for (auto [type, head, dtype] : {std::tuple{QuantType::kQ4_0, QuantType::kBF16, DType::kBF16},
+                                   std::tuple{QuantType::kQ8_0, QuantType::kQ4_0, DType::kU8},
+                                   std::tuple{QuantType::kFp8, QuantType::kFp8, DType::kF8E4M3}}) {
+    options.type = type;
+    options.lm_head_type = head;
+    const std::string out = dir_ / (std::string("head_") + QuantTypeName(head));
+    const Status s = QuantizeModel(src_.path(), out, options);
+    ASSERT_TRUE(s.ok()) << s.message();
+    EXPECT_EQ(head_dtype(out), dtype) << QuantTypeName(head);
+    auto config = LoadModelConfig(out);
+    ASSERT_TRUE(config.ok()) << config.status().message();
+    const auto& kept = config->quantization_config->modules_to_not_convert;
+    EXPECT_EQ(std::count(kept.begin(), kept.end(), "lm_head"), head == QuantType::kBF16 ? 1 : 0);
+    EXPECT_FALSE(Logits(out, Tokens(vocab_)).empty());
+  }
+  // A head format the model's quantization_config cannot describe is an error, naming the flag.
+  for (auto [type, head] : {std::pair{QuantType::kQ4_0, QuantType::kFp8},
+                            std::pair{QuantType::kFp8, QuantType::kQ8_0},
+                            std::pair{QuantType::kBF16, QuantType::kQ4_0}}) {
+    options.type = type;
+    options.lm_head_type = head;
+    const Status s = QuantizeModel(src_.path(), dir_ / "bad_head", options);
+    ASSERT_FALSE(s.ok());
+    EXPECT_NE(s.message().find("--lm-head-type"), std::string::npos) << s.message();
+    EXPECT_FALSE(std::filesystem::exists(dir_ / "bad_head"));
+  }
+  const auto r = testing::RunDsv3({"quantize", "-m", src_.path(), "-o", dir_ / "x", "--type",
+                                   "q4_0", "--lm-head-type", "q5"});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("--lm-head-type: 'q5'"), std::string::npos) << r.err;
 }
 
 TEST_F(QuantizeTest, BadTypeIsAnError) {

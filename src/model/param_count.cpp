@@ -171,12 +171,16 @@ int64_t MatrixBytes(QuantType format, int64_t rows, int64_t cols) {
 DecodeBytes CountDecodeBytes(const ModelConfig& c, QuantType format, int64_t k) {
   if (k == 0) k = c.num_experts_per_tok;
   const QuantType kept = format == QuantType::kF32 ? QuantType::kF32 : QuantType::kBF16;
+  const QuantType head = DefaultLmHeadType(format).value_or(kept);  // as dsv3 quantize writes it
   DecodeBytes bytes;
   bytes.kv_per_position = KvBytesPerPosition(c);
   ForEachDecodeTensor(
       c, k,
       [&](int64_t rows, int64_t cols, MatrixRole role) {
-        bytes.weights += MatrixBytes(role == MatrixRole::kConverted ? format : kept, rows, cols);
+        const QuantType type = role == MatrixRole::kConverted ? format
+                               : role == MatrixRole::kLmHead  ? head
+                                                              : kept;
+        bytes.weights += MatrixBytes(type, rows, cols);
       },
       [&](int64_t values) { bytes.weights += 4 * values; });
   return bytes;

@@ -46,8 +46,9 @@ struct DecodeBytes {
 // For a loaded model, from the dtypes its weights actually have. Routed experts count as k times
 // the mean size of the layer's experts (a checkpoint may mix formats).
 DecodeBytes CountDecodeBytes(const ModelConfig& config, const ModelWeights& weights, int64_t k = 0);
-// For the model converted to `format` by `dsv3 quantize` (embeddings, router and lm_head kept at
-// F32 for f32 and BF16 otherwise, the other linear weights in the format).
+// For the model converted to `format` by `dsv3 quantize` with its defaults (embeddings and router
+// kept at F32 for f32 and BF16 otherwise, lm_head as DefaultLmHeadType says, the other linear
+// weights in the format).
 DecodeBytes CountDecodeBytes(const ModelConfig& config, QuantType format, int64_t k = 0);
 
 // Multiply-adds of the linear layers for one token (attention's score and value products over the

@@ -25,13 +25,37 @@ bool EndsWith(const std::string& s, const std::string& suffix) {
          s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
-// Whether the tensor is a linear weight the target format applies to (see quantize.h).
-bool IsConvertedMatrix(const io::TensorInfo& t, bool quantize_lm_head) {
-  if (t.shape.size() != 2 || !EndsWith(t.name, ".weight")) return false;
+bool IsOutputHead(const io::TensorInfo& t) {
+  return t.name == "lm_head.weight" || EndsWith(t.name, ".shared_head.head.weight");
+}
+
+// Whether the tensor is a linear weight --type applies to (see quantize.h).
+bool IsConvertedMatrix(const io::TensorInfo& t) {
+  if (t.shape.size() != 2 || !EndsWith(t.name, ".weight") || IsOutputHead(t)) return false;
   if (EndsWith(t.name, "embed_tokens.weight") || EndsWith(t.name, ".mlp.gate.weight")) return false;
-  if (t.name == "lm_head.weight" || EndsWith(t.name, ".shared_head.head.weight"))
-    return quantize_lm_head;
   return t.dtype != DType::kF64 && t.dtype != DType::kI32 && t.dtype != DType::kI64;
+}
+
+// The type the tensor is converted to, or nullopt when it is kept at >= BF16 (see quantize.h).
+std::optional<QuantType> TargetType(const io::TensorInfo& t, const QuantizeOptions& options) {
+  if (IsConvertedMatrix(t)) return options.type;
+  if (t.shape.size() == 2 && EndsWith(t.name, ".weight") && IsOutputHead(t))
+    return options.lm_head_type ? options.lm_head_type : DefaultLmHeadType(options.type);
+  return std::nullopt;
+}
+
+bool IsIntegerType(QuantType type) { return type == QuantType::kQ8_0 || type == QuantType::kQ4_0; }
+
+// An explicit --lm-head-type must fit the model's one quantization_config (see quantize.h).
+Status CheckLmHeadType(const QuantizeOptions& options) {
+  if (!options.lm_head_type) return Status::Ok();
+  const QuantType head = *options.lm_head_type;
+  if (head == QuantType::kF32 || head == QuantType::kBF16 || head == options.type ||
+      (IsIntegerType(head) && IsIntegerType(options.type)))
+    return Status::Ok();
+  return Err("--lm-head-type {} cannot go with --type {}: a model holds one quantization_config "
+             "(fp8 heads need --type fp8; q8_0 / q4_0 heads need --type q8_0 or q4_0)",
+             QuantTypeName(head), QuantTypeName(options.type));
 }
 
 // The source tensor as a WeightView (scales found by name, as the loader does).
@@ -113,19 +137,32 @@ Result<TensorPlan> PlanTensor(const io::Checkpoint& in, const ModelConfig& confi
   DSV3_ASSIGN_OR_RETURN(ops::WeightView w, SourceView(in, config, t));
   TensorPlan p;
   p.source = &t;
-  const bool convert = IsConvertedMatrix(t, options.quantize_lm_head);
+  const std::optional<QuantType> target = TargetType(t, options);
   // --type bf16 makes a BF16 model: only the router bias stays F32 (as in the official ones).
   const bool keep_f32 =
-      !convert && t.dtype == DType::kF32 &&
+      !target && t.dtype == DType::kF32 &&
       (options.type != QuantType::kBF16 || EndsWith(t.name, "e_score_correction_bias"));
-  if (options.type == QuantType::kF32 || keep_f32)
-    p.format = OutFormat::kF32;
-  else if (!convert || options.type == QuantType::kBF16)
-    p.format = OutFormat::kBF16;
-  else if (options.type == QuantType::kFp8)
-    p.format = OutFormat::kFp8;
-  else
-    p.format = options.type == QuantType::kQ8_0 ? OutFormat::kQ8_0 : OutFormat::kQ4_0;
+  const QuantType type = target                            ? *target
+                         : options.type == QuantType::kF32 ? QuantType::kF32
+                         : keep_f32                        ? QuantType::kF32
+                                                           : QuantType::kBF16;
+  switch (type) {
+    case QuantType::kF32:
+      p.format = OutFormat::kF32;
+      break;
+    case QuantType::kBF16:
+      p.format = OutFormat::kBF16;
+      break;
+    case QuantType::kFp8:
+      p.format = OutFormat::kFp8;
+      break;
+    case QuantType::kQ8_0:
+      p.format = OutFormat::kQ8_0;
+      break;
+    case QuantType::kQ4_0:
+      p.format = OutFormat::kQ4_0;
+      break;
+  }
 
   const int64_t n = w.rows * w.cols;
   const auto out = [&](std::string name, DType dtype, std::vector<int64_t> shape, int64_t bytes) {
@@ -258,6 +295,11 @@ nlohmann::json QuantizationJson(QuantType type, const std::vector<std::string>& 
 
 }  // namespace
 
+std::optional<QuantType> DefaultLmHeadType(QuantType type) {
+  if (IsIntegerType(type)) return QuantType::kQ8_0;
+  return std::nullopt;
+}
+
 Result<QuantType> ParseQuantType(const std::string& name) {
   if (name == "f32") return QuantType::kF32;
   if (name == "bf16") return QuantType::kBF16;
@@ -286,6 +328,7 @@ const char* QuantTypeName(QuantType type) {
 Status QuantizeModel(const std::string& in_dir, const std::string& out_dir,
                      const QuantizeOptions& options) {
   namespace fs = std::filesystem;
+  DSV3_RETURN_IF_ERROR(CheckLmHeadType(options));
   DSV3_ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(in_dir));
   DSV3_ASSIGN_OR_RETURN(nlohmann::json config_json, io::ReadJsonFile(in_dir + "/config.json"));
   DSV3_ASSIGN_OR_RETURN(auto in, io::Checkpoint::Open(in_dir, io::LoadMode::kMmap));
@@ -300,7 +343,9 @@ Status QuantizeModel(const std::string& in_dir, const std::string& out_dir,
   std::vector<TensorPlan> plans;
   std::vector<std::string> kept;  // matrices left at higher precision, for the config
   for (const io::TensorInfo* t : sources) {
-    if (t->shape.size() == 2 && !IsConvertedMatrix(*t, options.quantize_lm_head))
+    const std::optional<QuantType> target = TargetType(*t, options);
+    if (t->shape.size() == 2 &&
+        (!target || *target == QuantType::kF32 || *target == QuantType::kBF16))
       kept.push_back(t->name.substr(0, t->name.size() - std::string(".weight").size()));
     DSV3_ASSIGN_OR_RETURN(TensorPlan plan, PlanTensor(*in, config, *t, options));
     plans.push_back(std::move(plan));

@@ -3,14 +3,17 @@
 // scales as "<name>_scale_inv", and a config.json whose quantization_config says so.
 //
 // What is converted: every 2-D "*.weight" matrix the forward pass multiplies by, except the
-// embeddings, the router gate and (unless quantize_lm_head) the output heads (lm_head and the MTP
-// shared_head.head). Those, the norms and e_score_correction_bias stay at >= BF16: F32 tensors
-// stay F32, others become BF16. --type f32 makes every tensor F32; --type bf16 every tensor BF16
-// except e_score_correction_bias (F32, as in the official checkpoints).
+// embeddings, the router gate and the output heads (lm_head and the MTP shared_head.head). Those,
+// the norms and e_score_correction_bias stay at >= BF16: F32 tensors stay F32, others become BF16.
+// --type f32 makes every tensor F32; --type bf16 every tensor BF16 except e_score_correction_bias
+// (F32, as in the official checkpoints). The output heads get their own type (lm_head_type):
+// by default q8_0 in q8_0 and q4_0 models (as llama.cpp keeps an 8-bit-or-better output matrix:
+// the head is a quarter of a small model's decode bytes in BF16), kept otherwise.
 #pragma once
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 
 #include "util/status.h"
@@ -26,9 +29,17 @@ const char* QuantTypeName(QuantType type);
 inline constexpr QuantType kAllQuantTypes[] = {QuantType::kF32, QuantType::kBF16, QuantType::kFp8,
                                                QuantType::kQ8_0, QuantType::kQ4_0};
 
+// What the output heads become when --type is `type` and no --lm-head-type is given: q8_0 for
+// q8_0 and q4_0; otherwise nullopt, kept like the embeddings (BF16 in fp8 models, as in
+// DeepSeek's checkpoints).
+std::optional<QuantType> DefaultLmHeadType(QuantType type);
+
 struct QuantizeOptions {
   QuantType type = QuantType::kQ8_0;
-  bool quantize_lm_head = false;
+  // The output heads' format (nullopt: DefaultLmHeadType(type)). f32 and bf16 go with any type;
+  // otherwise it must share the model's quantization_config: fp8 only in fp8 models, q8_0 / q4_0
+  // only in q8_0 / q4_0 models.
+  std::optional<QuantType> lm_head_type;
   // Output files hold at most about this many bytes each (model-0000i-of-0000n when more).
   int64_t shard_bytes = int64_t{4} << 30;
   // Called after each tensor: (tensors done, tensors total).

@@ -14,6 +14,7 @@ struct QuantizeCliOptions {
   std::string model_dir;
   std::string out;
   std::string type;
+  std::string lm_head_type;
   bool quantize_lm_head = false;
   bool quiet = false;
 };
@@ -33,7 +34,15 @@ Status RunQuantize(const QuantizeCliOptions& o) {
   if (o.out == o.model_dir) return Status::Error("-o must differ from -m");
   QuantizeOptions options;
   DSV3_ASSIGN_OR_RETURN(options.type, ParseQuantType(o.type));
-  options.quantize_lm_head = o.quantize_lm_head;
+  if (o.quantize_lm_head && !o.lm_head_type.empty())
+    return Status::Error("--quantize-lm-head and --lm-head-type: give one of them");
+  if (o.quantize_lm_head) options.lm_head_type = options.type;
+  if (!o.lm_head_type.empty()) {
+    Result<QuantType> head = ParseQuantType(o.lm_head_type);
+    if (!head.ok())
+      return Err("--lm-head-type: '{}' is not one of f32, bf16, fp8, q8_0, q4_0", o.lm_head_type);
+    options.lm_head_type = *head;
+  }
   // Redrawn once per percent, so a log file of a large model's run stays short.
   int64_t last_percent = -1;
   if (!o.quiet)
@@ -57,8 +66,10 @@ Command RegisterQuantize(CLI::App& root) {
   app->add_option("-m,--model", o->model_dir, "model directory (default: the shipped model)");
   app->add_option("-o,--out", o->out, "output directory");
   app->add_option("--type", o->type, "f32 | bf16 | fp8 | q8_0 | q4_0")->required();
-  app->add_flag("--quantize-lm-head", o->quantize_lm_head,
-                "convert lm_head too (by default it stays at >= BF16)");
+  app->add_option("--lm-head-type", o->lm_head_type,
+                  "lm_head (and the MTP head) format: f32 | bf16 | fp8 | q8_0 | q4_0 (default: "
+                  "q8_0 for q8_0 and q4_0 models, else kept at >= BF16)");
+  app->add_flag("--quantize-lm-head", o->quantize_lm_head, "lm_head in --type's format");
   app->add_flag("-q,--quiet", o->quiet, "no progress output");
   return {app, [o] { return RunQuantize(*o); }};
 }
