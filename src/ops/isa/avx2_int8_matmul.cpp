@@ -9,9 +9,14 @@
 //    owes 8 * sum(q_x), stored by the quantizer as a per-block bias.
 // vpmaddwd against ones widens the pairs to int32 (8 partial sums of 4 products per block).
 //
-// One kernel shape for every T: 8 rows in the lanes of a ymm, up to 4 tokens per tile. Per block,
+// Decode (and q8_0 at every T): 8 rows in the lanes of a ymm, up to 4 tokens per tile. Per block,
 // each row's partials go through a transposing horizontal add into one vector of 8 exact block
 // dots, then the f32 step. Each weight block is loaded once per tile and reused by its tokens.
+//
+// q4_0 prefill (T >= kPrefillMinT): 8 tokens in the lanes. Panels of 8 rows are unpacked once;
+// per block, a row's dword of 4 nibbles is broadcast against the 4 codes of each of 8 tokens, and
+// the 8 vpmaddubsw results of a block are added in int16 before one vpmaddwd: each is at most
+// 2 * 15 * 127 = 3810 in magnitude, so 8 of them (30480) cannot overflow. No horizontal sums.
 #include <algorithm>
 #include <cstring>
 #include <limits>
@@ -28,6 +33,15 @@ namespace {
 constexpr int64_t kBlock = kInt8Block;
 constexpr int kTileRows = 8;
 constexpr int kTileTokens = 4;
+constexpr int64_t kPrefillMinT = 8;
+constexpr int64_t kLaneTokens = 8;  // prefill: tokens per tile, one per 32-bit lane
+// One block of one prefill tile: codes [8 steps][8 tokens][4 bytes], d [8] f32, bias [8] int32.
+constexpr int64_t kTileCodeBytes = 8 * kLaneTokens * 4;
+constexpr int64_t kTileBlockBytes = kTileCodeBytes + 2 * kLaneTokens * 4;
+constexpr int kPanelRows = 8;
+// Panel of 8 unpacked rows on the stack: 576 blocks = 18432 columns (144 KiB); wider rows take the
+// row kernel at every T.
+constexpr int64_t kMaxPanelGroups = 576;
 
 template <DType D>
 constexpr int32_t kWeightOffset = D == DType::kI8 ? 0 : 8;
@@ -114,6 +128,11 @@ __m256i ToNibbleOrder(__m256i v) {
   return _mm256_permute4x64_epi64(v, _MM_SHUFFLE(3, 1, 2, 0));
 }
 
+template <DType D>
+bool UsePrefill(int64_t T, int64_t cols) {
+  return D == DType::kU8 && T >= kPrefillMinT && QuantGroups(cols, kBlock) <= kMaxPanelGroups;
+}
+
 // Layout: codes [T, groups * 32] (block order of the weights), d [T, groups],
 // bias [T, groups] = -offset * sum.
 template <DType D>
@@ -129,6 +148,33 @@ void QuantizeRowsLayout(const float* x, int64_t T, int64_t cols, uint8_t* buf) {
       _mm256_store_si256(reinterpret_cast<__m256i*>(buf + (t * groups + b) * kBlock), codes);
       d[t * groups + b] = q.d;
       bias[t * groups + b] = -kWeightOffset<D> * q.sum;
+    }
+  }
+}
+
+// Prefill layout: tiles of 8 tokens, tile k at buf + k * groups * kTileBlockBytes, block b of it
+// at + b * kTileBlockBytes. Tokens past T are zero (codes, d and bias), so they compute zeros.
+template <DType D>
+void QuantizeTileLayout(const float* x, int64_t T, int64_t cols, uint8_t* buf) {
+  const int64_t groups = QuantGroups(cols, kBlock);
+  const int64_t tile_bytes = groups * kTileBlockBytes;
+  const int64_t tiles = (T + kLaneTokens - 1) / kLaneTokens;
+  if (T % kLaneTokens != 0) std::memset(buf + (tiles - 1) * tile_bytes, 0, tile_bytes);
+  for (int64_t t = 0; t < T; ++t) {
+    uint8_t* tile = buf + (t / kLaneTokens) * tile_bytes;
+    const int64_t lane = t % kLaneTokens;
+    for (int64_t b = 0; b < groups; ++b) {
+      const QuantizedBlock q =
+          QuantizeBlock(x + t * cols + b * kBlock, std::min(kBlock, cols - b * kBlock));
+      alignas(32) uint8_t codes[kBlock];
+      _mm256_store_si256(reinterpret_cast<__m256i*>(codes),
+                         D == DType::kU8 ? ToNibbleOrder(q.codes) : q.codes);
+      uint8_t* block = tile + b * kTileBlockBytes;
+      for (int64_t step = 0; step < 8; ++step)  // dword `step` of the token -> block[step][lane]
+        std::memcpy(block + (step * kLaneTokens + lane) * 4, codes + step * 4, 4);
+      std::memcpy(block + kTileCodeBytes + lane * 4, &q.d, 4);
+      const int32_t bias = -kWeightOffset<D> * q.sum;
+      std::memcpy(block + kTileCodeBytes + kLaneTokens * 4 + lane * 4, &bias, 4);
     }
   }
 }
@@ -272,6 +318,141 @@ void Rows(const uint8_t* buf, int64_t T, const WeightView& w, int64_t row_begin,
   }
 }
 
+// ---- q4_0 prefill: 8 tokens in the lanes ----
+
+int32_t LoadDword(const uint8_t* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+
+// panel [groups][8 rows][32]: the rows' blocks as LoadWeightBlock gives them, block-major. The
+// same blocks of the next 8 rows (rows lie back to back) are requested while these are copied.
+template <DType D>
+void PackPanel(const WeightView& w, const int64_t* rows, bool prefetch_next, uint8_t* panel) {
+  const int64_t groups = QuantGroups(w.cols, kBlock);
+  const int64_t full_groups = w.cols / kBlock;
+  const uint8_t* src[kPanelRows];
+  for (int i = 0; i < kPanelRows; ++i)
+    src[i] = static_cast<const uint8_t*>(w.data) + rows[i] * RowBytes<D>(w.cols);
+  const int64_t ahead = kPanelRows * RowBytes<D>(w.cols);
+  for (int64_t b = 0; b < full_groups; ++b) {
+    for (int i = 0; i < kPanelRows; ++i) {
+      if (prefetch_next && b % 4 == 0) PrefetchAt(src[i], ahead + b * RowBytes<D>(kBlock));
+      _mm256_store_si256(reinterpret_cast<__m256i*>(panel + (b * kPanelRows + i) * kBlock),
+                         LoadWeightBlock<D, false>(src[i], b, kBlock));
+    }
+  }
+  if (full_groups < groups) {
+    for (int i = 0; i < kPanelRows; ++i) {
+      _mm256_store_si256(
+          reinterpret_cast<__m256i*>(panel + (full_groups * kPanelRows + i) * kBlock),
+          LoadWeightBlock<D, true>(src[i], full_groups, w.cols - full_groups * kBlock));
+    }
+  }
+}
+
+// acc[i]: row r0 + i (i < 4, those below row_end) for the 8 tokens from t0 on. A 4x4 transpose in
+// each 128-bit lane gives every token its 4 rows, stored as 16 contiguous bytes of y.
+void StoreTokenTile(const __m256* acc, int64_t t0, int64_t T, const WeightView& w, int64_t r0,
+                    int64_t row_end, float* y) {
+  if (r0 >= row_end) return;
+  const __m256 t01_lo = _mm256_unpacklo_ps(acc[0], acc[1]);  // per lane: r0 r1 of tokens 0, 1
+  const __m256 t01_hi = _mm256_unpackhi_ps(acc[0], acc[1]);  // tokens 2, 3
+  const __m256 t23_lo = _mm256_unpacklo_ps(acc[2], acc[3]);
+  const __m256 t23_hi = _mm256_unpackhi_ps(acc[2], acc[3]);
+  // by_token[k], 128-bit lane L: rows 0..3 of token 4 L + k
+  alignas(32) float lanes[4][8];
+  _mm256_store_ps(lanes[0], _mm256_shuffle_ps(t01_lo, t23_lo, 0x44));
+  _mm256_store_ps(lanes[1], _mm256_shuffle_ps(t01_lo, t23_lo, 0xee));
+  _mm256_store_ps(lanes[2], _mm256_shuffle_ps(t01_hi, t23_hi, 0x44));
+  _mm256_store_ps(lanes[3], _mm256_shuffle_ps(t01_hi, t23_hi, 0xee));
+  const int64_t valid_rows = std::min<int64_t>(4, row_end - r0);
+  const int64_t valid_tokens = std::min<int64_t>(kLaneTokens, T - t0);
+  for (int64_t t = 0; t < valid_tokens; ++t) {
+    float* out = y + (t0 + t) * w.rows + r0;  // y[t0 + t, r0 : r0 + valid_rows]
+    const float* v = &lanes[t % 4][(t / 4) * 4];
+    if (valid_rows == 4)
+      _mm_storeu_ps(out, _mm_load_ps(v));
+    else
+      std::memcpy(out, v, static_cast<size_t>(valid_rows) * sizeof(float));
+  }
+}
+
+// y for rows first_row .. first_row + 3 of the panel (r0 = its first row) and the 8 * NV tokens of
+// consecutive tiles from t0 on, over all blocks: 4 x NV f32 accumulators.
+template <int NV>
+void PrefillMicroTile(const uint8_t* panel, int first_row, const float* const* dw,
+                      const uint8_t* tiles, int64_t tile_bytes, int64_t groups, int64_t t0,
+                      int64_t T, const WeightView& w, int64_t r0, int64_t row_end, float* y) {
+  constexpr int kMr = 4;
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256 acc[kMr][NV];
+  for (int i = 0; i < kMr; ++i)
+    for (int j = 0; j < NV; ++j) acc[i][j] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < groups; ++b) {
+    const uint8_t* xb[NV];
+    for (int j = 0; j < NV; ++j) xb[j] = tiles + j * tile_bytes + b * kTileBlockBytes;
+    const uint8_t* pw = panel + (b * kPanelRows + first_row) * kBlock;  // [4 rows][32]
+    for (int i = 0; i < kMr; ++i) {
+      __m256i s16[NV];
+      for (int j = 0; j < NV; ++j) s16[j] = _mm256_setzero_si256();
+      for (int step = 0; step < 8; ++step) {
+        const __m256i wv = _mm256_set1_epi32(LoadDword(pw + i * kBlock + step * 4));
+        for (int j = 0; j < NV; ++j) {
+          const __m256i xv =
+              _mm256_load_si256(reinterpret_cast<const __m256i*>(xb[j] + step * 32));
+          s16[j] = _mm256_add_epi16(s16[j], _mm256_maddubs_epi16(wv, xv));
+        }
+      }
+      const __m256 dwi = _mm256_set1_ps(dw[first_row + i][b]);
+      for (int j = 0; j < NV; ++j) {
+        const __m256i bias =
+            _mm256_load_si256(reinterpret_cast<const __m256i*>(xb[j] + kTileCodeBytes + 32));
+        const __m256i isum = _mm256_add_epi32(_mm256_madd_epi16(s16[j], ones), bias);
+        const __m256 s =
+            _mm256_mul_ps(_mm256_load_ps(reinterpret_cast<const float*>(xb[j] + kTileCodeBytes)),
+                          dwi);  // d_x * d_w, as the twin
+        acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), s, acc[i][j]);
+      }
+    }
+  }
+  for (int j = 0; j < NV; ++j) {
+    const __m256 rows[4] = {acc[0][j], acc[1][j], acc[2][j], acc[3][j]};
+    StoreTokenTile(rows, t0 + j * kLaneTokens, T, w, r0 + first_row, row_end, y);
+  }
+}
+
+template <DType D>
+void PrefillRows(const uint8_t* buf, int64_t T, const WeightView& w, int64_t row_begin,
+                 int64_t row_end, float* y) {
+  const int64_t groups = QuantGroups(w.cols, kBlock);
+  const int64_t tile_bytes = groups * kTileBlockBytes;
+  const int64_t tiles = (T + kLaneTokens - 1) / kLaneTokens;
+  alignas(32) uint8_t panel[kMaxPanelGroups * kPanelRows * kBlock];
+  for (int64_t r0 = row_begin; r0 < row_end; r0 += kPanelRows) {
+    int64_t rows[kPanelRows];
+    const float* dw[kPanelRows];
+    for (int i = 0; i < kPanelRows; ++i) {
+      rows[i] = std::min(r0 + i, row_end - 1);
+      dw[i] = w.scale + rows[i] * groups;  // d_w[row, :]
+    }
+    PackPanel<D>(w, rows, r0 + 2 * kPanelRows <= row_end, panel);
+    int64_t k = 0;
+    for (; k + 2 <= tiles; k += 2) {
+      const uint8_t* x = buf + k * tile_bytes;
+      for (int first = 0; first < kPanelRows; first += 4)
+        PrefillMicroTile<2>(panel, first, dw, x, tile_bytes, groups, k * kLaneTokens, T, w, r0,
+                            row_end, y);
+    }
+    if (k < tiles) {
+      for (int first = 0; first < kPanelRows; first += 4)
+        PrefillMicroTile<1>(panel, first, dw, buf + k * tile_bytes, tile_bytes, groups,
+                            k * kLaneTokens, T, w, r0, row_end, y);
+    }
+  }
+}
+
 }  // namespace
 
 void QuantizeActBlocks(const float* x, int64_t cols, int8_t* q, float* d, int32_t* sum) {
@@ -287,6 +468,8 @@ void QuantizeActBlocks(const float* x, int64_t cols, int8_t* q, float* d, int32_
 void QuantizeActsInt8(const float* x, int64_t T, int64_t cols, DType wdtype, uint8_t* buf) {
   if (wdtype == DType::kI8)
     QuantizeRowsLayout<DType::kI8>(x, T, cols, buf);
+  else if (UsePrefill<DType::kU8>(T, cols))
+    QuantizeTileLayout<DType::kU8>(x, T, cols, buf);
   else
     QuantizeRowsLayout<DType::kU8>(x, T, cols, buf);
 }
@@ -296,6 +479,8 @@ void MatMulRowsInt8(const uint8_t* buf, int64_t T, const WeightView& w, int64_t 
   if (T <= 0 || row_begin >= row_end) return;
   if (w.dtype == DType::kI8)
     Rows<DType::kI8>(buf, T, w, row_begin, row_end, y);
+  else if (UsePrefill<DType::kU8>(T, w.cols))
+    PrefillRows<DType::kU8>(buf, T, w, row_begin, row_end, y);
   else
     Rows<DType::kU8>(buf, T, w, row_begin, row_end, y);
 }
