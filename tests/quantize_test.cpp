@@ -244,9 +244,9 @@ TEST_F(QuantizeTest, LmHeadTypeSetsTheOutputHeads) {
     EXPECT_FALSE(Logits(out, Tokens(vocab_)).empty());
   }
   // A head format the model's quantization_config cannot describe is an error, naming the flag.
-  for (auto [type, head] : {std::pair{QuantType::kQ4_0, QuantType::kFp8},
-                            std::pair{QuantType::kFp8, QuantType::kQ8_0},
-                            std::pair{QuantType::kBF16, QuantType::kQ4_0}}) {
+  for (auto [type, head] :
+       {std::pair{QuantType::kQ4_0, QuantType::kFp8}, std::pair{QuantType::kFp8, QuantType::kQ8_0},
+        std::pair{QuantType::kBF16, QuantType::kQ4_0}}) {
     options.type = type;
     options.lm_head_type = head;
     const Status s = QuantizeModel(src_.path(), dir_ / "bad_head", options);
@@ -254,8 +254,8 @@ TEST_F(QuantizeTest, LmHeadTypeSetsTheOutputHeads) {
     EXPECT_NE(s.message().find("--lm-head-type"), std::string::npos) << s.message();
     EXPECT_FALSE(std::filesystem::exists(dir_ / "bad_head"));
   }
-  const auto r = testing::RunDsv3({"quantize", "-m", src_.path(), "-o", dir_ / "x", "--type",
-                                   "q4_0", "--lm-head-type", "q5"});
+  const auto r = testing::RunDsv3(
+      {"quantize", "-m", src_.path(), "-o", dir_ / "x", "--type", "q4_0", "--lm-head-type", "q5"});
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.err.find("--lm-head-type: 'q5'"), std::string::npos) << r.err;
 }

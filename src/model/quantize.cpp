@@ -44,7 +44,9 @@ std::optional<QuantType> TargetType(const io::TensorInfo& t, const QuantizeOptio
   return std::nullopt;
 }
 
-bool IsIntegerType(QuantType type) { return type == QuantType::kQ8_0 || type == QuantType::kQ4_0; }
+bool IsIntegerType(QuantType type) {
+  return type == QuantType::kQ8_0 || type == QuantType::kQ4_0;
+}
 
 // An explicit --lm-head-type must fit the model's one quantization_config (see quantize.h).
 Status CheckLmHeadType(const QuantizeOptions& options) {
@@ -53,9 +55,10 @@ Status CheckLmHeadType(const QuantizeOptions& options) {
   if (head == QuantType::kF32 || head == QuantType::kBF16 || head == options.type ||
       (IsIntegerType(head) && IsIntegerType(options.type)))
     return Status::Ok();
-  return Err("--lm-head-type {} cannot go with --type {}: a model holds one quantization_config "
-             "(fp8 heads need --type fp8; q8_0 / q4_0 heads need --type q8_0 or q4_0)",
-             QuantTypeName(head), QuantTypeName(options.type));
+  return Err(
+      "--lm-head-type {} cannot go with --type {}: a model holds one quantization_config "
+      "(fp8 heads need --type fp8; q8_0 / q4_0 heads need --type q8_0 or q4_0)",
+      QuantTypeName(head), QuantTypeName(options.type));
 }
 
 // The source tensor as a WeightView (scales found by name, as the loader does).

@@ -400,8 +400,7 @@ void PrefillMicroTile(const uint8_t* panel, int first_row, const float* const* d
       for (int step = 0; step < 8; ++step) {
         const __m256i wv = _mm256_set1_epi32(LoadDword(pw + i * kBlock + step * 4));
         for (int j = 0; j < NV; ++j) {
-          const __m256i xv =
-              _mm256_load_si256(reinterpret_cast<const __m256i*>(xb[j] + step * 32));
+          const __m256i xv = _mm256_load_si256(reinterpret_cast<const __m256i*>(xb[j] + step * 32));
           s16[j] = _mm256_add_epi16(s16[j], _mm256_maddubs_epi16(wv, xv));
         }
       }

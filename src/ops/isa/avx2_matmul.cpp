@@ -1,8 +1,13 @@
 // AVX2+FMA MatMul (compiled with -mavx2 -mfma -mf16c; reached only through ops/matmul.cpp's
-// dispatch). Dot-product form for every T: a tile of kMr rows x up to kNt tokens streams the
-// weight rows once, converts 8 weights per load to f32 and keeps 8-lane partial dots in registers,
-// reduced once per output. For large T, tokens are processed in blocks whose x rows fit in L2,
-// so the weight tile is read from memory once per token block and x is read from cache.
+// dispatch). Two forms, chosen by T only (never by the row range, so thread splits cannot change
+// results):
+// - T < kMinPackedT: dot-product form. A tile of kMr rows x up to kNt tokens streams the weight
+//   rows once, converts 8 weights per load to f32 and keeps 8-lane partial dots in registers,
+//   reduced once per output.
+// - T >= kMinPackedT (prefill): outer-product form, as the AVX-512 one. Blocks of W [kMc rows,
+//   kKc cols] are converted to f32 (FP8 block scale applied, one rounding) and transposed into a
+//   panel [kKc][16 rows]; blocks of x into [kKc][6 tokens]. The micro-kernel keeps 16 rows x 6
+//   tokens of y in 12 registers: 12 FMAs per column against 2 panel loads and 6 broadcasts.
 #include <algorithm>
 #include <cstring>
 
@@ -17,6 +22,14 @@ constexpr int kMr = 4;  // rows per tile
 constexpr int kNt = 2;  // tokens per tile: 4 x 2 accumulators + x, w and 4 scales fit 16 ymm
 // Token block: as many x rows as fit in ~256 KB of L2.
 constexpr int64_t kTokenBlockBytes = 256 * 1024;
+// Outer-product form from this many tokens (matmul_bench on Zen 5, avx2: at T = 16 the dot form
+// is as fast or faster), panels of kStrip rows, kPackNt tokens per micro-kernel tile.
+constexpr int64_t kMinPackedT = 32;
+constexpr int64_t kKc = 256;    // columns per packed block
+constexpr int64_t kMc = 64;     // rows per packed block (four strips)
+constexpr int64_t kStrip = 16;  // rows per micro-kernel tile (two vectors)
+constexpr int kPackNt = 6;      // tokens per micro-kernel tile
+constexpr int64_t kTb = 192;    // tokens per x block (a multiple of kPackNt)
 // e4m3 bits shifted into an f16 read as e4m3 * 2^-8 (see Fp8ToF32); the 2^8 is folded into the
 // block scale, which stays exact because it is a power of two.
 constexpr float kFp8Rescale = 256.0f;
@@ -141,9 +154,160 @@ void DotTileTokens(const float* x, int64_t t0, int64_t nt, const WeightView& w, 
     DotTile<D, MR, 2>(x, t0, w, r, y);
 }
 
+// ---- Outer-product form ----
+
+// In-register transpose of 8 rows of 8 floats.
+void Transpose8x8(__m256 v[8]) {
+  __m256 t[8], u[8];
+  for (int k = 0; k < 4; ++k) {
+    t[2 * k] = _mm256_unpacklo_ps(v[2 * k], v[2 * k + 1]);
+    t[2 * k + 1] = _mm256_unpackhi_ps(v[2 * k], v[2 * k + 1]);
+  }
+  for (int h = 0; h < 2; ++h) {
+    const __m256* a = t + 4 * h;
+    u[4 * h + 0] = _mm256_shuffle_ps(a[0], a[2], 0x44);
+    u[4 * h + 1] = _mm256_shuffle_ps(a[0], a[2], 0xee);
+    u[4 * h + 2] = _mm256_shuffle_ps(a[1], a[3], 0x44);
+    u[4 * h + 3] = _mm256_shuffle_ps(a[1], a[3], 0xee);
+  }
+  // u[q] (q < 4): rows 0-3 of columns q | q + 4; u[q + 4] the same for rows 4-7.
+  for (int q = 0; q < 4; ++q) {
+    v[q] = _mm256_permute2f128_ps(u[q], u[q + 4], 0x20);
+    v[q + 4] = _mm256_permute2f128_ps(u[q], u[q + 4], 0x31);
+  }
+}
+
+// panel: [ceil(nrows / 16)][kc][16] = W[r0 + row, c0 + c] dequantised (FP8: times its block
+// scale, one rounding, as the dot form) and transposed; rows past nrows are zero.
+template <DType D>
+void PackWeights(const WeightView& w, int64_t r0, int64_t nrows, int64_t c0, int64_t kc,
+                 float* panel) {
+  constexpr bool kFp8 = D == DType::kF8E4M3;
+  const int64_t bc = kFp8 ? w.block_cols : 1;
+  const int64_t scale_cols = kFp8 ? (w.cols + bc - 1) / bc : 0;
+  for (int64_t first = 0; first < nrows; first += 8) {
+    float* dst = panel + (first / kStrip) * kc * kStrip + first % kStrip;
+    const int64_t valid = std::min<int64_t>(nrows - first, 8);
+    const uint8_t* wrow[8];
+    const float* srow[8];
+    for (int64_t i = 0; i < valid; ++i) {
+      wrow[i] = RowPtr<D>(w, r0 + first + i);
+      srow[i] = kFp8 ? w.scale + ((r0 + first + i) / w.block_rows) * scale_cols : nullptr;
+    }
+    for (int64_t cb = 0; cb < kc; cb += 8) {
+      const int64_t n = std::min<int64_t>(8, kc - cb);
+      const int64_t c = c0 + cb;
+      __m256 v[8];
+      for (int64_t i = 0; i < 8; ++i) {
+        if (i >= valid) {
+          v[i] = _mm256_setzero_ps();
+          continue;
+        }
+        // The same columns 8 rows on, packed next (rows lie back to back).
+        PrefetchAt(wrow[i], (8 * w.cols + c) * kBytes<D>);
+        const uint8_t* p = wrow[i] + c * kBytes<D>;
+        v[i] = n == 8 ? LoadWeights<D>(p) : LoadWeightsTail<D>(p, n);
+        if constexpr (kFp8) {
+          if (c / bc == (c + n - 1) / bc) {  // the usual case: all 8 columns in one block
+            v[i] = _mm256_mul_ps(v[i], _mm256_set1_ps(srow[i][c / bc] * kFp8Rescale));
+          } else {
+            alignas(32) float s[8];  // each column's block scale
+            for (int64_t l = 0; l < 8; ++l)
+              s[l] = srow[i][(c + std::min(l, n - 1)) / bc] * kFp8Rescale;
+            v[i] = _mm256_mul_ps(v[i], _mm256_load_ps(s));
+          }
+        }
+      }
+      Transpose8x8(v);
+      for (int64_t j = 0; j < n; ++j) _mm256_store_ps(dst + (cb + j) * kStrip, v[j]);
+    }
+  }
+}
+
+// xpanel: [ceil(nt / 6)][kc][6] = x[t0 + t, c0 + c], tokens past nt zero.
+void PackTokens(const float* x, int64_t cols, int64_t t0, int64_t nt, int64_t c0, int64_t kc,
+                float* xpanel) {
+  for (int64_t g = 0; g * kPackNt < nt; ++g) {
+    const int64_t valid = std::min<int64_t>(kPackNt, nt - g * kPackNt);
+    float* dst = xpanel + g * kc * kPackNt;
+    const float* src = x + (t0 + g * kPackNt) * cols + c0;  // x[t0 + 6 g, c0:]
+    for (int64_t c = 0; c < kc; ++c)
+      for (int64_t j = 0; j < kPackNt; ++j)
+        dst[c * kPackNt + j] = j < valid ? src[j * cols + c] : 0;
+  }
+}
+
+// y[t, r .. r + 16) (+)= sum_c panel[c][0..16) * xpanel[c][t] for t < NT, c in order from a zero
+// start; the first `valid` rows are written. accumulate: the sum is added to y (one rounding).
+template <int NT>
+void MicroKernel(const float* panel, const float* xpanel, int64_t kc, float* y, int64_t ldy,
+                 int64_t valid, bool accumulate) {
+  __m256 lo[NT], hi[NT];  // rows r .. r + 8 and r + 8 .. r + 16 of each token
+#pragma GCC unroll 8
+  for (int j = 0; j < NT; ++j) lo[j] = hi[j] = _mm256_setzero_ps();
+  for (int64_t c = 0; c < kc; ++c) {
+    const __m256 w0 = _mm256_load_ps(panel + c * kStrip);
+    const __m256 w1 = _mm256_load_ps(panel + c * kStrip + 8);
+    const float* xc = xpanel + c * kPackNt;
+#pragma GCC unroll 8
+    for (int j = 0; j < NT; ++j) {
+      const __m256 b = _mm256_broadcast_ss(xc + j);
+      lo[j] = _mm256_fmadd_ps(w0, b, lo[j]);
+      hi[j] = _mm256_fmadd_ps(w1, b, hi[j]);
+    }
+  }
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const __m256i m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(valid)), lane);
+  const __m256i m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(valid - 8)), lane);
+#pragma GCC unroll 8
+  for (int j = 0; j < NT; ++j) {
+    float* yj = y + j * ldy;  // y[t0 + j, r:r + 16]
+    const __m256 a = accumulate ? _mm256_add_ps(_mm256_maskload_ps(yj, m0), lo[j]) : lo[j];
+    const __m256 b = accumulate ? _mm256_add_ps(_mm256_maskload_ps(yj + 8, m1), hi[j]) : hi[j];
+    _mm256_maskstore_ps(yj, m0, a);
+    _mm256_maskstore_ps(yj + 8, m1, b);
+  }
+}
+
+using MicroKernelFn = void (*)(const float*, const float*, int64_t, float*, int64_t, int64_t, bool);
+constexpr MicroKernelFn kMicroKernels[kPackNt] = {&MicroKernel<1>, &MicroKernel<2>,
+                                                  &MicroKernel<3>, &MicroKernel<4>,
+                                                  &MicroKernel<5>, &MicroKernel<6>};
+
+template <DType D>
+void MatMulPacked(const float* x, int64_t T, const WeightView& w, int64_t row_begin,
+                  int64_t row_end, float* y) {
+  // 64 KB + 192 KB of stack, as the AVX-512 form: no allocation on the hot path.
+  alignas(32) float panel[kMc * kKc];
+  alignas(32) float xpanel[kTb * kKc];
+  const int64_t cols = w.cols;
+  for (int64_t tb0 = 0; tb0 < T; tb0 += kTb) {
+    const int64_t tbn = std::min(kTb, T - tb0);
+    for (int64_t kc0 = 0; kc0 < cols; kc0 += kKc) {
+      const int64_t kc = std::min(kKc, cols - kc0);
+      PackTokens(x, cols, tb0, tbn, kc0, kc, xpanel);
+      for (int64_t mc0 = row_begin; mc0 < row_end; mc0 += kMc) {
+        const int64_t mn = std::min(kMc, row_end - mc0);
+        PackWeights<D>(w, mc0, mn, kc0, kc, panel);
+        for (int64_t s = 0; s * kStrip < mn; ++s) {
+          const int64_t valid = std::min(kStrip, mn - s * kStrip);
+          for (int64_t t0 = 0; t0 < tbn; t0 += kPackNt) {
+            const int64_t nt = std::min<int64_t>(kPackNt, tbn - t0);
+            // y[tb0 + t0 .., mc0 + 16 s ..]
+            kMicroKernels[nt - 1](panel + s * kc * kStrip, xpanel + (t0 / kPackNt) * kc * kPackNt,
+                                  kc, y + (tb0 + t0) * w.rows + mc0 + s * kStrip, w.rows, valid,
+                                  kc0 > 0);
+          }
+        }
+      }
+    }
+  }
+}
+
 template <DType D>
 void MatMulTyped(const float* x, int64_t T, const WeightView& w, int64_t row_begin, int64_t row_end,
                  float* y) {
+  if (T >= kMinPackedT) return MatMulPacked<D>(x, T, w, row_begin, row_end, y);
   const int64_t token_block =
       std::max<int64_t>(kNt, kTokenBlockBytes / (w.cols * static_cast<int64_t>(sizeof(float))));
   for (int64_t tb0 = 0; tb0 < T; tb0 += token_block) {
