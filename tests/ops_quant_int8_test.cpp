@@ -299,6 +299,48 @@ TEST(MatMulInt8, ChunkedAndWideRowsMatchTwin) {
   }
 }
 
+// Chunked prefill: cols 18432 (576 groups, the widest panel; 16 tokens per chunk) with T = 40,
+// and one group more (577: the row kernel at every T).
+TEST(MatMulInt8, WidestPanelChunksMatchTwin) {
+  std::mt19937 rng(37);
+  ThreadPool pool(2);
+  ASSERT_LT(Int8ChunkTokens(18432), 40);
+  for (DType dtype : kQuantDTypes) {
+    ExpectEveryIsaMatchesTwin(rng, dtype, 9, 18432, 40, &pool);
+    ExpectEveryIsaMatchesTwin(rng, dtype, 9, 18464, 19, &pool);
+  }
+}
+
+// The largest partial sums the kernels can meet: every activation code at +-127 (a block of
+// equal |x|) against the extreme weight codes (q8_0 -128 / 127, q4_0 nibbles 0 / 15, all of one
+// sign per row, then alternating), where the AVX2 q4_0 prefill's int16 sum of a block reaches
+// 8 * 2 * 15 * 127 = 30480.
+TEST(MatMulInt8, ExtremeCodesMatchTwin) {
+  std::mt19937 rng(38);
+  for (DType dtype : kQuantDTypes) {
+    for (int64_t T : {4, 16, 40}) {
+      QuantWeight w = MakeQuantWeight(rng, dtype, 6, 96);
+      const int64_t row_bytes = dtype == DType::kI8 ? w.cols : Q4RowBytes(w.cols);
+      const uint8_t lo = dtype == DType::kI8 ? 0x80 : 0x00, hi = dtype == DType::kI8 ? 0x7f : 0xff;
+      for (int64_t r = 0; r < w.rows; ++r)
+        for (int64_t i = 0; i < row_bytes; ++i)
+          w.bytes[r * row_bytes + i] = r < 2 ? (r == 0 ? lo : hi) : ((i + r) % 2 ? lo : hi);
+      std::vector<float> x(static_cast<size_t>(T * w.cols));
+      for (int64_t t = 0; t < T; ++t)
+        for (int64_t c = 0; c < w.cols; ++c)
+          x[t * w.cols + c] = (t % 3 == 0 ? 1.5f : t % 3 == 1 ? -1.5f : ((c % 2) ? 1.5f : -1.5f));
+      const std::vector<float> ref = TwinMatMul(x, T, w.View());
+      for (Isa isa : RunnableIsas()) {
+        std::vector<float> y(ref.size(), NAN);
+        MatMul(Int8Context(nullptr, isa), x.data(), T, w.View(), y.data());
+        ASSERT_TRUE(BitwiseEqual(y, ref))
+            << IsaName(isa) << " " << CaseName(dtype, w.rows, w.cols, T) << " "
+            << FirstDifference(y, ref);
+      }
+    }
+  }
+}
+
 // Row ranges that start and end off the row tiles give the bits of the full product.
 TEST(MatMulInt8, RowRangesMatchTwin) {
   std::mt19937 rng(34);

@@ -354,6 +354,34 @@ TEST(MatMul, EveryIsaMatchesScalar) {
   }
 }
 
+// The packed (prefill) forms' edges: every micro-kernel width (T mod the tile), several token
+// blocks (T > 192), row counts that end a strip early (1, 9, 17, 70 rows).
+TEST(MatMul, PackedFormEdgesMatchScalar) {
+  std::mt19937 rng(12);
+  for (DType dtype : kMatMulDTypes) {
+    for (int64_t rows : {1, 9, 17, 70}) {
+      for (int64_t cols : {5, 257}) {
+        for (int64_t T : {32, 33, 34, 35, 37, 49, 50, 203}) {
+          const TestWeight w = MakeWeight(rng, dtype, rows, cols, 16, 32);
+          const std::vector<float> x = RandomFloats(rng, T * cols);
+          std::vector<double> exact, abs_sum;
+          NaiveMatMul(x, T, w, &exact, &abs_sum);
+          std::vector<float> y_ref(static_cast<size_t>(T * rows));
+          MatMul(KernelContext{nullptr, Isa::kScalar}, x.data(), T, w.View(), y_ref.data());
+          const double bound = 2.0 * GammaBound(MatMulRoundings(cols));
+          for (Isa isa : RunnableIsas()) {
+            std::vector<float> y(static_cast<size_t>(T * rows), NAN);
+            MatMul(KernelContext{nullptr, isa}, x.data(), T, w.View(), y.data());
+            for (size_t i = 0; i < y.size(); ++i)
+              ASSERT_LE(std::fabs(y[i] - y_ref[i]), bound * abs_sum[i])
+                  << IsaName(isa) << " " << CaseName(dtype, rows, cols, T) << " i=" << i;
+          }
+        }
+      }
+    }
+  }
+}
+
 void RunMatMulRows(Isa isa, const float* x, int64_t T, const WeightView& w, int64_t begin,
                    int64_t end, float* y) {
   switch (isa) {
@@ -372,7 +400,7 @@ TEST(MatMul, RowRangeWritesOnlyItsRowsAndMatchesFullRange) {
   std::mt19937 rng(3);
   for (DType dtype : kMatMulDTypes) {
     const TestWeight w = MakeWeight(rng, dtype, 300, 257, 7, 16);
-    for (int64_t T : {1, 3, 17}) {
+    for (int64_t T : {1, 3, 17, 40}) {  // 40: the packed (prefill) form
       const std::vector<float> x = RandomFloats(rng, T * w.cols);
       for (Isa isa : RunnableIsas()) {
         std::vector<float> full(static_cast<size_t>(T * w.rows));
@@ -403,7 +431,7 @@ TEST(MatMul, ThreadCountDoesNotChangeResults) {
   ThreadPool two(2);
   for (DType dtype : kMatMulDTypes) {
     const TestWeight w = MakeWeight(rng, dtype, 300, 1000, 128, 128);
-    for (int64_t T : {1, 3, 17}) {
+    for (int64_t T : {1, 3, 17, 40}) {  // 40: the packed (prefill) form
       const std::vector<float> x = RandomFloats(rng, T * w.cols);
       for (Isa isa : RunnableIsas()) {
         std::vector<float> y1(static_cast<size_t>(T * w.rows));

@@ -254,10 +254,20 @@ TEST_F(QuantizeTest, LmHeadTypeSetsTheOutputHeads) {
     EXPECT_NE(s.message().find("--lm-head-type"), std::string::npos) << s.message();
     EXPECT_FALSE(std::filesystem::exists(dir_ / "bad_head"));
   }
-  const auto r = testing::RunDsv3(
+  auto r = testing::RunDsv3(
       {"quantize", "-m", src_.path(), "-o", dir_ / "x", "--type", "q4_0", "--lm-head-type", "q5"});
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.err.find("--lm-head-type: 'q5'"), std::string::npos) << r.err;
+  r = testing::RunDsv3({"quantize", "-q", "-m", src_.path(), "-o", dir_ / "x", "--type", "q4_0",
+                        "--lm-head-type", "bf16", "--quantize-lm-head"});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("give one of them"), std::string::npos) << r.err;
+  EXPECT_FALSE(std::filesystem::exists(dir_ / "x"));
+  // --quantize-lm-head: the heads in --type's format.
+  r = testing::RunDsv3({"quantize", "-q", "-m", src_.path(), "-o", dir_ / "same", "--type", "q4_0",
+                        "--quantize-lm-head"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(head_dtype(dir_ / "same"), DType::kU8);
 }
 
 TEST_F(QuantizeTest, BadTypeIsAnError) {

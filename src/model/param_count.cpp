@@ -73,7 +73,7 @@ enum class MatrixRole {
   kConverted,     // a linear weight in the target format
   kKept,          // the router: kept at >= BF16
   kEmbeddingRow,  // one [1, H] row of embed_tokens (kept), looked up, not multiplied
-  kLmHead,        // kept
+  kLmHead,        // lm_head: DefaultLmHeadType (q8_0 in q8_0/q4_0 models), else kept
 };
 
 // Calls matrix(rows, cols, role) for each matrix one decode step reads and f32(values) for each

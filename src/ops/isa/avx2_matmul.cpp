@@ -185,9 +185,11 @@ void PackWeights(const WeightView& w, int64_t r0, int64_t nrows, int64_t c0, int
   constexpr bool kFp8 = D == DType::kF8E4M3;
   const int64_t bc = kFp8 ? w.block_cols : 1;
   const int64_t scale_cols = kFp8 ? (w.cols + bc - 1) / bc : 0;
-  for (int64_t first = 0; first < nrows; first += 8) {
+  // Whole strips: the zero rows of a last, partial strip are multiplied (and never stored).
+  const int64_t padded = (nrows + kStrip - 1) / kStrip * kStrip;
+  for (int64_t first = 0; first < padded; first += 8) {
     float* dst = panel + (first / kStrip) * kc * kStrip + first % kStrip;
-    const int64_t valid = std::min<int64_t>(nrows - first, 8);
+    const int64_t valid = std::clamp<int64_t>(nrows - first, 0, 8);
     const uint8_t* wrow[8];
     const float* srow[8];
     for (int64_t i = 0; i < valid; ++i) {
