@@ -178,6 +178,11 @@ void MatMulArgs(benchmark::internal::Benchmark* b) {
       }
       b->Args({d, isa, 12288, 7168, 1, 2, 0, 1});
     }
+    // Decode on one core, weights from DRAM: against the 1-thread read-bandwidth probe; and rows
+    // as short as an expert's down_proj (512 columns: 16 blocks per row tile).
+    b->Args({d, kAvx512, 12288, 7168, 1, 1, 0, 1});
+    b->Args({d, kAvx512, 131072, 512, 1, 1, 0, 1});
+    b->Args({d, kAvx512, 131072, 512, 1, 2, 0, 1});
     // Prefill over weights far larger than the L3: packing must hide the DRAM latency.
     for (int64_t threads : {1, 2}) {
       b->Args({d, kAvx512, 12288, 7168, 64, threads, 0, 1});
