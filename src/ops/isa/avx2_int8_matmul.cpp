@@ -235,8 +235,36 @@ struct RowsActs {
   int64_t groups;
 };
 
+// dws[k * 8 + i] = d_w of row i at block b + k, for k < n (n <= 8; later k are zero), from the
+// 8 rows' scale rows srow[i]: an 8x8 transpose once per 8 blocks instead of 8 scalar loads and
+// inserts per block.
+void TransposeScales8(const float* const* srow, int64_t b, int64_t n, float* dws) {
+  __m256 r[8];
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)), lane);
+  for (int i = 0; i < 8; ++i) r[i] = _mm256_maskload_ps(srow[i] + b, m);  // row i, blocks b..
+  __m256 t[8];
+  for (int k = 0; k < 4; ++k) {
+    t[2 * k] = _mm256_unpacklo_ps(r[2 * k], r[2 * k + 1]);
+    t[2 * k + 1] = _mm256_unpackhi_ps(r[2 * k], r[2 * k + 1]);
+  }
+  __m256 u[8];  // u[q] (q < 4): rows 0-3 of blocks q | q + 4; u[q + 4] the same for rows 4-7
+  for (int h = 0; h < 2; ++h) {
+    const __m256* v = t + 4 * h;
+    u[4 * h + 0] = _mm256_shuffle_ps(v[0], v[2], 0x44);
+    u[4 * h + 1] = _mm256_shuffle_ps(v[0], v[2], 0xee);
+    u[4 * h + 2] = _mm256_shuffle_ps(v[1], v[3], 0x44);
+    u[4 * h + 3] = _mm256_shuffle_ps(v[1], v[3], 0xee);
+  }
+  for (int q = 0; q < 4; ++q) {
+    _mm256_store_ps(dws + q * 8, _mm256_permute2f128_ps(u[q], u[q + 4], 0x20));
+    _mm256_store_ps(dws + (q + 4) * 8, _mm256_permute2f128_ps(u[q], u[q + 4], 0x31));
+  }
+}
+
 // y[t0 + t, r0 + i] for t < NT, i < 8, r0 + i < row_end (rows past row_end repeat the last row
-// and are not stored).
+// and are not stored). One token (decode) uses each decoded weight block once, straight from its
+// register; more tokens stage the 8 decoded blocks in L1 and reuse them.
 template <DType D, int NT>
 void Tile(const RowsActs& a, int64_t t0, const WeightView& w, int64_t r0, int64_t row_end,
           float* y) {
@@ -250,27 +278,36 @@ void Tile(const RowsActs& a, int64_t t0, const WeightView& w, int64_t r0, int64_
   }
   __m256 acc[NT];
   for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
-  alignas(32) uint8_t wblock[kTileRows][kBlock];  // this block of the 8 rows, decoded once
-  const int64_t ahead = kTileRows * RowBytes<D>(w.cols);
+  alignas(32) uint8_t wblock[NT > 1 ? kTileRows : 1][kBlock];  // the 8 rows' block, decoded once
+  alignas(32) float dws[8 * kTileRows];  // d_w of the 8 rows at blocks b & ~7 .. (b & ~7) + 7
+  // Rows lie back to back: the same block of the rows 8 KB on (whole tiles, at least one), and
+  // the next tile's scales every 16 blocks, are requested from DRAM while this tile is summed
+  // (one line per 64 bytes of each row).
+  const int64_t tile_bytes = kTileRows * RowBytes<D>(w.cols);
+  const int64_t ahead = tile_bytes * std::max<int64_t>(1, (8192 + tile_bytes - 1) / tile_bytes);
+  constexpr int64_t kBlocksPerLine = 64 / RowBytes<D>(kBlock);
   const auto block = [&](int64_t b, auto tail) {
     constexpr bool kTail = decltype(tail)::value;
     const int64_t n = w.cols - b * kBlock;
+    __m256i wv[kTileRows];
     for (int i = 0; i < kTileRows; ++i) {
-      // The same block of the next 8 rows (rows lie back to back), and their scales every 16
-      // blocks, are requested from DRAM while this tile is summed.
-      PrefetchAt(wrow[i], ahead + b * RowBytes<D>(kBlock));
+      if (b % kBlocksPerLine == 0) PrefetchAt(wrow[i], ahead + b * RowBytes<D>(kBlock));
       if (b % 16 == 0) PrefetchAt(srow[i], 4 * (kTileRows * groups + b));
-      _mm256_store_si256(reinterpret_cast<__m256i*>(wblock[i]),
-                         LoadWeightBlock<D, kTail>(wrow[i], b, n));
+      wv[i] = LoadWeightBlock<D, kTail>(wrow[i], b, n);
+      if constexpr (NT > 1) _mm256_store_si256(reinterpret_cast<__m256i*>(wblock[i]), wv[i]);
     }
-    const __m256 dw = _mm256_setr_ps(srow[0][b], srow[1][b], srow[2][b], srow[3][b], srow[4][b],
-                                     srow[5][b], srow[6][b], srow[7][b]);
+    if (b % 8 == 0) TransposeScales8(srow, b, std::min<int64_t>(8, groups - b), dws);
+    const __m256 dw = _mm256_load_ps(dws + (b % 8) * kTileRows);  // d_w[r0:r0+8, b]
     for (int t = 0; t < NT; ++t) {
       const int64_t xi = (t0 + t) * groups + b;  // block b of token t0 + t
       const __m256i xv = _mm256_load_si256(reinterpret_cast<const __m256i*>(a.codes + xi * kBlock));
       __m256i p[kTileRows];
       for (int i = 0; i < kTileRows; ++i) {
-        p[i] = BlockPartials<D>(_mm256_load_si256(reinterpret_cast<const __m256i*>(wblock[i])), xv);
+        if constexpr (NT > 1)
+          p[i] =
+              BlockPartials<D>(_mm256_load_si256(reinterpret_cast<const __m256i*>(wblock[i])), xv);
+        else
+          p[i] = BlockPartials<D>(wv[i], xv);
       }
       const __m256i isum = _mm256_add_epi32(SumLanes8(p), _mm256_set1_epi32(a.bias[xi]));
       const __m256 s = _mm256_mul_ps(_mm256_set1_ps(a.d[xi]), dw);
