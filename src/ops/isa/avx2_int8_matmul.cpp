@@ -24,6 +24,7 @@
 
 #include "ops/int8_dot.h"
 #include "ops/isa/simd_intrinsics.h"
+#include "ops/isa/transpose8x8.h"
 #include "ops/kernels_internal.h"
 
 namespace dsv3::ops::avx2 {
@@ -234,33 +235,6 @@ struct RowsActs {
   const int32_t* bias;   // [T, groups]
   int64_t groups;
 };
-
-// dws[k * 8 + i] = d_w of row i at block b + k, for k < n (n <= 8; later k are zero), from the
-// 8 rows' scale rows srow[i]: an 8x8 transpose once per 8 blocks instead of 8 scalar loads and
-// inserts per block.
-void TransposeScales8(const float* const* srow, int64_t b, int64_t n, float* dws) {
-  __m256 r[8];
-  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-  const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)), lane);
-  for (int i = 0; i < 8; ++i) r[i] = _mm256_maskload_ps(srow[i] + b, m);  // row i, blocks b..
-  __m256 t[8];
-  for (int k = 0; k < 4; ++k) {
-    t[2 * k] = _mm256_unpacklo_ps(r[2 * k], r[2 * k + 1]);
-    t[2 * k + 1] = _mm256_unpackhi_ps(r[2 * k], r[2 * k + 1]);
-  }
-  __m256 u[8];  // u[q] (q < 4): rows 0-3 of blocks q | q + 4; u[q + 4] the same for rows 4-7
-  for (int h = 0; h < 2; ++h) {
-    const __m256* v = t + 4 * h;
-    u[4 * h + 0] = _mm256_shuffle_ps(v[0], v[2], 0x44);
-    u[4 * h + 1] = _mm256_shuffle_ps(v[0], v[2], 0xee);
-    u[4 * h + 2] = _mm256_shuffle_ps(v[1], v[3], 0x44);
-    u[4 * h + 3] = _mm256_shuffle_ps(v[1], v[3], 0xee);
-  }
-  for (int q = 0; q < 4; ++q) {
-    _mm256_store_ps(dws + q * 8, _mm256_permute2f128_ps(u[q], u[q + 4], 0x20));
-    _mm256_store_ps(dws + (q + 4) * 8, _mm256_permute2f128_ps(u[q], u[q + 4], 0x31));
-  }
-}
 
 // y[t0 + t, r0 + i] for t < NT, i < 8, r0 + i < row_end (rows past row_end repeat the last row
 // and are not stored). One token (decode) uses each decoded weight block once, straight from its

@@ -12,6 +12,7 @@
 #include <cstring>
 
 #include "ops/isa/simd_intrinsics.h"
+#include "ops/isa/transpose8x8.h"
 #include "ops/kernels_internal.h"
 
 namespace dsv3::ops::avx2 {
@@ -214,27 +215,6 @@ void DotTileTokens(const float* x, int64_t t0, int64_t nt, const WeightView& w, 
 }
 
 // ---- Outer-product form ----
-
-// In-register transpose of 8 rows of 8 floats.
-void Transpose8x8(__m256 v[8]) {
-  __m256 t[8], u[8];
-  for (int k = 0; k < 4; ++k) {
-    t[2 * k] = _mm256_unpacklo_ps(v[2 * k], v[2 * k + 1]);
-    t[2 * k + 1] = _mm256_unpackhi_ps(v[2 * k], v[2 * k + 1]);
-  }
-  for (int h = 0; h < 2; ++h) {
-    const __m256* a = t + 4 * h;
-    u[4 * h + 0] = _mm256_shuffle_ps(a[0], a[2], 0x44);
-    u[4 * h + 1] = _mm256_shuffle_ps(a[0], a[2], 0xee);
-    u[4 * h + 2] = _mm256_shuffle_ps(a[1], a[3], 0x44);
-    u[4 * h + 3] = _mm256_shuffle_ps(a[1], a[3], 0xee);
-  }
-  // u[q] (q < 4): rows 0-3 of columns q | q + 4; u[q + 4] the same for rows 4-7.
-  for (int q = 0; q < 4; ++q) {
-    v[q] = _mm256_permute2f128_ps(u[q], u[q + 4], 0x20);
-    v[q + 4] = _mm256_permute2f128_ps(u[q], u[q + 4], 0x31);
-  }
-}
 
 // panel: [ceil(nrows / 16)][kc][16] = W[r0 + row, c0 + c] dequantised (FP8: times its block
 // scale, one rounding, as the dot form) and transposed; rows past nrows are zero.

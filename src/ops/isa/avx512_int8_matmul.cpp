@@ -24,6 +24,7 @@
 
 #include "ops/int8_dot.h"
 #include "ops/isa/simd_intrinsics.h"
+#include "ops/isa/transpose8x8.h"
 #include "ops/kernels_internal.h"
 
 namespace dsv3::ops::avx512 {
@@ -231,32 +232,6 @@ __m512i SumLanes8x2(const __m512i p[8]) {
                                      _mm512_shuffle_i32x4(c0, c1, _MM_SHUFFLE(3, 1, 3, 1)));
   // g: [rows 0-3 of b, rows 0-3 of b + 1, rows 4-7 of b, rows 4-7 of b + 1]
   return _mm512_shuffle_i32x4(g, g, _MM_SHUFFLE(3, 1, 2, 0));
-}
-
-// dws[k * 8 + i] = d_w of row i at block b + k, for k < n (n <= 8; later k are zero), from the
-// 8 rows' scale rows srow[i] (an 8x8 transpose: one zmm load then gives two blocks' 8 scales,
-// where two gathers per pair of blocks cost a third of the q4_0 GEMV's time).
-void TransposeScales8(const float* const* srow, int64_t b, int64_t n, float* dws) {
-  const __mmask8 m = static_cast<__mmask8>((1u << n) - 1u);
-  __m256 r[8];
-  for (int i = 0; i < 8; ++i) r[i] = _mm256_maskz_loadu_ps(m, srow[i] + b);  // row i, blocks b..
-  __m256 t[8];  // t[2k], t[2k + 1]: rows 2k, 2k + 1 interleaved (low / high pairs per lane)
-  for (int k = 0; k < 4; ++k) {
-    t[2 * k] = _mm256_unpacklo_ps(r[2 * k], r[2 * k + 1]);
-    t[2 * k + 1] = _mm256_unpackhi_ps(r[2 * k], r[2 * k + 1]);
-  }
-  __m256 s[8];  // s[q] (q < 4): rows 0-3 of blocks q | q + 4; s[q + 4] the same for rows 4-7
-  for (int h = 0; h < 2; ++h) {
-    const __m256* u = t + 4 * h;
-    s[4 * h + 0] = _mm256_shuffle_ps(u[0], u[2], 0x44);
-    s[4 * h + 1] = _mm256_shuffle_ps(u[0], u[2], 0xee);
-    s[4 * h + 2] = _mm256_shuffle_ps(u[1], u[3], 0x44);
-    s[4 * h + 3] = _mm256_shuffle_ps(u[1], u[3], 0xee);
-  }
-  for (int q = 0; q < 4; ++q) {
-    _mm256_store_ps(dws + q * 8, _mm256_permute2f128_ps(s[q], s[q + 4], 0x20));
-    _mm256_store_ps(dws + (q + 4) * 8, _mm256_permute2f128_ps(s[q], s[q + 4], 0x31));
-  }
 }
 
 struct RowsActs {
