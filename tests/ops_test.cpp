@@ -322,34 +322,37 @@ TEST(MatMul, ScalarMatchesDoubleNaive) {
   }
 }
 
+// MatMul on every ISA variant against the scalar twin, for one random case: both evaluations are
+// within gamma of exact, so twice the bound between them.
+void ExpectEveryIsaMatchesScalar(std::mt19937& rng, DType dtype, int64_t rows, int64_t cols,
+                                 int64_t T, BlockShape block) {
+  const TestWeight w = MakeWeight(rng, dtype, rows, cols, block.rows, block.cols);
+  const std::vector<float> x = RandomFloats(rng, T * cols);
+  std::vector<double> exact, abs_sum;
+  NaiveMatMul(x, T, w, &exact, &abs_sum);
+  std::vector<float> y_ref(static_cast<size_t>(T * rows));
+  MatMul(KernelContext{nullptr, Isa::kScalar}, x.data(), T, w.View(), y_ref.data());
+  const double bound = 2.0 * GammaBound(MatMulRoundings(cols));
+  for (Isa isa : RunnableIsas()) {
+    std::vector<float> y(static_cast<size_t>(T * rows), NAN);
+    MatMul(KernelContext{nullptr, isa}, x.data(), T, w.View(), y.data());
+    for (size_t i = 0; i < y.size(); ++i)
+      ASSERT_LE(std::fabs(y[i] - y_ref[i]), bound * abs_sum[i])
+          << IsaName(isa) << " " << CaseName(dtype, rows, cols, T) << " block " << block.rows << "x"
+          << block.cols << " i=" << i;
+  }
+}
+
 // Every ISA variant against the scalar twin.
 TEST(MatMul, EveryIsaMatchesScalar) {
   std::mt19937 rng(2);
   for (DType dtype : kMatMulDTypes) {
     for (const BlockShape block : kFp8Blocks) {
       if (dtype != DType::kF8E4M3 && block.rows != 128) continue;
-      for (int64_t rows : {1, 7, 130, 300}) {
-        for (int64_t cols : {1, 5, 129, 257, 1000}) {
-          for (int64_t T : {1, 2, 3, 4, 5, 13, 17, 40}) {
-            const TestWeight w = MakeWeight(rng, dtype, rows, cols, block.rows, block.cols);
-            const std::vector<float> x = RandomFloats(rng, T * cols);
-            std::vector<double> exact, abs_sum;
-            NaiveMatMul(x, T, w, &exact, &abs_sum);
-            std::vector<float> y_ref(static_cast<size_t>(T * rows));
-            MatMul(KernelContext{nullptr, Isa::kScalar}, x.data(), T, w.View(), y_ref.data());
-            // Both evaluations are within gamma of exact: twice the bound between them.
-            const double bound = 2.0 * GammaBound(MatMulRoundings(cols));
-            for (Isa isa : RunnableIsas()) {
-              std::vector<float> y(static_cast<size_t>(T * rows), NAN);
-              MatMul(KernelContext{nullptr, isa}, x.data(), T, w.View(), y.data());
-              for (size_t i = 0; i < y.size(); ++i)
-                ASSERT_LE(std::fabs(y[i] - y_ref[i]), bound * abs_sum[i])
-                    << IsaName(isa) << " " << CaseName(dtype, rows, cols, T) << " block "
-                    << block.rows << "x" << block.cols << " i=" << i;
-            }
-          }
-        }
-      }
+      for (int64_t rows : {1, 7, 130, 300})
+        for (int64_t cols : {1, 5, 129, 257, 1000})
+          for (int64_t T : {1, 2, 3, 4, 5, 13, 17, 40})
+            ExpectEveryIsaMatchesScalar(rng, dtype, rows, cols, T, block);
     }
   }
 }
@@ -358,28 +361,11 @@ TEST(MatMul, EveryIsaMatchesScalar) {
 // blocks (T > 192), row counts that end a strip early (1, 9, 17, 70 rows).
 TEST(MatMul, PackedFormEdgesMatchScalar) {
   std::mt19937 rng(12);
-  for (DType dtype : kMatMulDTypes) {
-    for (int64_t rows : {1, 9, 17, 70}) {
-      for (int64_t cols : {5, 257}) {
-        for (int64_t T : {32, 33, 34, 35, 37, 49, 50, 203}) {
-          const TestWeight w = MakeWeight(rng, dtype, rows, cols, 16, 32);
-          const std::vector<float> x = RandomFloats(rng, T * cols);
-          std::vector<double> exact, abs_sum;
-          NaiveMatMul(x, T, w, &exact, &abs_sum);
-          std::vector<float> y_ref(static_cast<size_t>(T * rows));
-          MatMul(KernelContext{nullptr, Isa::kScalar}, x.data(), T, w.View(), y_ref.data());
-          const double bound = 2.0 * GammaBound(MatMulRoundings(cols));
-          for (Isa isa : RunnableIsas()) {
-            std::vector<float> y(static_cast<size_t>(T * rows), NAN);
-            MatMul(KernelContext{nullptr, isa}, x.data(), T, w.View(), y.data());
-            for (size_t i = 0; i < y.size(); ++i)
-              ASSERT_LE(std::fabs(y[i] - y_ref[i]), bound * abs_sum[i])
-                  << IsaName(isa) << " " << CaseName(dtype, rows, cols, T) << " i=" << i;
-          }
-        }
-      }
-    }
-  }
+  for (DType dtype : kMatMulDTypes)
+    for (int64_t rows : {1, 9, 17, 70})
+      for (int64_t cols : {5, 257})
+        for (int64_t T : {32, 33, 34, 35, 37, 49, 50, 203})
+          ExpectEveryIsaMatchesScalar(rng, dtype, rows, cols, T, BlockShape{16, 32});
 }
 
 void RunMatMulRows(Isa isa, const float* x, int64_t T, const WeightView& w, int64_t begin,
