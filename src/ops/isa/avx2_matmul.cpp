@@ -100,7 +100,8 @@ const uint8_t* RowPtr(const WeightView& w, int64_t r) {
 }
 
 // Decode (one token) with FP8 weights: y[t0, r + i] for i < MR. Each column block's partial dot
-// is scaled once (as the AVX-512 kernel does) and 16 weights are converted per step, half the
+// is scaled once (as the AVX-512 kernel does; DotTile's token pairs scale each weight, so a lone
+// token of a larger T rounds slightly differently) and 16 weights are converted per step, half the
 // instructions of DotTile's per-weight scaling (matmul_bench 12288x7168 T=1, 2 threads: 20-23 ->
 // 26-31 GB/s).
 template <int MR>
