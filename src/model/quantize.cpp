@@ -127,11 +127,9 @@ void AppendBf16(const std::vector<float>& v, std::vector<uint8_t>* bytes) {
 // What one source tensor becomes: its format in the output and the output tensors (the weight,
 // and for fp8 / q8_0 / q4_0 its scale), known before any conversion so that the writer can place
 // them in shards and convert them when their shard is written.
-enum class OutFormat { kF32, kBF16, kFp8, kQ8_0, kQ4_0 };
-
 struct TensorPlan {
   const io::TensorInfo* source = nullptr;
-  OutFormat format = OutFormat::kBF16;
+  QuantType format = QuantType::kBF16;
   std::vector<io::TensorToWrite> outputs;  // names, dtypes, shapes and sizes; no data
 };
 
@@ -145,27 +143,10 @@ Result<TensorPlan> PlanTensor(const io::Checkpoint& in, const ModelConfig& confi
   const bool keep_f32 =
       !target && t.dtype == DType::kF32 &&
       (options.type != QuantType::kBF16 || EndsWith(t.name, "e_score_correction_bias"));
-  const QuantType type = target                            ? *target
-                         : options.type == QuantType::kF32 ? QuantType::kF32
-                         : keep_f32                        ? QuantType::kF32
-                                                           : QuantType::kBF16;
-  switch (type) {
-    case QuantType::kF32:
-      p.format = OutFormat::kF32;
-      break;
-    case QuantType::kBF16:
-      p.format = OutFormat::kBF16;
-      break;
-    case QuantType::kFp8:
-      p.format = OutFormat::kFp8;
-      break;
-    case QuantType::kQ8_0:
-      p.format = OutFormat::kQ8_0;
-      break;
-    case QuantType::kQ4_0:
-      p.format = OutFormat::kQ4_0;
-      break;
-  }
+  p.format = target                            ? *target
+             : options.type == QuantType::kF32 ? QuantType::kF32
+             : keep_f32                        ? QuantType::kF32
+                                               : QuantType::kBF16;
 
   const int64_t n = w.rows * w.cols;
   const auto out = [&](std::string name, DType dtype, std::vector<int64_t> shape, int64_t bytes) {
@@ -180,24 +161,24 @@ Result<TensorPlan> PlanTensor(const io::Checkpoint& in, const ModelConfig& confi
       t.shape.size() == 1 ? std::vector<int64_t>{w.cols} : std::vector<int64_t>{w.rows, w.cols};
   const int64_t groups = ops::QuantGroups(w.cols);
   switch (p.format) {
-    case OutFormat::kF32:
+    case QuantType::kF32:
       out(t.name, DType::kF32, shape, 4 * n);
       break;
-    case OutFormat::kBF16:
+    case QuantType::kBF16:
       out(t.name, DType::kBF16, shape, 2 * n);
       break;
-    case OutFormat::kFp8: {
+    case QuantType::kFp8: {
       const int64_t gr = (w.rows + kFp8Block - 1) / kFp8Block;
       const int64_t gc = (w.cols + kFp8Block - 1) / kFp8Block;
       out(t.name, DType::kF8E4M3, shape, n);
       out(t.name + "_scale_inv", DType::kF32, {gr, gc}, 4 * gr * gc);
       break;
     }
-    case OutFormat::kQ8_0:
+    case QuantType::kQ8_0:
       out(t.name, DType::kI8, shape, n);
       out(t.name + "_scale_inv", DType::kF32, {w.rows, groups}, 4 * w.rows * groups);
       break;
-    case OutFormat::kQ4_0: {
+    case QuantType::kQ4_0: {
       const int64_t row_bytes = ops::Q4RowBytes(w.cols);
       out(t.name, DType::kU8, {w.rows, row_bytes}, w.rows * row_bytes);
       out(t.name + "_scale_inv", DType::kF32, {w.rows, groups}, 4 * w.rows * groups);
@@ -221,20 +202,20 @@ Status ConvertTensor(const io::Checkpoint& in, const ModelConfig& config, const 
   const int64_t gs = ops::kQuantGroupSize, groups = ops::QuantGroups(w.cols);
   std::vector<float> scale;
   switch (p.format) {
-    case OutFormat::kF32:
+    case QuantType::kF32:
       AppendF32(values, &bytes);
       return Status::Ok();
-    case OutFormat::kBF16:
+    case QuantType::kBF16:
       AppendBf16(values, &bytes);
       return Status::Ok();
-    case OutFormat::kFp8:
+    case QuantType::kFp8:
       bytes.resize(static_cast<size_t>(w.rows * w.cols));
       scale.resize(static_cast<size_t>(((w.rows + kFp8Block - 1) / kFp8Block) *
                                        ((w.cols + kFp8Block - 1) / kFp8Block)));
       ops::QuantizeFp8Blocks(values.data(), w.rows, w.cols, kFp8Block, kFp8Block, bytes.data(),
                              scale.data());
       break;
-    case OutFormat::kQ8_0:
+    case QuantType::kQ8_0:
       scale.resize(static_cast<size_t>(w.rows * groups));
       bytes.resize(static_cast<size_t>(w.rows * w.cols));
       for (int64_t r = 0; r < w.rows; ++r)
@@ -242,7 +223,7 @@ Status ConvertTensor(const io::Checkpoint& in, const ModelConfig& config, const 
                              reinterpret_cast<int8_t*>(bytes.data()) + r * w.cols,
                              scale.data() + r * groups);
       break;
-    case OutFormat::kQ4_0: {
+    case QuantType::kQ4_0: {
       const int64_t row_bytes = ops::Q4RowBytes(w.cols);
       scale.resize(static_cast<size_t>(w.rows * groups));
       bytes.resize(static_cast<size_t>(w.rows * row_bytes));
