@@ -191,6 +191,7 @@ void MatMulArgs(benchmark::internal::Benchmark* b) {
     }
     for (int64_t T : {1, 4, 8, 64}) {
       b->Args({d, kAvx512, 2048, 2048, T, 1, 0, 1});
+      b->Args({d, kAvx512, 512, 2048, T, 1, 0, 1});
       b->Args({d, kAvx512, 2048, 2048, T, 1, 0, 0});
     }
   }

@@ -203,7 +203,7 @@ TEST(AccumulateRows, QuantFormatsEqualDequantizeRowThenAxpy) {
   std::mt19937 rng(17);
   for (DType dtype : kQuantDTypes) {
     for (int64_t group : {32, 48, 20}) {
-      for (int64_t cols : {1, 31, 33, 130, 300}) {
+      for (int64_t cols : {1, 31, 33, 130, 300, 544}) {
         const int64_t rows = 7, groups = (cols + group - 1) / group;
         const QuantWeight q = MakeQuantWeight(rng, dtype, rows, cols);
         const std::vector<float> scale = RandomFloats(rng, rows * groups);

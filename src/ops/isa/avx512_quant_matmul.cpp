@@ -98,6 +98,33 @@ void DotTile(const float* x, int64_t t0, const WeightView& w, int64_t r, float* 
         x1[j] = _mm512_maskz_loadu_ps(m1, xrow[j] + c + 16);
       }
     }
+    if (D == DType::kU8 && n == kGroup) {
+      // A row's 16 bytes widen to 16 lanes (low nibble: even column, high: odd); vpermps looks
+      // each nibble up in the group's table of (code - 8) * s (the rounding of the generic path),
+      // against x split into its even and odd columns.
+      const __m512i evens =
+          _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+      const __m512i odds =
+          _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+      const __m512 codes = _mm512_setr_ps(-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7);
+      __m512 xe[NT], xo[NT];
+      for (int j = 0; j < NT; ++j) {
+        xe[j] = _mm512_permutex2var_ps(x0[j], evens, x1[j]);
+        xo[j] = _mm512_permutex2var_ps(x0[j], odds, x1[j]);
+      }
+      for (int i = 0; i < MR; ++i) {
+        const __m512i v = _mm512_cvtepu8_epi32(
+            _mm_loadu_si128(reinterpret_cast<const __m128i*>(wrow[i] + g * (kGroup / 2))));
+        const __m512 table = _mm512_mul_ps(codes, _mm512_set1_ps(srow[i][g]));
+        const __m512 we = _mm512_permutexvar_ps(v, table);  // the low 4 bits index
+        const __m512 wo = _mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), table);
+        for (int j = 0; j < NT; ++j) {
+          acc[i][j] = _mm512_fmadd_ps(we, xe[j], acc[i][j]);
+          acc[i][j] = _mm512_fmadd_ps(wo, xo[j], acc[i][j]);
+        }
+      }
+      continue;
+    }
     for (int i = 0; i < MR; ++i) {
       __m512 w0, w1;
       LoadGroup<D>(wrow[i], g, n, &w0, &w1);
