@@ -22,6 +22,7 @@
 #include "ops/isa.h"
 #include "ops/matmul.h"
 #include "ops/quant.h"
+#include "ops/row_tiles.h"
 #include "util/dtype.h"
 
 namespace {
@@ -106,7 +107,7 @@ struct BenchWeight {
   }
 };
 
-void BM_MatMul(benchmark::State& state) {
+void RunMatMul(benchmark::State& state, bool tiles) {
   const DType dtype = kDTypes[state.range(0)];
   const Isa isa = static_cast<Isa>(state.range(1));
   const int64_t rows = state.range(2), cols = state.range(3), T = state.range(4);
@@ -116,12 +117,14 @@ void BM_MatMul(benchmark::State& state) {
   state.SetLabel(std::string(dsv3::DTypeName(dtype)) + "/" + std::string(dsv3::ops::IsaName(isa)) +
                  "/" + std::to_string(rows) + "x" + std::to_string(cols) +
                  "/T=" + std::to_string(T) + "/threads=" + std::to_string(threads) +
-                 (bf16_dot ? "/bf16_dot" : "") + (int8_dot ? "/int8_dot" : ""));
+                 (bf16_dot ? "/bf16_dot" : "") + (int8_dot ? "/int8_dot" : "") +
+                 (tiles ? "/tiles" : ""));
   if (!dsv3::ops::CpuSupports(isa)) {
     state.SkipWithError("ISA not supported by this CPU");
     return;
   }
-  const BenchWeight w(dtype, rows, cols);
+  BenchWeight w(dtype, rows, cols);
+  if (tiles) dsv3::ops::TileRows(&w.view, w.bytes.data(), w.scale.data());
   std::vector<float> x(static_cast<size_t>(T * cols));
   std::mt19937 rng(7);
   std::uniform_real_distribution<float> value(-1.0f, 1.0f);
@@ -197,7 +200,34 @@ void MatMulArgs(benchmark::internal::Benchmark* b) {
   }
 }
 
+void BM_MatMul(benchmark::State& state) {
+  RunMatMul(state, false);
+}
+
 BENCHMARK(BM_MatMul)->Apply(MatMulArgs)->Unit(benchmark::kMicrosecond)->UseRealTime();
+
+// q8_0 / q4_0 in the int8 kernels' 16-row tiles (ops/row_tiles.h), AVX-512, int8 activations:
+// compare with BM_MatMul's int8_dot rows of the same shape.
+void BM_MatMulTiled(benchmark::State& state) {
+  RunMatMul(state, true);
+}
+
+void MatMulTiledArgs(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"dtype", "isa", "rows", "cols", "T", "threads", "bf16_dot", "int8_dot"});
+  const int64_t kAvx512 = static_cast<int64_t>(Isa::kAvx512);
+  for (int64_t d : {4, 5}) {
+    for (int64_t threads : {1, 2}) {
+      for (auto [rows, cols] :
+           {std::pair<int64_t, int64_t>{2048, 2048}, {512, 2048}, {12288, 7168}})
+        b->Args({d, kAvx512, rows, cols, 1, threads, 0, 1});
+      b->Args({d, kAvx512, 131072, 512, 1, threads, 0, 1});
+      b->Args({d, kAvx512, 2048, 2048, 4, threads, 0, 1});
+      b->Args({d, kAvx512, 2048, 2048, 64, threads, 0, 1});
+    }
+  }
+}
+
+BENCHMARK(BM_MatMulTiled)->Apply(MatMulTiledArgs)->Unit(benchmark::kMicrosecond)->UseRealTime();
 
 // Rows [r0, r0 + rows) of a q8_0 / q4_0 matrix as a matrix of its own.
 dsv3::ops::WeightView RowSlice(const dsv3::ops::WeightView& w, int64_t r0, int64_t rows) {
@@ -218,19 +248,24 @@ void BM_MoeDecode(benchmark::State& state) {
   constexpr int64_t kExperts = 64, kTopK = 8, kHidden = 2048, kInter = 512;
   const DType dtype = kDTypes[state.range(0)];
   const int threads = static_cast<int>(state.range(1));
+  const bool tiles = state.range(2) != 0;
   state.SetLabel(std::string(dsv3::DTypeName(dtype)) +
-                 "/moe64x8/threads=" + std::to_string(threads));
+                 "/moe64x8/threads=" + std::to_string(threads) + (tiles ? "/tiles" : ""));
   if (!dsv3::ops::CpuSupports(Isa::kAvx512)) {
     state.SkipWithError("needs AVX-512");
     return;
   }
-  const BenchWeight gate_up(dtype, 2 * kExperts * kInter, kHidden);
-  const BenchWeight down(dtype, kExperts * kHidden, kInter);
+  BenchWeight gate_up(dtype, 2 * kExperts * kInter, kHidden);
+  BenchWeight down(dtype, kExperts * kHidden, kInter);
   std::vector<dsv3::ops::WeightView> views;  // per expert: gate, up, down
   for (int64_t e = 0; e < kExperts; ++e) {
     views.push_back(RowSlice(gate_up.view, 2 * e * kInter, kInter));
     views.push_back(RowSlice(gate_up.view, (2 * e + 1) * kInter, kInter));
     views.push_back(RowSlice(down.view, e * kHidden, kHidden));
+  }
+  if (tiles) {
+    for (auto& v : views)
+      dsv3::ops::TileRows(&v, const_cast<void*>(v.data), const_cast<float*>(v.scale));
   }
   std::vector<float> x(kHidden, 0.5f), h(static_cast<size_t>(2 * kTopK * kInter));
   std::vector<float> y(static_cast<size_t>(kTopK * kHidden));
@@ -268,8 +303,8 @@ void BM_MoeDecode(benchmark::State& state) {
 }
 
 BENCHMARK(BM_MoeDecode)
-    ->ArgNames({"dtype", "threads"})
-    ->ArgsProduct({{4, 5}, {1, 2}})
+    ->ArgNames({"dtype", "threads", "tiles"})
+    ->ArgsProduct({{4, 5}, {1, 2}, {0, 1}})
     ->Unit(benchmark::kMicrosecond)
     ->UseRealTime();
 

@@ -22,6 +22,7 @@
 #include "model/quantize.h"
 #include "model/random_checkpoint.h"
 #include "model/transformer.h"
+#include "ops/row_tiles.h"
 #include "reference/reference_model.h"
 #include "test_util.h"
 
@@ -37,14 +38,22 @@ std::vector<int32_t> Tokens(int64_t vocab) {
   return t;
 }
 
-std::vector<float> Logits(const std::string& dir, const std::vector<int32_t>& tokens) {
-  auto model = Model::Load(dir, LoadOptions{});
+std::vector<float> Logits(const std::string& dir, const std::vector<int32_t>& tokens,
+                          const LoadOptions& load = LoadOptions{}, bool int8_dot = false) {
+  auto model = Model::Load(dir, load);
   EXPECT_TRUE(model.ok()) << model.status().message();
   if (!model.ok()) return {};
+  if (load.tile_int8_rows) {  // the product matrices were tiled, kv_b_proj and embeddings not
+    const LayerWeights& layer = (*model)->weights().layers[0];
+    EXPECT_EQ(layer.attn.q_a_proj.row_tiles, ops::kRowTile);
+    EXPECT_EQ(layer.attn.kv_b_proj.row_tiles, 0);
+    EXPECT_EQ((*model)->weights().embed_tokens.row_tiles, 0);
+  }
   const int64_t T = static_cast<int64_t>(tokens.size()), V = (*model)->config().vocab_size;
   InferenceState state(**model, T);
   ThreadPool pool(2);
   ops::KernelContext ctx{&pool, ops::BestIsa()};
+  ctx.int8_dot = int8_dot;
   std::vector<float> logits(static_cast<size_t>(T * V));
   Status s = Forward(**model, ctx, state, tokens, ForwardOptions{}, logits.data());
   EXPECT_TRUE(s.ok()) << s.message();
@@ -119,6 +128,44 @@ TEST_F(QuantizeTest, EveryTypeLoadsAndMatchesItsDequantisedCopy) {
   }
   EXPECT_LT(drift_q8, drift_q4);
   EXPECT_LT(drift_q8, 0.05);
+}
+
+// Loading with the int8 kernels' 16-row tiles (what the CLI does on AVX-512 with int8
+// activations) changes the weights' byte order, never the logits: bit for bit the same, with int8
+// activations and without (tiled weights then take the scalar reference).
+TEST_F(QuantizeTest, TiledInt8WeightsGiveTheSameLogits) {
+  // tiny-v3 with widths in whole groups of 32 where tiles need them; o_proj (48 columns) and
+  // others stay row-major, so both kinds run side by side.
+  auto config = PresetConfig("tiny-v3");
+  ASSERT_TRUE(config.ok());
+  config->hidden_size = 64;
+  config->intermediate_size = 96;
+  config->moe_intermediate_size = 32;
+  config->q_lora_rank = 64;
+  RandomCheckpointOptions options;
+  options.seed = 4;
+  options.mtp = true;
+  const std::string src = dir_ / "wide";
+  ASSERT_TRUE(WriteRandomCheckpoint(*config, options, src).ok());
+  const auto tokens = Tokens(config->vocab_size);
+  for (auto [name, type] :
+       {std::pair{"q8_0", QuantType::kQ8_0}, std::pair{"q4_0", QuantType::kQ4_0}}) {
+    SCOPED_TRACE(name);
+    const std::string q = Quantize(src, std::string("wide_") + name, type);
+    LoadOptions tiled;
+    tiled.tile_int8_rows = true;
+    const std::vector<float> int8_rows = Logits(q, tokens, LoadOptions{}, true);
+    ASSERT_FALSE(int8_rows.empty());
+    EXPECT_EQ(Logits(q, tokens, tiled, true), int8_rows);
+    const std::vector<float> f32_tiled = Logits(q, tokens, tiled, false);
+    EXPECT_LE(RelError(f32_tiled, Logits(q, tokens)), kRelTol);
+    // A read-only mapping is never tiled.
+    LoadOptions mapped = tiled;
+    mapped.load_mode = io::LoadMode::kMmap;
+    auto model = Model::Load(q, mapped);
+    ASSERT_TRUE(model.ok()) << model.status().message();
+    EXPECT_EQ((*model)->weights().layers[0].attn.q_a_proj.row_tiles, 0);
+  }
 }
 
 // Converted tensors are written shard by shard; a model split into many shards holds the same

@@ -1,10 +1,12 @@
 #include "model/weights.h"
 
 #include <cmath>
+#include <set>
 
 #include <fmt/ranges.h>
 
 #include "ops/isa.h"
+#include "ops/row_tiles.h"
 
 namespace dsv3 {
 
@@ -250,6 +252,55 @@ Result<ModelWeights> BindWeights(const ModelConfig& config, const io::Checkpoint
     w.mtp.push_back(std::move(mtp));
   }
   return w;
+}
+
+namespace {
+
+// Calls fn(view) for every matrix of a layer that only matrix products read.
+template <typename Fn>
+void ForEachProductMatrix(LayerWeights& layer, Fn&& fn) {
+  AttentionWeights& a = layer.attn;
+  for (WeightView* w : {&a.q_proj, &a.q_a_proj, &a.q_b_proj, &a.kv_a_proj_with_mqa, &a.o_proj})
+    fn(w);
+  auto mlp = [&](MlpWeights& m) {
+    fn(&m.gate_proj);
+    fn(&m.up_proj);
+    fn(&m.down_proj);
+  };
+  if (!layer.is_moe) return mlp(layer.mlp);
+  for (MlpWeights& e : layer.moe.experts) mlp(e);
+  if (layer.moe.has_shared) mlp(layer.moe.shared_experts);
+}
+
+}  // namespace
+
+int64_t TileInt8Weights(ModelWeights* weights) {
+  // Views of one tensor (a tied head) must agree: a tensor an embedding reads is never tiled, and
+  // a second view of a tiled tensor is marked tiled too.
+  std::set<const void*> row_major = {weights->embed_tokens.data};
+  for (const MtpWeights& m : weights->mtp) row_major.insert(m.embed_tokens.data);
+  std::set<const void*> tiled;
+  int64_t count = 0;
+  auto tile = [&](WeightView* w) {
+    if (w->data == nullptr || row_major.count(w->data) > 0) return;
+    if (tiled.count(w->data) > 0) {
+      w->row_tiles = ops::kRowTile;
+      return;
+    }
+    if (!ops::CanTileRows(*w)) return;
+    // Writable by the contract above: the bytes live in the checkpoint's read buffer.
+    ops::TileRows(w, const_cast<void*>(w->data), const_cast<float*>(w->scale));
+    tiled.insert(w->data);
+    ++count;
+  };
+  for (LayerWeights& layer : weights->layers) ForEachProductMatrix(layer, tile);
+  tile(&weights->lm_head);
+  for (MtpWeights& m : weights->mtp) {
+    tile(&m.eh_proj);
+    ForEachProductMatrix(m.layer, tile);
+    tile(&m.shared_head_head);
+  }
+  return count;
 }
 
 }  // namespace dsv3

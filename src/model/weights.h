@@ -75,4 +75,12 @@ struct ModelWeights {
 // mis-shaped or holds a non-finite or negative value, are all errors.
 Result<ModelWeights> BindWeights(const ModelConfig& config, const io::Checkpoint& checkpoint);
 
+// Reorders the q8_0 / q4_0 matrices that only matrix products read (the attention projections but
+// kv_b_proj, the MLPs and experts, an untied lm_head, the MTP's) into the int8 kernels' 16-row
+// tiles (ops/row_tiles.h), in place; the embeddings and kv_b_proj (read row by row) stay
+// row-major, as does every matrix CanTileRows refuses. The weights' bytes must be writable: a
+// checkpoint read into memory (LoadMode::kRead), never a read-only mapping. Returns the number of
+// matrices tiled.
+int64_t TileInt8Weights(ModelWeights* weights);
+
 }  // namespace dsv3

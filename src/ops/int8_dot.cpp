@@ -8,6 +8,7 @@
 #include <limits>
 
 #include "ops/kernels_internal.h"
+#include "ops/row_tiles.h"
 
 namespace dsv3::ops {
 
@@ -21,7 +22,10 @@ struct Int8Kernels {
   RowsInt8Fn rows;
 };
 
-Int8Kernels SelectInt8(Isa isa) {
+// The kernels for isa and w: tiled weights (ops/row_tiles.h) have native kernels on AVX-512 only;
+// on other ISAs they take the scalar twin.
+Int8Kernels SelectInt8(Isa isa, const WeightView& w) {
+  if (w.row_tiles != 0 && isa != Isa::kAvx512) isa = Isa::kScalar;
   switch (isa) {
     case Isa::kScalar:
       return {scalar::QuantizeActsInt8, scalar::MatMulRowsInt8};
@@ -38,23 +42,24 @@ Int8Kernels SelectInt8(Isa isa) {
 constexpr int64_t kMinParallelMacs = int64_t{1} << 16;
 constexpr int64_t kRowGrain = 64;
 
-// W[r, 32 b + c] as a signed code (q8_0: q; q4_0: nibble - 8), 0 past the row's end.
+// W[r, 32 b + c] as a signed code (q8_0: q; q4_0: nibble - 8), 0 past the row's end; either
+// layout (ops/row_tiles.h).
 void LoadWeightCodes(const WeightView& w, int64_t r, int64_t b, int32_t* codes) {
   const int64_t c0 = b * kInt8Block;
   const int64_t n = std::min(kInt8Block, w.cols - c0);
+  uint8_t bytes[kInt8Block];
   if (w.dtype == DType::kI8) {
-    const int8_t* row = static_cast<const int8_t*>(w.data) + r * w.cols;
-    for (int64_t c = 0; c < kInt8Block; ++c) codes[c] = c < n ? row[c0 + c] : 0;
+    CopyRowBytes(w, r, c0, n, bytes);
+    for (int64_t c = 0; c < kInt8Block; ++c) codes[c] = c < n ? static_cast<int8_t>(bytes[c]) : 0;
     return;
   }
-  const uint8_t* row = static_cast<const uint8_t*>(w.data) + r * Q4RowBytes(w.cols);
+  CopyRowBytes(w, r, c0 / 2, (n + 1) / 2, bytes);  // c0 is even
   for (int64_t c = 0; c < kInt8Block; ++c) {
-    const int64_t col = c0 + c;
     if (c >= n) {
       codes[c] = 0;
       continue;
     }
-    const int nibble = (col & 1) ? row[col >> 1] >> 4 : row[col >> 1] & 0xf;
+    const int nibble = (c & 1) ? bytes[c >> 1] >> 4 : bytes[c >> 1] & 0xf;
     codes[c] = nibble - 8;
   }
 }
@@ -116,7 +121,6 @@ void MatMulRowsInt8(const uint8_t* buf, int64_t T, const WeightView& w, int64_t 
   const int8_t* q = reinterpret_cast<const int8_t*>(buf);
   const float* d = reinterpret_cast<const float*>(buf + T * groups * kInt8Block);
   for (int64_t r = row_begin; r < row_end; ++r) {
-    const float* dw = w.scale + r * groups;  // d_w[r, :]
     for (int64_t t0 = 0; t0 < T; t0 += kTileT) {
       const int64_t nt = std::min(kTileT, T - t0);
       float acc[kTileT] = {};
@@ -127,7 +131,7 @@ void MatMulRowsInt8(const uint8_t* buf, int64_t T, const WeightView& w, int64_t 
           const int8_t* qx = q + ((t0 + t) * groups + b) * kInt8Block;  // q_x[t0 + t, block b]
           int32_t isum = 0;
           for (int64_t c = 0; c < kInt8Block; ++c) isum += qx[c] * codes[c];
-          const float s = d[(t0 + t) * groups + b] * dw[b];
+          const float s = d[(t0 + t) * groups + b] * GroupScale(w, r, b);
           acc[t] = std::fma(static_cast<float>(isum), s, acc[t]);
         }
       }
@@ -153,7 +157,7 @@ bool UsesInt8Dot(const KernelContext& ctx, const WeightView& w) {
 
 void MatMulInt8(const KernelContext& ctx, const float* x, int64_t T, const WeightView& w,
                 float* y) {
-  const Int8Kernels k = SelectInt8(ctx.isa);
+  const Int8Kernels k = SelectInt8(ctx.isa, w);
   const int64_t chunk = Int8ChunkTokens(w.cols);
   alignas(64) uint8_t buffer[kInt8ActBufferBytes];
   for (int64_t t0 = 0; t0 < T; t0 += chunk) {
@@ -185,15 +189,18 @@ void MatMulInt8(const KernelContext& ctx, const float* x, int64_t T, const Weigh
 void Int8RowRunner::Run(const float* x, int64_t T, const WeightView& w, int64_t row_begin,
                         int64_t row_end, float* y) {
   if (T <= 0 || row_begin >= row_end) return;
-  const Int8Kernels k = SelectInt8(isa_);
+  const Int8Kernels k = SelectInt8(isa_, w);
   const int64_t chunk = Int8ChunkTokens(w.cols);
   if (T <= chunk) {
-    if (x != cached_x_ || T != cached_T_ || w.cols != cached_cols_ || w.dtype != cached_dtype_) {
+    const void* layout = reinterpret_cast<const void*>(k.quantize);
+    if (x != cached_x_ || T != cached_T_ || w.cols != cached_cols_ || w.dtype != cached_dtype_ ||
+        layout != cached_layout_) {
       k.quantize(x, T, w.cols, w.dtype, buffer_);
       cached_x_ = x;
       cached_T_ = T;
       cached_cols_ = w.cols;
       cached_dtype_ = w.dtype;
+      cached_layout_ = layout;
     }
     k.rows(buffer_, T, w, row_begin, row_end, y);
     return;

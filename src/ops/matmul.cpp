@@ -9,6 +9,7 @@
 
 #include "ops/int8_dot.h"
 #include "ops/kernels_internal.h"
+#include "ops/row_tiles.h"
 #include "ops/vector_ops.h"
 
 namespace dsv3::ops {
@@ -50,6 +51,27 @@ bool IsMatMulDType(DType dtype) {
 // the q8_0/q4_0 group scale.
 void ConvertRowSegment(const WeightView& w, int64_t row, int64_t col, int64_t n, float* out) {
   if (n <= 0) return;  // also keeps memcpy away from a null `data` of an empty matrix
+  if (w.row_tiles != 0 && IsGroupQuantized(w.dtype)) {
+    // Tiled rows (ops/row_tiles.h): the row's bytes copied out 64 columns at a time.
+    uint8_t bytes[64];
+    for (int64_t i = 0; i < n; i += 64) {
+      const int64_t c = col + i, m = std::min<int64_t>(64, n - i);
+      if (w.dtype == DType::kI8) {
+        CopyRowBytes(w, row, c, m, bytes);
+        for (int64_t k = 0; k < m; ++k)
+          out[i + k] = static_cast<float>(static_cast<int8_t>(bytes[k]));
+        continue;
+      }
+      const int64_t first = c / 2;
+      CopyRowBytes(w, row, first, (c + m - 1) / 2 - first + 1, bytes);
+      for (int64_t k = 0; k < m; ++k) {
+        const int64_t cc = c + k;
+        const int code = (cc & 1) ? bytes[cc / 2 - first] >> 4 : bytes[cc / 2 - first] & 0xf;
+        out[i + k] = static_cast<float>(code - 8);
+      }
+    }
+    return;
+  }
   if (w.dtype == DType::kU8) {
     // q4_0 rows are ceil(cols / 2) bytes; the low nibble holds the even column.
     const uint8_t* src = static_cast<const uint8_t*>(w.data) + row * ((w.cols + 1) / 2);
@@ -97,6 +119,7 @@ using MatMulRowsFn = void (*)(const float*, int64_t, const WeightView&, int64_t,
 MatMulRowsFn SelectMatMul(const KernelContext& ctx, const WeightView& w) {
   const Isa isa = ctx.isa;
   const DType dtype = w.dtype;
+  if (w.row_tiles != 0) return scalar::MatMulRows;  // only the int8 path reads tiles natively
   if (ctx.bf16_dot && isa == Isa::kAvx512 && (dtype == DType::kBF16 || dtype == DType::kF8E4M3))
     return avx512::MatMulRowsBf16Dot;
   // The SIMD group-quantized kernels fall back to the reference for group sizes other than 32.
@@ -150,7 +173,7 @@ void MatMulRows(const float* x, int64_t T, const WeightView& w, int64_t row_begi
                                      : std::max<int64_t>(cols, 1);
   const int64_t scale_cols = fp8 ? (cols + block_cols - 1) / block_cols : 0;
   for (int64_t r = row_begin; r < row_end; ++r) {
-    const float* scale_row = fp8 ? w.scale + (r / block_rows) * scale_cols : nullptr;
+    const float* scale_row = fp8 && !grouped ? w.scale + (r / block_rows) * scale_cols : nullptr;
     for (int64_t t0 = 0; t0 < T; t0 += kTileT) {
       const int64_t nt = std::min(kTileT, T - t0);
       float acc[kTileT] = {};
@@ -168,7 +191,9 @@ void MatMulRows(const float* x, int64_t T, const WeightView& w, int64_t row_begi
             part[t] = p;
           }
         }
-        const float s = fp8 ? scale_row[b0 / block_cols] : 1.0f;
+        const float s = grouped ? GroupScale(w, r, b0 / block_cols)
+                        : fp8   ? scale_row[b0 / block_cols]
+                                : 1.0f;
         for (int64_t t = 0; t < nt; ++t) acc[t] += part[t] * s;
       }
       for (int64_t t = 0; t < nt; ++t) y[(t0 + t) * w.rows + r] = acc[t];  // y[t0 + t, r]
@@ -242,8 +267,11 @@ namespace scalar {
 void DequantizeRowRange(const WeightView& w, int64_t row, int64_t c0, int64_t c1, float* out) {
   ConvertRowSegment(w, row, c0, c1 - c0, out);
   if (IsGroupQuantized(w.dtype)) {
-    const float* scale_row = w.scale + row * ((w.cols + w.group_size - 1) / w.group_size);
-    for (int64_t c = c0; c < c1; ++c) out[c - c0] *= scale_row[c / w.group_size];
+    for (int64_t c = c0; c < c1;) {
+      const int64_t g = c / w.group_size, end = std::min(c1, (g + 1) * w.group_size);
+      const float s = GroupScale(w, row, g);
+      for (; c < end; ++c) out[c - c0] *= s;
+    }
     return;
   }
   if (w.dtype != DType::kF8E4M3) return;
@@ -260,7 +288,8 @@ void DequantizeRow(const WeightView& w, int64_t row, float* out) {
 
 void AccumulateRows(Isa isa, const WeightView& w, int64_t row0, int64_t n, const float* a, float* y,
                     float* row_buf) {
-  if (isa == Isa::kAvx512) return avx512::AccumulateRows(w, row0, n, a, y, row_buf);
+  if (isa == Isa::kAvx512 && w.row_tiles == 0)
+    return avx512::AccumulateRows(w, row0, n, a, y, row_buf);
   for (int64_t k = 0; k < n; ++k) {
     DequantizeRow(isa, w, row0 + k, row_buf);
     Axpy(isa, a[k], row_buf, w.cols, y);
@@ -268,6 +297,7 @@ void AccumulateRows(Isa isa, const WeightView& w, int64_t row0, int64_t n, const
 }
 
 void DequantizeRow(Isa isa, const WeightView& w, int64_t row, float* out) {
+  if (w.row_tiles != 0) isa = Isa::kScalar;  // tiled rows: the reference reads them
   switch (isa) {
     case Isa::kAvx512:
       return avx512::DequantizeRow(w, row, out);

@@ -27,6 +27,9 @@ struct WeightView {
   int64_t block_rows = 128;
   int64_t block_cols = 128;
   int64_t group_size = 32;  // kI8 / kU8 only
+  // kI8 / kU8: 0 = row-major as above; kRowTile (16) = rows in tiles of 16 for the int8 kernels
+  // (ops/row_tiles.h; set only by TileRows).
+  int64_t row_tiles = 0;
 };
 
 // Where kernels run: the thread pool to split work over and the instruction set to use.

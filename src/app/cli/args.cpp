@@ -68,10 +68,14 @@ Result<Runtime> LoadRuntime(const RunOptions& options) {
   if (options.threads < 0) return Err("--threads must be >= 0");
   DSV3_ASSIGN_OR_RETURN(io::LoadMode mode, ParseLoadMode(options.load));
   Runtime rt;
-  DSV3_ASSIGN_OR_RETURN(rt.model, Model::Load(options.model_dir, LoadOptions{mode}));
+  const ops::Isa isa = ops::BestIsa();
+  LoadOptions load{mode};
+  // The int8 kernels' tiled layout where they read it natively (AVX-512 VNNI).
+  load.tile_int8_rows = options.int8_dot && isa == ops::Isa::kAvx512;
+  DSV3_ASSIGN_OR_RETURN(rt.model, Model::Load(options.model_dir, load));
   rt.pool = std::make_unique<ThreadPool>(options.threads);
   rt.ctx.pool = rt.pool.get();
-  rt.ctx.isa = ops::BestIsa();
+  rt.ctx.isa = isa;
   rt.ctx.int8_dot = options.int8_dot;
   rt.ctx.bf16_dot = options.bf16_dot;
   return rt;

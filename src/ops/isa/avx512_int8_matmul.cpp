@@ -26,6 +26,7 @@
 #include "ops/isa/simd_intrinsics.h"
 #include "ops/isa/transpose8x8.h"
 #include "ops/kernels_internal.h"
+#include "ops/row_tiles.h"
 
 namespace dsv3::ops::avx512 {
 
@@ -55,6 +56,12 @@ constexpr int32_t kWeightOffset = D == DType::kI8 ? 128 : 8;
 template <DType D>
 constexpr int64_t RowBytes(int64_t cols) {
   return D == DType::kI8 ? cols : (cols + 1) / 2;
+}
+
+int32_t LoadDword(const uint8_t* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
 }
 
 bool UsePrefill(int64_t T, int64_t cols) {
@@ -334,27 +341,104 @@ void GemvTile(const RowsActs& a, int64_t t0, const WeightView& w, int64_t r0, in
   for (int t = 0; t < NT; ++t) _mm256_mask_storeu_ps(y + (t0 + t) * w.rows + r0, valid, acc[t]);
 }
 
+// ---- GEMV on tiled rows (ops/row_tiles.h): 16 rows in the lanes ----
+
+// Dwords of one row's block: q8_0 8 (32 codes), q4_0 4 (32 nibbles).
+template <DType D>
+constexpr int64_t kTileSteps = D == DType::kI8 ? 8 : 4;
+
+// y[t0 + t, r] for t < NT and the rows r in [lo, hi) of tile `tile`. Per block, one 64-byte load
+// per dword of the 16 rows (q8_0: codes + 128 by an xor; q4_0: split into low nibbles, against
+// the token's even-column dword s, and high nibbles, against its odd-column dword 4 + s: x is in
+// nibble order), and per token 8 vpdpbusd on broadcast activation dwords give the 16 rows' exact
+// block dots in the lanes, summed in the same order as the twin.
+template <DType D, int NT>
+void GemvTile16(const RowsActs& a, int64_t t0, const WeightView& w, int64_t tile, int64_t lo,
+                int64_t hi, float* y) {
+  constexpr int64_t kSteps = kTileSteps<D>;
+  const int64_t groups = a.groups;
+  const uint8_t* base = static_cast<const uint8_t*>(w.data) + tile * kRowTile * RowBytes<D>(w.cols);
+  const float* scale = w.scale + tile * kRowTile * groups;  // [groups][16]
+  const uint8_t* xq[NT];
+  const float* dx[NT];
+  const int32_t* bias[NT];
+  for (int t = 0; t < NT; ++t) {
+    xq[t] = a.codes + (t0 + t) * groups * kBlock;
+    dx[t] = a.d + (t0 + t) * groups;
+    bias[t] = a.bias + (t0 + t) * groups;
+  }
+  __m512 acc[NT];
+  for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
+  const __m512i low4 = _mm512_set1_epi8(0x0f);
+  for (int64_t b = 0; b < groups; ++b) {
+    const uint8_t* wb = base + b * kSteps * 64;
+    for (int64_t s = 0; s < kSteps; ++s) PrefetchAt(wb, kGemvAheadBytes + s * 64);
+    __m512i wu[8];  // wu[s] pairs with the token's dword s of the block
+    for (int64_t s = 0; s < kSteps; ++s) {
+      const __m512i v = _mm512_loadu_si512(wb + s * 64);
+      if constexpr (D == DType::kI8) {
+        wu[s] = _mm512_xor_si512(v, _mm512_set1_epi8(static_cast<char>(0x80)));
+      } else {
+        wu[s] = _mm512_and_si512(v, low4);
+        wu[s + 4] = _mm512_and_si512(_mm512_srli_epi16(v, 4), low4);
+      }
+    }
+    const __m512 dw = _mm512_loadu_ps(scale + b * kRowTile);  // d_w of the 16 rows, block b
+    for (int t = 0; t < NT; ++t) {
+      const uint8_t* xd = xq[t] + b * kBlock;
+      __m512i s0 = _mm512_set1_epi32(bias[t][b]), s1 = _mm512_setzero_si512();
+      for (int s = 0; s < 8; s += 2) {
+        s0 = _mm512_dpbusd_epi32(s0, wu[s], _mm512_set1_epi32(LoadDword(xd + 4 * s)));
+        s1 = _mm512_dpbusd_epi32(s1, wu[s + 1], _mm512_set1_epi32(LoadDword(xd + 4 * s + 4)));
+      }
+      const __m512 f = _mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1));
+      acc[t] = _mm512_fmadd_ps(f, _mm512_mul_ps(_mm512_set1_ps(dx[t][b]), dw), acc[t]);
+    }
+  }
+  const int64_t first = tile * kRowTile;
+  const __mmask16 valid =
+      static_cast<__mmask16>(((1u << (hi - first)) - 1u) & ~((1u << (lo - first)) - 1u));
+  for (int t = 0; t < NT; ++t) _mm512_mask_storeu_ps(y + (t0 + t) * w.rows + first, valid, acc[t]);
+}
+
+// Calls tile(std::integral_constant<int, NT>, t0) over T tokens in runs of up to kGemvTokens.
+template <typename Fn>
+void ForTokenRuns(int64_t T, Fn&& tile) {
+  int64_t t0 = 0;
+  for (; t0 + kGemvTokens <= T; t0 += kGemvTokens)
+    tile(std::integral_constant<int, kGemvTokens>{}, t0);
+  switch (T - t0) {
+    case 1:
+      return tile(std::integral_constant<int, 1>{}, t0);
+    case 2:
+      return tile(std::integral_constant<int, 2>{}, t0);
+    case 3:
+      return tile(std::integral_constant<int, 3>{}, t0);
+    default:
+      return;
+  }
+}
+
 template <DType D>
 void GemvRows(const uint8_t* buf, int64_t T, const WeightView& w, int64_t row_begin,
               int64_t row_end, float* y) {
   const RowsActs a = ViewRowsLayout(buf, T, QuantGroups(w.cols, kBlock));
-  for (int64_t r0 = row_begin; r0 < row_end; r0 += kGemvRows) {
-    int64_t t0 = 0;
-    for (; t0 + kGemvTokens <= T; t0 += kGemvTokens)
-      GemvTile<D, kGemvTokens>(a, t0, w, r0, row_end, y);
-    switch (T - t0) {
-      case 1:
-        GemvTile<D, 1>(a, t0, w, r0, row_end, y);
-        break;
-      case 2:
-        GemvTile<D, 2>(a, t0, w, r0, row_end, y);
-        break;
-      case 3:
-        GemvTile<D, 3>(a, t0, w, r0, row_end, y);
-        break;
-      default:
-        break;
+  int64_t r = row_begin;
+  if (w.row_tiles != 0) {
+    const int64_t tiled_end = std::min(row_end, w.rows / kRowTile * kRowTile);
+    while (r < tiled_end) {
+      const int64_t tile = r / kRowTile, hi = std::min(tiled_end, (tile + 1) * kRowTile);
+      ForTokenRuns(T, [&](auto nt, int64_t t0) {
+        GemvTile16<D, decltype(nt)::value>(a, t0, w, tile, r, hi, y);
+      });
+      r = hi;
     }
+  }
+  // Row-major rows (all of an untiled weight, those past the last tile of a tiled one).
+  for (int64_t r0 = r; r0 < row_end; r0 += kGemvRows) {
+    ForTokenRuns(T, [&](auto nt, int64_t t0) {
+      GemvTile<D, decltype(nt)::value>(a, t0, w, r0, row_end, y);
+    });
   }
 }
 
@@ -362,17 +446,38 @@ void GemvRows(const uint8_t* buf, int64_t T, const WeightView& w, int64_t row_be
 
 // panel [groups][8 rows][32]: the rows' blocks as unsigned bytes, written in order (block-major)
 // so the stores stream instead of striding across the panel.
+// Block b of tiled row r as LoadWeightBlock gives it: the row's dwords gathered from the tile.
+template <DType D>
+__m256i LoadTiledBlock(const WeightView& w, int64_t r, int64_t b) {
+  const uint8_t* p = static_cast<const uint8_t*>(w.data) +
+                     r / kRowTile * kRowTile * RowBytes<D>(w.cols) + b * kTileSteps<D> * 64 +
+                     r % kRowTile * 4;
+  const int* dwords = reinterpret_cast<const int*>(p);
+  if constexpr (D == DType::kI8) {
+    const __m256i v =
+        _mm256_i32gather_epi32(dwords, _mm256_setr_epi32(0, 64, 128, 192, 256, 320, 384, 448), 1);
+    return _mm256_xor_si256(v, _mm256_set1_epi8(static_cast<char>(0x80)));
+  } else {
+    const __m128i v = _mm_i32gather_epi32(dwords, _mm_setr_epi32(0, 64, 128, 192), 1);
+    const __m256i both = _mm256_srlv_epi32(_mm256_broadcastsi128_si256(v),
+                                           _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4));
+    return _mm256_and_si256(both, _mm256_set1_epi8(0x0f));
+  }
+}
+
 template <DType D>
 void PackPanel(const WeightView& w, const int64_t* rows, uint8_t* panel) {
   const int64_t groups = QuantGroups(w.cols, kBlock);
   const int64_t full_groups = w.cols / kBlock;
+  const int64_t tiled_end = w.row_tiles != 0 ? w.rows / kRowTile * kRowTile : 0;
   const uint8_t* src[kPanelRows];
   for (int i = 0; i < kPanelRows; ++i)
     src[i] = static_cast<const uint8_t*>(w.data) + rows[i] * RowBytes<D>(w.cols);
   for (int64_t b = 0; b < full_groups; ++b) {
     for (int i = 0; i < kPanelRows; ++i) {
       _mm256_store_si256(reinterpret_cast<__m256i*>(panel + (b * kPanelRows + i) * kBlock),
-                         LoadWeightBlock<D, false>(src[i], b, kBlock));
+                         rows[i] < tiled_end ? LoadTiledBlock<D>(w, rows[i], b)
+                                             : LoadWeightBlock<D, false>(src[i], b, kBlock));
     }
   }
   if (full_groups < groups) {
@@ -384,10 +489,50 @@ void PackPanel(const WeightView& w, const int64_t* rows, uint8_t* panel) {
   }
 }
 
-int32_t LoadDword(const uint8_t* p) {
-  int32_t v;
-  std::memcpy(&v, p, 4);
-  return v;
+// The 32 panel bytes of a q4_0 block from its 16 stored bytes (LoadWeightBlock's form).
+__m256i NibbleBlock(__m128i v) {
+  const __m256i both =
+      _mm256_srlv_epi32(_mm256_broadcastsi128_si256(v), _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4));
+  return _mm256_and_si256(both, _mm256_set1_epi8(0x0f));
+}
+
+// PackPanel for rows r0 .. r0 + 7 that are half a tile (r0 % 8 == 0, all tiled): per block the
+// half's 32 bytes of each tile dword are an 8x8 dword matrix [dword][row], transposed to rows
+// (q4_0: two blocks' 4 dwords per transpose).
+template <DType D>
+void PackTiledPanel(const WeightView& w, int64_t r0, uint8_t* panel) {
+  const int64_t groups = w.cols / kBlock;
+  const uint8_t* half = static_cast<const uint8_t*>(w.data) +
+                        r0 / kRowTile * kRowTile * RowBytes<D>(w.cols) + r0 % kRowTile * 4;
+  const auto load = [&](int64_t step) {  // dword `step` of the row (all blocks) for the 8 rows
+    return _mm256_castsi256_ps(
+        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(half + step * 64)));
+  };
+  const auto store = [&](int64_t b, int i, __m256i v) {
+    _mm256_store_si256(reinterpret_cast<__m256i*>(panel + (b * kPanelRows + i) * kBlock), v);
+  };
+  for (int64_t b = 0; b < groups; b += D == DType::kI8 ? 1 : 2) {
+    __m256 v[8];
+    if constexpr (D == DType::kI8) {
+      for (int s = 0; s < 8; ++s) v[s] = load(b * 8 + s);
+    } else {
+      const bool pair = b + 1 < groups;
+      for (int s = 0; s < 4; ++s) {
+        v[s] = load(b * 4 + s);
+        v[s + 4] = pair ? load((b + 1) * 4 + s) : _mm256_setzero_ps();
+      }
+    }
+    Transpose8x8(v);  // v[i]: row i's dwords
+    for (int i = 0; i < kPanelRows; ++i) {
+      const __m256i row = _mm256_castps_si256(v[i]);
+      if constexpr (D == DType::kI8) {
+        store(b, i, _mm256_xor_si256(row, _mm256_set1_epi8(static_cast<char>(0x80))));
+      } else {
+        store(b, i, NibbleBlock(_mm256_castsi256_si128(row)));
+        if (b + 1 < groups) store(b + 1, i, NibbleBlock(_mm256_extracti128_si256(row, 1)));
+      }
+    }
+  }
 }
 
 // Rows r0 .. r0 + 3 (those below row_end) of 16 tokens from t0 on: acc[i] holds row i for the
@@ -426,10 +571,10 @@ void StoreTokenTile(const __m512* acc, int64_t t0, int64_t T, const WeightView& 
 // so the next PackPanel finds them in cache.
 template <int MR, int NV>
 void PrefillMicroTile(const uint8_t* panel, int first_row, const float* const* dw,
-                      const uint8_t* tiles, int64_t tile_bytes, int64_t groups,
-                      const uint8_t* const* prefetch, int prefetch_rows, int64_t prefetch_stride,
-                      int64_t t0, int64_t T, const WeightView& w, int64_t r0, int64_t row_end,
-                      float* y) {
+                      int64_t scale_stride, const uint8_t* tiles, int64_t tile_bytes,
+                      int64_t groups, const uint8_t* const* prefetch, int prefetch_rows,
+                      int64_t prefetch_stride, int64_t t0, int64_t T, const WeightView& w,
+                      int64_t r0, int64_t row_end, float* y) {
   static_assert(MR % 4 == 0 && MR <= kPanelRows);
   __m512 acc[MR][NV];
   for (int i = 0; i < MR; ++i)
@@ -456,7 +601,7 @@ void PrefillMicroTile(const uint8_t* panel, int first_row, const float* const* d
     for (int j = 0; j < NV; ++j) {
       const __m512 dx = _mm512_load_ps(reinterpret_cast<const float*>(xb[j] + kTileCodeBytes));
       for (int i = 0; i < MR; ++i) {
-        const __m512 s = _mm512_mul_ps(dx, _mm512_set1_ps(dw[first_row + i][b]));
+        const __m512 s = _mm512_mul_ps(dx, _mm512_set1_ps(dw[first_row + i][b * scale_stride]));
         acc[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[i][j]), s, acc[i][j]);
       }
     }
@@ -477,28 +622,58 @@ void PrefillRows(const uint8_t* buf, int64_t T, const WeightView& w, int64_t row
   const int64_t tiles = (T + kTileTokens - 1) / kTileTokens;
   const uint8_t* data = static_cast<const uint8_t*>(w.data);
   alignas(64) uint8_t panel[kMaxPanelGroups * kPanelRows * kBlock];
+  // Tiled panels that are not half a tile (a row range not on 8-row bounds): their scales
+  // gathered row-major.
+  alignas(64) float tiled_scales[kPanelRows * kMaxPanelGroups];
+  const int64_t tiled_end = w.row_tiles != 0 ? std::min(row_end, w.rows / kRowTile * kRowTile) : 0;
   for (int64_t r0 = row_begin; r0 < row_end; r0 += kPanelRows) {
     int64_t rows[kPanelRows];
     const float* dw[kPanelRows];
     const uint8_t* next[kPanelRows];
+    int64_t scale_stride = 1;  // dw[i][b * scale_stride] = d_w[row i, b]
+    // Lines the next panel's PackPanel reads, one per block and entry of next[] (q8_0 has 32
+    // bytes per row and block, q4_0 16; a tile's block is one line per dword of its 16 rows).
+    int64_t next_count = r0 + kPanelRows < row_end ? kPanelRows : 0;
+    int64_t stride = D == DType::kI8 ? kBlock : kBlock / 2;
     for (int i = 0; i < kPanelRows; ++i) {
       rows[i] = std::min(r0 + i, row_end - 1);
       dw[i] = w.scale + rows[i] * groups;  // d_w[row, :]
       next[i] = data + std::min(r0 + kPanelRows + i, row_end - 1) * RowBytes<D>(w.cols);
     }
-    PackPanel<D>(w, rows, panel);
-    // The next panel's bytes (one line per block and row covers them: q8_0 has 32 bytes per
-    // block, q4_0 16) are prefetched while this panel computes, spread over all its micro-tile
-    // calls (call m takes rows [8 m / calls, 8 (m + 1) / calls)), so the next PackPanel reads
-    // from cache and the prefetches ask no more of the memory than it keeps up with.
+    if (r0 % kPanelRows == 0 && r0 + kPanelRows <= tiled_end) {
+      // Half a tile: scales [group][16] with this half's 8 at r0 % 16.
+      const float* tile_scale = w.scale + r0 / kRowTile * kRowTile * groups + r0 % kRowTile;
+      for (int i = 0; i < kPanelRows; ++i) dw[i] = tile_scale + i;
+      scale_stride = kRowTile;
+      PackTiledPanel<D>(w, r0, panel);
+      // The tile's other half shares this half's lines; the next tile's are requested.
+      const uint8_t* next_tile = data + (r0 / kRowTile + 1) * kRowTile * RowBytes<D>(w.cols);
+      next_count =
+          r0 % kRowTile != 0 && r0 + kPanelRows + kRowTile <= tiled_end ? kTileSteps<D> : 0;
+      for (int64_t s = 0; s < kTileSteps<D>; ++s) next[s] = next_tile + s * 64;
+      stride = kTileSteps<D> * 64;
+    } else {
+      if (r0 < tiled_end) {
+        for (int i = 0; i < kPanelRows; ++i) {
+          float* s = tiled_scales + i * kMaxPanelGroups;
+          for (int64_t b = 0; b < groups; ++b) s[b] = GroupScale(w, rows[i], b);
+          dw[i] = s;
+        }
+        next_count = 0;
+      }
+      PackPanel<D>(w, rows, panel);
+    }
+    // The next panel's lines are prefetched while this panel computes, spread over all its
+    // micro-tile calls (call m takes entries [n m / calls, n (m + 1) / calls) of next[]), so the
+    // next PackPanel reads from cache and the prefetches ask no more of the memory than it keeps
+    // up with.
     const int64_t calls = tiles / 2 * 2 + tiles % 2;
-    const int64_t stride = D == DType::kI8 ? kBlock : kBlock / 2;
     int64_t call = 0;
     const auto share = [&](const uint8_t* const** first) {
-      const int64_t lo = kPanelRows * call / calls, hi = kPanelRows * (call + 1) / calls;
+      const int64_t lo = next_count * call / calls, hi = next_count * (call + 1) / calls;
       ++call;
       *first = next + lo;
-      return r0 + kPanelRows < row_end ? static_cast<int>(hi - lo) : 0;
+      return static_cast<int>(hi - lo);
     };
     const uint8_t* const* pf = next;
     int64_t k = 0;
@@ -506,16 +681,16 @@ void PrefillRows(const uint8_t* buf, int64_t T, const WeightView& w, int64_t row
       const uint8_t* x = buf + k * tile_bytes;
       const int64_t t0 = k * kTileTokens;
       int n = share(&pf);
-      PrefillMicroTile<4, 2>(panel, 0, dw, x, tile_bytes, groups, pf, n, stride, t0, T, w, r0,
-                             row_end, y);
+      PrefillMicroTile<4, 2>(panel, 0, dw, scale_stride, x, tile_bytes, groups, pf, n, stride, t0,
+                             T, w, r0, row_end, y);
       n = share(&pf);
-      PrefillMicroTile<4, 2>(panel, 4, dw, x, tile_bytes, groups, pf, n, stride, t0, T, w, r0,
-                             row_end, y);
+      PrefillMicroTile<4, 2>(panel, 4, dw, scale_stride, x, tile_bytes, groups, pf, n, stride, t0,
+                             T, w, r0, row_end, y);
     }
     if (k < tiles) {
       const int n = share(&pf);
-      PrefillMicroTile<8, 1>(panel, 0, dw, buf + k * tile_bytes, tile_bytes, groups, pf, n, stride,
-                             k * kTileTokens, T, w, r0, row_end, y);
+      PrefillMicroTile<8, 1>(panel, 0, dw, scale_stride, buf + k * tile_bytes, tile_bytes, groups,
+                             pf, n, stride, k * kTileTokens, T, w, r0, row_end, y);
     }
   }
 }

@@ -1,0 +1,46 @@
+// The int8 kernels' tiled layout for q8_0 / q4_0 weights (WeightView::row_tiles == kRowTile).
+//
+// Rows [0, rows / 16 * 16) lie in tiles of 16 rows. Tile t takes the bytes rows 16 t .. 16 t + 15
+// took row-major (16 * row_bytes from byte 16 t * row_bytes) and holds them dword-major: dword j
+// of the 16 rows together, 64 bytes with row 16 t + i at byte 4 i, for j = 0 .. row_bytes / 4 - 1.
+// Its group scales take the rows' 16 * groups floats and hold them group-major ([group][16 rows]).
+// Rows past the last whole tile stay row-major, where they were.
+//
+// So one 64-byte load holds the same 4 bytes (4 q8_0 codes, or 8 q4_0 nibbles) of 16 rows, and
+// one vpdpbusd multiplies them by 4 broadcast activation bytes: 16 rows' partial dots in the lanes
+// with no reduction across lanes (the row-major GEMV sums 8 rows' partials per block with
+// shuffles, which bounded it by instructions: ~60 G weights/s per core from cache for either
+// format). The bytes themselves are unchanged (codes as stored), only their order.
+//
+// Only the int8 path's AVX-512 kernels read tiles natively; every other reader of a tiled view
+// (other ISAs, the f32 path, DequantizeRow, AccumulateRows) takes the scalar reference, which
+// reads it through the accessors below. Model::Load tiles a model's matrix weights only when the
+// AVX-512 int8 path will run them (LoadOptions::tile_int8_rows).
+#pragma once
+
+#include <cstdint>
+
+#include "ops/matmul.h"
+
+namespace dsv3::ops {
+
+inline constexpr int64_t kRowTile = 16;
+
+// Whether w can be tiled: q8_0 or q4_0, groups of 32, whole groups (cols % 32 == 0, so a group is
+// whole dwords of a row), at least one whole tile, row-major now.
+bool CanTileRows(const WeightView& w);
+
+// Reorders w's bytes and scales in place (data and scale must be w.data and w.scale, writable)
+// and sets w->row_tiles. Requires CanTileRows(*w).
+void TileRows(WeightView* w, void* data, float* scale);
+
+// Bytes of one stored row (q8_0: cols; q4_0: ceil(cols / 2)).
+int64_t StoredRowBytes(const WeightView& w);
+
+// out[0, n) = bytes [first, first + n) of row r as stored row-major, for either layout.
+void CopyRowBytes(const WeightView& w, int64_t r, int64_t first, int64_t n, uint8_t* out);
+
+// The scale of row r, group g, for either layout.
+float GroupScale(const WeightView& w, int64_t r, int64_t g);
+
+}  // namespace dsv3::ops

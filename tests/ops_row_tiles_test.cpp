@@ -1,0 +1,217 @@
+// The tiled q8_0 / q4_0 layout (ops/row_tiles.h): the accessors read back what was stored, and
+// every product over a tiled weight equals the same product over the row-major weight, bit for
+// bit, on every ISA (the AVX-512 int8 kernels read tiles natively; everything else takes the
+// scalar reference, so the f32 path is compared with the scalar kernel on the row-major copy).
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "backend/thread_pool.h"
+#include "ops/isa.h"
+#include "ops/matmul.h"
+#include "ops/quant.h"
+#include "ops/row_tiles.h"
+#include "ops/vector_ops.h"
+
+namespace dsv3::ops {
+namespace {
+
+std::vector<float> RandomFloats(std::mt19937& rng, int64_t n) {
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  std::vector<float> v(static_cast<size_t>(n));
+  for (float& x : v) x = dist(rng);
+  return v;
+}
+
+// A quantized weight and a tiled copy of it.
+struct Pair {
+  std::vector<uint8_t> bytes, tiled_bytes;
+  std::vector<float> scale, tiled_scale;
+  WeightView rows, tiles;
+};
+
+Pair MakePair(std::mt19937& rng, DType dtype, int64_t rows, int64_t cols) {
+  Pair p;
+  const int64_t groups = QuantGroups(cols);
+  const int64_t row_bytes = dtype == DType::kI8 ? cols : Q4RowBytes(cols);
+  const std::vector<float> source = RandomFloats(rng, rows * cols);
+  p.bytes.resize(static_cast<size_t>(rows * row_bytes));
+  p.scale.resize(static_cast<size_t>(rows * groups));
+  for (int64_t r = 0; r < rows; ++r) {
+    if (dtype == DType::kI8)
+      QuantizeRowQ8_0(source.data() + r * cols, cols, 32,
+                      reinterpret_cast<int8_t*>(p.bytes.data()) + r * row_bytes,
+                      p.scale.data() + r * groups);
+    else
+      QuantizeRowQ4_0(source.data() + r * cols, cols, 32, p.bytes.data() + r * row_bytes,
+                      p.scale.data() + r * groups);
+  }
+  // The extreme codes: q8_0 -128 (legal in a file), q4_0 nibbles 0 and 15.
+  p.bytes[0] = dtype == DType::kI8 ? 0x80 : 0xf0;
+  p.tiled_bytes = p.bytes;
+  p.tiled_scale = p.scale;
+  p.rows = WeightView{dtype, rows, cols, p.bytes.data(), p.scale.data()};
+  p.tiles = WeightView{dtype, rows, cols, p.tiled_bytes.data(), p.tiled_scale.data()};
+  EXPECT_TRUE(CanTileRows(p.tiles));
+  TileRows(&p.tiles, p.tiled_bytes.data(), p.tiled_scale.data());
+  return p;
+}
+
+const DType kDTypes[] = {DType::kI8, DType::kU8};
+
+std::string Name(DType dtype, int64_t rows, int64_t cols, int64_t T) {
+  return std::string(dtype == DType::kI8 ? "q8_0" : "q4_0") + " rows=" + std::to_string(rows) +
+         " cols=" + std::to_string(cols) + " T=" + std::to_string(T);
+}
+
+TEST(RowTiles, AccessorsReadBackTheStoredRows) {
+  std::mt19937 rng(1);
+  for (DType dtype : kDTypes) {
+    for (int64_t rows : {16, 33, 50}) {
+      for (int64_t cols : {32, 96, 544}) {
+        const Pair p = MakePair(rng, dtype, rows, cols);
+        EXPECT_EQ(p.tiles.row_tiles, kRowTile);
+        const int64_t row_bytes = StoredRowBytes(p.rows);
+        // The bytes did move (a tile is not its rows), and each row reads back as stored.
+        EXPECT_NE(std::memcmp(p.bytes.data(), p.tiled_bytes.data(), 16 * row_bytes), 0);
+        std::vector<uint8_t> row(static_cast<size_t>(row_bytes));
+        for (int64_t r = 0; r < rows; ++r) {
+          CopyRowBytes(p.tiles, r, 0, row_bytes, row.data());
+          ASSERT_EQ(std::memcmp(row.data(), p.bytes.data() + r * row_bytes, row_bytes), 0)
+              << Name(dtype, rows, cols, 0) << " r=" << r;
+          CopyRowBytes(p.tiles, r, 5, 3, row.data());  // an unaligned piece
+          ASSERT_EQ(std::memcmp(row.data(), p.bytes.data() + r * row_bytes + 5, 3), 0);
+          for (int64_t g = 0; g < QuantGroups(cols); ++g)
+            ASSERT_EQ(GroupScale(p.tiles, r, g), p.scale[r * QuantGroups(cols) + g]);
+        }
+      }
+    }
+  }
+}
+
+TEST(RowTiles, OnlyWholeGroupsOfThirtyTwoAndAWholeTileQualify) {
+  std::vector<uint8_t> bytes(64 * 64);
+  std::vector<float> scale(64 * 4);
+  WeightView w{DType::kI8, 16, 64, bytes.data(), scale.data()};
+  EXPECT_TRUE(CanTileRows(w));
+  WeightView narrow = w;
+  narrow.cols = 40;  // a partial group
+  EXPECT_FALSE(CanTileRows(narrow));
+  WeightView short_rows = w;
+  short_rows.rows = 15;
+  EXPECT_FALSE(CanTileRows(short_rows));
+  WeightView groups = w;
+  groups.group_size = 64;
+  EXPECT_FALSE(CanTileRows(groups));
+  WeightView bf16 = w;
+  bf16.dtype = DType::kBF16;
+  EXPECT_FALSE(CanTileRows(bf16));
+  WeightView done = w;
+  done.row_tiles = kRowTile;
+  EXPECT_FALSE(CanTileRows(done));
+}
+
+void ExpectBitwise(const std::vector<float>& a, const std::vector<float>& b,
+                   const std::string& what) {
+  ASSERT_EQ(a.size(), b.size());
+  ASSERT_EQ(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)), 0) << what;
+}
+
+// The int8 path (GEMV below 8 tokens, packed prefill tiles from 8), whole and partial tiles, every
+// ISA: tiled and row-major weights give the same bits.
+TEST(RowTiles, Int8ProductsEqualTheRowMajorWeight) {
+  std::mt19937 rng(2);
+  for (DType dtype : kDTypes) {
+    for (int64_t rows : {16, 33, 70}) {
+      for (int64_t cols : {32, 96, 544}) {
+        const Pair p = MakePair(rng, dtype, rows, cols);
+        for (int64_t T : {1, 2, 3, 4, 5, 7, 8, 9, 17, 40}) {
+          const std::vector<float> x = RandomFloats(rng, T * cols);
+          for (Isa isa : RunnableIsas()) {
+            KernelContext ctx{nullptr, isa};
+            ctx.int8_dot = true;
+            std::vector<float> want(static_cast<size_t>(T * rows)), got(want.size(), NAN);
+            MatMul(ctx, x.data(), T, p.rows, want.data());
+            MatMul(ctx, x.data(), T, p.tiles, got.data());
+            ExpectBitwise(got, want, std::string(IsaName(isa)) + " " + Name(dtype, rows, cols, T));
+            // A row range that starts and ends inside tiles and reaches the row-major tail.
+            std::vector<float> part(want.size(), NAN);
+            MatMulRowRange(ctx, x.data(), T, p.tiles, 5, rows - 1, part.data());
+            for (int64_t t = 0; t < T; ++t)
+              for (int64_t r = 5; r < rows - 1; ++r)
+                ASSERT_EQ(part[t * rows + r], want[t * rows + r])
+                    << IsaName(isa) << " range " << Name(dtype, rows, cols, T) << " r=" << r;
+          }
+        }
+      }
+    }
+  }
+}
+
+// Split over two threads, alone and in a batch with a row-major job.
+TEST(RowTiles, ThreadsAndBatchesEqualTheRowMajorWeight) {
+  std::mt19937 rng(3);
+  ThreadPool pool(2);
+  for (DType dtype : kDTypes) {
+    const Pair p = MakePair(rng, dtype, 200, 512);
+    for (int64_t T : {1, 3, 40}) {
+      const std::vector<float> x = RandomFloats(rng, T * 512);
+      for (Isa isa : RunnableIsas()) {
+        KernelContext ctx{&pool, isa};
+        ctx.int8_dot = true;
+        std::vector<float> want(static_cast<size_t>(T * 200)), got(want.size(), NAN);
+        MatMul(KernelContext{nullptr, isa, false, true}, x.data(), T, p.rows, want.data());
+        MatMul(ctx, x.data(), T, p.tiles, got.data());
+        ExpectBitwise(got, want,
+                      std::string(IsaName(isa)) + " threads " + Name(dtype, 200, 512, T));
+        std::vector<float> a(want.size(), NAN), b(want.size(), NAN);
+        const MatMulJob jobs[2] = {{x.data(), T, &p.tiles, a.data()},
+                                   {x.data(), T, &p.rows, b.data()}};
+        MatMulBatch(ctx, jobs, 2);
+        ExpectBitwise(a, want, std::string(IsaName(isa)) + " batch " + Name(dtype, 200, 512, T));
+        ExpectBitwise(b, want, std::string(IsaName(isa)) + " batch row-major");
+      }
+    }
+  }
+}
+
+// Readers without a tiled kernel take the scalar reference: the f32 path, DequantizeRow and
+// AccumulateRows on a tiled weight equal the scalar kernels on the row-major one.
+TEST(RowTiles, OtherReadersEqualTheScalarReference) {
+  std::mt19937 rng(4);
+  for (DType dtype : kDTypes) {
+    const Pair p = MakePair(rng, dtype, 40, 96);
+    for (int64_t T : {1, 5, 40}) {
+      const std::vector<float> x = RandomFloats(rng, T * 96);
+      std::vector<float> want(static_cast<size_t>(T * 40));
+      MatMul(KernelContext{nullptr, Isa::kScalar}, x.data(), T, p.rows, want.data());
+      for (Isa isa : RunnableIsas()) {
+        std::vector<float> got(want.size(), NAN);
+        MatMul(KernelContext{nullptr, isa}, x.data(), T, p.tiles, got.data());
+        ExpectBitwise(got, want, std::string(IsaName(isa)) + " f32 " + Name(dtype, 40, 96, T));
+      }
+    }
+    std::vector<float> row_want(96), row_got(96), buf(96);
+    const std::vector<float> a = RandomFloats(rng, 20), y0 = RandomFloats(rng, 96);
+    for (Isa isa : RunnableIsas()) {
+      for (int64_t r : {0, 17, 39}) {
+        DequantizeRow(Isa::kScalar, p.rows, r, row_want.data());
+        DequantizeRow(isa, p.tiles, r, row_got.data());
+        ExpectBitwise(row_got, row_want, std::string(IsaName(isa)) + " DequantizeRow");
+      }
+      std::vector<float> acc_want = y0, acc_got = y0;
+      for (int64_t k = 0; k < 20; ++k) {
+        DequantizeRow(Isa::kScalar, p.rows, 10 + k, buf.data());
+        Axpy(isa, a[k], buf.data(), 96, acc_want.data());
+      }
+      AccumulateRows(isa, p.tiles, 10, 20, a.data(), acc_got.data(), buf.data());
+      ExpectBitwise(acc_got, acc_want, std::string(IsaName(isa)) + " AccumulateRows");
+    }
+  }
+}
+
+}  // namespace
+}  // namespace dsv3::ops
