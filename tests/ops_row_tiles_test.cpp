@@ -4,6 +4,7 @@
 // scalar reference, so the f32 path is compared with the scalar kernel on the row-major copy).
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstring>
 #include <random>
 #include <string>
@@ -137,13 +138,23 @@ TEST(RowTiles, Int8ProductsEqualTheRowMajorWeight) {
             MatMul(ctx, x.data(), T, p.rows, want.data());
             MatMul(ctx, x.data(), T, p.tiles, got.data());
             ExpectBitwise(got, want, std::string(IsaName(isa)) + " " + Name(dtype, rows, cols, T));
-            // A row range that starts and ends inside tiles and reaches the row-major tail.
-            std::vector<float> part(want.size(), NAN);
-            MatMulRowRange(ctx, x.data(), T, p.tiles, 5, rows - 1, part.data());
-            for (int64_t t = 0; t < T; ++t)
-              for (int64_t r = 5; r < rows - 1; ++r)
-                ASSERT_EQ(part[t * rows + r], want[t * rows + r])
-                    << IsaName(isa) << " range " << Name(dtype, rows, cols, T) << " r=" << r;
+            // Row ranges: inside tiles, reaching the row-major tail, on half-tile bounds; rows
+            // outside the range are left alone.
+            for (auto [lo, hi] :
+                 {std::pair<int64_t, int64_t>{5, rows - 1}, {8, rows - 1}, {8, 16}, {16, rows}}) {
+              std::vector<float> part(want.size(), NAN);
+              MatMulRowRange(ctx, x.data(), T, p.tiles, lo, hi, part.data());
+              for (int64_t t = 0; t < T; ++t) {
+                for (int64_t r = 0; r < rows; ++r) {
+                  if (r >= lo && r < hi)
+                    ASSERT_EQ(part[t * rows + r], want[t * rows + r])
+                        << IsaName(isa) << " range " << Name(dtype, rows, cols, T) << " r=" << r;
+                  else
+                    ASSERT_TRUE(std::isnan(part[t * rows + r]))
+                        << IsaName(isa) << " wrote outside " << lo << ".." << hi << " r=" << r;
+                }
+              }
+            }
           }
         }
       }

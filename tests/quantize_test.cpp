@@ -45,7 +45,14 @@ std::vector<float> Logits(const std::string& dir, const std::vector<int32_t>& to
   if (!model.ok()) return {};
   if (load.tile_int8_rows) {  // the product matrices were tiled, kv_b_proj and embeddings not
     const LayerWeights& layer = (*model)->weights().layers[0];
+    const ModelWeights& w = (*model)->weights();
     EXPECT_EQ(layer.attn.q_a_proj.row_tiles, ops::kRowTile);
+    EXPECT_EQ(w.layers[1].moe.experts[0].gate_proj.row_tiles, ops::kRowTile);
+    EXPECT_EQ(w.layers[1].moe.shared_experts.down_proj.row_tiles, ops::kRowTile);
+    EXPECT_EQ(w.lm_head.row_tiles, ops::kRowTile);
+    if (!w.mtp.empty()) {
+      EXPECT_EQ(w.mtp[0].shared_head_head.row_tiles, ops::kRowTile);
+    }
     EXPECT_EQ(layer.attn.kv_b_proj.row_tiles, 0);
     EXPECT_EQ((*model)->weights().embed_tokens.row_tiles, 0);
   }

@@ -275,10 +275,14 @@ void ForEachProductMatrix(LayerWeights& layer, Fn&& fn) {
 }  // namespace
 
 int64_t TileInt8Weights(ModelWeights* weights) {
-  // Views of one tensor (a tied head) must agree: a tensor an embedding reads is never tiled, and
-  // a second view of a tiled tensor is marked tiled too.
+  // Views of one tensor (a tied head) must agree: a tensor an embedding or kv_b_proj's row reads
+  // use is never tiled, and a second view of a tiled tensor is marked tiled too.
   std::set<const void*> row_major = {weights->embed_tokens.data};
-  for (const MtpWeights& m : weights->mtp) row_major.insert(m.embed_tokens.data);
+  for (const LayerWeights& layer : weights->layers) row_major.insert(layer.attn.kv_b_proj.data);
+  for (const MtpWeights& m : weights->mtp) {
+    row_major.insert(m.embed_tokens.data);
+    row_major.insert(m.layer.attn.kv_b_proj.data);
+  }
   std::set<const void*> tiled;
   int64_t count = 0;
   auto tile = [&](WeightView* w) {

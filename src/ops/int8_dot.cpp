@@ -127,11 +127,12 @@ void MatMulRowsInt8(const uint8_t* buf, int64_t T, const WeightView& w, int64_t 
       for (int64_t b = 0; b < groups; ++b) {
         int32_t codes[kInt8Block];
         LoadWeightCodes(w, r, b, codes);
+        const float dw = GroupScale(w, r, b);  // d_w[r, b]
         for (int64_t t = 0; t < nt; ++t) {
           const int8_t* qx = q + ((t0 + t) * groups + b) * kInt8Block;  // q_x[t0 + t, block b]
           int32_t isum = 0;
           for (int64_t c = 0; c < kInt8Block; ++c) isum += qx[c] * codes[c];
-          const float s = d[(t0 + t) * groups + b] * GroupScale(w, r, b);
+          const float s = d[(t0 + t) * groups + b] * dw;
           acc[t] = std::fma(static_cast<float>(isum), s, acc[t]);
         }
       }
