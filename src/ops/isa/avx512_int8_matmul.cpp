@@ -167,6 +167,15 @@ void QuantizeTileLayout(const float* x, int64_t T, int64_t cols, uint8_t* buf) {
 
 // ---- Weights as unsigned bytes ----
 
+// A q4_0 block's 32 unsigned codes in nibble order from its 16 stored bytes: both halves hold
+// the bytes, the high half shifted right by 4 brings the high nibbles down (bits crossing into a
+// neighbour byte are masked off).
+__m256i NibbleBlock(__m128i v) {
+  const __m256i both =
+      _mm256_srlv_epi32(_mm256_broadcastsi128_si256(v), _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4));
+  return _mm256_and_si256(both, _mm256_set1_epi8(0x0f));
+}
+
 // Block b of a row: 32 unsigned bytes (q8_0: code + 128, natural order; q4_0: nibbles in nibble
 // order). kTail: the row's partial last block of n columns; bytes past the row are not read and
 // give weight code 0 (x is 0 there too).
@@ -182,11 +191,7 @@ __m256i LoadWeightBlock(const uint8_t* row, int64_t b, int64_t n) {
     const __m128i v =
         kTail ? _mm_maskz_loadu_epi8(static_cast<__mmask16>((1u << ((n + 1) / 2)) - 1u), p)
               : _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-    // Both halves hold the 16 bytes; the high half shifted right by 4 brings the high nibbles
-    // down (bits crossing into a neighbour byte are masked off).
-    const __m256i both = _mm256_srlv_epi32(_mm256_broadcastsi128_si256(v),
-                                           _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4));
-    return _mm256_and_si256(both, _mm256_set1_epi8(0x0f));
+    return NibbleBlock(v);
   }
 }
 
@@ -444,8 +449,6 @@ void GemvRows(const uint8_t* buf, int64_t T, const WeightView& w, int64_t row_be
 
 // ---- Prefill: 16 tokens in the lanes ----
 
-// panel [groups][8 rows][32]: the rows' blocks as unsigned bytes, written in order (block-major)
-// so the stores stream instead of striding across the panel.
 // Block b of tiled row r as LoadWeightBlock gives it: the row's dwords gathered from the tile.
 template <DType D>
 __m256i LoadTiledBlock(const WeightView& w, int64_t r, int64_t b) {
@@ -458,13 +461,12 @@ __m256i LoadTiledBlock(const WeightView& w, int64_t r, int64_t b) {
         _mm256_i32gather_epi32(dwords, _mm256_setr_epi32(0, 64, 128, 192, 256, 320, 384, 448), 1);
     return _mm256_xor_si256(v, _mm256_set1_epi8(static_cast<char>(0x80)));
   } else {
-    const __m128i v = _mm_i32gather_epi32(dwords, _mm_setr_epi32(0, 64, 128, 192), 1);
-    const __m256i both = _mm256_srlv_epi32(_mm256_broadcastsi128_si256(v),
-                                           _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4));
-    return _mm256_and_si256(both, _mm256_set1_epi8(0x0f));
+    return NibbleBlock(_mm_i32gather_epi32(dwords, _mm_setr_epi32(0, 64, 128, 192), 1));
   }
 }
 
+// panel [groups][8 rows][32]: the rows' blocks as unsigned bytes, written in order (block-major)
+// so the stores stream instead of striding across the panel.
 template <DType D>
 void PackPanel(const WeightView& w, const int64_t* rows, uint8_t* panel) {
   const int64_t groups = QuantGroups(w.cols, kBlock);
@@ -487,13 +489,6 @@ void PackPanel(const WeightView& w, const int64_t* rows, uint8_t* panel) {
           LoadWeightBlock<D, true>(src[i], full_groups, w.cols - full_groups * kBlock));
     }
   }
-}
-
-// The 32 panel bytes of a q4_0 block from its 16 stored bytes (LoadWeightBlock's form).
-__m256i NibbleBlock(__m128i v) {
-  const __m256i both =
-      _mm256_srlv_epi32(_mm256_broadcastsi128_si256(v), _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4));
-  return _mm256_and_si256(both, _mm256_set1_epi8(0x0f));
 }
 
 // PackPanel for rows r0 .. r0 + 7 that are half a tile (r0 % 8 == 0, all tiled): per block the
