@@ -162,6 +162,36 @@ TEST(RowTiles, Int8ProductsEqualTheRowMajorWeight) {
   }
 }
 
+// A row range of a row-major weight is a weight of its own (the decompressed prefill attention
+// multiplies one head's rows of kv_b_proj): its product is those columns of the whole product.
+TEST(RowTiles, Int8RowRangeIsThoseRowsOfTheWeight) {
+  std::mt19937 rng(5);
+  for (DType dtype : kDTypes) {
+    const int64_t rows = 70, cols = 96;
+    const Pair p = MakePair(rng, dtype, rows, cols);
+    for (int64_t T : {3, 40}) {  // the GEMV and the prefill kernels
+      const std::vector<float> x = RandomFloats(rng, T * cols);
+      for (Isa isa : RunnableIsas()) {
+        KernelContext ctx{nullptr, isa};
+        ctx.int8_dot = true;
+        std::vector<float> whole(static_cast<size_t>(T * rows));
+        MatMul(ctx, x.data(), T, p.rows, whole.data());
+        for (auto [first, n] : {std::pair<int64_t, int64_t>{0, 24}, {24, 24}, {53, 17}}) {
+          const WeightView range = Int8RowRange(p.rows, first, n);
+          ASSERT_EQ(range.rows, n);
+          std::vector<float> part(static_cast<size_t>(T * n));
+          MatMul(ctx, x.data(), T, range, part.data());
+          for (int64_t t = 0; t < T; ++t)
+            for (int64_t r = 0; r < n; ++r)
+              ASSERT_EQ(part[t * n + r], whole[t * rows + first + r])
+                  << IsaName(isa) << " " << Name(dtype, rows, cols, T) << " rows " << first << "+"
+                  << n << " r=" << r;
+        }
+      }
+    }
+  }
+}
+
 // Split over two threads, alone and in a batch with a row-major job.
 TEST(RowTiles, ThreadsAndBatchesEqualTheRowMajorWeight) {
   std::mt19937 rng(3);

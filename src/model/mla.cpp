@@ -2,9 +2,12 @@
 
 #include <algorithm>
 #include <cstring>
+#include <optional>
 
 #include "ops/gemm.h"
+#include "ops/int8_dot.h"
 #include "ops/mla_attention.h"
+#include "ops/row_tiles.h"
 #include "ops/vector_ops.h"
 
 namespace dsv3 {
@@ -167,14 +170,20 @@ void AbsorbedBatched(const ModelConfig& c, const RopeParams& rope, const Attenti
 }
 
 // Prefill attention in the decompressed (MHA) form, spec §5.3: per head, every cached position's
-// k_nope = W_UK c_j and v = W_UV c_j are decompressed once for the call (two products over the
-// whole context), k_pe is appended to k_nope, and then per block of tokens
+// k_nope = W_UK c_j and v = W_UV c_j are decompressed once for the call (one product over the
+// whole context with the head's dn + dv rows of kv_b_proj), k_pe is appended to k_nope, and then
+// per block of tokens
 //   s = q k^T (scaled, causally masked, softmax per row) and o = s v
 // run as three matrix products. Equal to the absorbed form in exact arithmetic.
 //   q: [T, nh, dn+dr] (rope applied)   o: [T, nh*dv]
+// With int8 activations on a q8_0 / q4_0 kv_b_proj (ops/int8_dot.h) the decompression runs on the
+// weight as stored through the int8 kernel (each thread quantizes the latent cache once per call),
+// as every other product of such a model does; otherwise it is an f32 product on the dequantised
+// copy.
 // Heads are split over the threads; each thread's scratch holds one head's k [N, dn+dr],
-// v [N, dv] and scores [kDecompressedBlock, N] (N = start_pos + T): (dn + dr + dv + 128) N floats,
-// 7.3 MB at N = 4096 for DeepSeek-V3; kAuto bounds the total (kMaxDecompressedScratch).
+// [k_nope | v] [N, dn+dv] and scores [kDecompressedBlock, N] (N = start_pos + T):
+// (dn + dr + dn + dv + 128) N floats, 9.4 MB at N = 4096 for DeepSeek-V3; kAuto bounds the total
+// (kMaxDecompressedScratch).
 constexpr int64_t kDecompressedBlock = 128;
 // kAuto takes the decompressed form only while all threads' scratch stays within this (it grows
 // with the context; the absorbed form's does not): 256 MiB is 74k positions on 2 threads for
@@ -182,7 +191,7 @@ constexpr int64_t kDecompressedBlock = 128;
 constexpr int64_t kMaxDecompressedScratch = int64_t{256} << 20;
 
 int64_t DecompressedScratchFloats(const ModelConfig& c, int64_t N) {
-  return N * (c.qk_head_dim() + c.v_head_dim + kDecompressedBlock);
+  return N * (c.qk_head_dim() + c.qk_nope_head_dim + c.v_head_dim + kDecompressedBlock);
 }
 
 void DecompressedBatched(const ModelConfig& c, const RopeParams& rope, const AttentionWeights& w,
@@ -197,19 +206,28 @@ void DecompressedBatched(const ModelConfig& c, const RopeParams& rope, const Att
   const ops::KernelContext one{nullptr, ctx.isa};
   const float scale = static_cast<float>(rope.softmax_scale);
   const ops::GemmOperand latent{cache.latent.data(), r, false};  // c_j: [N, r]
+  const bool int8 = ops::UsesInt8Dot(ctx, w.kv_b_proj) && w.kv_b_proj.row_tiles == 0;
   auto heads = [&](int thread) {
     float* k = base + thread * per_thread;  // [N, dn+dr]: k_nope | k_pe
-    float* v = k + N * qk;                  // [N, dv]
-    float* s = v + N * dv;                  // [block, keys]
+    float* kv = k + N * qk;                 // [N, dn+dv]: k_nope | v
+    float* s = kv + N * (dn + dv);          // [block, keys]
+    std::optional<ops::Int8RowRunner> runner;
+    if (int8) runner.emplace(ctx.isa);
     for (int64_t h = nh * thread / threads; h < nh * (thread + 1) / threads; ++h) {
-      const float* w_uk = w.kv_b_proj_f32.data() + h * (dn + dv) * r;  // W_UK[h]: [dn, r]
-      const float* w_uv = w_uk + dn * r;                               // W_UV[h]: [dv, r]
-      // k[j, d] = sum_i c_j[i] W_UK[d, i];  v[j, e] = sum_i c_j[i] W_UV[e, i]
-      ops::Gemm(one, N, dn, r, latent, {w_uk, r, false}, k, qk, false);
-      ops::Gemm(one, N, dv, r, latent, {w_uv, r, false}, v, dv, false);
-      for (int64_t j = 0; j < N; ++j)
+      // kv[j] = [W_UK[h] c_j | W_UV[h] c_j]: kv_b_proj's rows h (dn + dv) .. (h + 1) (dn + dv)
+      if (int8) {
+        runner->Run(cache.latent.data(), N, ops::Int8RowRange(w.kv_b_proj, h * (dn + dv), dn + dv),
+                    0, dn + dv, kv);
+      } else {
+        const float* w_ukv = w.kv_b_proj_f32.data() + h * (dn + dv) * r;  // [dn+dv, r]
+        ops::Gemm(one, N, dn + dv, r, latent, {w_ukv, r, false}, kv, dn + dv, false);
+      }
+      for (int64_t j = 0; j < N; ++j) {
+        std::memcpy(k + j * qk, kv + j * (dn + dv), static_cast<size_t>(dn) * sizeof(float));
         std::memcpy(k + j * qk + dn, cache.rope_key.data() + j * dr,
                     static_cast<size_t>(dr) * sizeof(float));
+      }
+      const ops::GemmOperand v{kv + dn, dn + dv, true};  // v[j, e]: the B of o = s v
       for (int64_t t0 = 0; t0 < T; t0 += kDecompressedBlock) {
         const int64_t n = std::min(kDecompressedBlock, T - t0), keys = start_pos + t0 + n;
         // s[i, j] = q[t0 + i, h, :] . k[j, :] for the keys the block's last token sees
@@ -223,8 +241,7 @@ void DecompressedBatched(const ModelConfig& c, const RopeParams& rope, const Att
           std::fill(row + visible, row + keys, 0.0f);
         }
         // o[t0 + i, h*dv + e] = sum_j s[i, j] v[j, e]
-        ops::Gemm(one, n, dv, keys, {s, keys, false}, {v, dv, true}, o + t0 * nh * dv + h * dv,
-                  nh * dv, false);
+        ops::Gemm(one, n, dv, keys, {s, keys, false}, v, o + t0 * nh * dv + h * dv, nh * dv, false);
       }
     }
   };

@@ -25,6 +25,14 @@ int64_t StoredRowBytes(const WeightView& w) {
   return w.dtype == DType::kU8 ? Q4RowBytes(w.cols) : w.cols;
 }
 
+WeightView Int8RowRange(const WeightView& w, int64_t first, int64_t n) {
+  WeightView v = w;
+  v.rows = n;
+  v.data = static_cast<const uint8_t*>(w.data) + first * StoredRowBytes(w);
+  v.scale = w.scale + first * QuantGroups(w.cols, w.group_size);
+  return v;
+}
+
 void TileRows(WeightView* w, void* data, float* scale) {
   const int64_t row_bytes = StoredRowBytes(*w), dwords = row_bytes / 4;
   const int64_t groups = QuantGroups(w->cols, w->group_size);

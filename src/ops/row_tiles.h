@@ -37,6 +37,10 @@ void TileRows(WeightView* w, void* data, float* scale);
 // Bytes of one stored row (q8_0: cols; q4_0: ceil(cols / 2)).
 int64_t StoredRowBytes(const WeightView& w);
 
+// Rows [first, first + n) of a row-major q8_0 / q4_0 weight (row_tiles == 0) as a weight of their
+// own: its data and scales start at row `first`.
+WeightView Int8RowRange(const WeightView& w, int64_t first, int64_t n);
+
 // out[0, n) = bytes [first, first + n) of row r as stored row-major, for either layout.
 void CopyRowBytes(const WeightView& w, int64_t r, int64_t first, int64_t n, uint8_t* out);
 
