@@ -39,7 +39,8 @@ struct AttentionWeights {
   WeightView kv_a_proj_with_mqa;      // [r+dr, H]
   std::vector<float> kv_a_layernorm;  // [r]
   WeightView kv_b_proj;  // [nh*(dn+dv), r] as stored; per head dn K rows (W_UK), dv V rows (W_UV)
-  // kv_b_proj dequantised, for the matrix products of prefill; decoding streams the stored rows.
+  // kv_b_proj dequantised, for prefill's f32 decompression; decoding streams the stored rows, and
+  // so does prefill's decompression when it runs on int8 activations (q8_0 / q4_0).
   std::vector<float> kv_b_proj_f32;
   WeightView o_proj;  // [H, nh*dv]
 };
