@@ -13,10 +13,14 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
+#include <new>
 #include <random>
 #include <string>
 #include <vector>
+
+#include <sys/mman.h>
 
 #include "backend/thread_pool.h"
 #include "ops/isa.h"
@@ -34,10 +38,34 @@ using dsv3::ops::Isa;
 constexpr DType kDTypes[] = {DType::kF32,    DType::kF16, DType::kBF16,
                              DType::kF8E4M3, DType::kI8,  DType::kU8};
 
+// Weights in 2 MiB pages where the kernel allows (THP advice, as util/huge_pages.h gives the
+// model's weights when it reads them): the large GEMV shapes stream from DRAM the way decoding
+// does, not through a page walk every 4 KiB.
+template <typename T>
+struct HugePageAllocator {
+  using value_type = T;
+  static constexpr size_t kPage = size_t{2} << 20;
+  HugePageAllocator() = default;
+  template <typename U>
+  HugePageAllocator(const HugePageAllocator<U>&) {}
+  T* allocate(size_t n) {
+    const size_t bytes = std::max<size_t>(kPage, (n * sizeof(T) + kPage - 1) / kPage * kPage);
+    void* p = std::aligned_alloc(kPage, bytes);
+    if (p == nullptr) throw std::bad_alloc();
+    ::madvise(p, bytes, MADV_HUGEPAGE);  // advice only
+    return static_cast<T*>(p);
+  }
+  void deallocate(T* p, size_t) { std::free(p); }
+  template <typename U>
+  bool operator==(const HugePageAllocator<U>&) const {
+    return true;
+  }
+};
+
 // Random weights of the given dtype; FP8 avoids the NaN codes and gets a 128x128 scale grid.
 struct BenchWeight {
-  std::vector<uint8_t> bytes;
-  std::vector<float> scale;
+  std::vector<uint8_t, HugePageAllocator<uint8_t>> bytes;
+  std::vector<float, HugePageAllocator<float>> scale;
   dsv3::ops::WeightView view;
 
   BenchWeight(DType dtype, int64_t rows, int64_t cols) {

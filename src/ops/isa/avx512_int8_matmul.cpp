@@ -44,10 +44,10 @@ constexpr int kPanelRows = 8;
 constexpr int64_t kMaxPanelGroups = 576;
 constexpr int kGemvRows = 8;
 constexpr int kGemvTokens = 4;
-// The GEMV prefetches this far ahead (whole row tiles, at least one): a DRAM latency's worth of
-// one core's bandwidth with margin. One tile was too close for short rows (a 512-column q4_0 tile
-// is 2 KB): matmul_bench 131072x512 T=1, mean of 6 interleaved runs, q4_0 1 thread 21.4 -> 26.0,
-// q8_0 2 threads 63.3 -> 79.8 GB/s; 16 KB was no better than 8.
+// The row-major GEMV prefetches this far ahead (whole row tiles, at least one): a DRAM latency's
+// worth of one core's bandwidth with margin. One tile was too close for short rows (a 512-column
+// q4_0 tile is 2 KB): matmul_bench 131072x512 T=1, mean of 6 interleaved runs, q4_0 1 thread 21.4
+// -> 26.0, q8_0 2 threads 63.3 -> 79.8 GB/s; 16 KB was no better than 8.
 constexpr int64_t kGemvAheadBytes = 8192;
 
 template <DType D>
@@ -357,6 +357,11 @@ constexpr int64_t kTileSteps = D == DType::kI8 ? 8 : 4;
 // the token's even-column dword s, and high nibbles, against its odd-column dword 4 + s: x is in
 // nibble order), and per token 8 vpdpbusd on broadcast activation dwords give the 16 rows' exact
 // block dots in the lanes, summed in the same order as the twin.
+// The weights kGemvAheadBytes on are prefetched into the L2 only: into the L1 as well (as GemvTile
+// does) slowed the DRAM stream (one thread, 2 MiB pages, a bench-medium MoE layer's 8 experts a
+// round from 64: 28.5-31.7 GB/s, 33.1-34.6 with no prefetch at all), while no prefetch at all
+// slowed matrices that partly stay in the L3 (12288x7168). bench-medium q4_0 tg64, 2 threads, 6
+// interleaved rounds: L1 108 tok/s median, none 116, L2 116; bench-small q4_0: 597, 563, 626.
 template <DType D, int NT>
 void GemvTile16(const RowsActs& a, int64_t t0, const WeightView& w, int64_t tile, int64_t lo,
                 int64_t hi, float* y) {
@@ -377,7 +382,7 @@ void GemvTile16(const RowsActs& a, int64_t t0, const WeightView& w, int64_t tile
   const __m512i low4 = _mm512_set1_epi8(0x0f);
   for (int64_t b = 0; b < groups; ++b) {
     const uint8_t* wb = base + b * kSteps * 64;
-    for (int64_t s = 0; s < kSteps; ++s) PrefetchAt(wb, kGemvAheadBytes + s * 64);
+    for (int64_t s = 0; s < kSteps; ++s) PrefetchL2At(wb, kGemvAheadBytes + s * 64);
     __m512i wu[8];  // wu[s] pairs with the token's dword s of the block
     for (int64_t s = 0; s < kSteps; ++s) {
       const __m512i v = _mm512_loadu_si512(wb + s * 64);

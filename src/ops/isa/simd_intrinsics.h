@@ -28,4 +28,11 @@ inline void PrefetchAt(const void* base, int64_t offset) {
                _MM_HINT_T0);
 }
 
+// PrefetchAt into the L2 and L3 only (the T1 hint), for streams the L1 need not hold ahead.
+inline void PrefetchL2At(const void* base, int64_t offset) {
+  _mm_prefetch(reinterpret_cast<const char*>(reinterpret_cast<uintptr_t>(base) +
+                                             static_cast<uintptr_t>(offset)),
+               _MM_HINT_T1);
+}
+
 }  // namespace dsv3::ops
