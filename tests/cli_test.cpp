@@ -2,6 +2,7 @@
 // files, for sharded and memory-mapped checkpoints too.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 
@@ -210,6 +211,12 @@ TEST(Cli, BenchReportsMachineLimitsAndPercentages) {
   }
   EXPECT_TRUE(lines[2]["available"].get<bool>());
   EXPECT_TRUE(lines[3]["available"].get<bool>());
+  // With a decode test the bandwidth probe runs before and after the tests (8 repetitions each).
+  EXPECT_EQ(lines[2]["samples"].size(), 16u);
+  EXPECT_NE(lines[2]["method"].get<std::string>().find("before and after"), std::string::npos);
+  double best = 0;
+  for (double v : lines[2]["samples"]) best = std::max(best, v);
+  EXPECT_EQ(lines[2]["best"].get<double>(), best);
 
   // The table names each test's limit and percentage, and lists the probes.
   r = RunDsv3({"bench", "-m", dir / "m", "-p", "8", "-n", "2", "-r", "1", "--bw-mib", "8"});
