@@ -12,6 +12,7 @@
 #include <cmath>
 #include <random>
 
+#include "model/moe.h"
 #include "model/presets.h"
 #include "model/random_checkpoint.h"
 #include "model/transformer.h"
@@ -159,6 +160,28 @@ TEST_P(ModelVsReference, DecompressedAcrossBlocksMatchesAbsorbed) {
             kRelTol);
   // Past ~230 tokens the tiny presets' operation counts favour the decompressed form.
   EXPECT_LE(RelError(RunModel(tokens, 300, AttentionPath::kAuto, 0, &pool), absorbed), kRelTol);
+}
+
+// A MoE layer computes each token on its own: 48 tokens in one call (the gather, SiLU and the
+// weighted sum split over the threads, model/moe.cpp) give what two calls of 24 give (each on
+// one thread), up to the products' summation order.
+TEST_P(ModelVsReference, MoeLayerGivesTheSameForAnyBatch) {
+  const ModelConfig& c = model_->config();
+  if (c.n_routed_experts == 0) GTEST_SKIP() << "no MoE layers";
+  const MoeWeights& w = model_->weights().layers[c.first_k_dense_replace].moe;
+  const int64_t T = 48, H = c.hidden_size, k = c.num_experts_per_tok;
+  std::mt19937 rng(3);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> x(static_cast<size_t>(T * H));
+  for (float& v : x) v = normal(rng);
+  ThreadPool pool(2);
+  const ops::KernelContext ctx{&pool, ops::BestIsa()};
+  MoeScratch scratch;
+  std::vector<float> whole(x.size()), halves(x.size());
+  MoeForward(c, w, ctx, x.data(), T, k, scratch, whole.data());
+  for (int64_t t0 = 0; t0 < T; t0 += T / 2)
+    MoeForward(c, w, ctx, x.data() + t0 * H, T / 2, k, scratch, halves.data() + t0 * H);
+  EXPECT_LE(RelError(whole, halves), kRelTol);
 }
 
 TEST_P(ModelVsReference, FewerAndMoreExpertsPerTokenMatchReference) {

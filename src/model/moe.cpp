@@ -2,11 +2,32 @@
 
 #include <algorithm>
 #include <cstring>
+#include <vector>
 
 #include "model/router.h"
 #include "ops/vector_ops.h"
 
 namespace dsv3 {
+
+namespace {
+
+// fn(begin, end) over [0, n) split over ctx's pool in multiples of `grain`; on the calling thread
+// when there is no pool or less than two grains of work (decoding's few rows).
+template <typename Fn>
+void ParallelRows(const ops::KernelContext& ctx, int64_t n, int64_t grain, Fn&& fn) {
+  if (ctx.pool == nullptr || n <= grain) {
+    fn(int64_t{0}, n);
+    return;
+  }
+  ctx.pool->ParallelFor(
+      n, [&](int64_t begin, int64_t end) { fn(begin, end); }, grain);
+}
+
+// Rows per chunk of the row copies and sums below: 32 rows of DeepSeek-V3's 7168 floats are
+// ~1 MB, so a prefill's T*k rows split over the threads and decoding's 8 stay on one.
+constexpr int64_t kRowGrain = 32;
+
+}  // namespace
 
 void MoeForward(const ModelConfig& c, const MoeWeights& w, const ops::KernelContext& ctx,
                 const float* x, int64_t T, int64_t k, MoeScratch& s, float* out) {
@@ -31,9 +52,13 @@ void MoeForward(const ModelConfig& c, const MoeWeights& w, const ops::KernelCont
   for (int64_t i = 0; i < T * k; ++i) ++s.expert_offsets[s.routing_experts[i] + 1];
   for (int64_t e = 0; e < E; ++e) s.expert_offsets[e + 1] += s.expert_offsets[e];
   s.token_order.resize(static_cast<size_t>(T * k));
+  s.position.resize(static_cast<size_t>(T * k));
   s.expert_cursor.assign(s.expert_offsets.begin(), s.expert_offsets.end() - 1);
-  for (int64_t i = 0; i < T * k; ++i)
-    s.token_order[s.expert_cursor[s.routing_experts[i]]++] = static_cast<int32_t>(i);
+  for (int64_t i = 0; i < T * k; ++i) {
+    const int32_t row = s.expert_cursor[s.routing_experts[i]]++;
+    s.token_order[row] = static_cast<int32_t>(i);
+    s.position[i] = row;
+  }
 
   // gathered: [T*k, H], the input row of every (token, slot) in expert order, so each expert's
   // tokens are contiguous. Then all experts (and the shared expert) run as one batch of
@@ -41,10 +66,12 @@ void MoeForward(const ModelConfig& c, const MoeWeights& w, const ops::KernelCont
   const int64_t I = c.moe_intermediate_size;
   const int64_t I_shared = w.has_shared ? w.shared_experts.intermediate : 0;
   float* gathered = s.gathered.Get(T * k * H);
-  for (int64_t i = 0; i < T * k; ++i) {
-    const int64_t token = s.token_order[i] / k;
-    std::memcpy(gathered + i * H, x + token * H, static_cast<size_t>(H) * sizeof(float));
-  }
+  ParallelRows(ctx, T * k, kRowGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t token = s.token_order[i] / k;
+      std::memcpy(gathered + i * H, x + token * H, static_cast<size_t>(H) * sizeof(float));
+    }
+  });
   float* gate = s.gate.Get(T * k * I + T * I_shared);  // [T*k, I] then shared [T, I_shared]
   float* up = s.up.Get(T * k * I + T * I_shared);
   float* expert_out = s.expert_out.Get(T * k * H + T * H);  // [T*k, H] then shared [T, H]
@@ -64,7 +91,15 @@ void MoeForward(const ModelConfig& c, const MoeWeights& w, const ops::KernelCont
     s.jobs.push_back({x, T, &w.shared_experts.up_proj, up_shared});
   }
   ops::MatMulBatch(ctx, s.jobs.data(), static_cast<int64_t>(s.jobs.size()));
-  ops::SiluMul(ctx.isa, gate, up, T * k * I + T * I_shared);
+  // Elementwise, so any split gives the same values.
+  ParallelRows(ctx, T * k + (I_shared > 0 ? T : 0), kRowGrain, [&](int64_t begin, int64_t end) {
+    // rows [begin, end) of gate/up: routed rows of I floats, then shared rows of I_shared
+    const int64_t routed = T * k;
+    const auto offset = [&](int64_t row) {
+      return row <= routed ? row * I : routed * I + (row - routed) * I_shared;
+    };
+    ops::SiluMul(ctx.isa, gate + offset(begin), up + offset(begin), offset(end) - offset(begin));
+  });
 
   s.jobs.clear();
   for (int64_t e = 0; e < E; ++e) {
@@ -75,16 +110,43 @@ void MoeForward(const ModelConfig& c, const MoeWeights& w, const ops::KernelCont
   if (w.has_shared) s.jobs.push_back({gate_shared, T, &w.shared_experts.down_proj, out_shared});
   ops::MatMulBatch(ctx, s.jobs.data(), static_cast<int64_t>(s.jobs.size()));
 
-  // out[t] = shared(x_t) + sum over its slots of weight * expert output
-  if (w.has_shared) {
-    std::memcpy(out, out_shared, static_cast<size_t>(T * H) * sizeof(float));
-  } else {
-    std::memset(out, 0, static_cast<size_t>(T * H) * sizeof(float));
+  // out[t] = shared(x_t) + sum over its slots of weight * expert output, the slots added in
+  // expert order (their rows' order), as the Hugging Face model adds each expert's outputs.
+  // Few tokens (decoding): one pass over the rows on this thread. Many: the tokens split over
+  // the threads, each token's rows sorted back into expert order, so the sums are the same bits.
+  // (The per-token form measured ~2 % slower decoding, 1 of 8 interleaved tg64 pairs.)
+  if (T <= kRowGrain) {
+    if (w.has_shared) {
+      std::memcpy(out, out_shared, static_cast<size_t>(T * H) * sizeof(float));
+    } else {
+      std::memset(out, 0, static_cast<size_t>(T * H) * sizeof(float));
+    }
+    for (int64_t i = 0; i < T * k; ++i) {
+      const int32_t slot = s.token_order[i];
+      ops::Axpy(ctx.isa, routing_weights[slot], expert_out + i * H, H, out + (slot / k) * H);
+    }
+    return;
   }
-  for (int64_t i = 0; i < T * k; ++i) {
-    const int32_t slot = s.token_order[i];
-    ops::Axpy(ctx.isa, routing_weights[slot], expert_out + i * H, H, out + (slot / k) * H);
-  }
+  ParallelRows(ctx, T, kRowGrain, [&](int64_t begin, int64_t end) {
+    int32_t few[16];
+    std::vector<int32_t> many;  // only for more than 16 experts per token
+    if (k > 16) many.resize(static_cast<size_t>(k));
+    int32_t* rows = k > 16 ? many.data() : few;
+    for (int64_t t = begin; t < end; ++t) {
+      float* out_t = out + t * H;
+      if (w.has_shared) {
+        std::memcpy(out_t, out_shared + t * H, static_cast<size_t>(H) * sizeof(float));
+      } else {
+        std::memset(out_t, 0, static_cast<size_t>(H) * sizeof(float));
+      }
+      std::copy(s.position.begin() + t * k, s.position.begin() + (t + 1) * k, rows);
+      std::sort(rows, rows + k);
+      for (int64_t j = 0; j < k; ++j) {
+        const int32_t slot = s.token_order[rows[j]];
+        ops::Axpy(ctx.isa, routing_weights[slot], expert_out + int64_t{rows[j]} * H, H, out_t);
+      }
+    }
+  });
 }
 
 }  // namespace dsv3

@@ -15,7 +15,8 @@ namespace dsv3 {
 struct MoeScratch {
   ScratchBuffer gate_logits, routing_weights, gathered, gate, up, expert_out;
   std::vector<ops::MatMulJob> jobs;
-  std::vector<int32_t> routing_experts, token_order, expert_offsets, expert_cursor;
+  // token_order[i]: the (token, slot) pair at expert-ordered row i; position is its inverse.
+  std::vector<int32_t> routing_experts, token_order, position, expert_offsets, expert_cursor;
 };
 
 // x: [T, H] (normalised) -> out: [T, H] (overwritten). k = routed experts per token.
