@@ -13,14 +13,11 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <cstdlib>
 #include <cstring>
 #include <new>
 #include <random>
 #include <string>
 #include <vector>
-
-#include <sys/mman.h>
 
 #include "backend/thread_pool.h"
 #include "ops/isa.h"
@@ -28,6 +25,7 @@
 #include "ops/quant.h"
 #include "ops/row_tiles.h"
 #include "util/dtype.h"
+#include "util/huge_pages.h"
 
 namespace {
 
@@ -38,24 +36,23 @@ using dsv3::ops::Isa;
 constexpr DType kDTypes[] = {DType::kF32,    DType::kF16, DType::kBF16,
                              DType::kF8E4M3, DType::kI8,  DType::kU8};
 
-// Weights in 2 MiB pages where the kernel allows (THP advice, as util/huge_pages.h gives the
-// model's weights when it reads them): the large GEMV shapes stream from DRAM the way decoding
-// does, not through a page walk every 4 KiB.
+// Weights in 2 MiB pages where the kernel allows, as the model's weights are when it reads them
+// (util/huge_pages.h): the large GEMV shapes stream from DRAM the way decoding does, not through
+// a page walk every 4 KiB.
 template <typename T>
 struct HugePageAllocator {
   using value_type = T;
-  static constexpr size_t kPage = size_t{2} << 20;
   HugePageAllocator() = default;
   template <typename U>
   HugePageAllocator(const HugePageAllocator<U>&) {}
   T* allocate(size_t n) {
-    const size_t bytes = std::max<size_t>(kPage, (n * sizeof(T) + kPage - 1) / kPage * kPage);
-    void* p = std::aligned_alloc(kPage, bytes);
-    if (p == nullptr) throw std::bad_alloc();
-    ::madvise(p, bytes, MADV_HUGEPAGE);  // advice only
-    return static_cast<T*>(p);
+    dsv3::LargeBuffer buffer = dsv3::AllocateLargeBuffer(n * sizeof(T));
+    if (buffer == nullptr) throw std::bad_alloc();
+    return reinterpret_cast<T*>(buffer.release());
   }
-  void deallocate(T* p, size_t) { std::free(p); }
+  void deallocate(T* p, size_t n) {
+    dsv3::LargeBufferDeleter{dsv3::LargeBufferBytes(n * sizeof(T))}(reinterpret_cast<uint8_t*>(p));
+  }
   template <typename U>
   bool operator==(const HugePageAllocator<U>&) const {
     return true;

@@ -12,8 +12,12 @@ void LargeBufferDeleter::operator()(uint8_t* p) const {
   if (p != nullptr) ::munmap(p, bytes);
 }
 
+size_t LargeBufferBytes(size_t bytes) {
+  return (bytes == 0 ? 1 : (bytes + kHugePage - 1) / kHugePage) * kHugePage;
+}
+
 LargeBuffer AllocateLargeBuffer(size_t bytes) {
-  const size_t rounded = (bytes == 0 ? 1 : (bytes + kHugePage - 1) / kHugePage) * kHugePage;
+  const size_t rounded = LargeBufferBytes(bytes);
   // Over-map by one huge page and trim, so the buffer starts on a 2 MiB boundary (THP backs only
   // aligned 2 MiB ranges).
   const size_t mapped = rounded + kHugePage;

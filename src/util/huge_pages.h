@@ -23,4 +23,7 @@ using LargeBuffer = std::unique_ptr<uint8_t, LargeBufferDeleter>;
 // with MADV_HUGEPAGE advice. nullptr when the memory cannot be mapped.
 LargeBuffer AllocateLargeBuffer(size_t bytes);
 
+// The mapped size AllocateLargeBuffer(bytes) gives (what its deleter unmaps).
+size_t LargeBufferBytes(size_t bytes);
+
 }  // namespace dsv3
