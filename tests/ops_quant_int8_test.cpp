@@ -147,7 +147,7 @@ QuantizedActs QuantizeScalar(const std::vector<float>& x, int64_t T, int64_t col
 std::vector<float> TwinMatMul(const std::vector<float>& x, int64_t T, const WeightView& w) {
   std::vector<uint8_t> storage(static_cast<size_t>(Int8ActBytes(T, w.cols)) + 64);
   uint8_t* buf = storage.data() + (64 - reinterpret_cast<uintptr_t>(storage.data()) % 64) % 64;
-  scalar::QuantizeActsInt8(x.data(), T, w.cols, w.dtype, buf);
+  scalar::QuantizeActsInt8(x.data(), nullptr, T, w.cols, w.dtype, buf);
   std::vector<float> y(static_cast<size_t>(T * w.rows), NAN);
   scalar::MatMulRowsInt8(buf, T, w, 0, w.rows, y.data());
   return y;
@@ -393,6 +393,55 @@ TEST(MatMulInt8, BatchMatchesMatMul) {
         for (int j = 0; j < 4; ++j)
           ASSERT_TRUE(BitwiseEqual(out[j], ref[j]))
               << IsaName(isa) << " threads=" << threads << " T=" << T << " job " << j;
+      }
+    }
+  }
+}
+
+// Jobs whose x rows are picked by x_rows (the MoE layer's experts): the int8 path reads them in
+// place as it quantizes, other paths gather them; either way the result is that of the rows
+// copied out. GEMV and prefill sizes, and a T past one activation chunk (18432 columns: chunks of
+// 16 tokens), with repeated and out-of-order rows.
+TEST(MatMulInt8, BatchRowsOfXMatchCopiedRows) {
+  std::mt19937 rng(36);
+  for (int64_t cols : {130, 18432}) {
+    const QuantWeight a = MakeQuantWeight(rng, DType::kI8, 40, cols);
+    const QuantWeight b = MakeQuantWeight(rng, DType::kU8, 24, cols);
+    std::vector<float> f32_storage = RandomFloats(rng, 16 * cols);
+    WeightView f32;
+    f32.dtype = DType::kF32;
+    f32.rows = 16;
+    f32.cols = cols;
+    f32.data = f32_storage.data();
+    const WeightView views[3] = {a.View(), b.View(), f32};
+    const int64_t source_rows = 50;
+    const std::vector<float> x = RandomFloats(rng, source_rows * cols);
+    for (int64_t T : {int64_t{3}, int64_t{40}}) {
+      std::vector<int32_t> rows(static_cast<size_t>(T));
+      for (int64_t t = 0; t < T; ++t) rows[t] = static_cast<int32_t>((t * 17 + 5) % source_rows);
+      rows[T - 1] = rows[0];  // a token twice
+      std::vector<float> copied(static_cast<size_t>(T * cols));
+      for (int64_t t = 0; t < T; ++t)
+        std::copy(x.begin() + rows[t] * cols, x.begin() + (rows[t] + 1) * cols,
+                  copied.begin() + t * cols);
+      for (Isa isa : RunnableIsas()) {
+        for (int threads : {1, 2}) {
+          ThreadPool pool(threads);
+          const KernelContext ctx = Int8Context(&pool, isa);
+          std::vector<std::vector<float>> ref(3), out(3);
+          MatMulJob jobs[3];
+          for (int j = 0; j < 3; ++j) {
+            ref[j].assign(static_cast<size_t>(T * views[j].rows), NAN);
+            out[j].assign(static_cast<size_t>(T * views[j].rows), NAN);
+            MatMul(ctx, copied.data(), T, views[j], ref[j].data());
+            jobs[j] = {x.data(), T, &views[j], out[j].data(), rows.data()};
+          }
+          MatMulBatch(ctx, jobs, 3);
+          for (int j = 0; j < 3; ++j)
+            ASSERT_TRUE(BitwiseEqual(out[j], ref[j]))
+                << IsaName(isa) << " threads=" << threads << " cols=" << cols << " T=" << T
+                << " job " << j;
+        }
       }
     }
   }

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "model/router.h"
+#include "ops/int8_dot.h"
 #include "ops/vector_ops.h"
 
 namespace dsv3 {
@@ -60,18 +61,38 @@ void MoeForward(const ModelConfig& c, const MoeWeights& w, const ops::KernelCont
     s.position[i] = row;
   }
 
-  // gathered: [T*k, H], the input row of every (token, slot) in expert order, so each expert's
-  // tokens are contiguous. Then all experts (and the shared expert) run as one batch of
-  // products: one parallel region for gate+up, one for down.
+  // Each expert's tokens, rows [expert_offsets[e], expert_offsets[e+1]) in expert order, as the
+  // x of its products: on the int8 path the quantizer reads them from x in place (row_token);
+  // otherwise they are gathered into [T*k, H] first. Then all experts (and the shared expert)
+  // run as one batch of products: one parallel region for gate+up, one for down.
   const int64_t I = c.moe_intermediate_size;
   const int64_t I_shared = w.has_shared ? w.shared_experts.intermediate : 0;
-  float* gathered = s.gathered.Get(T * k * H);
-  ParallelRows(ctx, T * k, kRowGrain, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      const int64_t token = s.token_order[i] / k;
-      std::memcpy(gathered + i * H, x + token * H, static_cast<size_t>(H) * sizeof(float));
+  s.row_token.resize(static_cast<size_t>(T * k));
+  for (int64_t i = 0; i < T * k; ++i) s.row_token[i] = static_cast<int32_t>(s.token_order[i] / k);
+  bool in_place = true;
+  for (int64_t e = 0; e < E && in_place; ++e)
+    in_place = s.expert_offsets[e + 1] == s.expert_offsets[e] ||
+               (ops::UsesInt8Dot(ctx, w.experts[e].gate_proj) &&
+                ops::UsesInt8Dot(ctx, w.experts[e].up_proj));
+  float* gathered = nullptr;
+  if (!in_place) {
+    gathered = s.gathered.Get(T * k * H);
+    ParallelRows(ctx, T * k, kRowGrain, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i)
+        std::memcpy(gathered + i * H, x + int64_t{s.row_token[i]} * H,
+                    static_cast<size_t>(H) * sizeof(float));
+    });
+  }
+  // The expert's x rows from row `begin` on.
+  const auto expert_x = [&](int64_t begin, ops::MatMulJob job) {
+    if (in_place) {
+      job.x = x;
+      job.x_rows = s.row_token.data() + begin;
+    } else {
+      job.x = gathered + begin * H;
     }
-  });
+    return job;
+  };
   float* gate = s.gate.Get(T * k * I + T * I_shared);  // [T*k, I] then shared [T, I_shared]
   float* up = s.up.Get(T * k * I + T * I_shared);
   float* expert_out = s.expert_out.Get(T * k * H + T * H);  // [T*k, H] then shared [T, H]
@@ -83,8 +104,8 @@ void MoeForward(const ModelConfig& c, const MoeWeights& w, const ops::KernelCont
   for (int64_t e = 0; e < E; ++e) {
     const int64_t begin = s.expert_offsets[e], n = s.expert_offsets[e + 1] - begin;
     if (n == 0) continue;
-    s.jobs.push_back({gathered + begin * H, n, &w.experts[e].gate_proj, gate + begin * I});
-    s.jobs.push_back({gathered + begin * H, n, &w.experts[e].up_proj, up + begin * I});
+    s.jobs.push_back(expert_x(begin, {nullptr, n, &w.experts[e].gate_proj, gate + begin * I}));
+    s.jobs.push_back(expert_x(begin, {nullptr, n, &w.experts[e].up_proj, up + begin * I}));
   }
   if (w.has_shared) {
     s.jobs.push_back({x, T, &w.shared_experts.gate_proj, gate_shared});

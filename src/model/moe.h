@@ -15,8 +15,10 @@ namespace dsv3 {
 struct MoeScratch {
   ScratchBuffer gate_logits, routing_weights, gathered, gate, up, expert_out;
   std::vector<ops::MatMulJob> jobs;
-  // token_order[i]: the (token, slot) pair at expert-ordered row i; position is its inverse.
-  std::vector<int32_t> routing_experts, token_order, position, expert_offsets, expert_cursor;
+  // token_order[i]: the (token, slot) pair at expert-ordered row i; position is its inverse;
+  // row_token[i] its token.
+  std::vector<int32_t> routing_experts, token_order, position, row_token, expert_offsets,
+      expert_cursor;
 };
 
 // x: [T, H] (normalised) -> out: [T, H] (overwritten). k = routed experts per token.

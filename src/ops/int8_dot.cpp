@@ -14,7 +14,7 @@ namespace dsv3::ops {
 
 namespace {
 
-using QuantizeActsFn = void (*)(const float*, int64_t, int64_t, DType, uint8_t*);
+using QuantizeActsFn = void (*)(const float*, const int32_t*, int64_t, int64_t, DType, uint8_t*);
 using RowsInt8Fn = void (*)(const uint8_t*, int64_t, const WeightView&, int64_t, int64_t, float*);
 
 struct Int8Kernels {
@@ -102,13 +102,14 @@ void QuantizeActBlocks(const float* x, int64_t cols, int8_t* q, float* d, int32_
 }
 
 // Layout: q [T, groups * 32] int8, then d [T, groups] f32, then sum [T, groups] int32.
-void QuantizeActsInt8(const float* x, int64_t T, int64_t cols, DType /*wdtype*/, uint8_t* buf) {
+void QuantizeActsInt8(const float* x, const int32_t* rows, int64_t T, int64_t cols,
+                      DType /*wdtype*/, uint8_t* buf) {
   const int64_t groups = QuantGroups(cols, kInt8Block);
   int8_t* q = reinterpret_cast<int8_t*>(buf);
   float* d = reinterpret_cast<float*>(buf + T * groups * kInt8Block);
   int32_t* sum = reinterpret_cast<int32_t*>(d + T * groups);
   for (int64_t t = 0; t < T; ++t)
-    QuantizeActBlocks(x + t * cols, cols, q + t * groups * kInt8Block, d + t * groups,
+    QuantizeActBlocks(ActRow(x, rows, t, cols), cols, q + t * groups * kInt8Block, d + t * groups,
                       sum + t * groups);
 }
 
@@ -164,7 +165,7 @@ void MatMulInt8(const KernelContext& ctx, const float* x, int64_t T, const Weigh
   for (int64_t t0 = 0; t0 < T; t0 += chunk) {
     const int64_t nt = std::min(chunk, T - t0);
     // x[t0 : t0 + nt, :] quantized once, before the rows are split over the threads.
-    k.quantize(x + t0 * w.cols, nt, w.cols, w.dtype, buffer);
+    k.quantize(x + t0 * w.cols, nullptr, nt, w.cols, w.dtype, buffer);
     float* y_chunk = y + t0 * w.rows;  // y[t0 : t0 + nt, :]
     if (ctx.pool == nullptr || ctx.pool->num_threads() <= 1 ||
         nt * w.rows * w.cols < kMinParallelMacs || w.rows <= kRowGrain) {
@@ -188,16 +189,17 @@ void MatMulInt8(const KernelContext& ctx, const float* x, int64_t T, const Weigh
 }
 
 void Int8RowRunner::Run(const float* x, int64_t T, const WeightView& w, int64_t row_begin,
-                        int64_t row_end, float* y) {
+                        int64_t row_end, float* y, const int32_t* x_rows) {
   if (T <= 0 || row_begin >= row_end) return;
   const Int8Kernels k = SelectInt8(isa_, w);
   const int64_t chunk = Int8ChunkTokens(w.cols);
   if (T <= chunk) {
     const void* layout = reinterpret_cast<const void*>(k.quantize);
-    if (x != cached_x_ || T != cached_T_ || w.cols != cached_cols_ || w.dtype != cached_dtype_ ||
-        layout != cached_layout_) {
-      k.quantize(x, T, w.cols, w.dtype, buffer_);
+    if (x != cached_x_ || x_rows != cached_rows_ || T != cached_T_ || w.cols != cached_cols_ ||
+        w.dtype != cached_dtype_ || layout != cached_layout_) {
+      k.quantize(x, x_rows, T, w.cols, w.dtype, buffer_);
       cached_x_ = x;
+      cached_rows_ = x_rows;
       cached_T_ = T;
       cached_cols_ = w.cols;
       cached_dtype_ = w.dtype;
@@ -209,7 +211,10 @@ void Int8RowRunner::Run(const float* x, int64_t T, const WeightView& w, int64_t 
   cached_x_ = nullptr;  // the buffer ends up holding only the last chunk
   for (int64_t t0 = 0; t0 < T; t0 += chunk) {
     const int64_t nt = std::min(chunk, T - t0);
-    k.quantize(x + t0 * w.cols, nt, w.cols, w.dtype, buffer_);
+    if (x_rows != nullptr)
+      k.quantize(x, x_rows + t0, nt, w.cols, w.dtype, buffer_);
+    else
+      k.quantize(x + t0 * w.cols, nullptr, nt, w.cols, w.dtype, buffer_);
     k.rows(buffer_, nt, w, row_begin, row_end, y + t0 * w.rows);
   }
 }

@@ -1,6 +1,8 @@
-// The int8-activation path for q8_0 / q4_0 weights (KernelContext::int8_dot). Internal to ops/:
-// matmul.cpp and matmul_batch.cpp route group-quantized products here when the flag is set, and
-// tests call the per-ISA pieces directly (ops/kernels_internal.h).
+// The int8-activation path for q8_0 / q4_0 weights (KernelContext::int8_dot). matmul.cpp and
+// matmul_batch.cpp route group-quantized products here when the flag is set; the model asks
+// UsesInt8Dot where it lays out a product's input for this path (MoE experts' rows read in place,
+// prefill attention's per-head decompression through an Int8RowRunner); tests call the per-ISA
+// pieces directly (ops/kernels_internal.h).
 //
 // Arithmetic, identical in every ISA variant (each is tested bitwise against the scalar twin):
 //   1. Each token's x is quantized per block of 32 columns, q8_0-style: d = max|x| / 127,
@@ -58,13 +60,15 @@ class Int8RowRunner {
   Int8RowRunner(const Int8RowRunner&) = delete;
   Int8RowRunner& operator=(const Int8RowRunner&) = delete;
 
-  // y[:, row_begin:row_end] of x W^T on the calling thread. Requires UsesInt8Dot for w.
+  // y[:, row_begin:row_end] of x W^T on the calling thread. Requires UsesInt8Dot for w. With
+  // x_rows, token t is row x_rows[t] of x (a gather read in place).
   void Run(const float* x, int64_t T, const WeightView& w, int64_t row_begin, int64_t row_end,
-           float* y);
+           float* y, const int32_t* x_rows = nullptr);
 
  private:
   Isa isa_;
   const float* cached_x_ = nullptr;
+  const int32_t* cached_rows_ = nullptr;
   int64_t cached_T_ = -1;
   int64_t cached_cols_ = -1;
   DType cached_dtype_ = DType::kF32;

@@ -86,6 +86,10 @@ struct MatMulJob {
   int64_t T = 0;
   const WeightView* w = nullptr;
   float* y = nullptr;  // [T, w.rows]
+  // Optional: token t is row x_rows[t] of x. The int8 path (UsesInt8Dot) reads the rows in place
+  // as it quantizes them (the MoE layer's tokens of one expert, not copied out); other paths copy
+  // them into a temporary first.
+  const int32_t* x_rows = nullptr;
 };
 void MatMulBatch(const KernelContext& ctx, const MatMulJob* jobs, int64_t num_jobs);
 

@@ -1,5 +1,6 @@
 // MatMulBatch: many small products in one parallel region (see matmul.h).
 #include <algorithm>
+#include <vector>
 
 #include "ops/int8_dot.h"
 #include "ops/matmul.h"
@@ -15,6 +16,16 @@ constexpr int64_t kChunkRows = 64;
 int64_t ChunkWork(const MatMulJob& job) {
   return std::max<int64_t>(1, job.T * job.w->cols);
 }
+// A job's product on the exact / bf16 path, rows [lo, hi): x gathered first when it has x_rows.
+void RunRowRange(const KernelContext& ctx, const MatMulJob& job, int64_t lo, int64_t hi) {
+  if (job.x_rows == nullptr) return MatMulRowRange(ctx, job.x, job.T, *job.w, lo, hi, job.y);
+  const int64_t cols = job.w->cols;
+  std::vector<float> x(static_cast<size_t>(job.T * cols));
+  for (int64_t t = 0; t < job.T; ++t)
+    std::copy(job.x + job.x_rows[t] * cols, job.x + (job.x_rows[t] + 1) * cols,
+              x.begin() + t * cols);
+  MatMulRowRange(ctx, x.data(), job.T, *job.w, lo, hi, job.y);
+}
 }  // namespace
 
 void MatMulBatch(const KernelContext& ctx, const MatMulJob* jobs, int64_t num_jobs) {
@@ -22,17 +33,16 @@ void MatMulBatch(const KernelContext& ctx, const MatMulJob* jobs, int64_t num_jo
   for (int64_t j = 0; j < num_jobs; ++j) any_int8 = any_int8 || UsesInt8Dot(ctx, *jobs[j].w);
   if (ctx.pool == nullptr || ctx.pool->num_threads() <= 1) {
     if (!any_int8) {
-      for (int64_t j = 0; j < num_jobs; ++j)
-        MatMulRowRange(ctx, jobs[j].x, jobs[j].T, *jobs[j].w, 0, jobs[j].w->rows, jobs[j].y);
+      for (int64_t j = 0; j < num_jobs; ++j) RunRowRange(ctx, jobs[j], 0, jobs[j].w->rows);
       return;
     }
     Int8RowRunner runner(ctx.isa);  // jobs on the same x quantize it once
     for (int64_t j = 0; j < num_jobs; ++j) {
       const MatMulJob& job = jobs[j];
       if (UsesInt8Dot(ctx, *job.w))
-        runner.Run(job.x, job.T, *job.w, 0, job.w->rows, job.y);
+        runner.Run(job.x, job.T, *job.w, 0, job.w->rows, job.y, job.x_rows);
       else
-        MatMulRowRange(ctx, job.x, job.T, *job.w, 0, job.w->rows, job.y);
+        RunRowRange(ctx, job, 0, job.w->rows);
     }
     return;
   }
@@ -62,11 +72,11 @@ void MatMulBatch(const KernelContext& ctx, const MatMulJob* jobs, int64_t num_jo
       if (lo < 0) continue;
       if (runner != nullptr && UsesInt8Dot(ctx, *job.w)) {
         // x is quantized by each thread that has rows of the job (once per thread and x).
-        runner->Run(job.x, job.T, *job.w, lo, hi, job.y);
+        runner->Run(job.x, job.T, *job.w, lo, hi, job.y, job.x_rows);
         continue;
       }
       // One call for the thread's whole range: the packed (prefill) kernel packs x once per call.
-      MatMulRowRange(ctx, job.x, job.T, *job.w, lo, hi, job.y);
+      RunRowRange(ctx, job, lo, hi);
     }
   };
   ctx.pool->RunOnAll([&](int thread) {

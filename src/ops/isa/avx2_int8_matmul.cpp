@@ -138,14 +138,15 @@ bool UsePrefill(int64_t T, int64_t cols) {
 // Layout: codes [T, groups * 32] (block order of the weights), d [T, groups],
 // bias [T, groups] = -offset * sum.
 template <DType D>
-void QuantizeRowsLayout(const float* x, int64_t T, int64_t cols, uint8_t* buf) {
+void QuantizeRowsLayout(const float* x, const int32_t* rows, int64_t T, int64_t cols,
+                        uint8_t* buf) {
   const int64_t groups = QuantGroups(cols, kBlock);
   float* d = reinterpret_cast<float*>(buf + T * groups * kBlock);
   int32_t* bias = reinterpret_cast<int32_t*>(d + T * groups);
   for (int64_t t = 0; t < T; ++t) {
     for (int64_t b = 0; b < groups; ++b) {
       const QuantizedBlock q =
-          QuantizeBlock(x + t * cols + b * kBlock, std::min(kBlock, cols - b * kBlock));
+          QuantizeBlock(ActRow(x, rows, t, cols) + b * kBlock, std::min(kBlock, cols - b * kBlock));
       const __m256i codes = D == DType::kU8 ? ToNibbleOrder(q.codes) : q.codes;
       _mm256_store_si256(reinterpret_cast<__m256i*>(buf + (t * groups + b) * kBlock), codes);
       d[t * groups + b] = q.d;
@@ -157,7 +158,8 @@ void QuantizeRowsLayout(const float* x, int64_t T, int64_t cols, uint8_t* buf) {
 // Prefill layout: tiles of 8 tokens, tile k at buf + k * groups * kTileBlockBytes, block b of it
 // at + b * kTileBlockBytes. Tokens past T are zero (codes, d and bias), so they compute zeros.
 template <DType D>
-void QuantizeTileLayout(const float* x, int64_t T, int64_t cols, uint8_t* buf) {
+void QuantizeTileLayout(const float* x, const int32_t* rows, int64_t T, int64_t cols,
+                        uint8_t* buf) {
   const int64_t groups = QuantGroups(cols, kBlock);
   const int64_t tile_bytes = groups * kTileBlockBytes;
   const int64_t tiles = (T + kLaneTokens - 1) / kLaneTokens;
@@ -175,8 +177,8 @@ void QuantizeTileLayout(const float* x, int64_t T, int64_t cols, uint8_t* buf) {
           v[i] = _mm256_setzero_ps();
           continue;
         }
-        const QuantizedBlock q =
-            QuantizeBlock(x + (t0 + i) * cols + b * kBlock, std::min(kBlock, cols - b * kBlock));
+        const QuantizedBlock q = QuantizeBlock(ActRow(x, rows, t0 + i, cols) + b * kBlock,
+                                               std::min(kBlock, cols - b * kBlock));
         v[i] = _mm256_castsi256_ps(D == DType::kU8 ? ToNibbleOrder(q.codes) : q.codes);
         const int32_t bias = -kWeightOffset<D> * q.sum;
         std::memcpy(block + kTileCodeBytes + i * 4, &q.d, 4);
@@ -484,13 +486,14 @@ void QuantizeActBlocks(const float* x, int64_t cols, int8_t* q, float* d, int32_
   }
 }
 
-void QuantizeActsInt8(const float* x, int64_t T, int64_t cols, DType wdtype, uint8_t* buf) {
+void QuantizeActsInt8(const float* x, const int32_t* rows, int64_t T, int64_t cols, DType wdtype,
+                      uint8_t* buf) {
   if (wdtype == DType::kI8)
-    QuantizeRowsLayout<DType::kI8>(x, T, cols, buf);
+    QuantizeRowsLayout<DType::kI8>(x, rows, T, cols, buf);
   else if (UsePrefill<DType::kU8>(T, cols))
-    QuantizeTileLayout<DType::kU8>(x, T, cols, buf);
+    QuantizeTileLayout<DType::kU8>(x, rows, T, cols, buf);
   else
-    QuantizeRowsLayout<DType::kU8>(x, T, cols, buf);
+    QuantizeRowsLayout<DType::kU8>(x, rows, T, cols, buf);
 }
 
 void MatMulRowsInt8(const uint8_t* buf, int64_t T, const WeightView& w, int64_t row_begin,

@@ -124,14 +124,15 @@ __m256i ToNibbleOrder(__m256i v) {
 // GEMV layout: codes [T, groups * 32] (block order of the weights), d [T, groups],
 // bias [T, groups] = -offset * sum.
 template <DType D>
-void QuantizeRowsLayout(const float* x, int64_t T, int64_t cols, uint8_t* buf) {
+void QuantizeRowsLayout(const float* x, const int32_t* rows, int64_t T, int64_t cols,
+                        uint8_t* buf) {
   const int64_t groups = QuantGroups(cols, kBlock);
   float* d = reinterpret_cast<float*>(buf + T * groups * kBlock);
   int32_t* bias = reinterpret_cast<int32_t*>(d + T * groups);
   for (int64_t t = 0; t < T; ++t) {
     for (int64_t b = 0; b < groups; ++b) {
       const QuantizedBlock q =
-          QuantizeBlock(x + t * cols + b * kBlock, std::min(kBlock, cols - b * kBlock));
+          QuantizeBlock(ActRow(x, rows, t, cols) + b * kBlock, std::min(kBlock, cols - b * kBlock));
       const __m256i codes = D == DType::kU8 ? ToNibbleOrder(q.codes) : q.codes;
       _mm256_store_si256(reinterpret_cast<__m256i*>(buf + (t * groups + b) * kBlock), codes);
       d[t * groups + b] = q.d;
@@ -143,7 +144,8 @@ void QuantizeRowsLayout(const float* x, int64_t T, int64_t cols, uint8_t* buf) {
 // Prefill layout: tiles of 16 tokens, tile k at buf + k * groups * kTileBlockBytes, block b of it
 // at + b * kTileBlockBytes. Tokens past T are zero (codes, d and bias), so they compute zeros.
 template <DType D>
-void QuantizeTileLayout(const float* x, int64_t T, int64_t cols, uint8_t* buf) {
+void QuantizeTileLayout(const float* x, const int32_t* rows, int64_t T, int64_t cols,
+                        uint8_t* buf) {
   const int64_t groups = QuantGroups(cols, kBlock);
   const int64_t tile_bytes = groups * kTileBlockBytes;
   const int64_t tiles = (T + kTileTokens - 1) / kTileTokens;
@@ -162,8 +164,8 @@ void QuantizeTileLayout(const float* x, int64_t T, int64_t cols, uint8_t* buf) {
           v[i] = _mm256_setzero_ps();
           continue;
         }
-        const QuantizedBlock q =
-            QuantizeBlock(x + (t0 + i) * cols + b * kBlock, std::min(kBlock, cols - b * kBlock));
+        const QuantizedBlock q = QuantizeBlock(ActRow(x, rows, t0 + i, cols) + b * kBlock,
+                                               std::min(kBlock, cols - b * kBlock));
         v[i] = _mm256_castsi256_ps(D == DType::kU8 ? ToNibbleOrder(q.codes) : q.codes);
         const int32_t bias = -kWeightOffset<D> * q.sum;
         std::memcpy(block + kTileCodeBytes + (lane0 + i) * 4, &q.d, 4);
@@ -718,14 +720,15 @@ void QuantizeActBlocks(const float* x, int64_t cols, int8_t* q, float* d, int32_
   }
 }
 
-void QuantizeActsInt8(const float* x, int64_t T, int64_t cols, DType wdtype, uint8_t* buf) {
+void QuantizeActsInt8(const float* x, const int32_t* rows, int64_t T, int64_t cols, DType wdtype,
+                      uint8_t* buf) {
   const bool prefill = UsePrefill(T, cols);
   if (wdtype == DType::kI8) {
-    prefill ? QuantizeTileLayout<DType::kI8>(x, T, cols, buf)
-            : QuantizeRowsLayout<DType::kI8>(x, T, cols, buf);
+    prefill ? QuantizeTileLayout<DType::kI8>(x, rows, T, cols, buf)
+            : QuantizeRowsLayout<DType::kI8>(x, rows, T, cols, buf);
   } else {
-    prefill ? QuantizeTileLayout<DType::kU8>(x, T, cols, buf)
-            : QuantizeRowsLayout<DType::kU8>(x, T, cols, buf);
+    prefill ? QuantizeTileLayout<DType::kU8>(x, rows, T, cols, buf)
+            : QuantizeRowsLayout<DType::kU8>(x, rows, T, cols, buf);
   }
 }
 
