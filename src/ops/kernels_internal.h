@@ -85,7 +85,7 @@ void MatMulRowsBf16Dot(const float* x, int64_t T, const WeightView& w, int64_t r
 void MatMulRowsQuant(const float* x, int64_t T, const WeightView& w, int64_t row_begin,
                      int64_t row_end, float* y);
 // Int8 path with VNNI (src/ops/isa/avx512_int8_matmul.cpp): a row-lane GEMV for small T and
-// packed token tiles (16 tokens per vector) for prefill.
+// packed token tiles (16 tokens per vector, avx512_int8_prefill.cpp) for prefill.
 void QuantizeActBlocks(const float* x, int64_t cols, int8_t* q, float* d, int32_t* sum);
 void QuantizeActsInt8(const float* x, const int32_t* rows, int64_t T, int64_t cols, DType wdtype,
                       uint8_t* buf);

@@ -1,0 +1,369 @@
+// AVX-512 VNNI int8 prefill: 16 tokens in the lanes of a zmm (the file header of
+// avx512_int8_matmul.cpp has the arithmetic; ops/int8_dot.h the reference it reproduces).
+#include <algorithm>
+#include <cstring>
+#include <type_traits>
+
+#include "ops/isa/avx512_int8_blocks.h"
+#include "ops/isa/simd_intrinsics.h"
+#include "ops/isa/transpose8x8.h"
+#include "ops/kernels_internal.h"
+#include "ops/row_tiles.h"
+
+namespace dsv3::ops::avx512 {
+
+namespace {
+
+constexpr int64_t kTileTokens = 16;
+// One block of one token tile: codes [8 steps][16 tokens][4 bytes], d [16] f32, bias [16] int32.
+constexpr int64_t kTileCodeBytes = 8 * kTileTokens * 4;
+constexpr int64_t kTileBlockBytes = kTileCodeBytes + 2 * kTileTokens * 4;
+constexpr int kPanelRows = 8;
+
+// Prefill layout: tiles of 16 tokens, tile k at buf + k * groups * kTileBlockBytes, block b of it
+// at + b * kTileBlockBytes. Tokens past T are zero (codes, d and bias), so they compute zeros
+// (times d = 0). q8_0 codes are stored unsigned (+ 128) with bias 0; q4_0 signed, with bias.
+template <DType D>
+void QuantizeTileLayout(const float* x, const int32_t* rows, int64_t T, int64_t cols,
+                        uint8_t* buf) {
+  const int64_t groups = QuantGroups(cols, kBlock);
+  const int64_t tile_bytes = groups * kTileBlockBytes;
+  const int64_t tiles = (T + kTileTokens - 1) / kTileTokens;
+  if (T % kTileTokens != 0) std::memset(buf + (tiles - 1) * tile_bytes, 0, tile_bytes);
+  // Per block, 8 tokens at a time: their codes (8 dwords each) are transposed to the 8 steps'
+  // rows of those tokens, 32 bytes per step, instead of scattering each token's dwords.
+  for (int64_t t0 = 0; t0 < T; t0 += 8) {
+    const int64_t n = std::min<int64_t>(8, T - t0);
+    uint8_t* tile = buf + (t0 / kTileTokens) * tile_bytes;
+    const int64_t lane0 = t0 % kTileTokens;  // 0 or 8
+    for (int64_t b = 0; b < groups; ++b) {
+      uint8_t* block = tile + b * kTileBlockBytes;
+      __m256 v[8];
+      for (int64_t i = 0; i < 8; ++i) {
+        if (i >= n) {
+          v[i] = _mm256_setzero_ps();
+          continue;
+        }
+        const QuantizedBlock q = QuantizeBlock(ActRow(x, rows, t0 + i, cols) + b * kBlock,
+                                               std::min(kBlock, cols - b * kBlock));
+        // q4_0: signed codes in nibble order and their bias; q8_0: unsigned codes (+ 128), no
+        // bias (the weights' RowBlockBias carries it).
+        v[i] = _mm256_castsi256_ps(
+            D == DType::kU8 ? ToNibbleOrder(q.codes)
+                            : _mm256_xor_si256(q.codes, _mm256_set1_epi8(static_cast<char>(0x80))));
+        const int32_t bias = D == DType::kU8 ? -kWeightOffset<D> * q.sum : 0;
+        std::memcpy(block + kTileCodeBytes + (lane0 + i) * 4, &q.d, 4);
+        std::memcpy(block + kTileCodeBytes + kTileTokens * 4 + (lane0 + i) * 4, &bias, 4);
+      }
+      Transpose8x8(v);                          // v[s]: dword s of the 8 tokens
+      for (int64_t step = 0; step < 8; ++step)  // block[step][lane0 .. lane0 + 7]
+        _mm256_storeu_ps(reinterpret_cast<float*>(block + step * 64 + lane0 * 4), v[step]);
+    }
+  }
+}
+
+// ---- Prefill: 16 tokens in the lanes ----
+//
+// The micro-kernel reads weights as [block][8 steps][rows][4 bytes] with a step stride of 32
+// bytes (a panel of 8 rows packed on the stack) or 64 (q8_0 rows read in place from their tile,
+// whose steps hold 16 rows). q8_0 codes are used signed as stored, with x unsigned (codes + 128,
+// the kI8 tile layout), so each row's block dot owes 128 * the sum of its codes: RowBlockBias
+// starts its accumulators there. q4_0 weights are unsigned nibbles (code + 8) with x signed and
+// x's per-token bias, as in the GEMV.
+
+template <int64_t kStride>
+constexpr int64_t kBlockStride = 8 * kStride;  // bytes of one block of a weight panel
+
+// Block b of a row as a panel takes it: q8_0 codes as stored, q4_0 unsigned nibbles.
+template <DType D, bool kTail>
+__m256i LoadPanelBlock(const uint8_t* row, int64_t b, int64_t n) {
+  const __m256i v = LoadWeightBlock<D, kTail>(row, b, n);
+  return D == DType::kI8 ? _mm256_xor_si256(v, _mm256_set1_epi8(static_cast<char>(0x80))) : v;
+}
+
+// Block b of tiled row r as LoadPanelBlock gives it: the row's dwords gathered from the tile.
+template <DType D>
+__m256i LoadTiledBlock(const WeightView& w, int64_t r, int64_t b) {
+  const uint8_t* p = static_cast<const uint8_t*>(w.data) +
+                     r / kRowTile * kRowTile * RowBytes<D>(w.cols) + b * kTileSteps<D> * 64 +
+                     r % kRowTile * 4;
+  const int* dwords = reinterpret_cast<const int*>(p);
+  if constexpr (D == DType::kI8) {
+    return _mm256_i32gather_epi32(dwords, _mm256_setr_epi32(0, 64, 128, 192, 256, 320, 384, 448),
+                                  1);
+  } else {
+    return NibbleBlock(_mm_i32gather_epi32(dwords, _mm_setr_epi32(0, 64, 128, 192), 1));
+  }
+}
+
+// panel [groups][8 steps][8 rows][4] for any 8 rows: per block the rows' 8 dwords transposed to
+// steps. The general path: row ranges off 8-row bounds, untiled weights, rows past the tiles.
+template <DType D>
+void PackPanel(const WeightView& w, const int64_t* rows, uint8_t* panel) {
+  const int64_t groups = QuantGroups(w.cols, kBlock);
+  const int64_t full_groups = w.cols / kBlock;
+  const int64_t tiled_end = w.row_tiles != 0 ? w.rows / kRowTile * kRowTile : 0;
+  const uint8_t* src[kPanelRows];
+  for (int i = 0; i < kPanelRows; ++i)
+    src[i] = static_cast<const uint8_t*>(w.data) + rows[i] * RowBytes<D>(w.cols);
+  for (int64_t b = 0; b < groups; ++b) {
+    __m256 v[8];
+    for (int i = 0; i < kPanelRows; ++i) {
+      const __m256i block = rows[i] < tiled_end ? LoadTiledBlock<D>(w, rows[i], b)
+                            : b < full_groups
+                                ? LoadPanelBlock<D, false>(src[i], b, kBlock)
+                                : LoadPanelBlock<D, true>(src[i], b, w.cols - b * kBlock);
+      v[i] = _mm256_castsi256_ps(block);
+    }
+    Transpose8x8(v);  // v[s]: dword s of the 8 rows
+    for (int s = 0; s < 8; ++s)
+      _mm256_store_ps(reinterpret_cast<float*>(panel + b * kBlockStride<32> + s * 32), v[s]);
+  }
+}
+
+// q4_0 rows r0 .. r0 + 7, half a tile (r0 % 8 == 0, all tiled): the tile's step s (this half's
+// 32 bytes) unpacks to steps s (low nibbles) and s + 4 (high nibbles) of the panel, the order
+// NibbleBlock gives a row.
+void UnpackTiledHalf(const WeightView& w, int64_t r0, uint8_t* panel) {
+  const int64_t groups = w.cols / kBlock;
+  const uint8_t* half = static_cast<const uint8_t*>(w.data) +
+                        r0 / kRowTile * kRowTile * RowBytes<DType::kU8>(w.cols) + r0 % kRowTile * 4;
+  const __m256i low = _mm256_set1_epi8(0x0f);
+  for (int64_t b = 0; b < groups; ++b) {
+    for (int s = 0; s < 4; ++s) {
+      const __m256i v =
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(half + (b * 4 + s) * 64));
+      uint8_t* out = panel + b * kBlockStride<32> + s * 32;
+      _mm256_store_si256(reinterpret_cast<__m256i*>(out), _mm256_and_si256(v, low));
+      _mm256_store_si256(reinterpret_cast<__m256i*>(out + 4 * 32),
+                         _mm256_and_si256(_mm256_srli_epi16(v, 4), low));
+    }
+  }
+}
+
+// bias[b * 8 + i] = -128 * (sum of q8_0 row i's codes in block b), for the 8 rows whose steps
+// start at wp (stride kStride): one vpdpbusd of ones per step sums each row's 4 codes.
+template <int64_t kStride>
+void RowBlockBias(const uint8_t* wp, int64_t groups, int32_t* bias) {
+  const __m256i ones = _mm256_set1_epi8(1);
+  for (int64_t b = 0; b < groups; ++b) {
+    __m256i sum = _mm256_setzero_si256();
+    for (int s = 0; s < 8; ++s) {
+      const uint8_t* p = wp + b * kBlockStride<kStride> + s * kStride;
+      sum = _mm256_dpbusd_epi32(sum, ones, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+    }
+    _mm256_store_si256(reinterpret_cast<__m256i*>(bias + b * kPanelRows),
+                       _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(sum, 7)));
+  }
+}
+
+// Rows r0 .. r0 + 3 (those below row_end) of 16 tokens from t0 on: acc[i] holds row i for the
+// 16 tokens. A 4x4 transpose in each 128-bit lane gives every token its 4 rows, stored as 16
+// contiguous bytes of y (scattering 16 tokens' strided outputs per row is far slower).
+void StoreTokenTile(const __m512* acc, int64_t t0, int64_t T, const WeightView& w, int64_t r0,
+                    int64_t row_end, float* y) {
+  if (r0 >= row_end) return;
+  const __m512 t01_lo = _mm512_unpacklo_ps(acc[0], acc[1]);  // per lane: r0 r1 of tokens 0, 1
+  const __m512 t01_hi = _mm512_unpackhi_ps(acc[0], acc[1]);  // tokens 2, 3
+  const __m512 t23_lo = _mm512_unpacklo_ps(acc[2], acc[3]);
+  const __m512 t23_hi = _mm512_unpackhi_ps(acc[2], acc[3]);
+  // by_token[k], 128-bit lane L: rows 0..3 of token 4 L + k
+  const __m512 by_token[4] = {
+      _mm512_shuffle_ps(t01_lo, t23_lo, 0x44), _mm512_shuffle_ps(t01_lo, t23_lo, 0xee),
+      _mm512_shuffle_ps(t01_hi, t23_hi, 0x44), _mm512_shuffle_ps(t01_hi, t23_hi, 0xee)};
+  const int64_t valid_rows = std::min<int64_t>(4, row_end - r0);
+  const __mmask8 row_mask = static_cast<__mmask8>((1u << valid_rows) - 1u);
+  const int64_t valid_tokens = std::min<int64_t>(kTileTokens, T - t0);
+  alignas(64) float lanes[4][16];
+  for (int k = 0; k < 4; ++k) _mm512_store_ps(lanes[k], by_token[k]);
+  for (int64_t t = 0; t < valid_tokens; ++t) {
+    float* out = y + (t0 + t) * w.rows + r0;  // y[t0 + t, r0 : r0 + valid_rows]
+    const __m128 v = _mm_load_ps(&lanes[t % 4][(t / 4) * 4]);
+    if (valid_rows == 4)
+      _mm_storeu_ps(out, v);
+    else
+      _mm_mask_storeu_ps(out, row_mask, v);
+  }
+}
+
+// The weights of one panel of 8 rows as the micro-kernel reads them.
+struct Panel {
+  const uint8_t* w;         // block 0, step 0, row 0: [groups][8 steps][rows][4] (step stride)
+  const int32_t* row_bias;  // q8_0: [groups][8 rows], RowBlockBias
+  const float* dw[kPanelRows];
+  int64_t scale_stride;  // dw[i][b * scale_stride] = d_w[row i, b]
+};
+
+// y for MR rows of the panel from `first_row` on (r0 = the panel's first row) and the 16 * NV
+// tokens of consecutive tiles from t0 on, over all blocks: MR x NV accumulator chains (8 either
+// way: 4 rows x 32 tokens for full pairs of tiles, 8 rows x 16 tokens for a lone tile).
+// prefetch[0 .. prefetch_rows): lines of the next panel, touched one per block and entry so the
+// next panel finds its weights in cache.
+template <DType D, int64_t kStride, int MR, int NV>
+[[gnu::noinline]] void PrefillMicroTile(const Panel& p, int first_row, const uint8_t* tiles,
+                                        int64_t tile_bytes, int64_t groups,
+                                        const uint8_t* const* prefetch, int prefetch_rows,
+                                        int64_t prefetch_stride, int64_t t0, int64_t T,
+                                        const WeightView& w, int64_t r0, int64_t row_end,
+                                        float* y) {
+  static_assert(MR % 4 == 0 && MR <= kPanelRows);
+  __m512 acc[MR][NV];
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NV; ++j) acc[i][j] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < groups; ++b) {
+    for (int i = 0; i < prefetch_rows; ++i)
+      _mm_prefetch(reinterpret_cast<const char*>(prefetch[i] + b * prefetch_stride), _MM_HINT_T0);
+    const uint8_t* xb[NV];
+    for (int j = 0; j < NV; ++j) xb[j] = tiles + j * tile_bytes + b * kTileBlockBytes;
+    const uint8_t* pw = p.w + b * kBlockStride<kStride> + first_row * 4;  // [8 steps][MR rows][4]
+    __m512i isum[MR][NV];
+    if constexpr (D == DType::kI8) {
+      for (int i = 0; i < MR; ++i) {
+        const __m512i bias = _mm512_set1_epi32(p.row_bias[b * kPanelRows + first_row + i]);
+        for (int j = 0; j < NV; ++j) isum[i][j] = bias;
+      }
+    } else {
+      for (int j = 0; j < NV; ++j) {
+        const __m512i bias = _mm512_load_si512(xb[j] + kTileCodeBytes + kTileTokens * 4);
+        for (int i = 0; i < MR; ++i) isum[i][j] = bias;
+      }
+    }
+    for (int s = 0; s < 8; ++s) {
+      __m512i xv[NV];
+      for (int j = 0; j < NV; ++j) xv[j] = _mm512_load_si512(xb[j] + s * 64);
+      for (int i = 0; i < MR; ++i) {
+        const __m512i wv = _mm512_set1_epi32(LoadDword(pw + s * kStride + i * 4));
+        for (int j = 0; j < NV; ++j) {
+          // vpdpbusd: unsigned bytes (first) times signed bytes (second).
+          isum[i][j] = D == DType::kI8 ? _mm512_dpbusd_epi32(isum[i][j], xv[j], wv)
+                                       : _mm512_dpbusd_epi32(isum[i][j], wv, xv[j]);
+        }
+      }
+    }
+    for (int j = 0; j < NV; ++j) {
+      const __m512 dx = _mm512_load_ps(reinterpret_cast<const float*>(xb[j] + kTileCodeBytes));
+      for (int i = 0; i < MR; ++i) {
+        const __m512 s = _mm512_mul_ps(dx, _mm512_set1_ps(p.dw[first_row + i][b * p.scale_stride]));
+        acc[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[i][j]), s, acc[i][j]);
+      }
+    }
+  }
+  for (int j = 0; j < NV; ++j) {
+    for (int i0 = 0; i0 < MR; i0 += 4) {
+      const __m512 four_rows[4] = {acc[i0][j], acc[i0 + 1][j], acc[i0 + 2][j], acc[i0 + 3][j]};
+      StoreTokenTile(four_rows, t0 + j * kTileTokens, T, w, r0 + first_row + i0, row_end, y);
+    }
+  }
+}
+
+template <DType D>
+void PrefillRows(const uint8_t* buf, int64_t T, const WeightView& w, int64_t row_begin,
+                 int64_t row_end, float* y) {
+  const int64_t groups = QuantGroups(w.cols, kBlock);
+  const int64_t tile_bytes = groups * kTileBlockBytes;
+  const int64_t tiles = (T + kTileTokens - 1) / kTileTokens;
+  const uint8_t* data = static_cast<const uint8_t*>(w.data);
+  alignas(64) uint8_t panel_bytes[kMaxPanelGroups * kPanelRows * kBlock];
+  alignas(64) int32_t row_bias[D == DType::kI8 ? kMaxPanelGroups * kPanelRows : 1];
+  // Tiled panels that are not half a tile (a row range not on 8-row bounds): their scales
+  // gathered row-major.
+  alignas(64) float tiled_scales[kPanelRows * kMaxPanelGroups];
+  const int64_t tiled_end = w.row_tiles != 0 ? std::min(row_end, w.rows / kRowTile * kRowTile) : 0;
+  for (int64_t r0 = row_begin; r0 < row_end; r0 += kPanelRows) {
+    int64_t rows[kPanelRows];
+    Panel p{panel_bytes, row_bias, {}, 1};
+    const uint8_t* next[kPanelRows];
+    // Lines the next panel reads, one per block and entry of next[] (q8_0 has 32 bytes per row
+    // and block, q4_0 16; a tile's block is one line per dword of its 16 rows).
+    int64_t next_count = r0 + kPanelRows < row_end ? kPanelRows : 0;
+    int64_t stride = D == DType::kI8 ? kBlock : kBlock / 2;
+    for (int i = 0; i < kPanelRows; ++i) {
+      rows[i] = std::min(r0 + i, row_end - 1);
+      p.dw[i] = w.scale + rows[i] * groups;  // d_w[row, :]
+      next[i] = data + std::min(r0 + kPanelRows + i, row_end - 1) * RowBytes<D>(w.cols);
+    }
+    bool in_tile = false;  // q8_0 read in place (step stride 64)
+    if (r0 % kPanelRows == 0 && r0 + kPanelRows <= tiled_end) {
+      // Half a tile: scales [group][16] with this half's 8 at r0 % 16.
+      const float* tile_scale = w.scale + r0 / kRowTile * kRowTile * groups + r0 % kRowTile;
+      for (int i = 0; i < kPanelRows; ++i) p.dw[i] = tile_scale + i;
+      p.scale_stride = kRowTile;
+      if constexpr (D == DType::kI8) {
+        p.w = data + r0 / kRowTile * kRowTile * RowBytes<D>(w.cols) + r0 % kRowTile * 4;
+        in_tile = true;
+      } else {
+        UnpackTiledHalf(w, r0, panel_bytes);
+      }
+      // The tile's other half shares this half's lines; the next tile's are requested.
+      const uint8_t* next_tile = data + (r0 / kRowTile + 1) * kRowTile * RowBytes<D>(w.cols);
+      next_count =
+          r0 % kRowTile != 0 && r0 + kPanelRows + kRowTile <= tiled_end ? kTileSteps<D> : 0;
+      for (int64_t s = 0; s < kTileSteps<D>; ++s) next[s] = next_tile + s * 64;
+      stride = kTileSteps<D> * 64;
+    } else {
+      if (r0 < tiled_end) {
+        for (int i = 0; i < kPanelRows; ++i) {
+          float* s = tiled_scales + i * kMaxPanelGroups;
+          for (int64_t b = 0; b < groups; ++b) s[b] = GroupScale(w, rows[i], b);
+          p.dw[i] = s;
+        }
+        next_count = 0;
+      }
+      PackPanel<D>(w, rows, panel_bytes);
+    }
+    if constexpr (D == DType::kI8)
+      in_tile ? RowBlockBias<64>(p.w, groups, row_bias) : RowBlockBias<32>(p.w, groups, row_bias);
+    // The next panel's lines are prefetched while this panel computes, spread over all its
+    // micro-tile calls (call m takes entries [n m / calls, n (m + 1) / calls) of next[]), so the
+    // next panel reads from cache and the prefetches ask no more of the memory than it keeps
+    // up with.
+    const int64_t calls = tiles / 2 * 2 + tiles % 2;
+    int64_t call = 0;
+    const auto share = [&](const uint8_t* const** first) {
+      const int64_t lo = next_count * call / calls, hi = next_count * (call + 1) / calls;
+      ++call;
+      *first = next + lo;
+      return static_cast<int>(hi - lo);
+    };
+    const auto run = [&](auto step_stride) {
+      constexpr int64_t kStride = decltype(step_stride)::value;
+      const uint8_t* const* pf = next;
+      int64_t k = 0;
+      for (; k + 2 <= tiles; k += 2) {
+        const uint8_t* x = buf + k * tile_bytes;
+        const int64_t t0 = k * kTileTokens;
+        int n = share(&pf);
+        PrefillMicroTile<D, kStride, 4, 2>(p, 0, x, tile_bytes, groups, pf, n, stride, t0, T, w, r0,
+                                           row_end, y);
+        n = share(&pf);
+        PrefillMicroTile<D, kStride, 4, 2>(p, 4, x, tile_bytes, groups, pf, n, stride, t0, T, w, r0,
+                                           row_end, y);
+      }
+      if (k < tiles) {
+        const int n = share(&pf);
+        PrefillMicroTile<D, kStride, 8, 1>(p, 0, buf + k * tile_bytes, tile_bytes, groups, pf, n,
+                                           stride, k * kTileTokens, T, w, r0, row_end, y);
+      }
+    };
+    if (in_tile)
+      run(std::integral_constant<int64_t, 64>{});
+    else
+      run(std::integral_constant<int64_t, 32>{});
+  }
+}
+
+}  // namespace
+
+void QuantizeTilesInt8(const float* x, const int32_t* rows, int64_t T, int64_t cols, DType wdtype,
+                       uint8_t* buf) {
+  wdtype == DType::kI8 ? QuantizeTileLayout<DType::kI8>(x, rows, T, cols, buf)
+                       : QuantizeTileLayout<DType::kU8>(x, rows, T, cols, buf);
+}
+
+void PrefillRowsInt8(const uint8_t* buf, int64_t T, const WeightView& w, int64_t row_begin,
+                     int64_t row_end, float* y) {
+  w.dtype == DType::kI8 ? PrefillRows<DType::kI8>(buf, T, w, row_begin, row_end, y)
+                        : PrefillRows<DType::kU8>(buf, T, w, row_begin, row_end, y);
+}
+
+}  // namespace dsv3::ops::avx512
