@@ -228,18 +228,29 @@ template <DType D, int64_t kStride, int MR, int NV>
         for (int i = 0; i < MR; ++i) isum[i][j] = bias;
       }
     }
-    for (int s = 0; s < 8; ++s) {
+    // The odd steps go to a second set of sums: 4 dependent vpdpbusd per chain and block instead
+    // of 8 (q8_0 512x2048 T=64 one core: faster in 8 of 8 interleaved runs, +4-10 %; q4_0 even).
+    __m512i odd[MR][NV];
+    for (int i = 0; i < MR; ++i)
+      for (int j = 0; j < NV; ++j) odd[i][j] = _mm512_setzero_si512();
+    const auto step = [&](int s, __m512i(&sum)[MR][NV]) {
       __m512i xv[NV];
       for (int j = 0; j < NV; ++j) xv[j] = _mm512_load_si512(xb[j] + s * 64);
       for (int i = 0; i < MR; ++i) {
         const __m512i wv = _mm512_set1_epi32(LoadDword(pw + s * kStride + i * 4));
         for (int j = 0; j < NV; ++j) {
           // vpdpbusd: unsigned bytes (first) times signed bytes (second).
-          isum[i][j] = D == DType::kI8 ? _mm512_dpbusd_epi32(isum[i][j], xv[j], wv)
-                                       : _mm512_dpbusd_epi32(isum[i][j], wv, xv[j]);
+          sum[i][j] = D == DType::kI8 ? _mm512_dpbusd_epi32(sum[i][j], xv[j], wv)
+                                      : _mm512_dpbusd_epi32(sum[i][j], wv, xv[j]);
         }
       }
+    };
+    for (int s = 0; s < 8; s += 2) {
+      step(s, isum);
+      step(s + 1, odd);
     }
+    for (int i = 0; i < MR; ++i)
+      for (int j = 0; j < NV; ++j) isum[i][j] = _mm512_add_epi32(isum[i][j], odd[i][j]);
     for (int j = 0; j < NV; ++j) {
       const __m512 dx = _mm512_load_ps(reinterpret_cast<const float*>(xb[j] + kTileCodeBytes));
       for (int i = 0; i < MR; ++i) {
