@@ -244,11 +244,16 @@ std::vector<float> LogitsWith(const TempDir& dir, const std::string& model,
 
 // The int8 path is the default for q8_0 models: bench names the path, and logits move by
 // activation quantisation only (close to the f32 path's, not equal); --no-int8-dot gives the f32
-// path, and the last of the two flags wins. Other formats always report the f32 path.
+// path, and the last of the two flags wins. Other formats always report the f32 path. On the
+// dense preset: a random MoE's near-tied expert choices flip under int8 activations, which moves
+// its logits by whatever the other expert gives (tiny-v3 2 % or 11 % of their scale depending on
+// the scales' f16 rounding, tiny-v2 40 %; tiny-dense 1.4 %). The trained model's held-out loss
+// is the closeness check for a routed model (DefaultModel.Int8ActivationsKeepThePerplexity).
 TEST(Cli, Int8DotIsTheDefaultForQuantizedModels) {
   TempDir dir;
   ASSERT_EQ(
-      RunDsv3({"init", "-o", dir / "bf16", "--preset", "tiny-v3", "--dtype", "bf16"}).exit_code, 0);
+      RunDsv3({"init", "-o", dir / "bf16", "--preset", "tiny-dense", "--dtype", "bf16"}).exit_code,
+      0);
   ASSERT_EQ(RunDsv3({"quantize", "-m", dir / "bf16", "-o", dir / "q8", "--type", "q8_0"}).exit_code,
             0);
   const char* tokens = "0,17,99,3,150,42,7,8,9,10,11,12,13,14,15,16,17,18,19";

@@ -128,8 +128,10 @@ TEST(Quantize, Q4ErrorWithinHalfStepExceptClampedEnd) {
         const double x = w.source[r * cols + c];
         const double err = std::fabs(w.At(r, c) - x);
         const double slack = std::fabs(d) * 8 * 0x1p-23;  // rounding of x / d
+        // Clamped to code 7: x is at most |m| = 8 |d0|, d0 the scale before its rounding to f16
+        // (|d0| <= |d| (1 + 2^-11)), so within |d| + 8 |d| 2^-11 (1 + 2^-11).
         if (d != 0 && x / d > 7.5)
-          EXPECT_LE(err, std::fabs(d) + slack) << r << "," << c;  // clamped to code 7
+          EXPECT_LE(err, std::fabs(d) * (1 + 8 * 0x1p-11 * (1 + 0x1p-11)) + slack) << r << "," << c;
         else
           EXPECT_LE(err, std::fabs(d) * 0.5 + slack) << r << "," << c;
       }
@@ -138,6 +140,36 @@ TEST(Quantize, Q4ErrorWithinHalfStepExceptClampedEnd) {
     if (cols % 2 == 1) {
       for (int64_t r = 0; r < w.rows; ++r) {
         EXPECT_EQ(w.bytes[r * Q4RowBytes(cols) + cols / 2] >> 4, 8);
+      }
+    }
+  }
+}
+
+// Scales are rounded to the nearest f16 value before the codes are computed, where f16 holds them
+// at full precision (|d| from 2^-14 to 65504); smaller and zero ones stay as computed.
+TEST(Quantize, ScalesAreF16ValuesInF16sNormalRange) {
+  std::mt19937 rng(14);
+  for (float magnitude : {3.0f, 0.02f, 1e-3f, 1e-6f, 0.0f}) {
+    std::uniform_real_distribution<float> dist(-magnitude, magnitude);
+    std::vector<float> x(96);
+    for (float& v : x) v = dist(rng);
+    int8_t q8[96];
+    uint8_t q4[48];
+    float d8[3], d4[3];
+    QuantizeRowQ8_0(x.data(), 96, 32, q8, d8);
+    QuantizeRowQ4_0(x.data(), 96, 32, q4, d4);
+    for (int g = 0; g < 3; ++g) {
+      float amax = 0, m = 0;
+      for (int c = g * 32; c < g * 32 + 32; ++c) {
+        amax = std::max(amax, std::fabs(x[c]));
+        if (std::fabs(x[c]) > std::fabs(m)) m = x[c];
+      }
+      for (const auto& [got, exact] : {std::pair{d8[g], amax / 127.0f}, {d4[g], m / -8.0f}}) {
+        const bool normal = std::fabs(exact) >= 0x1p-14f && std::fabs(exact) <= 65504.0f;
+        EXPECT_EQ(got, normal ? F16ToF32(F32ToF16(exact)) : exact) << magnitude << " g=" << g;
+        if (normal && magnitude == 3.0f) {
+          EXPECT_NE(got, exact);  // the rounding did happen
+        }
       }
     }
   }

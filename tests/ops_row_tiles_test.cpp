@@ -27,14 +27,16 @@ std::vector<float> RandomFloats(std::mt19937& rng, int64_t n) {
   return v;
 }
 
-// A quantized weight and a tiled copy of it.
+// A quantized weight and a tiled copy of it. The quantizers round scales to f16 values, so the
+// tiles hold them as f16 (f16_tile_scales); with f16_scales false one scale of the first tile is
+// moved off the f16 grid and the tiles keep f32 scales.
 struct Pair {
   std::vector<uint8_t> bytes, tiled_bytes;
   std::vector<float> scale, tiled_scale;
   WeightView rows, tiles;
 };
 
-Pair MakePair(std::mt19937& rng, DType dtype, int64_t rows, int64_t cols) {
+Pair MakePair(std::mt19937& rng, DType dtype, int64_t rows, int64_t cols, bool f16_scales = true) {
   Pair p;
   const int64_t groups = QuantGroups(cols);
   const int64_t row_bytes = dtype == DType::kI8 ? cols : Q4RowBytes(cols);
@@ -52,12 +54,14 @@ Pair MakePair(std::mt19937& rng, DType dtype, int64_t rows, int64_t cols) {
   }
   // The extreme codes: q8_0 -128 (legal in a file), q4_0 nibbles 0 and 15.
   p.bytes[0] = dtype == DType::kI8 ? 0x80 : 0xf0;
+  if (!f16_scales) p.scale[groups + 1 < rows * groups ? groups + 1 : 0] *= 1 + 0x1p-20f;
   p.tiled_bytes = p.bytes;
   p.tiled_scale = p.scale;
   p.rows = WeightView{dtype, rows, cols, p.bytes.data(), p.scale.data()};
   p.tiles = WeightView{dtype, rows, cols, p.tiled_bytes.data(), p.tiled_scale.data()};
   EXPECT_TRUE(CanTileRows(p.tiles));
   TileRows(&p.tiles, p.tiled_bytes.data(), p.tiled_scale.data());
+  EXPECT_EQ(p.tiles.f16_tile_scales, f16_scales);
   return p;
 }
 
@@ -73,7 +77,7 @@ TEST(RowTiles, AccessorsReadBackTheStoredRows) {
   for (DType dtype : kDTypes) {
     for (int64_t rows : {16, 33, 50}) {
       for (int64_t cols : {32, 96, 544}) {
-        const Pair p = MakePair(rng, dtype, rows, cols);
+        const Pair p = MakePair(rng, dtype, rows, cols, /*f16_scales=*/cols != 96);
         EXPECT_EQ(p.tiles.row_tiles, kRowTile);
         const int64_t row_bytes = StoredRowBytes(p.rows);
         // The bytes did move (a tile is not its rows), and each row reads back as stored.
@@ -88,6 +92,33 @@ TEST(RowTiles, AccessorsReadBackTheStoredRows) {
           for (int64_t g = 0; g < QuantGroups(cols); ++g)
             ASSERT_EQ(GroupScale(p.tiles, r, g), p.scale[r * QuantGroups(cols) + g]);
         }
+      }
+    }
+  }
+}
+
+// Scales held as f16 when every tiled one is exactly an f16 value (normal or subnormal, either
+// sign, zero); one that is not (between two f16 values, past 65504, below 2^-24, NaN) keeps the
+// tiles' scales f32. The row-major rows past the last tile do not count. Either way every scale
+// reads back as stored.
+TEST(RowTiles, ScalesExactInF16AreHeldAsF16) {
+  const float exact[] = {0.0f,     -0.0f, 0x1p-24f, -0x1.8p-20f,  0x1p-14f,
+                         65504.0f, -1.5f, 0.1875f,  0x1.ff8p-15f, 3.0f};
+  const float inexact[] = {1.0f / 3, 65520.0f, 0x1p-25f, 0x1.002p0f, NAN, 0x1.8p-24f};
+  for (int k = -1; k < static_cast<int>(std::size(inexact)); ++k) {
+    std::vector<uint8_t> bytes(40 * 64, 1);
+    std::vector<float> scale(40 * 2);
+    for (size_t i = 0; i < scale.size(); ++i) scale[i] = exact[i % std::size(exact)];
+    scale[40 * 2 - 1] = 1.0f / 3;  // row 39: past the last tile
+    if (k >= 0) scale[37] = inexact[k];
+    const std::vector<float> stored = scale;
+    WeightView w{DType::kI8, 40, 64, bytes.data(), scale.data()};
+    TileRows(&w, bytes.data(), scale.data());
+    EXPECT_EQ(w.f16_tile_scales, k < 0) << k;
+    for (int64_t r = 0; r < 40; ++r) {
+      for (int64_t g = 0; g < 2; ++g) {
+        const float got = GroupScale(w, r, g), want = stored[r * 2 + g];
+        ASSERT_EQ(std::memcmp(&got, &want, 4), 0) << "k=" << k << " r=" << r << " g=" << g;
       }
     }
   }
@@ -128,7 +159,7 @@ TEST(RowTiles, Int8ProductsEqualTheRowMajorWeight) {
   for (DType dtype : kDTypes) {
     for (int64_t rows : {16, 33, 70}) {
       for (int64_t cols : {32, 96, 544}) {
-        const Pair p = MakePair(rng, dtype, rows, cols);
+        const Pair p = MakePair(rng, dtype, rows, cols, /*f16_scales=*/rows != 33);
         for (int64_t T : {1, 2, 3, 4, 5, 7, 8, 9, 17, 40}) {
           const std::vector<float> x = RandomFloats(rng, T * cols);
           for (Isa isa : RunnableIsas()) {
@@ -224,7 +255,7 @@ TEST(RowTiles, ThreadsAndBatchesEqualTheRowMajorWeight) {
 TEST(RowTiles, OtherReadersEqualTheScalarReference) {
   std::mt19937 rng(4);
   for (DType dtype : kDTypes) {
-    const Pair p = MakePair(rng, dtype, 40, 96);
+    const Pair p = MakePair(rng, dtype, 40, 96, /*f16_scales=*/dtype == DType::kI8);
     for (int64_t T : {1, 5, 40}) {
       const std::vector<float> x = RandomFloats(rng, T * 96);
       std::vector<float> want(static_cast<size_t>(T * 40));

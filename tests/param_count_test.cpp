@@ -29,6 +29,19 @@ TEST(ParamCount, MatrixBytesPerFormat) {
   EXPECT_EQ(MatrixBytes(QuantType::kQ4_0, 3, 33), 3 * 17 + 3 * 2 * 4);
 }
 
+// Tiles holding f16 scales (ops/row_tiles.h) are read with 2 bytes per scale of their rows; the
+// row-major rows past the last tile keep 4.
+TEST(ParamCount, F16TileScalesCountTwoBytes) {
+  ops::WeightView w{DType::kU8, 40, 64};  // 2 groups a row, tiles of rows 0-31
+  EXPECT_EQ(WeightViewBytes(w), 40 * 32 + 40 * 2 * 4);
+  w.row_tiles = 16;
+  EXPECT_EQ(WeightViewBytes(w), 40 * 32 + 40 * 2 * 4);
+  w.f16_tile_scales = true;
+  EXPECT_EQ(WeightViewBytes(w), 40 * 32 + 32 * 2 * 2 + 8 * 2 * 4);
+  w.dtype = DType::kI8;
+  EXPECT_EQ(WeightViewBytes(w), 40 * 64 + 32 * 2 * 2 + 8 * 2 * 4);
+}
+
 // tiny-v3: H 48, V 160, 3 layers (1 dense), intermediate 80, moe_intermediate 24, 16 experts top-4,
 // 1 shared, 4 heads, q_lora 40, kv_lora 24, nope/rope/v 16/8/12, noaux_tc, untied.
 //   attention matrices per layer: q_a 40*48 + q_b 4*24*40 + kv_a 32*48 + kv_b 4*28*24 + o 48*48

@@ -1,5 +1,7 @@
 #include "model/param_count.h"
 
+#include "ops/row_tiles.h"
+
 namespace dsv3 {
 
 namespace {
@@ -134,9 +136,12 @@ int64_t WeightViewBytes(const ops::WeightView& w) {
     case DType::kF8E4M3:
       return n + 4 * CeilDiv(w.rows, w.block_rows) * CeilDiv(w.cols, w.block_cols);
     case DType::kI8:
-      return n + 4 * w.rows * CeilDiv(w.cols, w.group_size);
-    case DType::kU8:
-      return w.rows * CeilDiv(w.cols, 2) + 4 * w.rows * CeilDiv(w.cols, w.group_size);
+    case DType::kU8: {
+      const int64_t data = w.dtype == DType::kI8 ? n : w.rows * CeilDiv(w.cols, 2);
+      // f16 tile scales (ops/row_tiles.h): 2 bytes each for the tiled rows.
+      const int64_t f16_rows = w.f16_tile_scales ? w.rows / ops::kRowTile * ops::kRowTile : 0;
+      return data + (4 * (w.rows - f16_rows) + 2 * f16_rows) * CeilDiv(w.cols, w.group_size);
+    }
     default:
       return static_cast<int64_t>(DTypeSize(w.dtype)) * n;
   }

@@ -1,6 +1,7 @@
 #include "model/weights.h"
 
 #include <cmath>
+#include <map>
 #include <set>
 
 #include <fmt/ranges.h>
@@ -283,18 +284,19 @@ int64_t TileInt8Weights(ModelWeights* weights) {
     row_major.insert(m.embed_tokens.data);
     row_major.insert(m.layer.attn.kv_b_proj.data);
   }
-  std::set<const void*> tiled;
+  std::map<const void*, bool> tiled;  // data -> f16_tile_scales
   int64_t count = 0;
   auto tile = [&](WeightView* w) {
     if (w->data == nullptr || row_major.count(w->data) > 0) return;
-    if (tiled.count(w->data) > 0) {
+    if (const auto it = tiled.find(w->data); it != tiled.end()) {
       w->row_tiles = ops::kRowTile;
+      w->f16_tile_scales = it->second;
       return;
     }
     if (!ops::CanTileRows(*w)) return;
     // Writable by the contract above: the bytes live in the checkpoint's read buffer.
     ops::TileRows(w, const_cast<void*>(w->data), const_cast<float*>(w->scale));
-    tiled.insert(w->data);
+    tiled[w->data] = w->f16_tile_scales;
     ++count;
   };
   for (LayerWeights& layer : weights->layers) ForEachProductMatrix(layer, tile);

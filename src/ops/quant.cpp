@@ -7,6 +7,13 @@
 
 namespace dsv3::ops {
 
+float F16Representable(float d) {
+  constexpr float kF16MinNormal = 6.103515625e-05f, kF16Max = 65504.0f;
+  const float a = std::fabs(d);
+  if (!(a >= kF16MinNormal && a <= kF16Max)) return d;  // zero, tiny, huge or NaN: kept
+  return F16ToF32(F32ToF16(d));
+}
+
 void QuantizeFp8Blocks(const float* values, int64_t rows, int64_t cols, int64_t block_rows,
                        int64_t block_cols, uint8_t* q, float* scale) {
   const int64_t grid_rows = (rows + block_rows - 1) / block_rows;
@@ -31,8 +38,9 @@ void QuantizeRowQ8_0(const float* x, int64_t cols, int64_t group_size, int8_t* q
     const int64_t g1 = std::min(cols, g0 + group_size);
     float amax = 0;
     for (int64_t c = g0; c < g1; ++c) amax = std::max(amax, std::fabs(x[c]));
-    const float d = amax / 127.0f;
-    // Dividing by d (not multiplying by 1/d) keeps |x/d| <= 127 exactly at the maximum.
+    const float d = F16Representable(amax / 127.0f);
+    // Dividing by d (not multiplying by 1/d) keeps |x/d| <= 127 at the maximum up to the f16
+    // rounding of d, which the clamp absorbs.
     for (int64_t c = g0; c < g1; ++c) {
       const float v = d > 0 ? std::nearbyint(x[c] / d) : 0.0f;
       q[c] = static_cast<int8_t>(std::clamp(v, -127.0f, 127.0f));
@@ -49,7 +57,7 @@ void QuantizeRowQ4_0(const float* x, int64_t cols, int64_t group_size, uint8_t* 
     float m = 0;  // the element of largest magnitude, with its sign
     for (int64_t c = g0; c < g1; ++c)
       if (std::fabs(x[c]) > std::fabs(m)) m = x[c];
-    const float d = m / -8.0f;
+    const float d = F16Representable(m / -8.0f);
     for (int64_t c = g0; c < g1; ++c) {
       const float v = d != 0 ? std::nearbyint(x[c] / d) + 8.0f : 8.0f;
       const uint8_t code = static_cast<uint8_t>(std::clamp(v, 0.0f, 15.0f));

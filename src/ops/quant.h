@@ -7,9 +7,13 @@
 // q4_0: 4-bit codes, as ggml's Q4_0: m is the group's element of largest magnitude (with its
 //       sign), d = m / -8 (so d may be negative), code = clamp(round(x / d) + 8, 0, 15) packed two
 //       per byte (low nibble = even column; the odd tail's high nibble is 8, i.e. zero), and
-//       W = (code - 8) * d. The 16 levels span [-8, 7] * d with -8 * d = m exact. Every element
-//       is within |d| / 2 of x except those with x / d > 7.5 (the opposite end of the range, which
-//       holds only values of magnitude near |m|): they clamp to 7 and are within |d|.
+//       W = (code - 8) * d. The 16 levels span [-8, 7] * d with -8 * d = m (to within |d| / 256,
+//       below). Every element is within |d| / 2 of x except those with x / d > 7.5 (the opposite
+//       end of the range, which holds only values of magnitude near |m|): they clamp to 7 and are
+//       within |d|.
+// Both round d to the nearest f16 value (F16Representable, as ggml stores its scales) before the
+// codes are computed with it, so the int8 kernels can hold the scales in half the bytes
+// (ops/row_tiles.h); the files still store them as F32. The bounds above hold for the rounded d.
 // An all-zero group gets d = 0 and codes of zero.
 #pragma once
 
@@ -32,6 +36,10 @@ inline int64_t Q4RowBytes(int64_t cols) {
 // values: [rows, cols] -> q: [rows, cols], scale: [ceil(rows / br), ceil(cols / bc)]
 void QuantizeFp8Blocks(const float* values, int64_t rows, int64_t cols, int64_t block_rows,
                        int64_t block_cols, uint8_t* q, float* scale);
+
+// d rounded to the nearest f16 value when |d| is in f16's normal range (6.1e-5 .. 65504);
+// otherwise d itself (zero, NaN, or a magnitude f16 would hold with less precision or not at all).
+float F16Representable(float d);
 
 // x: [cols] -> q: [cols] int8, scale: [QuantGroups(cols, group_size)]
 void QuantizeRowQ8_0(const float* x, int64_t cols, int64_t group_size, int8_t* q, float* scale);

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "ops/quant.h"
+#include "util/dtype.h"
 
 namespace dsv3::ops {
 
@@ -11,6 +12,34 @@ namespace {
 
 bool Tiled(const WeightView& w, int64_t r) {
   return w.row_tiles == kRowTile && r < w.rows / kRowTile * kRowTile;
+}
+
+// Whether v is exactly an f16 value, and then its bits. On the bits (a model has tens of
+// millions of scales): zero; a normal f16 (exponent -14 .. 15) whose low 13 mantissa bits are
+// zero; or an f16 subnormal k * 2^-24 (exponent -24 .. -15) whose bits below 2^-24 are zero.
+bool ExactF16(float v, uint16_t* bits) {
+  uint32_t u;
+  std::memcpy(&u, &v, 4);
+  const uint32_t sign = (u >> 16) & 0x8000u, mantissa = u & 0x7fffffu;
+  const int exponent = static_cast<int>((u >> 23) & 0xffu) - 127;
+  if ((u & 0x7fffffffu) == 0) {
+    *bits = static_cast<uint16_t>(sign);
+    return true;
+  }
+  if (exponent >= -14 && exponent <= 15) {
+    if ((mantissa & 0x1fffu) != 0) return false;
+    *bits =
+        static_cast<uint16_t>(sign | static_cast<uint32_t>(exponent + 15) << 10 | mantissa >> 13);
+    return true;
+  }
+  if (exponent >= -24 && exponent < -14) {
+    const uint32_t full = 0x800000u | mantissa;  // v = full * 2^(exponent - 23)
+    const int shift = -1 - exponent;             // k = full >> shift
+    if ((full & ((1u << shift) - 1u)) != 0) return false;
+    *bits = static_cast<uint16_t>(sign | full >> shift);
+    return true;
+  }
+  return false;  // f32 subnormal, out of range, inf or NaN
 }
 
 }  // namespace
@@ -36,21 +65,34 @@ WeightView Int8RowRange(const WeightView& w, int64_t first, int64_t n) {
 void TileRows(WeightView* w, void* data, float* scale) {
   const int64_t row_bytes = StoredRowBytes(*w), dwords = row_bytes / 4;
   const int64_t groups = QuantGroups(w->cols, w->group_size);
+  const int64_t tiles = w->rows / kRowTile, tile_scales = kRowTile * groups;
+  bool f16 = true;  // every tiled scale is exactly an f16 value
+  uint16_t bits;
+  for (int64_t i = 0; i < tiles * tile_scales && f16; ++i) f16 = ExactF16(scale[i], &bits);
   std::vector<uint8_t> rows(static_cast<size_t>(kRowTile * row_bytes));
-  std::vector<float> scales(static_cast<size_t>(kRowTile * groups));
-  for (int64_t t = 0; t < w->rows / kRowTile; ++t) {
+  std::vector<float> scales(static_cast<size_t>(tile_scales));
+  uint16_t* halves = reinterpret_cast<uint16_t*>(scale);
+  for (int64_t t = 0; t < tiles; ++t) {
     uint8_t* tile = static_cast<uint8_t*>(data) + t * kRowTile * row_bytes;
-    float* tile_scale = scale + t * kRowTile * groups;
+    float* tile_scale = scale + t * tile_scales;
     std::memcpy(rows.data(), tile, rows.size());
     std::memcpy(scales.data(), tile_scale, scales.size() * sizeof(float));
     for (int64_t i = 0; i < kRowTile; ++i) {
       for (int64_t j = 0; j < dwords; ++j)  // dword j of row i -> [j][i]
         std::memcpy(tile + (j * kRowTile + i) * 4, rows.data() + i * row_bytes + j * 4, 4);
-      for (int64_t g = 0; g < groups; ++g)
-        tile_scale[g * kRowTile + i] = scales[static_cast<size_t>(i * groups + g)];
+      for (int64_t g = 0; g < groups; ++g) {
+        // The f16 halves of tile t end before tile t + 1's floats begin, so writing them in tile
+        // order never overwrites a scale not yet read.
+        const float v = scales[static_cast<size_t>(i * groups + g)];
+        if (f16 && ExactF16(v, &bits))
+          halves[t * tile_scales + g * kRowTile + i] = bits;
+        else
+          tile_scale[g * kRowTile + i] = v;
+      }
     }
   }
   w->row_tiles = kRowTile;
+  w->f16_tile_scales = f16;
 }
 
 void CopyRowBytes(const WeightView& w, int64_t r, int64_t first, int64_t n, uint8_t* out) {
@@ -68,7 +110,14 @@ void CopyRowBytes(const WeightView& w, int64_t r, int64_t first, int64_t n, uint
 float GroupScale(const WeightView& w, int64_t r, int64_t g) {
   const int64_t groups = QuantGroups(w.cols, w.group_size);
   if (!Tiled(w, r)) return w.scale[r * groups + g];
+  if (w.f16_tile_scales)
+    return F16ToF32(TileScalesF16(w, r / kRowTile)[g * kRowTile + r % kRowTile]);
   return w.scale[r / kRowTile * kRowTile * groups + g * kRowTile + r % kRowTile];
+}
+
+const uint16_t* TileScalesF16(const WeightView& w, int64_t tile) {
+  return reinterpret_cast<const uint16_t*>(w.scale) +
+         tile * kRowTile * QuantGroups(w.cols, w.group_size);
 }
 
 }  // namespace dsv3::ops

@@ -4,7 +4,11 @@
 // took row-major (16 * row_bytes from byte 16 t * row_bytes) and holds them dword-major: dword j
 // of the 16 rows together, 64 bytes with row 16 t + i at byte 4 i, for j = 0 .. row_bytes / 4 - 1.
 // Its group scales take the rows' 16 * groups floats and hold them group-major ([group][16 rows]).
-// Rows past the last whole tile stay row-major, where they were.
+// Rows past the last whole tile stay row-major, where they were. When every scale of the weight
+// is exactly an f16 value (dsv3 quantize writes them so), the tiles' scales are held as f16
+// instead (f16_tile_scales): tile t's [group][16] halves at halves + t * 16 * groups from the
+// start of the scale buffer, the same numbers in half the bytes (a q4_0 decode reads 18 bytes a
+// block instead of 20).
 //
 // So one 64-byte load holds the same 4 bytes (4 q8_0 codes, or 8 q4_0 nibbles) of 16 rows, and
 // one vpdpbusd multiplies them by 4 broadcast activation bytes: 16 rows' partial dots in the lanes
@@ -31,7 +35,8 @@ inline constexpr int64_t kRowTile = 16;
 bool CanTileRows(const WeightView& w);
 
 // Reorders w's bytes and scales in place (data and scale must be w.data and w.scale, writable)
-// and sets w->row_tiles. Requires CanTileRows(*w).
+// and sets w->row_tiles (and w->f16_tile_scales when every scale is exact in f16). Requires
+// CanTileRows(*w).
 void TileRows(WeightView* w, void* data, float* scale);
 
 // Bytes of one stored row (q8_0: cols; q4_0: ceil(cols / 2)).
@@ -46,5 +51,8 @@ void CopyRowBytes(const WeightView& w, int64_t r, int64_t first, int64_t n, uint
 
 // The scale of row r, group g, for either layout.
 float GroupScale(const WeightView& w, int64_t r, int64_t g);
+
+// Tiled weights with f16_tile_scales: the [group][16] f16 scales of tile `tile`.
+const uint16_t* TileScalesF16(const WeightView& w, int64_t tile);
 
 }  // namespace dsv3::ops

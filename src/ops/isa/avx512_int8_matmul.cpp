@@ -224,13 +224,15 @@ void GemvTile(const RowsActs& a, int64_t t0, const WeightView& w, int64_t r0, in
 // round from 64: 28.5-31.7 GB/s, 33.1-34.6 with no prefetch at all), while no prefetch at all
 // slowed matrices that partly stay in the L3 (12288x7168). bench-medium q4_0 tg64, 2 threads, 6
 // interleaved rounds: L1 108 tok/s median, none 116, L2 116; bench-small q4_0: 597, 563, 626.
-template <DType D, int NT>
+// kF16: the tile's scales are f16 (WeightView::f16_tile_scales).
+template <DType D, int NT, bool kF16>
 void GemvTile16(const RowsActs& a, int64_t t0, const WeightView& w, int64_t tile, int64_t lo,
                 int64_t hi, float* y) {
   constexpr int64_t kSteps = kTileSteps<D>;
   const int64_t groups = a.groups;
   const uint8_t* base = static_cast<const uint8_t*>(w.data) + tile * kRowTile * RowBytes<D>(w.cols);
-  const float* scale = w.scale + tile * kRowTile * groups;  // [groups][16]
+  const float* scale = w.scale + tile * kRowTile * groups;            // [groups][16]
+  const uint16_t* scale16 = kF16 ? TileScalesF16(w, tile) : nullptr;  // [groups][16]
   const uint8_t* xq[NT];
   const float* dx[NT];
   const int32_t* bias[NT];
@@ -255,7 +257,10 @@ void GemvTile16(const RowsActs& a, int64_t t0, const WeightView& w, int64_t tile
         wu[s + 4] = _mm512_and_si512(_mm512_srli_epi16(v, 4), low4);
       }
     }
-    const __m512 dw = _mm512_loadu_ps(scale + b * kRowTile);  // d_w of the 16 rows, block b
+    // d_w of the 16 rows, block b
+    const __m512 dw = kF16 ? _mm512_cvtph_ps(_mm256_loadu_si256(
+                                 reinterpret_cast<const __m256i*>(scale16 + b * kRowTile)))
+                           : _mm512_loadu_ps(scale + b * kRowTile);
     for (int t = 0; t < NT; ++t) {
       const uint8_t* xd = xq[t] + b * kBlock;
       __m512i s0 = _mm512_set1_epi32(bias[t][b]), s1 = _mm512_setzero_si512();
@@ -301,7 +306,10 @@ void GemvRows(const uint8_t* buf, int64_t T, const WeightView& w, int64_t row_be
     while (r < tiled_end) {
       const int64_t tile = r / kRowTile, hi = std::min(tiled_end, (tile + 1) * kRowTile);
       ForTokenRuns(T, [&](auto nt, int64_t t0) {
-        GemvTile16<D, decltype(nt)::value>(a, t0, w, tile, r, hi, y);
+        if (w.f16_tile_scales)
+          GemvTile16<D, decltype(nt)::value, true>(a, t0, w, tile, r, hi, y);
+        else
+          GemvTile16<D, decltype(nt)::value, false>(a, t0, w, tile, r, hi, y);
       });
       r = hi;
     }

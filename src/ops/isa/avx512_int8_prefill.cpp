@@ -276,8 +276,8 @@ void PrefillRows(const uint8_t* buf, int64_t T, const WeightView& w, int64_t row
   const uint8_t* data = static_cast<const uint8_t*>(w.data);
   alignas(64) uint8_t panel_bytes[kMaxPanelGroups * kPanelRows * kBlock];
   alignas(64) int32_t row_bias[D == DType::kI8 ? kMaxPanelGroups * kPanelRows : 1];
-  // Tiled panels that are not half a tile (a row range not on 8-row bounds): their scales
-  // gathered row-major.
+  // Scales of tiled panels as f32: gathered row-major for panels that are not half a tile (a row
+  // range not on 8-row bounds), converted to [group][8] from f16 tile scales.
   alignas(64) float tiled_scales[kPanelRows * kMaxPanelGroups];
   const int64_t tiled_end = w.row_tiles != 0 ? std::min(row_end, w.rows / kRowTile * kRowTile) : 0;
   for (int64_t r0 = row_begin; r0 < row_end; r0 += kPanelRows) {
@@ -295,10 +295,22 @@ void PrefillRows(const uint8_t* buf, int64_t T, const WeightView& w, int64_t row
     }
     bool in_tile = false;  // q8_0 read in place (step stride 64)
     if (r0 % kPanelRows == 0 && r0 + kPanelRows <= tiled_end) {
-      // Half a tile: scales [group][16] with this half's 8 at r0 % 16.
-      const float* tile_scale = w.scale + r0 / kRowTile * kRowTile * groups + r0 % kRowTile;
-      for (int i = 0; i < kPanelRows; ++i) p.dw[i] = tile_scale + i;
-      p.scale_stride = kRowTile;
+      if (w.f16_tile_scales) {
+        // f16 scales [group][16]: this half's 8 of each group converted to [group][8].
+        const uint16_t* halves = TileScalesF16(w, r0 / kRowTile) + r0 % kRowTile;
+        for (int64_t b = 0; b < groups; ++b) {
+          _mm256_store_ps(tiled_scales + b * kPanelRows,
+                          _mm256_cvtph_ps(_mm_loadu_si128(
+                              reinterpret_cast<const __m128i*>(halves + b * kRowTile))));
+        }
+        for (int i = 0; i < kPanelRows; ++i) p.dw[i] = tiled_scales + i;
+        p.scale_stride = kPanelRows;
+      } else {
+        // Half a tile: scales [group][16] with this half's 8 at r0 % 16.
+        const float* tile_scale = w.scale + r0 / kRowTile * kRowTile * groups + r0 % kRowTile;
+        for (int i = 0; i < kPanelRows; ++i) p.dw[i] = tile_scale + i;
+        p.scale_stride = kRowTile;
+      }
       if constexpr (D == DType::kI8) {
         p.w = data + r0 / kRowTile * kRowTile * RowBytes<D>(w.cols) + r0 % kRowTile * 4;
         in_tile = true;
