@@ -4,11 +4,17 @@
 // tokenizer or forward numerics beyond float rounding fails here).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
+#include "io/files.h"
 #include "model/config.h"
 #include "test_util.h"
 
@@ -87,6 +93,56 @@ TEST(DefaultModel, Int8ActivationsKeepThePerplexity) {
     }
     EXPECT_NEAR(nll[1], nll[0], 0.01);
   }
+}
+
+// Mean next-token NLL of ids under logits [ids.size(), vocab] (row t predicts ids[t + 1]).
+double NextTokenNll(const std::vector<float>& logits, const std::vector<int64_t>& ids) {
+  const size_t vocab = logits.size() / ids.size();
+  double sum = 0;
+  for (size_t t = 0; t + 1 < ids.size(); ++t) {
+    const float* row = logits.data() + t * vocab;
+    const double top = *std::max_element(row, row + vocab);
+    double z = 0;
+    for (size_t v = 0; v < vocab; ++v) z += std::exp(row[v] - top);
+    sum += top + std::log(z) - row[ids[t + 1]];
+  }
+  return sum / static_cast<double>(ids.size() - 1);
+}
+
+// Decoding one token at a time (the absorbed attention: W_UK folded into the query, W_UV applied
+// to the attention's latent output, which the int8 path quantizes like any other activation) of
+// a q4_0 copy, int8 against --no-int8-dot: the next-token loss over the excerpt's first 64
+// tokens within the same 0.01 nats (a wrong head or row of W_UV costs whole nats).
+TEST(DefaultModel, Int8DecodeKeepsTheLoss) {
+  testing::TempDir dir;
+  const std::string model = dir.path() + "/q4_0";
+  auto r = RunDsv3({"quantize", "-m", kModel, "-o", model, "--type", "q4_0"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::ifstream in(kExcerpt);
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  text.resize(std::min<size_t>(text.size(), 600));
+  r = RunDsv3({"tokenize", "-m", model, text});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::vector<int64_t> ids = nlohmann::json::parse(r.out).get<std::vector<int64_t>>();
+  ASSERT_GE(ids.size(), 64u);
+  ids.resize(64);
+  std::string tokens;
+  for (int64_t id : ids) tokens += (tokens.empty() ? "" : ",") + std::to_string(id);
+  double nll[2];
+  for (int int8 = 0; int8 < 2; ++int8) {
+    const std::string out = dir.path() + "/logits" + std::to_string(int8) + ".npy";
+    std::vector<std::string> args = {"logits",   "-m",        model,     "--tokens", tokens,
+                                     "--out",    out,         "--chunk", "1",        "--attention",
+                                     "absorbed", "--threads", "2"};
+    if (int8 == 0) args.push_back("--no-int8-dot");
+    r = RunDsv3(args);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    auto logits = io::ReadNpyF32(out);
+    ASSERT_TRUE(logits.ok()) << logits.status().message();
+    nll[int8] = NextTokenNll(logits->data, ids);
+  }
+  EXPECT_LT(nll[0], 4.0) << nll[1];  // a trained model's loss, not a broken decode's (ln 32000 = 10.4)
+  EXPECT_NEAR(nll[1], nll[0], 0.01);
 }
 
 }  // namespace

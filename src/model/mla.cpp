@@ -75,9 +75,9 @@ void ForEachBalancedHeadRange(const ops::KernelContext& ctx, const ModelConfig& 
 //   q_token: [nh, dn+dr]   o_token: [nh, dv]   q_lat, o_lat: [h_end - h_begin, r]   row: [r]
 //   kv_out: [nh*(dn+dv)] scratch
 void AbsorbedHeads(const ModelConfig& c, const RopeParams& rope, const AttentionWeights& w,
-                   ops::Isa isa, const float* q_token, int64_t h_begin, int64_t h_end,
-                   int64_t num_keys, const LayerKvCache& cache, float* q_lat, float* o_lat,
-                   float* row, float* kv_out, float* o_token) {
+                   bool int8_dot, ops::Isa isa, const float* q_token, int64_t h_begin,
+                   int64_t h_end, int64_t num_keys, const LayerKvCache& cache, float* q_lat,
+                   float* o_lat, float* row, float* kv_out, float* o_token) {
   const int64_t dn = c.qk_nope_head_dim, dr = c.qk_rope_head_dim, dv = c.v_head_dim;
   const int64_t r = c.kv_lora_rank, qk = dn + dr, heads = h_end - h_begin;
   for (int64_t h = h_begin; h < h_end; ++h) {
@@ -91,12 +91,14 @@ void AbsorbedHeads(const ModelConfig& c, const RopeParams& rope, const Attention
                             static_cast<float>(rope.softmax_scale)};
   const ops::LatentCacheView view{cache.latent.data(), cache.rope_key.data(), num_keys, r, dr};
   ops::MlaAttention(isa, query, view, o_lat);  // o_lat: [heads, r]
-  // Exact products (no int8 or bf16 activations): the latent output keeps f32 precision.
-  const ops::KernelContext exact{nullptr, isa};
+  // With int8 activations (a q8_0 / q4_0 kv_b_proj), o_lat is quantized per 32-column block as
+  // the x of every other product is; no bf16 activations (those are for prefill only).
+  ops::KernelContext one{nullptr, isa};
+  one.int8_dot = int8_dot;
   for (int64_t h = h_begin; h < h_end; ++h) {
     const int64_t v_rows = h * (dn + dv) + dn;  // W_UV[h]: kv_b_proj rows [v_rows, v_rows + dv)
     // kv_out[v_rows + e] = W_UV[h][e, :] . o_lat[h]: the matrix-vector kernel on the stored rows
-    ops::MatMulRowRange(exact, o_lat + (h - h_begin) * r, 1, w.kv_b_proj, v_rows, v_rows + dv,
+    ops::MatMulRowRange(one, o_lat + (h - h_begin) * r, 1, w.kv_b_proj, v_rows, v_rows + dv,
                         kv_out);
     std::copy(kv_out + v_rows, kv_out + v_rows + dv, o_token + h * dv);
   }
@@ -336,8 +338,8 @@ void MlaForward(const ModelConfig& c, const RopeParams& rope, const AttentionWei
       float* kv_out = row + r;
       for (int64_t i = begin; i < end;) {
         const int64_t t = i / nh, h_begin = i % nh, h_end = std::min(nh, h_begin + (end - i));
-        AbsorbedHeads(c, rope, w, ctx.isa, q + t * nh * qk, h_begin, h_end, start_pos + t + 1,
-                      cache, q_lat, o_lat, row, kv_out, o + t * nh * dv);
+        AbsorbedHeads(c, rope, w, ctx.int8_dot, ctx.isa, q + t * nh * qk, h_begin, h_end,
+                      start_pos + t + 1, cache, q_lat, o_lat, row, kv_out, o + t * nh * dv);
         i += h_end - h_begin;
       }
     });
