@@ -147,7 +147,7 @@ QuantizedActs QuantizeScalar(const std::vector<float>& x, int64_t T, int64_t col
 std::vector<float> TwinMatMul(const std::vector<float>& x, int64_t T, const WeightView& w) {
   std::vector<uint8_t> storage(static_cast<size_t>(Int8ActBytes(T, w.cols)) + 64);
   uint8_t* buf = storage.data() + (64 - reinterpret_cast<uintptr_t>(storage.data()) % 64) % 64;
-  scalar::QuantizeActsInt8(x.data(), nullptr, T, w.cols, w.dtype, buf);
+  scalar::QuantizeActsInt8(x.data(), nullptr, T, w, buf);
   std::vector<float> y(static_cast<size_t>(T * w.rows), NAN);
   scalar::MatMulRowsInt8(buf, T, w, 0, w.rows, y.data());
   return y;

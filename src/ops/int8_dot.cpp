@@ -14,7 +14,7 @@ namespace dsv3::ops {
 
 namespace {
 
-using QuantizeActsFn = void (*)(const float*, const int32_t*, int64_t, int64_t, DType, uint8_t*);
+using QuantizeActsFn = void (*)(const float*, const int32_t*, int64_t, const WeightView&, uint8_t*);
 using RowsInt8Fn = void (*)(const uint8_t*, int64_t, const WeightView&, int64_t, int64_t, float*);
 
 struct Int8Kernels {
@@ -102,8 +102,9 @@ void QuantizeActBlocks(const float* x, int64_t cols, int8_t* q, float* d, int32_
 }
 
 // Layout: q [T, groups * 32] int8, then d [T, groups] f32, then sum [T, groups] int32.
-void QuantizeActsInt8(const float* x, const int32_t* rows, int64_t T, int64_t cols,
-                      DType /*wdtype*/, uint8_t* buf) {
+void QuantizeActsInt8(const float* x, const int32_t* rows, int64_t T, const WeightView& w,
+                      uint8_t* buf) {
+  const int64_t cols = w.cols;
   const int64_t groups = QuantGroups(cols, kInt8Block);
   int8_t* q = reinterpret_cast<int8_t*>(buf);
   float* d = reinterpret_cast<float*>(buf + T * groups * kInt8Block);
@@ -165,7 +166,7 @@ void MatMulInt8(const KernelContext& ctx, const float* x, int64_t T, const Weigh
   for (int64_t t0 = 0; t0 < T; t0 += chunk) {
     const int64_t nt = std::min(chunk, T - t0);
     // x[t0 : t0 + nt, :] quantized once, before the rows are split over the threads.
-    k.quantize(x + t0 * w.cols, nullptr, nt, w.cols, w.dtype, buffer);
+    k.quantize(x + t0 * w.cols, nullptr, nt, w, buffer);
     float* y_chunk = y + t0 * w.rows;  // y[t0 : t0 + nt, :]
     if (ctx.pool == nullptr || ctx.pool->num_threads() <= 1 ||
         nt * w.rows * w.cols < kMinParallelMacs || w.rows <= kRowGrain) {
@@ -196,13 +197,14 @@ void Int8RowRunner::Run(const float* x, int64_t T, const WeightView& w, int64_t 
   if (T <= chunk) {
     const void* layout = reinterpret_cast<const void*>(k.quantize);
     if (x != cached_x_ || x_rows != cached_rows_ || T != cached_T_ || w.cols != cached_cols_ ||
-        w.dtype != cached_dtype_ || layout != cached_layout_) {
-      k.quantize(x, x_rows, T, w.cols, w.dtype, buffer_);
+        w.dtype != cached_dtype_ || w.row_tiles != cached_row_tiles_ || layout != cached_layout_) {
+      k.quantize(x, x_rows, T, w, buffer_);
       cached_x_ = x;
       cached_rows_ = x_rows;
       cached_T_ = T;
       cached_cols_ = w.cols;
       cached_dtype_ = w.dtype;
+      cached_row_tiles_ = w.row_tiles;
       cached_layout_ = layout;
     }
     k.rows(buffer_, T, w, row_begin, row_end, y);
@@ -212,9 +214,9 @@ void Int8RowRunner::Run(const float* x, int64_t T, const WeightView& w, int64_t 
   for (int64_t t0 = 0; t0 < T; t0 += chunk) {
     const int64_t nt = std::min(chunk, T - t0);
     if (x_rows != nullptr)
-      k.quantize(x, x_rows + t0, nt, w.cols, w.dtype, buffer_);
+      k.quantize(x, x_rows + t0, nt, w, buffer_);
     else
-      k.quantize(x + t0 * w.cols, nullptr, nt, w.cols, w.dtype, buffer_);
+      k.quantize(x + t0 * w.cols, nullptr, nt, w, buffer_);
     k.rows(buffer_, nt, w, row_begin, row_end, y + t0 * w.rows);
   }
 }

@@ -72,6 +72,7 @@ class Int8RowRunner {
   int64_t cached_T_ = -1;
   int64_t cached_cols_ = -1;
   DType cached_dtype_ = DType::kF32;
+  int64_t cached_row_tiles_ = -1;  // the AVX-512 layout splits T differently for tiled weights
   const void* cached_layout_ = nullptr;  // the quantize kernel that wrote the buffer
   alignas(64) uint8_t buffer_[kInt8ActBufferBytes];
 };

@@ -31,9 +31,10 @@ void DequantizeRowRange(const WeightView& w, int64_t row, int64_t c0, int64_t c1
 //   QuantizeActBlocks: x [cols] -> q [QuantGroups(cols) * 32] (natural column order, a partial
 //     last block padded with code 0), d [QuantGroups(cols)], sum [QuantGroups(cols)] (sum of q
 //     per block). Every variant gives the scalar twin's bits.
-//   QuantizeActsInt8: x [T, cols] into buf (Int8ActBytes(T, cols) bytes, 64-byte aligned), in the
-//     layout this variant's MatMulRowsInt8 wants for weights of dtype wdtype and this T. With
-//     rows, token t is row rows[t] of x (ActRow): a gather of x's rows read in place.
+//   QuantizeActsInt8: x [T, w.cols] into buf (Int8ActBytes(T, w.cols) bytes, 64-byte aligned), in
+//     the layout this variant's MatMulRowsInt8 wants for w (its dtype, and on AVX-512 its row
+//     tiles) and this T. With rows, token t is row rows[t] of x (ActRow): a gather of x's rows
+//     read in place.
 //   MatMulRowsInt8: rows [row_begin, row_end) of y [T, w.rows] from that buffer; w is q8_0 (kI8)
 //     or q4_0 (kU8) with group_size 32. Bitwise equal to the scalar twin for any row range.
 namespace {  // NOLINT(build/namespaces): internal linkage, as ops/isa/transpose8x8.h explains
@@ -45,7 +46,7 @@ inline const float* ActRow(const float* x, const int32_t* rows, int64_t t, int64
 
 namespace scalar {
 void QuantizeActBlocks(const float* x, int64_t cols, int8_t* q, float* d, int32_t* sum);
-void QuantizeActsInt8(const float* x, const int32_t* rows, int64_t T, int64_t cols, DType wdtype,
+void QuantizeActsInt8(const float* x, const int32_t* rows, int64_t T, const WeightView& w,
                       uint8_t* buf);
 void MatMulRowsInt8(const uint8_t* buf, int64_t T, const WeightView& w, int64_t row_begin,
                     int64_t row_end, float* y);
@@ -62,7 +63,7 @@ void MatMulRowsQuant(const float* x, int64_t T, const WeightView& w, int64_t row
 // Int8 path (src/ops/isa/avx2_int8_matmul.cpp): maddubs/madd with a saturation-free operand
 // split (q8_0: |w| x sign(w)*x; q4_0: unsigned codes x signed x).
 void QuantizeActBlocks(const float* x, int64_t cols, int8_t* q, float* d, int32_t* sum);
-void QuantizeActsInt8(const float* x, const int32_t* rows, int64_t T, int64_t cols, DType wdtype,
+void QuantizeActsInt8(const float* x, const int32_t* rows, int64_t T, const WeightView& w,
                       uint8_t* buf);
 void MatMulRowsInt8(const uint8_t* buf, int64_t T, const WeightView& w, int64_t row_begin,
                     int64_t row_end, float* y);
@@ -87,7 +88,7 @@ void MatMulRowsQuant(const float* x, int64_t T, const WeightView& w, int64_t row
 // Int8 path with VNNI (src/ops/isa/avx512_int8_matmul.cpp): a row-lane GEMV for small T and
 // packed token tiles (16 tokens per vector, avx512_int8_prefill.cpp) for prefill.
 void QuantizeActBlocks(const float* x, int64_t cols, int8_t* q, float* d, int32_t* sum);
-void QuantizeActsInt8(const float* x, const int32_t* rows, int64_t T, int64_t cols, DType wdtype,
+void QuantizeActsInt8(const float* x, const int32_t* rows, int64_t T, const WeightView& w,
                       uint8_t* buf);
 void MatMulRowsInt8(const uint8_t* buf, int64_t T, const WeightView& w, int64_t row_begin,
                     int64_t row_end, float* y);

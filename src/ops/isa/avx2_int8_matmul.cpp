@@ -486,9 +486,10 @@ void QuantizeActBlocks(const float* x, int64_t cols, int8_t* q, float* d, int32_
   }
 }
 
-void QuantizeActsInt8(const float* x, const int32_t* rows, int64_t T, int64_t cols, DType wdtype,
+void QuantizeActsInt8(const float* x, const int32_t* rows, int64_t T, const WeightView& w,
                       uint8_t* buf) {
-  if (wdtype == DType::kI8)
+  const int64_t cols = w.cols;
+  if (w.dtype == DType::kI8)
     QuantizeRowsLayout<DType::kI8>(x, rows, T, cols, buf);
   else if (UsePrefill<DType::kU8>(T, cols))
     QuantizeTileLayout<DType::kU8>(x, rows, T, cols, buf);

@@ -17,8 +17,8 @@
 
 namespace dsv3::ops::avx512 {
 
-// The prefill tiles (avx512_int8_prefill.cpp), for UsePrefill(T, cols): x quantized into tiles
-// of 16 tokens, and y[:, row_begin:row_end] from them.
+// The prefill tiles (avx512_int8_prefill.cpp), for the first PrefillTokens(T, w) tokens: x
+// quantized into tiles of 16 tokens, and y[:, row_begin:row_end] from them.
 void QuantizeTilesInt8(const float* x, const int32_t* rows, int64_t T, int64_t cols, DType wdtype,
                        uint8_t* buf);
 void PrefillRowsInt8(const uint8_t* buf, int64_t T, const WeightView& w, int64_t row_begin,
@@ -27,7 +27,6 @@ void PrefillRowsInt8(const uint8_t* buf, int64_t T, const WeightView& w, int64_t
 namespace {  // NOLINT(build/namespaces): see above
 
 constexpr int64_t kBlock = kInt8Block;
-constexpr int64_t kPrefillMinT = 8;
 // Panel of 8 unpacked rows on the stack: 576 blocks = 18432 columns (DeepSeek-V3's widest rows,
 // 144 KiB); wider weights take the GEMV kernel at every T.
 constexpr int64_t kMaxPanelGroups = 576;
@@ -46,8 +45,20 @@ inline int32_t LoadDword(const uint8_t* p) {
   return v;
 }
 
-inline bool UsePrefill(int64_t T, int64_t cols) {
-  return T >= kPrefillMinT && QuantGroups(cols, kBlock) <= kMaxPanelGroups;
+// How many of T tokens the prefill tiles take; the GEMV takes the rest, after them. One core,
+// 512x2048 (a bench-medium expert), Gop/s of the tiles at T = 8 / 12 / 16 / 17 / 24 / 32 / 40 /
+// 64: q4_0 254 / 359 / 477 / 320 / 434 / 561 / 483 / 575; the tiled GEMV's ~435 at any T (q8_0
+// alike), the row-major GEMV's ~215. So for tiled weights a tile filled by fewer than 12 tokens
+// costs more than giving them to the GEMV (T = 17: 320 -> ~475, 40: 483 -> ~530); a MoE
+// expert's token count is rarely a multiple of 16 (DeepSeek-V3 at pp512: ~16 a expert).
+// Row-major weights keep every token in tiles from T = 8 on. Wider rows than a panel holds
+// take the GEMV at every T.
+inline int64_t PrefillTokens(int64_t T, const WeightView& w) {
+  if (QuantGroups(w.cols, kBlock) > kMaxPanelGroups) return 0;
+  if (w.row_tiles == 0) return T >= 8 ? T : 0;
+  if (T < 16) return 0;
+  const int64_t rest = T % 16;
+  return rest < 12 ? T - rest : T;
 }
 
 // Dwords of one row's block: q8_0 8 (32 codes), q4_0 4 (32 nibbles).

@@ -9,13 +9,15 @@
 // row's block codes, so the weights are read as stored. All of it is exact integer math.
 //
 // Two kernel shapes:
-//  - GEMV (T < kPrefillMinT): 8 rows in the lanes. Per pair of blocks, each row's 64 weight bytes
-//    meet the token's 64 x codes in one zmm vpdpbusd (16 partial sums), and a transposing
-//    reduction turns the 8 rows' partials into the 8 rows' exact dots of both blocks. Weights
-//    stream once per tile of up to 4 tokens; decode is bandwidth-bound, so the shuffles are free.
-//  - Packed prefill tiles (T >= kPrefillMinT): 16 tokens in the lanes of a zmm. x is quantized
-//    into tiles of 16 tokens whose 4-byte column groups are interleaved ([step][token][4 bytes]),
-//    so a broadcast dword of weights times one x vector feeds 16 tokens' block dots at once.
+//  - GEMV (the tokens PrefillTokens leaves to it): 8 rows in the lanes (16 for tiled rows, below).
+//    Per pair of blocks, each row's 64 weight bytes meet the token's 64 x codes in one zmm
+//    vpdpbusd (16 partial sums), and a transposing reduction turns the 8 rows' partials into the
+//    8 rows' exact dots of both blocks. Weights stream once per tile of up to 4 tokens; decode is
+//    bandwidth-bound, so the shuffles are free.
+//  - Packed prefill tiles (the first PrefillTokens(T, w) tokens): 16 tokens in the lanes of a
+//    zmm. x is quantized into tiles of 16 tokens whose 4-byte column groups are interleaved
+//    ([step][token][4 bytes]), so a broadcast dword of weights times one x vector feeds 16
+//    tokens' block dots at once.
 //    q8_0 rows are read in place from their tiles; q4_0 (and rows not in whole tile halves) are
 //    first unpacked into a panel of 8 rows (L1/L2) reused by every token tile; micro-tiles of 4
 //    rows x 32 tokens (8 rows x 16 for a lone tile) keep 8 independent accumulator chains: per
@@ -334,25 +336,30 @@ void QuantizeActBlocks(const float* x, int64_t cols, int8_t* q, float* d, int32_
   }
 }
 
-void QuantizeActsInt8(const float* x, const int32_t* rows, int64_t T, int64_t cols, DType wdtype,
+// buf: the first PrefillTokens(T, w) tokens in the tile layout, then the rest in the GEMV's
+// (Int8ActBytes(tiled tokens) bytes in: a whole number of tiles, 64-byte aligned).
+void QuantizeActsInt8(const float* x, const int32_t* rows, int64_t T, const WeightView& w,
                       uint8_t* buf) {
-  if (UsePrefill(T, cols)) {
-    QuantizeTilesInt8(x, rows, T, cols, wdtype, buf);
-  } else {
-    wdtype == DType::kI8 ? QuantizeRowsLayout<DType::kI8>(x, rows, T, cols, buf)
-                         : QuantizeRowsLayout<DType::kU8>(x, rows, T, cols, buf);
-  }
+  const int64_t tiled = PrefillTokens(T, w), rest = T - tiled;
+  if (tiled > 0) QuantizeTilesInt8(x, rows, tiled, w.cols, w.dtype, buf);
+  if (rest == 0) return;
+  const float* rest_x = rows != nullptr ? x : x + tiled * w.cols;
+  const int32_t* rest_rows = rows != nullptr ? rows + tiled : nullptr;
+  uint8_t* rest_buf = buf + Int8ActBytes(tiled, w.cols);
+  w.dtype == DType::kI8 ? QuantizeRowsLayout<DType::kI8>(rest_x, rest_rows, rest, w.cols, rest_buf)
+                        : QuantizeRowsLayout<DType::kU8>(rest_x, rest_rows, rest, w.cols, rest_buf);
 }
 
 void MatMulRowsInt8(const uint8_t* buf, int64_t T, const WeightView& w, int64_t row_begin,
                     int64_t row_end, float* y) {
   if (T <= 0 || row_begin >= row_end) return;
-  if (UsePrefill(T, w.cols)) {
-    PrefillRowsInt8(buf, T, w, row_begin, row_end, y);
-  } else {
-    w.dtype == DType::kI8 ? GemvRows<DType::kI8>(buf, T, w, row_begin, row_end, y)
-                          : GemvRows<DType::kU8>(buf, T, w, row_begin, row_end, y);
-  }
+  const int64_t tiled = PrefillTokens(T, w), rest = T - tiled;
+  if (tiled > 0) PrefillRowsInt8(buf, tiled, w, row_begin, row_end, y);
+  if (rest == 0) return;
+  const uint8_t* rest_buf = buf + Int8ActBytes(tiled, w.cols);
+  float* rest_y = y + tiled * w.rows;
+  w.dtype == DType::kI8 ? GemvRows<DType::kI8>(rest_buf, rest, w, row_begin, row_end, rest_y)
+                        : GemvRows<DType::kU8>(rest_buf, rest, w, row_begin, row_end, rest_y);
 }
 
 }  // namespace dsv3::ops::avx512
