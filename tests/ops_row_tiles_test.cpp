@@ -161,8 +161,9 @@ TEST(RowTiles, Int8ProductsEqualTheRowMajorWeight) {
       for (int64_t cols : {32, 96, 544}) {
         const Pair p = MakePair(rng, dtype, rows, cols, /*f16_scales=*/rows != 33);
         // From 16 tokens on a tiled weight's tokens go to the prefill tiles in whole tiles, and a
-        // rest of fewer than 12 to the GEMV (17, 40: split; 28: padded; 9: GEMV only).
-        for (int64_t T : {1, 2, 3, 4, 5, 7, 8, 9, 16, 17, 28, 40}) {
+        // rest of fewer than 12 to the GEMV (17, 40: split; 28: padded; 9: GEMV only); q4_0
+        // tiles are read in place up to 4 token tiles, unpacked beyond (80).
+        for (int64_t T : {1, 2, 3, 4, 5, 7, 8, 9, 16, 17, 28, 40, 80}) {
           const std::vector<float> x = RandomFloats(rng, T * cols);
           for (Isa isa : RunnableIsas()) {
             KernelContext ctx{nullptr, isa};

@@ -18,9 +18,9 @@
 //    zmm. x is quantized into tiles of 16 tokens whose 4-byte column groups are interleaved
 //    ([step][token][4 bytes]), so a broadcast dword of weights times one x vector feeds 16
 //    tokens' block dots at once.
-//    q8_0 rows are read in place from their tiles; q4_0 (and rows not in whole tile halves) are
-//    first unpacked into a panel of 8 rows (L1/L2) reused by every token tile; micro-tiles of 4
-//    rows x 32 tokens (8 rows x 16 for a lone tile) keep 8 independent accumulator chains: per
+//    Tiled rows are read in place (q4_0 unpacked first when many token tiles reuse them); other
+//    rows are first unpacked into a panel of 8 rows (L1/L2) reused by every token tile; micro-tiles
+//    of 4 rows x 32 tokens (8 rows x 16 for a lone tile) keep 8 independent accumulator chains: per
 //    block 8 vpdpbusd per chain and 3 other vector ops (cvt, scale, fma).
 #include <algorithm>
 #include <cstring>

@@ -19,6 +19,11 @@ constexpr int64_t kTileTokens = 16;
 constexpr int64_t kTileCodeBytes = 8 * kTileTokens * 4;
 constexpr int64_t kTileBlockBytes = kTileCodeBytes + 2 * kTileTokens * 4;
 constexpr int kPanelRows = 8;
+// q4_0 tile halves feeding at most this many token tiles are read in place (the nibbles split in
+// registers); more token tiles amortize an unpacked copy better. One core, 512x2048: in place
+// +0.5-5 % at T = 16..64, -2-3 % at 128 and 512; bench-medium q4_0 pp512 faster in 4 of 6
+// interleaved runs, pp128 in 6 of 8.
+constexpr int64_t kNibblesMaxTiles = 4;
 
 // Prefill layout: tiles of 16 tokens, tile k at buf + k * groups * kTileBlockBytes, block b of it
 // at + b * kTileBlockBytes. Tokens past T are zero (codes, d and bias), so they compute zeros
@@ -65,11 +70,12 @@ void QuantizeTileLayout(const float* x, const int32_t* rows, int64_t T, int64_t 
 // ---- Prefill: 16 tokens in the lanes ----
 //
 // The micro-kernel reads weights as [block][8 steps][rows][4 bytes] with a step stride of 32
-// bytes (a panel of 8 rows packed on the stack) or 64 (q8_0 rows read in place from their tile,
-// whose steps hold 16 rows). q8_0 codes are used signed as stored, with x unsigned (codes + 128,
-// the kI8 tile layout), so each row's block dot owes 128 * the sum of its codes: RowBlockBias
-// starts its accumulators there. q4_0 weights are unsigned nibbles (code + 8) with x signed and
-// x's per-token bias, as in the GEMV.
+// bytes (a panel of 8 rows packed on the stack) or 64 (rows read in place from their tile, whose
+// steps hold 16 rows; q4_0's 4 steps of packed nibbles, split with an and and a shift). q8_0
+// codes are used signed as stored, with x unsigned (codes + 128, the kI8 tile layout), so each
+// row's block dot owes 128 * the sum of its codes: RowBlockBias starts its accumulators there.
+// q4_0 weights are unsigned nibbles (code + 8) with x signed and x's per-token bias, as in the
+// GEMV.
 
 template <int64_t kStride>
 constexpr int64_t kBlockStride = 8 * kStride;  // bytes of one block of a weight panel
@@ -207,6 +213,7 @@ template <DType D, int64_t kStride, int MR, int NV>
                                         const WeightView& w, int64_t r0, int64_t row_end,
                                         float* y) {
   static_assert(MR % 4 == 0 && MR <= kPanelRows);
+  constexpr bool kNibbles = D == DType::kU8 && kStride == 64;
   __m512 acc[MR][NV];
   for (int i = 0; i < MR; ++i)
     for (int j = 0; j < NV; ++j) acc[i][j] = _mm512_setzero_ps();
@@ -215,7 +222,8 @@ template <DType D, int64_t kStride, int MR, int NV>
       _mm_prefetch(reinterpret_cast<const char*>(prefetch[i] + b * prefetch_stride), _MM_HINT_T0);
     const uint8_t* xb[NV];
     for (int j = 0; j < NV; ++j) xb[j] = tiles + j * tile_bytes + b * kTileBlockBytes;
-    const uint8_t* pw = p.w + b * kBlockStride<kStride> + first_row * 4;  // [8 steps][MR rows][4]
+    // kNibbles (q4_0 in its tile): [4 steps][MR rows][4 packed bytes]; else [8 steps][MR rows][4]
+    const uint8_t* pw = p.w + b * (kNibbles ? 4 * kStride : kBlockStride<kStride>)+first_row * 4;
     __m512i isum[MR][NV];
     if constexpr (D == DType::kI8) {
       for (int i = 0; i < MR; ++i) {
@@ -245,9 +253,30 @@ template <DType D, int64_t kStride, int MR, int NV>
         }
       }
     };
-    for (int s = 0; s < 8; s += 2) {
-      step(s, isum);
-      step(s + 1, odd);
+    if constexpr (kNibbles) {
+      // Tile step s holds, per row, the nibbles x's steps s (low) and s + 4 (high) pair with.
+      const __m512i low4 = _mm512_set1_epi8(0x0f);
+      for (int s = 0; s < 4; ++s) {
+        __m512i xlo[NV], xhi[NV];
+        for (int j = 0; j < NV; ++j) {
+          xlo[j] = _mm512_load_si512(xb[j] + s * 64);
+          xhi[j] = _mm512_load_si512(xb[j] + (s + 4) * 64);
+        }
+        for (int i = 0; i < MR; ++i) {
+          const __m512i packed = _mm512_set1_epi32(LoadDword(pw + s * kStride + i * 4));
+          const __m512i lo = _mm512_and_si512(packed, low4);
+          const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(packed, 4), low4);
+          for (int j = 0; j < NV; ++j) {
+            isum[i][j] = _mm512_dpbusd_epi32(isum[i][j], lo, xlo[j]);
+            odd[i][j] = _mm512_dpbusd_epi32(odd[i][j], hi, xhi[j]);
+          }
+        }
+      }
+    } else {
+      for (int s = 0; s < 8; s += 2) {
+        step(s, isum);
+        step(s + 1, odd);
+      }
     }
     for (int i = 0; i < MR; ++i)
       for (int j = 0; j < NV; ++j) isum[i][j] = _mm512_add_epi32(isum[i][j], odd[i][j]);
@@ -293,7 +322,7 @@ void PrefillRows(const uint8_t* buf, int64_t T, const WeightView& w, int64_t row
       p.dw[i] = w.scale + rows[i] * groups;  // d_w[row, :]
       next[i] = data + std::min(r0 + kPanelRows + i, row_end - 1) * RowBytes<D>(w.cols);
     }
-    bool in_tile = false;  // q8_0 read in place (step stride 64)
+    bool in_tile = false;  // read in place from the tile (step stride 64)
     if (r0 % kPanelRows == 0 && r0 + kPanelRows <= tiled_end) {
       if (w.f16_tile_scales) {
         // f16 scales [group][16]: this half's 8 of each group converted to [group][8].
@@ -311,7 +340,7 @@ void PrefillRows(const uint8_t* buf, int64_t T, const WeightView& w, int64_t row
         for (int i = 0; i < kPanelRows; ++i) p.dw[i] = tile_scale + i;
         p.scale_stride = kRowTile;
       }
-      if constexpr (D == DType::kI8) {
+      if (D == DType::kI8 || tiles <= kNibblesMaxTiles) {
         p.w = data + r0 / kRowTile * kRowTile * RowBytes<D>(w.cols) + r0 % kRowTile * 4;
         in_tile = true;
       } else {
