@@ -141,7 +141,8 @@ TEST(DefaultModel, Int8DecodeKeepsTheLoss) {
     ASSERT_TRUE(logits.ok()) << logits.status().message();
     nll[int8] = NextTokenNll(logits->data, ids);
   }
-  EXPECT_LT(nll[0], 4.0) << nll[1];  // a trained model's loss, not a broken decode's (ln 32000 = 10.4)
+  EXPECT_LT(nll[0], 4.0)
+      << nll[1];  // a trained model's loss, not a broken decode's (ln 32000 = 10.4)
   EXPECT_NEAR(nll[1], nll[0], 0.01);
 }
 

@@ -145,9 +145,10 @@ TEST(Quantize, Q4ErrorWithinHalfStepExceptClampedEnd) {
   }
 }
 
-// Scales are rounded to the nearest f16 value before the codes are computed, where f16 holds them
-// at full precision (|d| from 2^-14 to 65504); smaller and zero ones stay as computed.
-TEST(Quantize, ScalesAreF16ValuesInF16sNormalRange) {
+// Scales are rounded to the nearest f16 value before the codes are computed, subnormal f16 values
+// included (the tiny magnitudes), so every scale of a quantized matrix is exact in f16; q8_0
+// elements stay within |d| / 2 + 127 * 2^-25 (quant.h), plus the rounding of x / d.
+TEST(Quantize, ScalesAreF16Values) {
   std::mt19937 rng(14);
   for (float magnitude : {3.0f, 0.02f, 1e-3f, 1e-6f, 0.0f}) {
     std::uniform_real_distribution<float> dist(-magnitude, magnitude);
@@ -165,11 +166,14 @@ TEST(Quantize, ScalesAreF16ValuesInF16sNormalRange) {
         if (std::fabs(x[c]) > std::fabs(m)) m = x[c];
       }
       for (const auto& [got, exact] : {std::pair{d8[g], amax / 127.0f}, {d4[g], m / -8.0f}}) {
-        const bool normal = std::fabs(exact) >= 0x1p-14f && std::fabs(exact) <= 65504.0f;
-        EXPECT_EQ(got, normal ? F16ToF32(F32ToF16(exact)) : exact) << magnitude << " g=" << g;
-        if (normal && magnitude == 3.0f) {
+        EXPECT_EQ(got, F16ToF32(F32ToF16(exact))) << magnitude << " g=" << g;
+        if (magnitude == 3.0f) {
           EXPECT_NE(got, exact);  // the rounding did happen
         }
+      }
+      for (int c = g * 32; c < g * 32 + 32; ++c) {
+        const double d = d8[g], err = std::fabs(static_cast<double>(q8[c]) * d - x[c]);
+        EXPECT_LE(err, d * (0.5 + 127 * 0x1p-23) + 127 * 0x1p-25) << magnitude << " c=" << c;
       }
     }
   }

@@ -152,8 +152,8 @@ void ExpectBitwise(const std::vector<float>& a, const std::vector<float>& b,
   ASSERT_EQ(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)), 0) << what;
 }
 
-// The int8 path (GEMV below 8 tokens, packed prefill tiles from 8), whole and partial tiles, every
-// ISA: tiled and row-major weights give the same bits.
+// The int8 path (the GEMV, the packed prefill tiles, and both for one call: PrefillTokens), whole
+// and partial tiles, every ISA: tiled and row-major weights give the same bits.
 TEST(RowTiles, Int8ProductsEqualTheRowMajorWeight) {
   std::mt19937 rng(2);
   for (DType dtype : kDTypes) {
@@ -163,7 +163,7 @@ TEST(RowTiles, Int8ProductsEqualTheRowMajorWeight) {
         // From 16 tokens on a tiled weight's tokens go to the prefill tiles in whole tiles, and a
         // rest of fewer than 12 to the GEMV (17, 40: split; 28: padded; 9: GEMV only); q4_0
         // tiles are read in place up to 4 token tiles, unpacked beyond (80).
-        for (int64_t T : {1, 2, 3, 4, 5, 7, 8, 9, 16, 17, 28, 40, 80}) {
+        for (int64_t T : {1, 2, 3, 4, 5, 7, 8, 9, 13, 16, 17, 28, 40, 80}) {
           const std::vector<float> x = RandomFloats(rng, T * cols);
           for (Isa isa : RunnableIsas()) {
             KernelContext ctx{nullptr, isa};
@@ -190,6 +190,27 @@ TEST(RowTiles, Int8ProductsEqualTheRowMajorWeight) {
               }
             }
           }
+        }
+      }
+    }
+  }
+}
+
+// The widest rows a prefill panel holds (576 groups = 18432 columns, DeepSeek-V3's widest) and
+// one group more (the GEMV at every T).
+TEST(RowTiles, WidestPanelAndBeyondEqualTheRowMajorWeight) {
+  std::mt19937 rng(5);
+  for (DType dtype : kDTypes) {
+    for (int64_t cols : {18432, 18464}) {
+      const Pair p = MakePair(rng, dtype, 16, cols);
+      for (int64_t T : {17, 40}) {
+        const std::vector<float> x = RandomFloats(rng, T * cols);
+        for (Isa isa : RunnableIsas()) {
+          const KernelContext ctx{nullptr, isa, false, true};
+          std::vector<float> want(static_cast<size_t>(T * 16)), got(want.size(), NAN);
+          MatMul(ctx, x.data(), T, p.rows, want.data());
+          MatMul(ctx, x.data(), T, p.tiles, got.data());
+          ExpectBitwise(got, want, std::string(IsaName(isa)) + " " + Name(dtype, 16, cols, T));
         }
       }
     }
@@ -226,7 +247,6 @@ TEST(RowTiles, Int8RowRangeIsThoseRowsOfTheWeight) {
   }
 }
 
-// Split over two threads, alone and in a batch with a row-major job.
 // Split over two threads, alone and in a batch with a row-major job (the two quantize x in
 // different layouts: the runner must not reuse one for the other), and with the tokens picked
 // by x_rows (the MoE layer's experts), the GEMV's share of them after the tiles'.

@@ -55,6 +55,10 @@ std::vector<float> Logits(const std::string& dir, const std::vector<int32_t>& to
     }
     EXPECT_EQ(layer.attn.kv_b_proj.row_tiles, 0);
     EXPECT_EQ((*model)->weights().embed_tokens.row_tiles, 0);
+    // dsv3 quantize's scales are f16 values, so the tiles hold them as f16.
+    EXPECT_TRUE(layer.attn.q_a_proj.f16_tile_scales);
+    EXPECT_TRUE(w.layers[1].moe.experts[0].gate_proj.f16_tile_scales);
+    EXPECT_TRUE(w.lm_head.f16_tile_scales);
   }
   const int64_t T = static_cast<int64_t>(tokens.size()), V = (*model)->config().vocab_size;
   InferenceState state(**model, T);

@@ -92,7 +92,8 @@ void AbsorbedHeads(const ModelConfig& c, const RopeParams& rope, const Attention
   const ops::LatentCacheView view{cache.latent.data(), cache.rope_key.data(), num_keys, r, dr};
   ops::MlaAttention(isa, query, view, o_lat);  // o_lat: [heads, r]
   // With int8 activations (a q8_0 / q4_0 kv_b_proj), o_lat is quantized per 32-column block as
-  // the x of every other product is; no bf16 activations (those are for prefill only).
+  // the x of every other product is; no bf16 activations (those are for prefill only). (The
+  // batched absorbed path for T >= 2, AbsorbedBatchedBlock, multiplies the f32 copy instead.)
   ops::KernelContext one{nullptr, isa};
   one.int8_dot = int8_dot;
   for (int64_t h = h_begin; h < h_end; ++h) {

@@ -22,9 +22,10 @@ struct ParamCounts {
 // k: routed experts per token (0 = the config's num_experts_per_tok).
 ParamCounts CountParams(const ModelConfig& config, int64_t k = 0);
 
-// Bytes of a weight matrix as stored, scales included: F32 4, F16/BF16 2 per weight; F8_E4M3 1 per
+// Bytes of a weight matrix as held, scales included: F32 4, F16/BF16 2 per weight; F8_E4M3 1 per
 // weight + 4 per block_rows x block_cols block; q8_0 (I8) 1 and q4_0 (U8) 1/2 per weight (rows
-// padded to whole bytes) + 4 per group_size columns of a row.
+// padded to whole bytes) + 4 per group_size columns of a row (2 for the rows of tiles holding
+// f16 scales, ops/row_tiles.h).
 int64_t WeightViewBytes(const ops::WeightView& w);
 
 // Bytes of a [rows, cols] linear weight in a format (fp8 with 128x128 blocks, q8_0/q4_0 with

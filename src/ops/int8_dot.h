@@ -52,8 +52,9 @@ bool UsesInt8Dot(const KernelContext& ctx, const WeightView& w);
 // splits rows over ctx.pool. Requires UsesInt8Dot(ctx, w) and T > 0.
 void MatMulInt8(const KernelContext& ctx, const float* x, int64_t T, const WeightView& w, float* y);
 
-// One thread's share of products: remembers the last activations it quantized (x, T, cols,
-// dtype), so consecutive jobs on the same x (gate and up projections) quantize it once.
+// One thread's share of products: remembers the last activations it quantized (x, x_rows, T, and
+// the weight's cols, dtype, tiling and kernel, which set the layout), so consecutive jobs on the
+// same x (gate and up projections) quantize it once.
 class Int8RowRunner {
  public:
   explicit Int8RowRunner(Isa isa) : isa_(isa) {}

@@ -30,8 +30,8 @@ struct WeightView {
   // kI8 / kU8: 0 = row-major as above; kRowTile (16) = rows in tiles of 16 for the int8 kernels
   // (ops/row_tiles.h; set only by TileRows).
   int64_t row_tiles = 0;
-  // Tiled weights only: the tiles' scales are held as f16 (TileRows, when every scale is exactly
-  // an f16 value: the same numbers in half the bytes; ops/row_tiles.h).
+  // Tiled weights only: the tiles' scales are held as f16 (TileRows, when every tiled row's scale
+  // is exactly an f16 value: the same numbers in half the bytes; ops/row_tiles.h).
   bool f16_tile_scales = false;
 };
 

@@ -13,7 +13,11 @@
 //       within |d|.
 // Both round d to the nearest f16 value (F16Representable, as ggml stores its scales) before the
 // codes are computed with it, so the int8 kernels can hold the scales in half the bytes
-// (ops/row_tiles.h); the files still store them as F32. The bounds above hold for the rounded d.
+// (ops/row_tiles.h; one scale off the f16 grid would keep a whole matrix's tiles in f32); the
+// files still store them as F32. The bounds above hold for the rounded d while |d| >= 2^-14
+// (f16's normal range: d moves by at most 2^-11 of itself); below, the rounding is absolute (at
+// most 2^-25), so elements are within |d| / 2 + 127 * 2^-25 (q8_0) or 8 * 2^-25 more (q4_0):
+// groups whose largest weight is under 0.008 (q8_0) or 0.0005 (q4_0).
 // An all-zero group gets d = 0 and codes of zero.
 #pragma once
 
@@ -37,8 +41,7 @@ inline int64_t Q4RowBytes(int64_t cols) {
 void QuantizeFp8Blocks(const float* values, int64_t rows, int64_t cols, int64_t block_rows,
                        int64_t block_cols, uint8_t* q, float* scale);
 
-// d rounded to the nearest f16 value when |d| is in f16's normal range (6.1e-5 .. 65504);
-// otherwise d itself (zero, NaN, or a magnitude f16 would hold with less precision or not at all).
+// d rounded to the nearest f16 value (subnormals included) when |d| <= 65504; otherwise d itself.
 float F16Representable(float d);
 
 // x: [cols] -> q: [cols] int8, scale: [QuantGroups(cols, group_size)]

@@ -71,7 +71,7 @@ void TileRows(WeightView* w, void* data, float* scale) {
   for (int64_t i = 0; i < tiles * tile_scales && f16; ++i) f16 = ExactF16(scale[i], &bits);
   std::vector<uint8_t> rows(static_cast<size_t>(kRowTile * row_bytes));
   std::vector<float> scales(static_cast<size_t>(tile_scales));
-  uint16_t* halves = reinterpret_cast<uint16_t*>(scale);
+  uint8_t* halves = reinterpret_cast<uint8_t*>(scale);  // the f16 scales' bytes
   for (int64_t t = 0; t < tiles; ++t) {
     uint8_t* tile = static_cast<uint8_t*>(data) + t * kRowTile * row_bytes;
     float* tile_scale = scale + t * tile_scales;
@@ -85,7 +85,7 @@ void TileRows(WeightView* w, void* data, float* scale) {
         // order never overwrites a scale not yet read.
         const float v = scales[static_cast<size_t>(i * groups + g)];
         if (f16 && ExactF16(v, &bits))
-          halves[t * tile_scales + g * kRowTile + i] = bits;
+          std::memcpy(halves + 2 * (t * tile_scales + g * kRowTile + i), &bits, 2);
         else
           tile_scale[g * kRowTile + i] = v;
       }

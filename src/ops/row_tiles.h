@@ -4,8 +4,8 @@
 // took row-major (16 * row_bytes from byte 16 t * row_bytes) and holds them dword-major: dword j
 // of the 16 rows together, 64 bytes with row 16 t + i at byte 4 i, for j = 0 .. row_bytes / 4 - 1.
 // Its group scales take the rows' 16 * groups floats and hold them group-major ([group][16 rows]).
-// Rows past the last whole tile stay row-major, where they were. When every scale of the weight
-// is exactly an f16 value (dsv3 quantize writes them so), the tiles' scales are held as f16
+// Rows past the last whole tile stay row-major, where they were. When every scale of the tiled
+// rows is exactly an f16 value (dsv3 quantize writes them so), the tiles' scales are held as f16
 // instead (f16_tile_scales): tile t's [group][16] halves at halves + t * 16 * groups from the
 // start of the scale buffer, the same numbers in half the bytes (a q4_0 decode reads 18 bytes a
 // block instead of 20).
@@ -35,7 +35,8 @@ inline constexpr int64_t kRowTile = 16;
 bool CanTileRows(const WeightView& w);
 
 // Reorders w's bytes and scales in place (data and scale must be w.data and w.scale, writable)
-// and sets w->row_tiles (and w->f16_tile_scales when every scale is exact in f16). Requires
+// and sets w->row_tiles (and w->f16_tile_scales when every tiled row's scale is exact in f16).
+// Requires
 // CanTileRows(*w).
 void TileRows(WeightView* w, void* data, float* scale);
 

@@ -20,8 +20,9 @@
 //    tokens' block dots at once.
 //    Tiled rows are read in place (q4_0 unpacked first when many token tiles reuse them); other
 //    rows are first unpacked into a panel of 8 rows (L1/L2) reused by every token tile; micro-tiles
-//    of 4 rows x 32 tokens (8 rows x 16 for a lone tile) keep 8 independent accumulator chains: per
-//    block 8 vpdpbusd per chain and 3 other vector ops (cvt, scale, fma).
+//    of 4 rows x 32 tokens (8 rows x 16 for a lone tile) keep 16 independent accumulator chains
+//    (even and odd steps apart): per block 4 vpdpbusd per chain, then per pair an add and 3
+//    other vector ops (cvt, scale, fma).
 #include <algorithm>
 #include <cstring>
 

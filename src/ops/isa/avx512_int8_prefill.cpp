@@ -26,8 +26,9 @@ constexpr int kPanelRows = 8;
 constexpr int64_t kNibblesMaxTiles = 4;
 
 // Prefill layout: tiles of 16 tokens, tile k at buf + k * groups * kTileBlockBytes, block b of it
-// at + b * kTileBlockBytes. Tokens past T are zero (codes, d and bias), so they compute zeros
-// (times d = 0). q8_0 codes are stored unsigned (+ 128) with bias 0; q4_0 signed, with bias.
+// at + b * kTileBlockBytes. Tokens past T are zero (codes, d and bias): their lanes compute
+// something times d = 0 (a q8_0 code byte 0 is -128 unsigned), and are never stored. q8_0 codes
+// are stored unsigned (+ 128) with bias 0; q4_0 signed, with bias.
 template <DType D>
 void QuantizeTileLayout(const float* x, const int32_t* rows, int64_t T, int64_t cols,
                         uint8_t* buf) {
