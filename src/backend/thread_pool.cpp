@@ -8,6 +8,7 @@ ThreadPool::ThreadPool(int num_threads) {
   if (num_threads <= 0)
     num_threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   num_threads_ = num_threads;
+  shares_ = std::make_unique<Share[]>(static_cast<size_t>(num_threads));
   workers_.reserve(num_threads - 1);
   for (int i = 1; i < num_threads; ++i) workers_.emplace_back([this, i] { WorkerLoop(i); });
 }
@@ -107,6 +108,86 @@ void ThreadPool::ParallelFor(int64_t n, const std::function<void(int64_t, int64_
     const int64_t begin = std::min(s->n, (s->units * t / s->chunks) * s->grain);
     const int64_t end = std::min(s->n, (s->units * (t + 1) / s->chunks) * s->grain);
     if (begin < end) (*s->fn)(begin, end);
+  });
+}
+
+namespace {
+
+constexpr uint64_t Pack(int64_t begin, int64_t end) {
+  return static_cast<uint64_t>(begin) << 32 | static_cast<uint64_t>(end);
+}
+constexpr int64_t Begin(uint64_t range) {
+  return static_cast<int64_t>(range >> 32);
+}
+constexpr int64_t End(uint64_t range) {
+  return static_cast<int64_t>(range & 0xffffffffu);
+}
+
+}  // namespace
+
+bool UnitQueue::Next(int64_t* begin, int64_t* end) {
+  std::atomic<uint64_t>& mine = pool_->shares_[thread_].range;
+  for (;;) {
+    uint64_t r = mine.load();
+    while (Begin(r) < End(r)) {
+      const int64_t take = std::max<int64_t>(1, (End(r) - Begin(r)) / 4);
+      if (mine.compare_exchange_weak(r, Pack(Begin(r) + take, End(r)))) {
+        *begin = Begin(r);
+        *end = Begin(r) + take;
+        return true;
+      }
+    }
+    // Out of units: take the back half of the largest share left ([mid, e); the owner keeps
+    // [b, mid), empty when one unit is left).
+    int victim = -1;
+    int64_t most = 0;
+    for (int v = 0; v < pool_->num_threads_; ++v) {
+      const uint64_t vr = pool_->shares_[v].range.load();
+      if (v != thread_ && End(vr) - Begin(vr) > most) {
+        most = End(vr) - Begin(vr);
+        victim = v;
+      }
+    }
+    if (victim < 0) return false;
+    std::atomic<uint64_t>& theirs = pool_->shares_[victim].range;
+    uint64_t vr = theirs.load();
+    const int64_t b = Begin(vr), e = End(vr);
+    if (b >= e) continue;
+    const int64_t mid = b + (e - b) / 2;
+    // Only this thread writes its own empty share, so the store cannot lose a unit.
+    if (theirs.compare_exchange_strong(vr, Pack(b, mid))) mine.store(Pack(mid, e));
+  }
+}
+
+void ThreadPool::ParallelForStealing(int64_t units, const std::function<int64_t(int)>* first_unit,
+                                     const std::function<void(int, UnitQueue&)>& fn) {
+  if (units <= 0) return;
+  const int threads = num_threads_;
+  const auto start = [&](int t) {
+    if (t == 0) return int64_t{0};
+    if (t == threads) return units;
+    const int64_t u = first_unit != nullptr ? (*first_unit)(t) : units * t / threads;
+    return std::clamp<int64_t>(u, 0, units);
+  };
+  int64_t begin = 0;
+  for (int t = 0; t < threads; ++t) {
+    const int64_t end = std::max(begin, start(t + 1));
+    shares_[t].range.store(Pack(begin, end));
+    begin = end;
+  }
+  if (threads <= 1) {
+    UnitQueue queue(this, 0);
+    fn(0, queue);
+    return;
+  }
+  // One captured pointer keeps the lambda in std::function's small buffer (no allocation).
+  struct State {
+    ThreadPool* pool;
+    const std::function<void(int, UnitQueue&)>* fn;
+  } const state{this, &fn};
+  RunOnAll([s = &state](int t) {
+    UnitQueue queue(s->pool, t);
+    (*s->fn)(t, queue);
   });
 }
 

@@ -1,5 +1,6 @@
 // A persistent pool of worker threads (DESIGN.md §2 backend/). Threads are created once; each
-// ParallelFor wakes them, splits [0, n) into contiguous chunks and returns when all are done.
+// ParallelFor wakes them, splits [0, n) into contiguous chunks and returns when all are done
+// (ParallelForStealing: contiguous shares that idle threads take over from busy ones).
 // Waiting threads spin briefly before they sleep: a decode step or a training step runs hundreds
 // of short parallel regions back to back, and a futex sleep/wake per region costs more than the
 // region's own work at small sizes.
@@ -9,11 +10,31 @@
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
 
 namespace dsv3 {
+
+class ThreadPool;
+
+// One thread's view of a ParallelForStealing region: the units it is to run, one at a time.
+class UnitQueue {
+ public:
+  // The next units [*begin, *end) for this thread: from the front of its own share, a quarter of
+  // what is left of it (at least one unit: fewer claims, each a locked instruction that waits for
+  // the thread's outstanding memory operations, while most of the share stays open to others);
+  // when the share is empty, the back half of the largest share left, taken over as its own.
+  // False when no unit is left anywhere.
+  bool Next(int64_t* begin, int64_t* end);
+
+ private:
+  friend class ThreadPool;
+  UnitQueue(ThreadPool* pool, int thread) : pool_(pool), thread_(thread) {}
+  ThreadPool* pool_;
+  int thread_;
+};
 
 class ThreadPool {
  public:
@@ -31,6 +52,17 @@ class ThreadPool {
   // Not reentrant: fn must not call ParallelFor on the same pool.
   void ParallelFor(int64_t n, const std::function<void(int64_t begin, int64_t end)>& fn,
                    int64_t grain = 1);
+
+  // Runs units [0, units) over the threads, balanced at run time: calls fn(thread, queue) once on
+  // every thread, and fn takes units with queue.Next() until it returns false. Each thread starts
+  // with a contiguous share (from first_unit(t), or units * t / num_threads without it, to the
+  // next thread's start) and takes it front to back, a quarter of the rest at a time; a thread that
+  // runs out takes the back half of the largest share left. So with no imbalance a thread's units
+  // are its share in order (one contiguous stream of memory, as with ParallelFor), and a thread the
+  // host slows down (or that was handed slower work) is relieved instead of waited for. Every unit
+  // runs exactly once; which thread runs it depends on timing. Not reentrant, as ParallelFor.
+  void ParallelForStealing(int64_t units, const std::function<int64_t(int thread)>* first_unit,
+                           const std::function<void(int thread, UnitQueue& queue)>& fn);
 
   // Calls fn(thread_index) once on every thread (thread_index in [0, num_threads)).
   void RunOnAll(const std::function<void(int thread_index)>& fn);
@@ -53,6 +85,13 @@ class ThreadPool {
   std::atomic<int> sleeping_workers_{0};
   std::atomic<bool> caller_sleeping_{false};
   std::atomic<bool> stop_{false};
+  // ParallelForStealing's shares: [begin, end) in units, packed as begin << 32 | end, one cache
+  // line each (made once, with the workers).
+  friend class UnitQueue;
+  struct alignas(64) Share {
+    std::atomic<uint64_t> range{0};
+  };
+  std::unique_ptr<Share[]> shares_;
 };
 
 }  // namespace dsv3

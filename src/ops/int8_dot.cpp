@@ -173,6 +173,8 @@ void MatMulInt8(const KernelContext& ctx, const float* x, int64_t T, const Weigh
       k.rows(buffer, nt, w, 0, w.rows, y_chunk);
       continue;
     }
+    // Chunks of kRowGrain rows, balanced at run time (ParallelForStealing): each row's sum is the
+    // same whichever thread computes it.
     struct Args {
       RowsInt8Fn rows;
       const uint8_t* buffer;
@@ -180,12 +182,14 @@ void MatMulInt8(const KernelContext& ctx, const float* x, int64_t T, const Weigh
       const WeightView* w;
       float* y;
     } const args{k.rows, buffer, nt, &w, y_chunk};
-    ctx.pool->ParallelFor(
-        w.rows,
-        [&args](int64_t begin, int64_t end) {
-          args.rows(args.buffer, args.T, *args.w, begin, end, args.y);
-        },
-        kRowGrain);
+    ctx.pool->ParallelForStealing((w.rows + kRowGrain - 1) / kRowGrain, nullptr,
+                                  [&args](int, UnitQueue& queue) {
+                                    int64_t begin = 0, end = 0;
+                                    while (queue.Next(&begin, &end)) {
+                                      args.rows(args.buffer, args.T, *args.w, begin * kRowGrain,
+                                                std::min(args.w->rows, end * kRowGrain), args.y);
+                                    }
+                                  });
   }
 }
 

@@ -1,5 +1,6 @@
 // MatMulBatch: many small products in one parallel region (see matmul.h).
 #include <algorithm>
+#include <functional>
 #include <vector>
 
 #include "ops/int8_dot.h"
@@ -26,11 +27,67 @@ void RunRowRange(const KernelContext& ctx, const MatMulJob& job, int64_t lo, int
               x.begin() + t * cols);
   MatMulRowRange(ctx, x.data(), job.T, *job.w, lo, hi, job.y);
 }
+int64_t Chunks(const MatMulJob& job) {
+  return (job.w->rows + kChunkRows - 1) / kChunkRows;
+}
+
+// Every job on the int8 path: the jobs' row chunks, in job order, are the units of one
+// ParallelForStealing region. Thread t's share starts at the first chunk at or past t / threads
+// of the total work (as the static split below cuts), and a thread that finishes early takes the
+// back half of what another has left. Each chunk is one Int8RowRunner::Run on the thread that
+// takes it (its x quantized once per thread and x), so the results are the same bits.
+void MatMulBatchInt8(const KernelContext& ctx, const MatMulJob* jobs, int64_t num_jobs) {
+  struct Batch {
+    const KernelContext* ctx;
+    const MatMulJob* jobs;
+    int64_t num_jobs, units, total_work;
+    int threads;
+  } batch{&ctx, jobs, num_jobs, 0, 0, ctx.pool->num_threads()};
+  for (int64_t j = 0; j < num_jobs; ++j) {
+    batch.units += Chunks(jobs[j]);
+    batch.total_work += Chunks(jobs[j]) * ChunkWork(jobs[j]);
+  }
+  // One captured pointer each keeps the lambdas in std::function's small buffer (no allocation).
+  const std::function<int64_t(int)> first_unit = [b = &batch](int t) {
+    const int64_t target = b->total_work * t / b->threads;
+    int64_t unit = 0, work = 0;
+    for (int64_t j = 0; j < b->num_jobs; ++j) {
+      const int64_t chunks = Chunks(b->jobs[j]), chunk_work = ChunkWork(b->jobs[j]);
+      if (work + chunks * chunk_work <= target) {
+        unit += chunks;
+        work += chunks * chunk_work;
+        continue;
+      }
+      return unit + (target - work + chunk_work - 1) / chunk_work;
+    }
+    return unit;
+  };
+  ctx.pool->ParallelForStealing(batch.units, &first_unit, [b = &batch](int, UnitQueue& queue) {
+    Int8RowRunner runner(b->ctx->isa);
+    int64_t begin = 0, end = 0, j = 0, job_first = 0;  // job j's chunks: units job_first + ..
+    while (queue.Next(&begin, &end)) {
+      if (begin < job_first) j = job_first = 0;  // a stolen range behind this one
+      // One Run per job the units [begin, end) cover.
+      for (int64_t u = begin; u < end;) {
+        while (u >= job_first + Chunks(b->jobs[j])) job_first += Chunks(b->jobs[j++]);
+        const MatMulJob& job = b->jobs[j];
+        const int64_t last = std::min(end, job_first + Chunks(job));
+        runner.Run(job.x, job.T, *job.w, (u - job_first) * kChunkRows,
+                   std::min(job.w->rows, (last - job_first) * kChunkRows), job.y, job.x_rows);
+        u = last;
+      }
+    }
+  });
+}
+
 }  // namespace
 
 void MatMulBatch(const KernelContext& ctx, const MatMulJob* jobs, int64_t num_jobs) {
-  bool any_int8 = false;
-  for (int64_t j = 0; j < num_jobs; ++j) any_int8 = any_int8 || UsesInt8Dot(ctx, *jobs[j].w);
+  bool any_int8 = false, all_int8 = true;
+  for (int64_t j = 0; j < num_jobs; ++j) {
+    any_int8 = any_int8 || UsesInt8Dot(ctx, *jobs[j].w);
+    all_int8 = all_int8 && UsesInt8Dot(ctx, *jobs[j].w);
+  }
   if (ctx.pool == nullptr || ctx.pool->num_threads() <= 1) {
     if (!any_int8) {
       for (int64_t j = 0; j < num_jobs; ++j) RunRowRange(ctx, jobs[j], 0, jobs[j].w->rows);
@@ -46,6 +103,7 @@ void MatMulBatch(const KernelContext& ctx, const MatMulJob* jobs, int64_t num_jo
     }
     return;
   }
+  if (all_int8) return MatMulBatchInt8(ctx, jobs, num_jobs);
   // Work = T * rows * cols multiply-adds; each thread takes a contiguous share of the total,
   // cut at chunk boundaries. Every output is computed by exactly one kernel call whose
   // arithmetic does not depend on the cut, so results equal MatMul's bit for bit.
