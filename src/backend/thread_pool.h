@@ -60,7 +60,8 @@ class ThreadPool {
   // runs out takes the back half of the largest share left. So with no imbalance a thread's units
   // are its share in order (one contiguous stream of memory, as with ParallelFor), and a thread the
   // host slows down (or that was handed slower work) is relieved instead of waited for. Every unit
-  // runs exactly once; which thread runs it depends on timing. Not reentrant, as ParallelFor.
+  // runs exactly once; which thread runs it depends on timing. Requires units < 2^32 (a share
+  // packs two unit indices in one atomic word). Not reentrant, as ParallelFor.
   void ParallelForStealing(int64_t units, const std::function<int64_t(int thread)>* first_unit,
                            const std::function<void(int thread, UnitQueue& queue)>& fn);
 
