@@ -31,8 +31,8 @@ int64_t Chunks(const MatMulJob& job) {
   return (job.w->rows + kChunkRows - 1) / kChunkRows;
 }
 
-// Every job on the int8 path: the jobs' row chunks, in job order, are the units of one
-// ParallelForStealing region. Thread t's share starts at the first chunk at or past t / threads
+// Every job on the int8 path, x in one piece: the jobs' row chunks, in job order, are the units of
+// one ParallelForStealing region. Thread t's share starts at the first chunk at or past t / threads
 // of the total work (as the static split below cuts), and a thread that finishes early takes the
 // back half of what another has left. Each chunk is one Int8RowRunner::Run on the thread that
 // takes it (its x quantized once per thread and x), so the results are the same bits.
@@ -83,10 +83,14 @@ void MatMulBatchInt8(const KernelContext& ctx, const MatMulJob* jobs, int64_t nu
 }  // namespace
 
 void MatMulBatch(const KernelContext& ctx, const MatMulJob* jobs, int64_t num_jobs) {
+  // all_int8: every job on the int8 path with its x quantized in one piece (T within one chunk),
+  // so the runner's cache keeps it across the many calls of a balanced region; a job of more
+  // tokens (a prefill's shared expert) would quantize all of them again on every call.
   bool any_int8 = false, all_int8 = true;
   for (int64_t j = 0; j < num_jobs; ++j) {
-    any_int8 = any_int8 || UsesInt8Dot(ctx, *jobs[j].w);
-    all_int8 = all_int8 && UsesInt8Dot(ctx, *jobs[j].w);
+    const bool int8 = UsesInt8Dot(ctx, *jobs[j].w);
+    any_int8 = any_int8 || int8;
+    all_int8 = all_int8 && int8 && jobs[j].T <= Int8ChunkTokens(jobs[j].w->cols);
   }
   if (ctx.pool == nullptr || ctx.pool->num_threads() <= 1) {
     if (!any_int8) {
