@@ -372,25 +372,38 @@ TEST(MatMulInt8, BatchMatchesMatMul) {
   f32.rows = 64;
   f32.cols = 130;
   f32.data = f32_bytes_storage.data();
+  // A BF16 job of 200 rows (4 chunks of 64: cut into several calls by the balanced split).
+  std::vector<uint16_t> bf16_storage(200 * 130);
+  for (uint16_t& h : bf16_storage) h = static_cast<uint16_t>(0x3c00 + rng() % 0x0400);
+  WeightView bf16 = f32;
+  bf16.dtype = DType::kBF16;
+  bf16.rows = 200;
+  bf16.data = bf16_storage.data();
   for (int64_t T : {1, 5, 24}) {
     const std::vector<float> x = RandomFloats(rng, T * 130);
     const std::vector<float> x2 = RandomFloats(rng, T * 75);
-    const WeightView views[4] = {a.View(), b.View(), c.View(), f32};
-    const float* xs[4] = {x.data(), x.data(), x2.data(), x.data()};
+    const WeightView views[5] = {a.View(), b.View(), c.View(), f32, bf16};
+    const float* xs[5] = {x.data(), x.data(), x2.data(), x.data(), x.data()};
     for (Isa isa : RunnableIsas()) {
       for (int threads : {1, 2, 3}) {
         ThreadPool pool(threads);
         const KernelContext ctx = Int8Context(&pool, isa);
-        std::vector<std::vector<float>> ref(4), out(4);
-        MatMulJob jobs[4];
-        for (int j = 0; j < 4; ++j) {
+        std::vector<std::vector<float>> ref(5), out(5);
+        MatMulJob jobs[5];
+        for (int j = 0; j < 5; ++j) {
           ref[j].assign(static_cast<size_t>(T * views[j].rows), NAN);
           out[j].assign(static_cast<size_t>(T * views[j].rows), NAN);
           MatMul(ctx, xs[j], T, views[j], ref[j].data());
           jobs[j] = {xs[j], T, &views[j], out[j].data()};
         }
-        MatMulBatch(ctx, jobs, 4);
-        for (int j = 0; j < 4; ++j)
+        MatMulBatch(ctx, jobs, 5);
+        for (int j = 0; j < 5; ++j)
+          ASSERT_TRUE(BitwiseEqual(out[j], ref[j]))
+              << IsaName(isa) << " threads=" << threads << " T=" << T << " job " << j;
+        // The same batch without its int8 jobs: the exact / bf16 path alone (balanced at T < 8).
+        for (int j = 3; j < 5; ++j) std::fill(out[j].begin(), out[j].end(), NAN);
+        MatMulBatch(ctx, jobs + 3, 2);
+        for (int j = 3; j < 5; ++j)
           ASSERT_TRUE(BitwiseEqual(out[j], ref[j]))
               << IsaName(isa) << " threads=" << threads << " T=" << T << " job " << j;
       }

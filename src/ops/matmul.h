@@ -83,8 +83,9 @@ void MatMulRowRange(const KernelContext& ctx, const float* x, int64_t T, const W
 
 // Several independent products y_i = x_i W_i^T run in one parallel region: row chunks of all
 // jobs are spread over the pool's threads, so a batch of small matrices (the experts a decoded
-// token routes to) costs one wake-up of the pool instead of one per matrix. When every job is on
-// the int8 path the chunks are balanced at run time (ThreadPool::ParallelForStealing).
+// token routes to) costs one wake-up of the pool instead of one per matrix. When every job can be
+// cut into many calls at no cost (int8 jobs, and decode's few tokens on the other paths) the
+// chunks are balanced at run time (ThreadPool::ParallelForStealing).
 struct MatMulJob {
   const float* x = nullptr;  // [T, w.cols]
   int64_t T = 0;

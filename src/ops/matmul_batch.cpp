@@ -31,12 +31,26 @@ int64_t Chunks(const MatMulJob& job) {
   return (job.w->rows + kChunkRows - 1) / kChunkRows;
 }
 
-// Every job on the int8 path, x in one piece: the jobs' row chunks, in job order, are the units of
-// one ParallelForStealing region. Thread t's share starts at the first chunk at or past t / threads
+// Below this many tokens every kernel of the exact and bf16 paths takes the dot-product form, which
+// packs nothing per call (matmul.cpp).
+constexpr int64_t kDotFormTokens = 8;
+
+// Whether a job may be cut into many calls at no extra cost: on the int8 path with its x quantized
+// in one piece (T within one chunk of the runner's buffer, which then keeps it across calls; a
+// prefill's 512-token shared expert would be quantized again on every call), or a dot-product
+// kernel's few tokens (decode) read in place.
+bool CutsFreely(const KernelContext& ctx, const MatMulJob& job) {
+  if (UsesInt8Dot(ctx, *job.w)) return job.T <= Int8ChunkTokens(job.w->cols);
+  return job.T < kDotFormTokens && job.x_rows == nullptr;
+}
+
+// Every job cuts freely: the jobs' row chunks, in job order, are the units of one
+// ParallelForStealing region. Thread t's share starts at the first chunk at or past t / threads
 // of the total work (as the static split below cuts), and a thread that finishes early takes the
-// back half of what another has left. Each chunk is one Int8RowRunner::Run on the thread that
-// takes it (its x quantized once per thread and x), so the results are the same bits.
-void MatMulBatchInt8(const KernelContext& ctx, const MatMulJob* jobs, int64_t num_jobs) {
+// back half of what another has left. The kernels' sums do not depend on the cut (an int8 job's
+// chunks are Int8RowRunner::Run calls, its x quantized once per thread and x), so the results are
+// the same bits.
+void MatMulBatchBalanced(const KernelContext& ctx, const MatMulJob* jobs, int64_t num_jobs) {
   struct Batch {
     const KernelContext* ctx;
     const MatMulJob* jobs;
@@ -72,8 +86,12 @@ void MatMulBatchInt8(const KernelContext& ctx, const MatMulJob* jobs, int64_t nu
         while (u >= job_first + Chunks(b->jobs[j])) job_first += Chunks(b->jobs[j++]);
         const MatMulJob& job = b->jobs[j];
         const int64_t last = std::min(end, job_first + Chunks(job));
-        runner.Run(job.x, job.T, *job.w, (u - job_first) * kChunkRows,
-                   std::min(job.w->rows, (last - job_first) * kChunkRows), job.y, job.x_rows);
+        const int64_t lo = (u - job_first) * kChunkRows;
+        const int64_t hi = std::min(job.w->rows, (last - job_first) * kChunkRows);
+        if (UsesInt8Dot(*b->ctx, *job.w))
+          runner.Run(job.x, job.T, *job.w, lo, hi, job.y, job.x_rows);
+        else
+          RunRowRange(*b->ctx, job, lo, hi);
         u = last;
       }
     }
@@ -83,14 +101,10 @@ void MatMulBatchInt8(const KernelContext& ctx, const MatMulJob* jobs, int64_t nu
 }  // namespace
 
 void MatMulBatch(const KernelContext& ctx, const MatMulJob* jobs, int64_t num_jobs) {
-  // all_int8: every job on the int8 path with its x quantized in one piece (T within one chunk),
-  // so the runner's cache keeps it across the many calls of a balanced region; a job of more
-  // tokens (a prefill's shared expert) would quantize all of them again on every call.
-  bool any_int8 = false, all_int8 = true;
+  bool any_int8 = false, balanced = true;
   for (int64_t j = 0; j < num_jobs; ++j) {
-    const bool int8 = UsesInt8Dot(ctx, *jobs[j].w);
-    any_int8 = any_int8 || int8;
-    all_int8 = all_int8 && int8 && jobs[j].T <= Int8ChunkTokens(jobs[j].w->cols);
+    any_int8 = any_int8 || UsesInt8Dot(ctx, *jobs[j].w);
+    balanced = balanced && CutsFreely(ctx, jobs[j]);
   }
   if (ctx.pool == nullptr || ctx.pool->num_threads() <= 1) {
     if (!any_int8) {
@@ -107,7 +121,7 @@ void MatMulBatch(const KernelContext& ctx, const MatMulJob* jobs, int64_t num_jo
     }
     return;
   }
-  if (all_int8) return MatMulBatchInt8(ctx, jobs, num_jobs);
+  if (balanced) return MatMulBatchBalanced(ctx, jobs, num_jobs);
   // Work = T * rows * cols multiply-adds; each thread takes a contiguous share of the total,
   // cut at chunk boundaries. Every output is computed by exactly one kernel call whose
   // arithmetic does not depend on the cut, so results equal MatMul's bit for bit.
