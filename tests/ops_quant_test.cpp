@@ -234,12 +234,13 @@ TEST(DequantizeRow, EveryIsaBitwiseEqualsScalarQuant) {
 }
 
 // AccumulateRows equals DequantizeRow + Axpy per row on every ISA, bit for bit, for the integer
-// formats (whole-vector groups and the fallback for a group of 20).
+// formats (whole-vector groups and the fallback for a group of 20; widths whose q4_0 groups take
+// passes of 8, 4 and fewer: 416 = 8 + 4 + 1 groups, 704 = 8 + 8 + 4 + 2).
 TEST(AccumulateRows, QuantFormatsEqualDequantizeRowThenAxpy) {
   std::mt19937 rng(17);
   for (DType dtype : kQuantDTypes) {
     for (int64_t group : {32, 48, 20}) {
-      for (int64_t cols : {1, 31, 33, 130, 300, 544}) {
+      for (int64_t cols : {1, 31, 33, 130, 300, 416, 544, 704}) {
         const int64_t rows = 7, groups = (cols + group - 1) / group;
         const QuantWeight q = MakeQuantWeight(rng, dtype, rows, cols);
         const std::vector<float> scale = RandomFloats(rng, rows * groups);

@@ -269,7 +269,7 @@ TEST(AccumulateRows, EqualsDequantizeRowThenAxpyOnEveryIsa) {
   const int64_t grids[][2] = {{128, 128}, {4, 16}, {3, 32}, {2, 20}};
   for (DType dtype : kMatMulDTypes) {
     for (const auto& grid : grids) {
-      for (int64_t cols : {1, 16, 17, 130, 300}) {
+      for (int64_t cols : {1, 16, 17, 130, 300, 560}) {  // 560: 16 + 16 + 3 vectors
         const TestWeight w = MakeWeight(rng, dtype, 13, cols, grid[0], grid[1]);
         for (const auto& [row0, n] : {std::pair<int64_t, int64_t>{0, 13}, {3, 9}, {5, 0}}) {
           const std::vector<float> a = RandomFloats(rng, n);
