@@ -413,26 +413,28 @@ TEST(MatMul, RowRangeWritesOnlyItsRowsAndMatchesFullRange) {
   }
 }
 
-// The pool splits by output rows, so the thread count must not change a single bit.
+// The pool splits by output rows, so the thread count must not change a single bit. 50 rows:
+// decode's 16-row chunks (a router's few rows split over the threads), 300: 64-row chunks.
 TEST(MatMul, ThreadCountDoesNotChangeResults) {
   std::mt19937 rng(4);
   ThreadPool one(1);
   ThreadPool two(2);
+  ThreadPool three(3);
   for (DType dtype : kMatMulDTypes) {
-    const TestWeight w = MakeWeight(rng, dtype, 300, 1000, 128, 128);
-    for (int64_t T : {1, 3, 17, 40}) {  // 40: the packed (prefill) form
-      const std::vector<float> x = RandomFloats(rng, T * w.cols);
-      for (Isa isa : RunnableIsas()) {
-        std::vector<float> y1(static_cast<size_t>(T * w.rows));
-        std::vector<float> y2(y1.size());
-        std::vector<float> y0(y1.size());
-        MatMul(KernelContext{&one, isa}, x.data(), T, w.View(), y1.data());
-        MatMul(KernelContext{&two, isa}, x.data(), T, w.View(), y2.data());
-        MatMul(KernelContext{nullptr, isa}, x.data(), T, w.View(), y0.data());
-        EXPECT_TRUE(BitwiseEqual(y1, y2))
-            << IsaName(isa) << " " << CaseName(dtype, w.rows, w.cols, T);
-        EXPECT_TRUE(BitwiseEqual(y0, y2))
-            << IsaName(isa) << " " << CaseName(dtype, w.rows, w.cols, T);
+    for (const auto& [rows, cols] : {std::pair<int64_t, int64_t>{300, 1000}, {50, 2000}}) {
+      const TestWeight w = MakeWeight(rng, dtype, rows, cols, 128, 128);
+      for (int64_t T : {1, 3, 17, 40}) {  // 40: the packed (prefill) form
+        const std::vector<float> x = RandomFloats(rng, T * w.cols);
+        for (Isa isa : RunnableIsas()) {
+          std::vector<float> y0(static_cast<size_t>(T * w.rows));
+          MatMul(KernelContext{nullptr, isa}, x.data(), T, w.View(), y0.data());
+          for (ThreadPool* pool : {&one, &two, &three}) {
+            std::vector<float> y(y0.size());
+            MatMul(KernelContext{pool, isa}, x.data(), T, w.View(), y.data());
+            EXPECT_TRUE(BitwiseEqual(y0, y)) << IsaName(isa) << " " << pool->num_threads()
+                                             << " threads " << CaseName(dtype, rows, cols, T);
+          }
+        }
       }
     }
   }

@@ -150,6 +150,10 @@ constexpr int64_t kMinParallelMacs = int64_t{1} << 16;
 // y per token, so two threads never write the same cache line of y (for 64-byte aligned y and
 // rows a multiple of 16, which all real shapes are).
 constexpr int64_t kRowGrain = 64;
+// Below this many tokens every kernel takes the dot-product form (tiles of at most 4 rows; the
+// fewest tokens any packed kernel starts at is avx512_matmul.cpp's bf16-dot one, 8).
+constexpr int64_t kMinPackedTokens = 8;
+constexpr int64_t kDotRowGrain = 16;
 
 }  // namespace
 
@@ -219,8 +223,12 @@ void MatMul(const KernelContext& ctx, const float* x, int64_t T, const WeightVie
   if (UsesInt8Dot(ctx, w)) return MatMulInt8(ctx, x, T, w, y);
   const MatMulRowsFn kernel = SelectMatMul(ctx, w);
   const int64_t macs = T * w.rows * w.cols;
+  // Decode's dot-product kernels take 4 rows a tile, so their chunks can be 16 rows (16 floats of
+  // y per token, a cache line): a router of 64 experts (64 x 7168 BF16, 0.9 MB) then splits over
+  // the threads instead of running on one while the others wait.
+  const int64_t grain = T < kMinPackedTokens ? kDotRowGrain : kRowGrain;
   if (ctx.pool == nullptr || ctx.pool->num_threads() <= 1 || macs < kMinParallelMacs ||
-      w.rows <= kRowGrain) {
+      w.rows <= grain) {
     kernel(x, T, w, 0, w.rows, y);
     return;
   }
@@ -237,7 +245,7 @@ void MatMul(const KernelContext& ctx, const float* x, int64_t T, const WeightVie
       [&args](int64_t begin, int64_t end) {
         args.kernel(args.x, args.T, *args.w, begin, end, args.y);
       },
-      kRowGrain);
+      grain);
 }
 
 void MatMulRowRange(const KernelContext& ctx, const float* x, int64_t T, const WeightView& w,
