@@ -43,7 +43,7 @@ std::vector<float> Logits(const std::string& dir, const std::vector<int32_t>& to
   auto model = Model::Load(dir, load);
   EXPECT_TRUE(model.ok()) << model.status().message();
   if (!model.ok()) return {};
-  if (load.tile_int8_rows) {  // the product matrices were tiled, kv_b_proj and embeddings not
+  if (load.tile_int8_rows && load.tile_q8_0_rows) {  // product matrices tiled, kv_b_proj not
     const LayerWeights& layer = (*model)->weights().layers[0];
     const ModelWeights& w = (*model)->weights();
     EXPECT_EQ(layer.attn.q_a_proj.row_tiles, ops::kRowTile);
@@ -176,6 +176,17 @@ TEST_F(QuantizeTest, TiledInt8WeightsGiveTheSameLogits) {
     auto model = Model::Load(q, mapped);
     ASSERT_TRUE(model.ok()) << model.status().message();
     EXPECT_EQ((*model)->weights().layers[0].attn.q_a_proj.row_tiles, 0);
+    // Tiling the q4_0 matrices only (as on AVX2): the q8_0 ones, the lm_head of both models
+    // among them, stay row-major; the same logits.
+    LoadOptions q4_only = tiled;
+    q4_only.tile_q8_0_rows = false;
+    auto partial = Model::Load(q, q4_only);
+    ASSERT_TRUE(partial.ok()) << partial.status().message();
+    EXPECT_EQ((*partial)->weights().layers[0].attn.q_a_proj.row_tiles,
+              type == QuantType::kQ4_0 ? ops::kRowTile : 0);
+    EXPECT_EQ((*partial)->weights().lm_head.dtype, DType::kI8);
+    EXPECT_EQ((*partial)->weights().lm_head.row_tiles, 0);
+    EXPECT_EQ(Logits(q, tokens, q4_only, true), int8_rows);
   }
 }
 

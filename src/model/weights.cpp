@@ -275,7 +275,7 @@ void ForEachProductMatrix(LayerWeights& layer, Fn&& fn) {
 
 }  // namespace
 
-int64_t TileInt8Weights(ModelWeights* weights) {
+int64_t TileInt8Weights(ModelWeights* weights, bool q8_0) {
   // Views of one tensor (a tied head) must agree: a tensor an embedding or kv_b_proj's row reads
   // use is never tiled, and a second view of a tiled tensor is marked tiled too.
   std::set<const void*> row_major = {weights->embed_tokens.data};
@@ -293,7 +293,7 @@ int64_t TileInt8Weights(ModelWeights* weights) {
       w->f16_tile_scales = it->second;
       return;
     }
-    if (!ops::CanTileRows(*w)) return;
+    if (!ops::CanTileRows(*w) || (!q8_0 && w->dtype == DType::kI8)) return;
     // Writable by the contract above: the bytes live in the checkpoint's read buffer.
     ops::TileRows(w, const_cast<void*>(w->data), const_cast<float*>(w->scale));
     tiled[w->data] = w->f16_tile_scales;

@@ -80,8 +80,8 @@ Result<ModelWeights> BindWeights(const ModelConfig& config, const io::Checkpoint
 // kv_b_proj, the MLPs and experts, an untied lm_head, the MTP's) into the int8 kernels' 16-row
 // tiles (ops/row_tiles.h), in place; the embeddings and kv_b_proj (read row by row) stay
 // row-major, as does every matrix CanTileRows refuses. The weights' bytes must be writable: a
-// checkpoint read into memory (LoadMode::kRead), never a read-only mapping. Returns the number of
-// matrices tiled.
-int64_t TileInt8Weights(ModelWeights* weights);
+// checkpoint read into memory (LoadMode::kRead), never a read-only mapping. q8_0: whether q8_0
+// matrices are tiled too (q4_0 always are). Returns the number of matrices tiled.
+int64_t TileInt8Weights(ModelWeights* weights, bool q8_0 = true);
 
 }  // namespace dsv3

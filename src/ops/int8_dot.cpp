@@ -22,10 +22,9 @@ struct Int8Kernels {
   RowsInt8Fn rows;
 };
 
-// The kernels for isa and w: tiled weights (ops/row_tiles.h) have native kernels on AVX-512 only;
-// on other ISAs they take the scalar twin.
+// The kernels for isa and w: every ISA's kernels read tiled weights (ops/row_tiles.h): AVX-512 and
+// AVX2 natively, the scalar twin through the layout's accessors.
 Int8Kernels SelectInt8(Isa isa, const WeightView& w) {
-  if (w.row_tiles != 0 && isa != Isa::kAvx512) isa = Isa::kScalar;
   switch (isa) {
     case Isa::kScalar:
       return {scalar::QuantizeActsInt8, scalar::MatMulRowsInt8};

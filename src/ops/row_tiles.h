@@ -16,10 +16,12 @@
 // shuffles, which bounded it by instructions: ~60 G weights/s per core from cache for either
 // format). The bytes themselves are unchanged (codes as stored), only their order.
 //
-// Only the int8 path's AVX-512 kernels read tiles natively; every other reader of a tiled view
-// (other ISAs, the f32 path, DequantizeRow, AccumulateRows) takes the scalar reference, which
-// reads it through the accessors below. Model::Load tiles a model's matrix weights only when the
-// AVX-512 int8 path will run them (LoadOptions::tile_int8_rows).
+// The int8 path's AVX-512 and AVX2 kernels read tiles natively (AVX2: 8 rows a ymm, two per
+// line; its q4_0 prefill unpacks half a tile into its row panel with an 8x8 dword transpose);
+// every other reader of a tiled view (the scalar int8 kernels, the f32 path, DequantizeRow,
+// AccumulateRows) takes the scalar reference, which reads it through the accessors below.
+// Model::Load tiles a model's matrix weights only when the int8 path will run them on AVX-512 or
+// AVX2 (LoadOptions::tile_int8_rows).
 #pragma once
 
 #include <cstdint>

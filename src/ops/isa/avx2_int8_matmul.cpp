@@ -26,6 +26,7 @@
 #include "ops/isa/simd_intrinsics.h"
 #include "ops/isa/transpose8x8.h"
 #include "ops/kernels_internal.h"
+#include "ops/row_tiles.h"
 
 namespace dsv3::ops::avx2 {
 
@@ -315,12 +316,140 @@ void Tile(const RowsActs& a, int64_t t0, const WeightView& w, int64_t r0, int64_
   }
 }
 
+int32_t LoadDword(const uint8_t* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+
+// ---- GEMV on tiled rows (ops/row_tiles.h): 16 rows in the lanes of two ymm ----
+
+// y[t0 + t, r] for t < NT and the rows r in [lo, hi) of tile `tile`. Per stored dword s of a
+// block, one 64-byte line holds it for the 16 rows (rows 0-7 in the low 32 bytes, 8-15 in the
+// high), and per token vpmaddubsw against the token's broadcast dword gives each row's products
+// in its lane, so no horizontal sums. q8_0: |w| times sign(w) * x as in BlockPartials, widened
+// to int32 per step; q4_0: the low nibbles against the token's dword s and the high ones against
+// dword 4 + s (x in nibble order), summed in int16 over the block's 4 steps (8 products of at most
+// 15 * 127 a lane: 30480 < 32767) and widened once. Exact integer dots, then per block the same
+// f32 step as Tile (the scalar twin's bits). kF16: the tile's scales are f16.
+template <DType D, int NT, bool kF16>
+void GemvTile16(const RowsActs& a, int64_t t0, const WeightView& w, int64_t tile, int64_t lo,
+                int64_t hi, float* y) {
+  constexpr int64_t kSteps = D == DType::kI8 ? 8 : 4;  // stored dwords of a row's block
+  const int64_t groups = a.groups;
+  const uint8_t* base = static_cast<const uint8_t*>(w.data) + tile * kRowTile * RowBytes<D>(w.cols);
+  const float* scale = w.scale + tile * kRowTile * groups;            // [groups][16]
+  const uint16_t* scale16 = kF16 ? TileScalesF16(w, tile) : nullptr;  // [groups][16]
+  const uint8_t* xq[NT];
+  for (int t = 0; t < NT; ++t) xq[t] = a.codes + (t0 + t) * groups * kBlock;
+  const __m256i low4 = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
+  __m256 acc[NT][2];
+  for (int t = 0; t < NT; ++t) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < groups; ++b) {
+    const uint8_t* wb = base + b * kSteps * 64;
+    __m256i sum[NT][2];  // q8_0: int32 sums; q4_0: int16 sums
+    for (int t = 0; t < NT; ++t) sum[t][0] = sum[t][1] = _mm256_setzero_si256();
+    for (int64_t s = 0; s < kSteps; ++s) {
+      PrefetchL2At(wb, 8192 + s * 64);  // the same line of the tiles 8 KB on
+      for (int h = 0; h < 2; ++h) {
+        const __m256i v =
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wb + s * 64 + 32 * h));
+        if constexpr (D == DType::kI8) {
+          const __m256i mag = _mm256_abs_epi8(v);
+          for (int t = 0; t < NT; ++t) {
+            const __m256i xb = _mm256_set1_epi32(LoadDword(xq[t] + b * kBlock + 4 * s));
+            sum[t][h] = _mm256_add_epi32(
+                sum[t][h],
+                _mm256_madd_epi16(_mm256_maddubs_epi16(mag, _mm256_sign_epi8(xb, v)), ones));
+          }
+        } else {
+          const __m256i wl = _mm256_and_si256(v, low4);
+          const __m256i wh = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
+          for (int t = 0; t < NT; ++t) {
+            const uint8_t* xd = xq[t] + b * kBlock;
+            const __m256i pl = _mm256_maddubs_epi16(wl, _mm256_set1_epi32(LoadDword(xd + 4 * s)));
+            const __m256i ph =
+                _mm256_maddubs_epi16(wh, _mm256_set1_epi32(LoadDword(xd + 16 + 4 * s)));
+            sum[t][h] = _mm256_add_epi16(sum[t][h], _mm256_add_epi16(pl, ph));
+          }
+        }
+      }
+    }
+    __m256 dw[2];  // d_w of rows 0-7 and 8-15, block b
+    for (int h = 0; h < 2; ++h) {
+      dw[h] = kF16 ? _mm256_cvtph_ps(_mm_loadu_si128(
+                         reinterpret_cast<const __m128i*>(scale16 + b * kRowTile + 8 * h)))
+                   : _mm256_loadu_ps(scale + b * kRowTile + 8 * h);
+    }
+    for (int t = 0; t < NT; ++t) {
+      const int64_t xi = (t0 + t) * groups + b;  // block b of token t0 + t
+      const __m256 dx = _mm256_set1_ps(a.d[xi]);
+      const __m256i bias = _mm256_set1_epi32(a.bias[xi]);
+      for (int h = 0; h < 2; ++h) {
+        const __m256i isum = D == DType::kI8 ? sum[t][h] : _mm256_madd_epi16(sum[t][h], ones);
+        acc[t][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(isum, bias)),
+                                    _mm256_mul_ps(dx, dw[h]), acc[t][h]);
+      }
+    }
+  }
+  const int64_t first = tile * kRowTile;
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  for (int h = 0; h < 2; ++h) {
+    // Lanes of rows in [lo, hi): first + 8 h + lane >= lo and < hi.
+    const __m256i row = _mm256_add_epi32(lane, _mm256_set1_epi32(static_cast<int>(8 * h)));
+    const __m256i mask = _mm256_and_si256(
+        _mm256_cmpgt_epi32(row, _mm256_set1_epi32(static_cast<int>(lo - first) - 1)),
+        _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(hi - first)), row));
+    for (int t = 0; t < NT; ++t)
+      _mm256_maskstore_ps(y + (t0 + t) * w.rows + first + 8 * h, mask, acc[t][h]);
+  }
+}
+
+// Rows [row_begin, row_end) of the tiled rows of w (all below the last whole tile), T tokens
+// in runs of up to kTileTokens.
+template <DType D>
+void TiledRows(const RowsActs& a, int64_t T, const WeightView& w, int64_t row_begin,
+               int64_t row_end, float* y) {
+  for (int64_t r = row_begin; r < row_end;) {
+    const int64_t tile = r / kRowTile, hi = std::min(row_end, (tile + 1) * kRowTile);
+    const auto run = [&](auto nt, int64_t t0) {
+      constexpr int kNt = decltype(nt)::value;
+      if (w.f16_tile_scales)
+        GemvTile16<D, kNt, true>(a, t0, w, tile, r, hi, y);
+      else
+        GemvTile16<D, kNt, false>(a, t0, w, tile, r, hi, y);
+    };
+    int64_t t0 = 0;
+    for (; t0 + kTileTokens <= T; t0 += kTileTokens)
+      run(std::integral_constant<int, kTileTokens>{}, t0);
+    switch (T - t0) {
+      case 1:
+        run(std::integral_constant<int, 1>{}, t0);
+        break;
+      case 2:
+        run(std::integral_constant<int, 2>{}, t0);
+        break;
+      case 3:
+        run(std::integral_constant<int, 3>{}, t0);
+        break;
+      default:
+        break;
+    }
+    r = hi;
+  }
+}
+
 template <DType D>
 void Rows(const uint8_t* buf, int64_t T, const WeightView& w, int64_t row_begin, int64_t row_end,
           float* y) {
   const int64_t groups = QuantGroups(w.cols, kBlock);
   const float* d = reinterpret_cast<const float*>(buf + T * groups * kBlock);
   const RowsActs a{buf, d, reinterpret_cast<const int32_t*>(d + T * groups), groups};
+  if (w.row_tiles != 0) {
+    const int64_t tiled_end = std::min(row_end, w.rows / kRowTile * kRowTile);
+    if (row_begin < tiled_end) TiledRows<D>(a, T, w, row_begin, tiled_end, y);
+    row_begin = std::max(row_begin, tiled_end);  // rows past the last tile: row-major
+  }
   for (int64_t r0 = row_begin; r0 < row_end; r0 += kTileRows) {
     int64_t t0 = 0;
     for (; t0 + kTileTokens <= T; t0 += kTileTokens) Tile<D, kTileTokens>(a, t0, w, r0, row_end, y);
@@ -342,21 +471,13 @@ void Rows(const uint8_t* buf, int64_t T, const WeightView& w, int64_t row_begin,
 
 // ---- q4_0 prefill: 8 tokens in the lanes ----
 
-int32_t LoadDword(const uint8_t* p) {
-  int32_t v;
-  std::memcpy(&v, p, 4);
-  return v;
-}
-
-// panel [groups][8 rows][32]: the rows' blocks as LoadWeightBlock gives them, block-major. The
-// same blocks of the next 8 rows (rows lie back to back) are requested while these are copied.
+// panel [groups][8 rows][32]: the rows' blocks as LoadWeightBlock gives them, block-major, from
+// the rows' stored bytes at src[i]. The same blocks of the next 8 rows (rows lie back to back)
+// are requested while these are copied.
 template <DType D>
-void PackPanel(const WeightView& w, const int64_t* rows, bool prefetch_next, uint8_t* panel) {
+void PackPanel(const WeightView& w, const uint8_t* const* src, bool prefetch_next, uint8_t* panel) {
   const int64_t groups = QuantGroups(w.cols, kBlock);
   const int64_t full_groups = w.cols / kBlock;
-  const uint8_t* src[kPanelRows];
-  for (int i = 0; i < kPanelRows; ++i)
-    src[i] = static_cast<const uint8_t*>(w.data) + rows[i] * RowBytes<D>(w.cols);
   const int64_t ahead = kPanelRows * RowBytes<D>(w.cols);
   for (int64_t b = 0; b < full_groups; ++b) {
     for (int i = 0; i < kPanelRows; ++i) {
@@ -371,6 +492,55 @@ void PackPanel(const WeightView& w, const int64_t* rows, bool prefetch_next, uin
           reinterpret_cast<__m256i*>(panel + (full_groups * kPanelRows + i) * kBlock),
           LoadWeightBlock<D, true>(src[i], full_groups, w.cols - full_groups * kBlock));
     }
+  }
+}
+
+// PackPanel for the 8 rows r0 .. r0 + 7 that are one half of a q4_0 tile (r0 % 8 == 0): per pair
+// of blocks, the 8 lines' halves (dword j of the 8 rows) transposed to the rows' 32 stored bytes,
+// each block's 16 then split into nibbles as LoadWeightBlock does. An odd last block pairs with
+// zeros.
+void PackTiledPanel(const WeightView& w, int64_t r0, uint8_t* panel) {
+  const int64_t groups = QuantGroups(w.cols, kBlock);
+  const uint8_t* half = static_cast<const uint8_t*>(w.data) +
+                        r0 / kRowTile * kRowTile * RowBytes<DType::kU8>(w.cols) + r0 % kRowTile * 4;
+  const __m256i shift = _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4), low4 = _mm256_set1_epi8(0x0f);
+  const auto nibbles = [&](__m128i bytes) {
+    return _mm256_and_si256(_mm256_srlv_epi32(_mm256_broadcastsi128_si256(bytes), shift), low4);
+  };
+  for (int64_t b = 0; b < groups; b += 2) {
+    __m256 v[8];  // v[j]: dword 4 b + j of the 8 rows
+    for (int64_t j = 0; j < 8; ++j) {
+      v[j] = 4 * b + j < 4 * groups
+                 ? _mm256_loadu_ps(reinterpret_cast<const float*>(half + (4 * b + j) * 64))
+                 : _mm256_setzero_ps();
+    }
+    Transpose8x8(v);  // v[i]: row r0 + i's bytes of blocks b and b + 1
+    for (int i = 0; i < kPanelRows; ++i) {
+      const __m256i row = _mm256_castps_si256(v[i]);
+      _mm256_store_si256(reinterpret_cast<__m256i*>(panel + (b * kPanelRows + i) * kBlock),
+                         nibbles(_mm256_castsi256_si128(row)));
+      if (b + 1 < groups) {
+        _mm256_store_si256(reinterpret_cast<__m256i*>(panel + ((b + 1) * kPanelRows + i) * kBlock),
+                           nibbles(_mm256_extracti128_si256(row, 1)));
+      }
+    }
+  }
+}
+
+// The scales of rows r0 .. r0 + 7, half of a tile (r0 % 8 == 0), as [row][group] f32: the tile
+// holds them [group][16], as f32 or f16 (GroupScale's values, without its per-value lookups).
+void GatherTiledScales(const WeightView& w, int64_t r0, float (*scales)[kMaxPanelGroups]) {
+  const int64_t groups = QuantGroups(w.cols, kBlock), tile = r0 / kRowTile;
+  const int64_t first = r0 % kRowTile;
+  alignas(32) float eight[kPanelRows];
+  for (int64_t g = 0; g < groups; ++g) {
+    if (w.f16_tile_scales) {
+      _mm256_store_ps(eight, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(
+                                 TileScalesF16(w, tile) + g * kRowTile + first))));
+    } else {
+      std::memcpy(eight, w.scale + tile * kRowTile * groups + g * kRowTile + first, sizeof(eight));
+    }
+    for (int i = 0; i < kPanelRows; ++i) scales[i][g] = eight[i];
   }
 }
 
@@ -451,14 +621,37 @@ void PrefillRows(const uint8_t* buf, int64_t T, const WeightView& w, int64_t row
   const int64_t tile_bytes = groups * kTileBlockBytes;
   const int64_t tiles = (T + kLaneTokens - 1) / kLaneTokens;
   alignas(32) uint8_t panel[kMaxPanelGroups * kPanelRows * kBlock];
+  // Tiled rows: the panel's scales gathered row-major, and (for a panel that is not half a tile)
+  // its rows' stored bytes copied out.
+  alignas(32) float tiled_scales[kPanelRows][kMaxPanelGroups];
+  alignas(32) uint8_t tiled_bytes[kPanelRows][kMaxPanelGroups * kBlock / 2];
+  const int64_t tiled_end = w.row_tiles != 0 ? w.rows / kRowTile * kRowTile : 0;
   for (int64_t r0 = row_begin; r0 < row_end; r0 += kPanelRows) {
     int64_t rows[kPanelRows];
     const float* dw[kPanelRows];
+    const uint8_t* src[kPanelRows];
     for (int i = 0; i < kPanelRows; ++i) {
       rows[i] = std::min(r0 + i, row_end - 1);
       dw[i] = w.scale + rows[i] * groups;  // d_w[row, :]
+      src[i] = static_cast<const uint8_t*>(w.data) + rows[i] * RowBytes<D>(w.cols);
     }
-    PackPanel<D>(w, rows, r0 + 2 * kPanelRows <= row_end, panel);
+    if (r0 < tiled_end) {
+      for (int i = 0; i < kPanelRows; ++i) dw[i] = tiled_scales[i];
+      if (r0 % kPanelRows == 0 && r0 + kPanelRows <= tiled_end) {
+        PackTiledPanel(w, r0, panel);  // rows past row_end are computed, never stored
+        GatherTiledScales(w, r0, tiled_scales);
+      } else {
+        for (int i = 0; i < kPanelRows; ++i)
+          for (int64_t g = 0; g < groups; ++g) tiled_scales[i][g] = GroupScale(w, rows[i], g);
+        for (int i = 0; i < kPanelRows; ++i) {
+          CopyRowBytes(w, rows[i], 0, RowBytes<D>(w.cols), tiled_bytes[i]);
+          src[i] = tiled_bytes[i];
+        }
+        PackPanel<D>(w, src, false, panel);
+      }
+    } else {
+      PackPanel<D>(w, src, r0 + 2 * kPanelRows <= row_end, panel);
+    }
     int64_t k = 0;
     for (; k + 2 <= tiles; k += 2) {
       const uint8_t* x = buf + k * tile_bytes;
