@@ -72,6 +72,10 @@ float Dot(const float* a, const float* b, int64_t n);
 void Axpy(float alpha, const float* x, int64_t n, float* y);
 // DequantizeRow, bitwise equal to the scalar reference (src/ops/isa/avx2_dequant.cpp).
 void DequantizeRow(const WeightView& w, int64_t row, float* out);
+// AccumulateRows with the rows decoded straight into registers: bitwise equal to DequantizeRow +
+// Axpy row after row (src/ops/isa/avx2_dequant.cpp).
+void AccumulateRows(const WeightView& w, int64_t row0, int64_t n, const float* a, float* y,
+                    float* row_buf);
 }  // namespace avx2
 
 // Compiled with AVX-512 F/BW/VL/DQ/VNNI/BF16 (src/ops/isa/avx512_*.cpp).

@@ -298,6 +298,7 @@ void AccumulateRows(Isa isa, const WeightView& w, int64_t row0, int64_t n, const
                     float* row_buf) {
   if (isa == Isa::kAvx512 && w.row_tiles == 0)
     return avx512::AccumulateRows(w, row0, n, a, y, row_buf);
+  if (isa == Isa::kAvx2 && w.row_tiles == 0) return avx2::AccumulateRows(w, row0, n, a, y, row_buf);
   for (int64_t k = 0; k < n; ++k) {
     DequantizeRow(isa, w, row0 + k, row_buf);
     Axpy(isa, a[k], row_buf, w.cols, y);

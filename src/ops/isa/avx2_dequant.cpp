@@ -43,7 +43,159 @@ __m256 I8Values(const int8_t* row, int64_t c) {
   return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b));
 }
 
+// Whether DequantizeRow converts whole vectors of w's rows (else the reference does all of it).
+bool Vectorizes(const WeightView& w) {
+  switch (w.dtype) {
+    case DType::kF32:
+    case DType::kF16:
+    case DType::kBF16:
+      return true;
+    case DType::kF8E4M3:
+      return w.block_cols % kV == 0;
+    case DType::kI8:
+    case DType::kU8:
+      return w.group_size % kV == 0;
+    default:
+      return false;
+  }
+}
+
+// W[row, c .. c + 8) as DequantizeRow writes them (c a multiple of 8 within the row's whole
+// vectors): the code's value times `s`, its scale (1 for the unscaled dtypes).
+template <DType D>
+__m256 Values8(const uint8_t* src, int64_t c, float s) {
+  if constexpr (D == DType::kF32) {
+    return _mm256_loadu_ps(reinterpret_cast<const float*>(src) + c);
+  } else if constexpr (D == DType::kF16) {
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + 2 * c)));
+  } else if constexpr (D == DType::kBF16) {
+    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + 2 * c));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+  } else if constexpr (D == DType::kF8E4M3) {
+    const __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(src + c));
+    return _mm256_mul_ps(Fp8Values(b), _mm256_set1_ps(s));
+  } else if constexpr (D == DType::kU8) {
+    return _mm256_mul_ps(Q4Values(src, c), _mm256_set1_ps(s));
+  } else {
+    return _mm256_mul_ps(I8Values(reinterpret_cast<const int8_t*>(src), c), _mm256_set1_ps(s));
+  }
+}
+
+// Bytes of one stored row.
+int64_t StoredBytes(const WeightView& w) {
+  switch (w.dtype) {
+    case DType::kF32:
+      return 4 * w.cols;
+    case DType::kF16:
+    case DType::kBF16:
+      return 2 * w.cols;
+    case DType::kU8:
+      return (w.cols + 1) / 2;
+    default:
+      return w.cols;
+  }
+}
+
+// Columns [c0, c0 + 8 NV) of AccumulateRows over all n rows, y's 8 NV values in registers (one
+// pass reads each row's few lines a row length apart; the lines 8 rows on are prefetched).
+template <DType D, int NV>
+void AccumulatePass(const WeightView& w, int64_t row0, int64_t n, const float* a, int64_t c0,
+                    float* y) {
+  const uint8_t* data = static_cast<const uint8_t*>(w.data);
+  const int64_t row_bytes = StoredBytes(w);
+  const bool grouped = D == DType::kI8 || D == DType::kU8;
+  const int64_t width = grouped ? w.group_size : D == DType::kF8E4M3 ? w.block_cols : 1;
+  const int64_t scale_cols = (w.cols + width - 1) / width;
+  int64_t scale_col[NV];
+  for (int v = 0; v < NV; ++v) scale_col[v] = (c0 + v * kV) / width;
+  constexpr int64_t kElemBytes = D == DType::kF32                        ? 4
+                                 : D == DType::kF16 || D == DType::kBF16 ? 2
+                                                                         : 1;
+  const int64_t first_byte = D == DType::kU8 ? c0 / 2 : c0 * kElemBytes;
+  __m256 acc[NV];
+  for (int v = 0; v < NV; ++v) acc[v] = _mm256_loadu_ps(y + c0 + v * kV);
+  for (int64_t k = 0; k < n; ++k) {
+    const int64_t row = row0 + k;
+    if (k + 8 < n) PrefetchAt(data, (row + 8) * row_bytes + first_byte);
+    const uint8_t* src = data + row * row_bytes;
+    const float* scale_row = grouped               ? w.scale + row * scale_cols
+                             : D == DType::kF8E4M3 ? w.scale + (row / w.block_rows) * scale_cols
+                                                   : nullptr;
+    const __m256 alpha = _mm256_set1_ps(a[k]);
+    for (int v = 0; v < NV; ++v) {
+      const float s = scale_row != nullptr ? scale_row[scale_col[v]] : 1.0f;
+      acc[v] = _mm256_fmadd_ps(alpha, Values8<D>(src, c0 + v * kV, s), acc[v]);
+    }
+  }
+  for (int v = 0; v < NV; ++v) _mm256_storeu_ps(y + c0 + v * kV, acc[v]);
+}
+
+template <DType D>
+void AccumulateTyped(const WeightView& w, int64_t row0, int64_t n, const float* a, int64_t full,
+                     float* y) {
+  int64_t c0 = 0;
+  for (; c0 + 8 * kV <= full; c0 += 8 * kV) AccumulatePass<D, 8>(w, row0, n, a, c0, y);
+  switch ((full - c0) / kV) {
+    case 7:
+      return AccumulatePass<D, 7>(w, row0, n, a, c0, y);
+    case 6:
+      return AccumulatePass<D, 6>(w, row0, n, a, c0, y);
+    case 5:
+      return AccumulatePass<D, 5>(w, row0, n, a, c0, y);
+    case 4:
+      return AccumulatePass<D, 4>(w, row0, n, a, c0, y);
+    case 3:
+      return AccumulatePass<D, 3>(w, row0, n, a, c0, y);
+    case 2:
+      return AccumulatePass<D, 2>(w, row0, n, a, c0, y);
+    case 1:
+      return AccumulatePass<D, 1>(w, row0, n, a, c0, y);
+    default:
+      return;
+  }
+}
+
 }  // namespace
+
+// DequantizeRow + Axpy row after row, without writing the rows out: columns of whole vectors in
+// passes of 64 with y in registers (the same fma per value as Axpy's vector loop), the last
+// cols % 8 through the reference decoder and Axpy's scalar tail (a multiply, then an add).
+void AccumulateRows(const WeightView& w, int64_t row0, int64_t n, const float* a, float* y,
+                    float* row_buf) {
+  const int64_t cols = w.cols, full = Vectorizes(w) ? cols / kV * kV : 0;
+  switch (w.dtype) {
+    case DType::kF32:
+      AccumulateTyped<DType::kF32>(w, row0, n, a, full, y);
+      break;
+    case DType::kF16:
+      AccumulateTyped<DType::kF16>(w, row0, n, a, full, y);
+      break;
+    case DType::kBF16:
+      AccumulateTyped<DType::kBF16>(w, row0, n, a, full, y);
+      break;
+    case DType::kF8E4M3:
+      AccumulateTyped<DType::kF8E4M3>(w, row0, n, a, full, y);
+      break;
+    case DType::kI8:
+      AccumulateTyped<DType::kI8>(w, row0, n, a, full, y);
+      break;
+    case DType::kU8:
+      AccumulateTyped<DType::kU8>(w, row0, n, a, full, y);
+      break;
+    default:
+      break;
+  }
+  if (full == cols) return;
+  for (int64_t k = 0; k < n; ++k) {
+    if (full == 0) {
+      avx2::DequantizeRow(w, row0 + k, row_buf);  // all of it (the reference where it must)
+      Axpy(a[k], row_buf, cols, y);
+      continue;
+    }
+    scalar::DequantizeRowRange(w, row0 + k, full, cols, row_buf);
+    for (int64_t c = full; c < cols; ++c) y[c] += a[k] * row_buf[c - full];
+  }
+}
 
 void DequantizeRow(const WeightView& w, int64_t row, float* out) {
   const int64_t cols = w.cols, full = cols / kV * kV;
