@@ -1,7 +1,7 @@
 // The tiled q8_0 / q4_0 layout (ops/row_tiles.h): the accessors read back what was stored, and
 // every product over a tiled weight equals the same product over the row-major weight, bit for
-// bit, on every ISA (the AVX-512 int8 kernels read tiles natively; everything else takes the
-// scalar reference, so the f32 path is compared with the scalar kernel on the row-major copy).
+// bit, on every ISA (the AVX-512 and AVX2 int8 kernels read tiles natively; everything else takes
+// the scalar reference, so the f32 path is compared with the scalar kernel on the row-major copy).
 #include <gtest/gtest.h>
 
 #include <cmath>

@@ -65,25 +65,19 @@ TEST(ThreadPool, ShutsDownSpinningOrSleeping) {
   }
 }
 
-// Units covered exactly once by a ParallelForStealing call; `slow` sleeps that long per call on
-// thread 0. units_run[t]: units thread t ran.
-int64_t StolenCoveredOnce(ThreadPool& pool, int64_t units, const std::function<int64_t(int)>* first,
-                          std::chrono::microseconds slow, std::vector<int64_t>* units_run) {
+// Units covered exactly once by a ParallelForStealing call (-1 for a range outside [0, units)).
+int64_t StolenCoveredOnce(ThreadPool& pool, int64_t units,
+                          const std::function<int64_t(int)>* first) {
   std::vector<std::atomic<int>> hits(static_cast<size_t>(units));
-  std::vector<std::atomic<int64_t>> ran(static_cast<size_t>(pool.num_threads()));
   std::atomic<bool> bad_range{false};
-  pool.ParallelForStealing(units, first, [&](int t, UnitQueue& queue) {
+  pool.ParallelForStealing(units, first, [&](int, UnitQueue& queue) {
     int64_t b = 0, e = 0;
     while (queue.Next(&b, &e)) {
       if (!(0 <= b && b < e && e <= units)) bad_range = true;
       for (int64_t u = b; u < e && !bad_range; ++u) hits[static_cast<size_t>(u)].fetch_add(1);
-      ran[static_cast<size_t>(t)].fetch_add(e - b);
-      if (t == 0 && slow.count() > 0) std::this_thread::sleep_for(slow);
     }
   });
   if (bad_range) return -1;
-  if (units_run != nullptr)
-    for (auto& r : ran) units_run->push_back(r.load());
   int64_t ok = 0;
   for (auto& h : hits) ok += h.load() == 1;
   return ok;
@@ -98,8 +92,8 @@ TEST(ThreadPool, StealingRunsEveryUnitOnce) {
     for (const auto* first :
          {static_cast<const std::function<int64_t(int)>*>(nullptr), &all_to_last, &uneven}) {
       for (int64_t units : {0, 1, 2, 3, 7, 64, 1000}) {
-        for (int call = 0; call < 200; ++call)
-          ASSERT_EQ(StolenCoveredOnce(pool, units, first, {}, nullptr), units)
+        for (int call = 0; call < 20; ++call)
+          ASSERT_EQ(StolenCoveredOnce(pool, units, first), units)
               << threads << " threads, " << units << " units";
       }
     }
@@ -107,15 +101,32 @@ TEST(ThreadPool, StealingRunsEveryUnitOnce) {
 }
 
 TEST(ThreadPool, StealingRelievesASlowThread) {
-  // Thread 0 sleeps 5 ms after each of its calls; its share is 20 of 40 units. The other thread
-  // runs its own 20 at once and then takes over the back half of what thread 0 has left, again
-  // and again: thread 0 runs far fewer than its 20 (a quarter of the rest per claim: 5, 3, ..).
+  // Thread 0's share is 20 of 40 units. After its first claim (a quarter of its share: 5 units, or
+  // fewer if the other thread already took some) it stalls until every other unit has run (or 20 s
+  // pass): the other thread's own 20, then the back halves of what thread 0 has left, again and
+  // again. So thread 0 runs its first claim only, however the threads are scheduled; without
+  // stealing it would run all 20.
   ThreadPool pool(2);
-  std::vector<int64_t> ran;
-  ASSERT_EQ(StolenCoveredOnce(pool, 40, nullptr, std::chrono::microseconds(5000), &ran), 40);
-  ASSERT_EQ(ran.size(), 2u);
-  EXPECT_EQ(ran[0] + ran[1], 40);
-  EXPECT_LT(ran[0], 16) << "thread 1 took none of the slow thread's units";
+  std::vector<std::atomic<int>> hits(40);
+  std::atomic<int64_t> ran[2] = {0, 0};
+  pool.ParallelForStealing(40, nullptr, [&](int t, UnitQueue& queue) {
+    int64_t b = 0, e = 0;
+    bool first = true;
+    while (queue.Next(&b, &e)) {
+      for (int64_t u = b; u < e; ++u) hits[static_cast<size_t>(u)].fetch_add(1);
+      ran[t].fetch_add(e - b);
+      if (t == 0 && first) {
+        const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+        while (ran[0].load() + ran[1].load() < 40 && std::chrono::steady_clock::now() < give_up)
+          std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      }
+      first = false;
+    }
+  });
+  for (auto& h : hits) EXPECT_EQ(h.load(), 1);
+  EXPECT_EQ(ran[0].load() + ran[1].load(), 40);
+  EXPECT_GE(ran[0].load(), 1);
+  EXPECT_LE(ran[0].load(), 5) << "thread 1 took none of the slow thread's units";
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 #include "backend/thread_pool.h"
 
 #include <algorithm>
+#include <cassert>
 
 namespace dsv3 {
 
@@ -162,6 +163,7 @@ bool UnitQueue::Next(int64_t* begin, int64_t* end) {
 void ThreadPool::ParallelForStealing(int64_t units, const std::function<int64_t(int)>* first_unit,
                                      const std::function<void(int, UnitQueue&)>& fn) {
   if (units <= 0) return;
+  assert(units <= int64_t{0xffffffff} && "ParallelForStealing: units must fit 32 bits");
   const int threads = num_threads_;
   const auto start = [&](int t) {
     if (t == 0) return int64_t{0};

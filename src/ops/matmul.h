@@ -59,8 +59,9 @@ struct KernelContext {
 // of RunnableIsas(). Work is split over ctx.pool by output rows, so the result is bitwise the same
 // for any thread count. Never allocates; the packed-GEMM path (T >= 16) uses ~260 KB of the
 // stack of each thread it runs on, the int8 path 512 KiB on the calling thread (quantized x) and
-// up to 144 KiB on each thread (a panel of unpacked rows; AVX2 on tiled rows ~240 KiB, with the
-// panel's scales and copied rows); MatMulBatch's int8 jobs 512 KiB more on each thread.
+// up to 144 KiB on each thread (a panel of unpacked rows; ~240 KiB on AVX2, with room for a tiled
+// panel's scales and copied rows); MatMulBatch 512 KiB more on each thread when it has int8 jobs
+// or balances its chunks at run time.
 void MatMul(const KernelContext& ctx, const float* x, int64_t T, const WeightView& w, float* y);
 
 // out[c] = W[row, c] dequantised to f32 (embedding lookups, dequantised copies): the code's

@@ -9,8 +9,8 @@
 namespace dsv3::ops {
 
 namespace {
-// Same grain as MatMul's thread chunks: whole row tiles, and no two threads share a cache line
-// of y for row counts that are multiples of 16.
+// Same grain as MatMul's thread chunks from 8 tokens on: whole row tiles, and no two threads share
+// a cache line of y for row counts that are multiples of 16.
 constexpr int64_t kChunkRows = 64;
 // Multiply-adds of one chunk; at least 1, so a chunk with no arithmetic (zero columns still has
 // zeros to write) is owned by some thread.
@@ -48,8 +48,8 @@ bool CutsFreely(const KernelContext& ctx, const MatMulJob& job) {
 // ParallelForStealing region. Thread t's share starts at the first chunk at or past t / threads
 // of the total work (as the static split below cuts), and a thread that finishes early takes the
 // back half of what another has left. The kernels' sums do not depend on the cut (an int8 job's
-// chunks are Int8RowRunner::Run calls, its x quantized once per thread and x), so the results are
-// the same bits.
+// chunks are Int8RowRunner::Run calls; its x is quantized again only when a thread's claims
+// alternate between jobs on different x), so the results are the same bits.
 void MatMulBatchBalanced(const KernelContext& ctx, const MatMulJob* jobs, int64_t num_jobs) {
   struct Batch {
     const KernelContext* ctx;
@@ -155,10 +155,16 @@ void MatMulBatch(const KernelContext& ctx, const MatMulJob* jobs, int64_t num_jo
       RunRowRange(ctx, job, lo, hi);
     }
   };
-  ctx.pool->RunOnAll([&](int thread) {
-    if (!any_int8) return share(thread, nullptr);
-    Int8RowRunner runner(ctx.isa);
-    share(thread, &runner);
+  // One captured pointer keeps the lambda in std::function's small buffer (no allocation).
+  struct Region {
+    const decltype(share)* fn;
+    bool any_int8;
+    Isa isa;
+  } const region{&share, any_int8, ctx.isa};
+  ctx.pool->RunOnAll([r = &region](int thread) {
+    if (!r->any_int8) return (*r->fn)(thread, nullptr);
+    Int8RowRunner runner(r->isa);
+    (*r->fn)(thread, &runner);
   });
 }
 

@@ -112,11 +112,16 @@ void AccumulatePass(const WeightView& w, int64_t row0, int64_t n, const float* a
                                  : D == DType::kF16 || D == DType::kBF16 ? 2
                                                                          : 1;
   const int64_t first_byte = D == DType::kU8 ? c0 / 2 : c0 * kElemBytes;
+  // Bytes of a row this pass reads (q4_0: half a byte a column).
+  constexpr int64_t kSpan = D == DType::kU8 ? NV * kV / 2 : NV * kV * kElemBytes;
   __m256 acc[NV];
   for (int v = 0; v < NV; ++v) acc[v] = _mm256_loadu_ps(y + c0 + v * kV);
   for (int64_t k = 0; k < n; ++k) {
     const int64_t row = row0 + k;
-    if (k + 8 < n) PrefetchAt(data, (row + 8) * row_bytes + first_byte);
+    if (k + 8 < n) {
+      for (int64_t line = 0; line < kSpan; line += 64)
+        PrefetchAt(data, (row + 8) * row_bytes + first_byte + line);
+    }
     const uint8_t* src = data + row * row_bytes;
     const float* scale_row = grouped               ? w.scale + row * scale_cols
                              : D == DType::kF8E4M3 ? w.scale + (row / w.block_rows) * scale_cols

@@ -12,8 +12,12 @@
 // Decode (and q8_0 at every T): 8 rows in the lanes of a ymm, up to 4 tokens per tile. Per block,
 // each row's partials go through a transposing horizontal add into one vector of 8 exact block
 // dots, then the f32 step. Each weight block is loaded once per tile and reused by its tokens.
+// Rows in 16-row tiles (ops/row_tiles.h; model loads tile q4_0 on AVX2) take GemvTile16 instead:
+// each line holds one dword of 16 rows, so the products land in the rows' lanes with no
+// horizontal sums.
 //
-// q4_0 prefill (T >= kPrefillMinT): 8 tokens in the lanes. Panels of 8 rows are unpacked once;
+// q4_0 prefill (T >= kPrefillMinT): 8 tokens in the lanes. Panels of 8 rows are unpacked once
+// (from half a tile by an 8x8 dword transpose when the rows are tiled);
 // per block, a row's dword of 4 nibbles is broadcast against the 4 codes of each of 8 tokens, and
 // the 8 vpmaddubsw results of a block are added in int16 before one vpmaddwd: each is at most
 // 2 * 15 * 127 = 3810 in magnitude, so 8 of them (30480) cannot overflow. No horizontal sums.
@@ -329,9 +333,9 @@ int32_t LoadDword(const uint8_t* p) {
 // high), and per token vpmaddubsw against the token's broadcast dword gives each row's products
 // in its lane, so no horizontal sums. q8_0: |w| times sign(w) * x as in BlockPartials, widened
 // to int32 per step; q4_0: the low nibbles against the token's dword s and the high ones against
-// dword 4 + s (x in nibble order), summed in int16 over the block's 4 steps (8 products of at most
-// 15 * 127 a lane: 30480 < 32767) and widened once. Exact integer dots, then per block the same
-// f32 step as Tile (the scalar twin's bits). kF16: the tile's scales are f16.
+// dword 4 + s (x in nibble order), summed in int16 over the block's 4 steps (8 pair sums of at
+// most 2 * 15 * 127 = 3810 a lane: 30480 < 32767) and widened once. Exact integer dots, then per
+// block the same f32 step as Tile (the scalar twin's bits). kF16: the tile's scales are f16.
 template <DType D, int NT, bool kF16>
 void GemvTile16(const RowsActs& a, int64_t t0, const WeightView& w, int64_t tile, int64_t lo,
                 int64_t hi, float* y) {
