@@ -12,9 +12,11 @@
 #include <cmath>
 #include <random>
 
+#include "model/mla.h"
 #include "model/moe.h"
 #include "model/presets.h"
 #include "model/random_checkpoint.h"
+#include "model/rope_yarn.h"
 #include "model/transformer.h"
 #include "reference/reference_model.h"
 #include "test_util.h"
@@ -109,6 +111,27 @@ class ModelVsReference : public ::testing::TestWithParam<Case> {
     return logits;
   }
 
+  // Layer 0's attention over x [T, H] (random, as an RMS-normalised input) in chunks of `chunk`
+  // through a fresh cache: [T, H].
+  std::vector<float> RunAttention(const std::vector<float>& x, int64_t chunk, AttentionPath path,
+                                  ThreadPool* pool) {
+    const ModelConfig& c = model_->config();
+    const int64_t H = c.hidden_size, T = static_cast<int64_t>(x.size()) / H;
+    LayerKvCache cache;
+    cache.latent.resize(static_cast<size_t>(T * c.kv_lora_rank));
+    cache.rope_key.resize(static_cast<size_t>(T * c.qk_rope_head_dim));
+    MlaScratch scratch;
+    const ops::KernelContext ctx{pool, ops::BestIsa()};
+    std::vector<float> out(x.size()), cos_sin;
+    for (int64_t begin = 0; begin < T; begin += chunk) {
+      const int64_t n = std::min(chunk, T - begin);
+      RopeTable(model_->rope(), begin, n, &cos_sin);
+      MlaForward(c, model_->rope(), model_->weights().layers[0].attn, ctx, x.data() + begin * H, n,
+                 begin, cos_sin.data(), path, cache, scratch, out.data() + begin * H);
+    }
+    return out;
+  }
+
   testing::TempDir dir_;
   std::unique_ptr<Model> model_;
 };
@@ -150,16 +173,24 @@ TEST_P(ModelVsReference, CachedDecodeChunkedPrefillAndNaiveAgree) {
 
 // More tokens than one 128-token block of the decompressed form: later blocks' query/output
 // offsets and causal masks, in one call and in chunks that start mid-block and after a block.
+// Layer 0's attention, not the logits: through the whole model a MoE router's near-tie can pick
+// other experts under the two forms' f32 roundings, which is no error of either (tiny-v3 BF16 has
+// two selection scores within 1e-6 at one of 300 random tokens: its logits from there on differ by
+// 1.35 once the AVX2 absorbed form runs batched).
 TEST_P(ModelVsReference, DecompressedAcrossBlocksMatchesAbsorbed) {
-  const auto tokens = RandomTokens(model_->config().vocab_size, 300, 17);
+  const int64_t T = 300, H = model_->config().hidden_size;
+  std::mt19937 rng(17);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  std::vector<float> x(static_cast<size_t>(T * H));
+  for (float& v : x) v = dist(rng);
   ThreadPool pool(2);
-  const auto absorbed = RunModel(tokens, 300, AttentionPath::kAbsorbed, 0, &pool);
-  EXPECT_LE(RelError(RunModel(tokens, 300, AttentionPath::kDecompressed, 0, &pool), absorbed),
-            kRelTol);
-  EXPECT_LE(RelError(RunModel(tokens, 140, AttentionPath::kDecompressed, 0, &pool), absorbed),
-            kRelTol);
+  const auto absorbed = RunAttention(x, T, AttentionPath::kAbsorbed, &pool);
+  EXPECT_LE(RelError(RunAttention(x, T, AttentionPath::kDecompressed, &pool), absorbed), kRelTol);
+  EXPECT_LE(RelError(RunAttention(x, 140, AttentionPath::kDecompressed, &pool), absorbed), kRelTol);
   // Past ~230 tokens the tiny presets' operation counts favour the decompressed form.
-  EXPECT_LE(RelError(RunModel(tokens, 300, AttentionPath::kAuto, 0, &pool), absorbed), kRelTol);
+  EXPECT_LE(RelError(RunAttention(x, T, AttentionPath::kAuto, &pool), absorbed), kRelTol);
+  // Token by token (the absorbed form's decode path) agrees as well.
+  EXPECT_LE(RelError(RunAttention(x, 1, AttentionPath::kAbsorbed, &pool), absorbed), kRelTol);
 }
 
 // A MoE layer computes each token on its own: 48 tokens in one call (the gather, SiLU and the

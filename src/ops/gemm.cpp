@@ -39,7 +39,7 @@ void GemmBlock(int64_t m0, int64_t m1, int64_t n0, int64_t n1, int64_t K, const 
 }  // namespace scalar
 
 bool GemmIsPacked(Isa isa) {
-  return isa == Isa::kAvx512;
+  return isa == Isa::kAvx2 || isa == Isa::kAvx512;
 }
 
 void Gemm(const KernelContext& ctx, int64_t M, int64_t N, int64_t K, const GemmOperand& a,
@@ -51,8 +51,10 @@ void Gemm(const KernelContext& ctx, int64_t M, int64_t N, int64_t K, const GemmO
     return;
   }
   auto block = [&](int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
-    if (GemmIsPacked(ctx.isa))
+    if (ctx.isa == Isa::kAvx512)
       avx512::GemmBlock(m0, m1, n0, n1, K, a, b, c, ldc, accumulate);
+    else if (ctx.isa == Isa::kAvx2)
+      avx2::GemmBlock(m0, m1, n0, n1, K, a, b, c, ldc, accumulate);
     else
       scalar::GemmBlock(m0, m1, n0, n1, K, a, b, c, ldc, accumulate);
   };

@@ -27,8 +27,8 @@ constexpr int64_t kGemmKc = 256;
 void Gemm(const KernelContext& ctx, int64_t M, int64_t N, int64_t K, const GemmOperand& a,
           const GemmOperand& b, float* c, int64_t ldc, bool accumulate);
 
-// Whether ctx.isa has a packed Gemm kernel (AVX-512); elsewhere Gemm runs the scalar twin, and
-// callers that care about speed keep products in MatMul's layout instead.
+// Whether ctx.isa has a packed Gemm kernel (AVX2, AVX-512); elsewhere Gemm runs the scalar twin,
+// and callers that care about speed keep products in MatMul's layout instead.
 bool GemmIsPacked(Isa isa);
 
 // Blocks [m0, m1) x [n0, n1) of C on the calling thread.
@@ -36,6 +36,10 @@ namespace scalar {
 void GemmBlock(int64_t m0, int64_t m1, int64_t n0, int64_t n1, int64_t K, const GemmOperand& a,
                const GemmOperand& b, float* c, int64_t ldc, bool accumulate);
 }  // namespace scalar
+namespace avx2 {
+void GemmBlock(int64_t m0, int64_t m1, int64_t n0, int64_t n1, int64_t K, const GemmOperand& a,
+               const GemmOperand& b, float* c, int64_t ldc, bool accumulate);
+}  // namespace avx2
 namespace avx512 {
 void GemmBlock(int64_t m0, int64_t m1, int64_t n0, int64_t n1, int64_t K, const GemmOperand& a,
                const GemmOperand& b, float* c, int64_t ldc, bool accumulate);
