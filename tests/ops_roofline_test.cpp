@@ -85,6 +85,15 @@ TEST(Roofline, PeakLoopsEqualScalarTwin) {
       EXPECT_EQ(avx2::FmaChains(iterations, 0.1f, 0.3f, -0.7f),
                 scalar::FmaChains(iterations, 0.1f, 0.3f, -0.7f, avx2::kLanes))
           << iterations;
+      // 2 * 200 * 127 saturates to 32767; the int16 sums wrap within the iterations.
+      for (int64_t it : {iterations, int64_t{1} << 16}) {
+        EXPECT_EQ(avx2::Int8DotChains(it, 200, 127, 3),
+                  scalar::MaddubsChains(it, 200, 127, 3, avx2::kInt16Lanes))
+            << it;
+        EXPECT_EQ(avx2::Int8DotChains(it, 255, -128, 5),
+                  scalar::MaddubsChains(it, 255, -128, 5, avx2::kInt16Lanes))
+            << it;
+      }
     }
     if (!CpuSupports(Isa::kAvx512)) continue;
     EXPECT_EQ(avx512::FmaChains(iterations, 0.1f, 0.3f, -0.7f),
@@ -101,6 +110,9 @@ TEST(Roofline, PeakLoopsEqualScalarTwin) {
         << iterations;
   }
   EXPECT_EQ(scalar::Int8DotChains(1, 1, 1, 1, 2), 2 * (78 + 12 * 8));
+  // (c + 1) + 4 + 4, and saturation: 2 * 255 * 127 -> 32767, then -32768 + 32767 wraps nothing.
+  EXPECT_EQ(scalar::MaddubsChains(1, 1, 2, 2, 2), 2 * (78 + 12 * 8));
+  EXPECT_EQ(scalar::MaddubsChains(1, 255, 127, -128, 1), 78 + 12 * (32767 - 32768));
   // (c + 1) * 2 + 1, then * 2 - 3: 4c + 3 per chain.
   EXPECT_EQ(scalar::MulAddChains(1, 2.0f, 1.0f, -3.0f), 4 * 66 + 12 * 3);
   EXPECT_EQ(scalar::MulAddChains(1000, 1.0f, 0.25f, -0.25f), 78);
@@ -155,12 +167,20 @@ TEST(Roofline, PeakProbesGiveFiniteRatesOrNa) {
     if (isa == Isa::kAvx512) {
       ExpectWellFormed(*int8, 2);
       ExpectWellFormed(*bf16, 2);
+      EXPECT_NE(int8->method.find("vpdpbusd"), std::string::npos) << int8->method;
     } else {
       // No such instruction below AVX-512: no number at all, and a reason.
-      EXPECT_FALSE(int8->available);
       EXPECT_FALSE(bf16->available);
-      EXPECT_TRUE(int8->samples.empty() && bf16->samples.empty());
-      EXPECT_NE(int8->method.find("VNNI"), std::string::npos) << int8->method;
+      EXPECT_TRUE(bf16->samples.empty());
+      EXPECT_NE(bf16->method.find("BF16"), std::string::npos) << bf16->method;
+      if (isa == Isa::kAvx2) {  // int8 products without the dot-accumulate
+        ExpectWellFormed(*int8, 2);
+        EXPECT_EQ(int8->checksum, 2.0 * 78 * 16);  // two threads
+        EXPECT_NE(int8->method.find("vpmaddubsw"), std::string::npos) << int8->method;
+      } else {
+        EXPECT_FALSE(int8->available);
+        EXPECT_TRUE(int8->samples.empty());
+      }
     }
   }
 }

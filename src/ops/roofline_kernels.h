@@ -29,6 +29,10 @@ double MulAddChains(int64_t iterations, float a, float b0, float b1);
 // vpdpbusd: each 32-bit lane adds four products of the unsigned byte a and the signed byte b,
 // wrapping modulo 2^32.
 int64_t Int8DotChains(int64_t iterations, uint8_t a, int8_t b0, int8_t b1, int lanes);
+// vpmaddubsw + vpaddw (AVX2's int8 products): each 16-bit lane adds the sum of two products of
+// the unsigned byte a and the signed byte b, that sum saturated to int16, the add wrapping modulo
+// 2^16. Returns the sum over chains and `lanes` 16-bit lanes.
+int64_t MaddubsChains(int64_t iterations, uint8_t a, int8_t b0, int8_t b1, int lanes);
 // vdpbf16ps: each f32 lane adds the products of two bf16 pairs, the odd pair first, rounding after
 // each (a, b bf16 values, so the products are exact in f32).
 double Bf16DotChains(int64_t iterations, float a, float b0, float b1, int lanes);
@@ -39,6 +43,10 @@ namespace avx2 {
 inline constexpr int kLanes = 8;
 double SumFloats(const float* x, int64_t n);                        // 8 ymm accumulators
 double FmaChains(int64_t iterations, float a, float b0, float b1);  // vfmadd231ps ymm
+inline constexpr int kInt16Lanes = 16;
+// vpmaddubsw + vpaddw ymm: AVX2 has no int8 dot-accumulate; its kernels sum vpmaddubsw's int16
+// pairs in int16 before widening (ops/isa/avx2_int8_matmul.cpp).
+int64_t Int8DotChains(int64_t iterations, uint8_t a, int8_t b0, int8_t b1);
 }  // namespace avx2
 
 // Compiled with AVX-512 F/BW/VL/DQ/VNNI/BF16 (src/ops/isa/avx512_roofline.cpp).
