@@ -7,6 +7,7 @@
 #include <cstring>
 #include <limits>
 
+#include "ops/isa.h"
 #include "ops/kernels_internal.h"
 #include "ops/row_tiles.h"
 
@@ -23,12 +24,14 @@ struct Int8Kernels {
 };
 
 // The kernels for isa and w: every ISA's kernels read tiled weights (ops/row_tiles.h): AVX-512 and
-// AVX2 natively, the scalar twin through the layout's accessors.
+// AVX2 natively, the scalar twin through the layout's accessors. AVX2 runs its AVX-VNNI variant
+// where the CPU has it (unless DSV3_AVX_VNNI=0).
 Int8Kernels SelectInt8(Isa isa, const WeightView& w) {
   switch (isa) {
     case Isa::kScalar:
       return {scalar::QuantizeActsInt8, scalar::MatMulRowsInt8};
     case Isa::kAvx2:
+      if (AvxVnniEnabled()) return {avxvnni::QuantizeActsInt8, avxvnni::MatMulRowsInt8};
       return {avx2::QuantizeActsInt8, avx2::MatMulRowsInt8};
     case Isa::kAvx512:
       return {avx512::QuantizeActsInt8, avx512::MatMulRowsInt8};

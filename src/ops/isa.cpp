@@ -62,4 +62,10 @@ Isa BestIsa() {
   return best;
 }
 
+bool AvxVnniEnabled() {
+  if (!CpuSupports(Isa::kAvx2) || !__builtin_cpu_supports("avxvnni")) return false;
+  const char* env = std::getenv("DSV3_AVX_VNNI");
+  return env == nullptr || std::string_view(env) != "0";
+}
+
 }  // namespace dsv3::ops

@@ -19,5 +19,9 @@ bool CpuSupports(Isa isa);
 Isa BestIsa();
 // Every variant compiled into this build that the CPU can run (scalar first).
 std::vector<Isa> RunnableIsas();
+// Whether Isa::kAvx2's int8 kernels use AVX-VNNI (vpdpbusd on ymm): the CPU has it (with AVX2)
+// and DSV3_AVX_VNNI=0 is not set in the environment (read on every call, as DSV3_ISA is; tests
+// run the int8 suites both ways).
+bool AvxVnniEnabled();
 
 }  // namespace dsv3::ops

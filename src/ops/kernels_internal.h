@@ -60,7 +60,7 @@ void MatMulRows(const float* x, int64_t T, const WeightView& w, int64_t row_begi
 // (src/ops/isa/avx2_quant_matmul.cpp). Group sizes other than 32 take the scalar reference.
 void MatMulRowsQuant(const float* x, int64_t T, const WeightView& w, int64_t row_begin,
                      int64_t row_end, float* y);
-// Int8 path (src/ops/isa/avx2_int8_matmul.cpp): maddubs/madd with a saturation-free operand
+// Int8 path (src/ops/isa/avx2_int8_kernels.h): maddubs/madd with a saturation-free operand
 // split (q8_0: |w| x sign(w)*x; q4_0: unsigned codes x signed x).
 void QuantizeActBlocks(const float* x, int64_t cols, int8_t* q, float* d, int32_t* sum);
 void QuantizeActsInt8(const float* x, const int32_t* rows, int64_t T, const WeightView& w,
@@ -77,6 +77,16 @@ void DequantizeRow(const WeightView& w, int64_t row, float* out);
 void AccumulateRows(const WeightView& w, int64_t row0, int64_t n, const float* a, float* y,
                     float* row_buf);
 }  // namespace avx2
+
+// The AVX2 int8 path with AVX-VNNI's vpdpbusd on ymm (src/ops/isa/avxvnni_int8_matmul.cpp,
+// compiled with -mavxvnni as well): the same functions, the same bits.
+namespace avxvnni {
+void QuantizeActBlocks(const float* x, int64_t cols, int8_t* q, float* d, int32_t* sum);
+void QuantizeActsInt8(const float* x, const int32_t* rows, int64_t T, const WeightView& w,
+                      uint8_t* buf);
+void MatMulRowsInt8(const uint8_t* buf, int64_t T, const WeightView& w, int64_t row_begin,
+                    int64_t row_end, float* y);
+}  // namespace avxvnni
 
 // Compiled with AVX-512 F/BW/VL/DQ/VNNI/BF16 (src/ops/isa/avx512_*.cpp).
 namespace avx512 {
