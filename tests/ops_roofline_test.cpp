@@ -85,6 +85,12 @@ TEST(Roofline, PeakLoopsEqualScalarTwin) {
       EXPECT_EQ(avx2::FmaChains(iterations, 0.1f, 0.3f, -0.7f),
                 scalar::FmaChains(iterations, 0.1f, 0.3f, -0.7f, avx2::kLanes))
           << iterations;
+      if (__builtin_cpu_supports("avxvnni")) {
+        for (int64_t it : {iterations, int64_t{1} << 20})
+          EXPECT_EQ(avxvnni::Int8DotChains(it, 200, 127, 3),
+                    scalar::Int8DotChains(it, 200, 127, 3, avxvnni::kLanes))
+              << it;
+      }
       // 2 * 200 * 127 saturates to 32767; the int16 sums wrap within the iterations.
       for (int64_t it : {iterations, int64_t{1} << 16}) {
         EXPECT_EQ(avx2::Int8DotChains(it, 200, 127, 3),
@@ -173,10 +179,12 @@ TEST(Roofline, PeakProbesGiveFiniteRatesOrNa) {
       EXPECT_FALSE(bf16->available);
       EXPECT_TRUE(bf16->samples.empty());
       EXPECT_NE(bf16->method.find("BF16"), std::string::npos) << bf16->method;
-      if (isa == Isa::kAvx2) {  // int8 products without the dot-accumulate
+      if (isa == Isa::kAvx2) {  // AVX-VNNI's dot, or the products without the dot-accumulate
         ExpectWellFormed(*int8, 2);
-        EXPECT_EQ(int8->checksum, 2.0 * 78 * 16);  // two threads
-        EXPECT_NE(int8->method.find("vpmaddubsw"), std::string::npos) << int8->method;
+        const bool vnni = AvxVnniEnabled();
+        EXPECT_EQ(int8->checksum, 2.0 * 78 * (vnni ? 8 : 16));  // two threads
+        EXPECT_NE(int8->method.find(vnni ? "vpdpbusd ymm" : "vpmaddubsw"), std::string::npos)
+            << int8->method;
       } else {
         EXPECT_FALSE(int8->available);
         EXPECT_TRUE(int8->samples.empty());

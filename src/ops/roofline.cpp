@@ -329,6 +329,16 @@ Result<LimitMeasurement> MeasureInt8DotPeak(ThreadPool* pool, Isa isa, const Pea
       loop.expected_checksum = ChainStartSum(avx512::kLanes);
       break;
     case Isa::kAvx2:
+      if (AvxVnniEnabled()) {  // the int8 kernels' prefill runs on it (ops/isa.h)
+        loop.method = "vpdpbusd ymm (AVX-VNNI), 12 chains";
+        loop.run = [](int64_t it) {
+          return static_cast<double>(avxvnni::Int8DotChains(it, 1, 1, -1));
+        };
+        // 32 byte products per instruction.
+        loop.ops_per_iteration = 2.0 * kPeakChains * 32 * 2;
+        loop.expected_checksum = ChainStartSum(avxvnni::kLanes);
+        break;
+      }
       loop.method =
           "vpmaddubsw + vpaddw ymm (no int8 dot-accumulate below AVX-512 VNNI), 12 chains";
       loop.run = [](int64_t it) { return static_cast<double>(avx2::Int8DotChains(it, 1, 1, -1)); };

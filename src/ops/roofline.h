@@ -56,7 +56,8 @@ Result<LimitMeasurement> MeasureReadBandwidth(ThreadPool* pool, Isa isa,
 
 // Peak rates with kPeakChains independent chains per thread (2 flops per multiply-add):
 //   fp32_fma: vfmadd231ps (zmm for avx512, ymm for avx2; scalar: std::fma), GFLOP/s
-//   int8_dot: vpdpbusd zmm (AVX-512 VNNI); vpmaddubsw + vpaddw ymm (AVX2), G op/s
+//   int8_dot: vpdpbusd zmm (AVX-512 VNNI); on AVX2 vpdpbusd ymm where AvxVnniEnabled(), else
+//             vpmaddubsw + vpaddw ymm, G op/s
 //   bf16_dot: vdpbf16ps zmm (AVX-512 BF16), GFLOP/s
 // bf16_dot is unavailable below Isa::kAvx512, int8_dot below Isa::kAvx2.
 Result<LimitMeasurement> MeasureFp32FmaPeak(ThreadPool* pool, Isa isa, const PeakOptions& options);

@@ -49,6 +49,12 @@ inline constexpr int kInt16Lanes = 16;
 int64_t Int8DotChains(int64_t iterations, uint8_t a, int8_t b0, int8_t b1);
 }  // namespace avx2
 
+// Compiled with -mavx2 -mavxvnni (src/ops/isa/avxvnni_roofline.cpp).
+namespace avxvnni {
+inline constexpr int kLanes = 8;
+int64_t Int8DotChains(int64_t iterations, uint8_t a, int8_t b0, int8_t b1);  // vpdpbusd ymm
+}  // namespace avxvnni
+
 // Compiled with AVX-512 F/BW/VL/DQ/VNNI/BF16 (src/ops/isa/avx512_roofline.cpp).
 namespace avx512 {
 inline constexpr int kLanes = 16;

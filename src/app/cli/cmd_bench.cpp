@@ -8,7 +8,8 @@
 // with a decode test the bandwidth probe also runs before the tests, and its best of both runs
 // counts (a shared host's bandwidth moves between the two).
 // Each row also names the dot-product path that ran ("dot": int8 with --int8-dot on q8_0/q4_0
-// weights, f32 otherwise), since the same format can run on either.
+// weights, int8-vnni for AVX2's kernels with AVX-VNNI, f32 otherwise), since the same format can
+// run on either.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -220,9 +221,10 @@ Status RunBench(const BenchOptions& o) {
   // AVX-512 BF16; decode stays f32) or "f32" (weights converted to f32, f32 FMA).
   const bool bf16_dot =
       rt.ctx.bf16_dot && (format == "bf16" || format == "fp8") && rt.ctx.isa == ops::Isa::kAvx512;
-  const std::string dot = rt.ctx.int8_dot && (format == "q8_0" || format == "q4_0") ? "int8"
-                          : bf16_dot                                                ? "bf16"
-                                                                                    : "f32";
+  // "int8-vnni": AVX2's int8 kernels with AVX-VNNI (ops/isa.h).
+  const bool int8 = rt.ctx.int8_dot && (format == "q8_0" || format == "q4_0");
+  const bool vnni = int8 && rt.ctx.isa == ops::Isa::kAvx2 && ops::AvxVnniEnabled();
+  const std::string dot = vnni ? "int8-vnni" : int8 ? "int8" : bf16_dot ? "bf16" : "f32";
   const int threads = rt.pool->num_threads();
   if (!o.json) {
     fmt::print("| model | format | isa | dot | threads | test | t/s |{}\n",
