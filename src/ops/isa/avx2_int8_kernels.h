@@ -4,10 +4,11 @@
 // Included by exactly two files, each defining DSV3_INT8_NAMESPACE and DSV3_INT8_VNNI first:
 // avx2_int8_matmul.cpp (avx2) and avxvnni_int8_matmul.cpp (avxvnni, compiled with AVX-VNNI, for
 // CPUs with AVX2 and AVX-VNNI but no AVX-512, e.g. Intel's client cores from Alder Lake on). The
-// copies differ only in q4_0 prefill's micro-tile: with VNNI, PrefillMicroTileShared (vpdpbusd on
-// ymm; the same integer sums). The GEMV kernels stay on vpmaddubsw in both: there vpdpbusd's
-// dependent accumulator chains ran slower (bench-medium, DSV3_ISA=avx2, 3 interleaved runs: q4_0
-// tg64 74 vs 84 tok/s, q8_0 pp512, whose every T takes the row kernel, 120 vs 151).
+// copies differ only in prefill: with VNNI its micro-tile is PrefillMicroTileShared (vpdpbusd on
+// ymm; the same integer sums), and q8_0 takes it too. The GEMV kernels stay on vpmaddubsw in both:
+// there vpdpbusd's dependent accumulator chains ran slower (bench-medium, DSV3_ISA=avx2, 3
+// interleaved runs: q4_0 tg64 74 vs 84 tok/s, q8_0 pp512, whose every T takes the row kernel, 120
+// vs 151).
 //
 // vpmaddubsw multiplies unsigned by signed bytes and adds pairs with int16 saturation, so the
 // operands are split to keep every pair sum within int16:
@@ -17,18 +18,20 @@
 //    owes 8 * sum(q_x), stored by the quantizer as a per-block bias.
 // vpmaddwd against ones widens the pairs to int32 (8 partial sums of 4 products per block).
 //
-// Decode (and q8_0 at every T): 8 rows in the lanes of a ymm, up to 4 tokens per tile. Per block,
-// each row's partials go through a transposing horizontal add into one vector of 8 exact block
-// dots, then the f32 step. Each weight block is loaded once per tile and reused by its tokens.
-// Rows in 16-row tiles (ops/row_tiles.h; model loads tile q4_0 on AVX2) take GemvTile16 instead:
-// each line holds one dword of 16 rows, so the products land in the rows' lanes with no
+// Decode (and q8_0 at every T without VNNI): 8 rows in the lanes of a ymm, up to 4 tokens per tile.
+// Per block, each row's partials go through a transposing horizontal add into one vector of 8 exact
+// block dots, then the f32 step. Each weight block is loaded once per tile and reused by its
+// tokens. Rows in 16-row tiles (ops/row_tiles.h; model loads tile q4_0 on AVX2) take GemvTile16
+// instead: each line holds one dword of 16 rows, so the products land in the rows' lanes with no
 // horizontal sums.
 //
-// q4_0 prefill (T >= kPrefillMinT): 8 tokens in the lanes. Panels of 8 rows are unpacked once
-// (from half a tile by an 8x8 dword transpose when the rows are tiled);
+// q4_0 prefill (T >= kPrefillMinT; q8_0 too with VNNI): 8 tokens in the lanes. Panels of 8 rows
+// are unpacked once (from half a tile by an 8x8 dword transpose when q4_0 rows are tiled);
 // per block, a row's dword of 4 nibbles is broadcast against the 4 codes of each of 8 tokens, and
 // the 8 vpmaddubsw results of a block are added in int16 before one vpmaddwd: each is at most
 // 2 * 15 * 127 = 3810 in magnitude, so 8 of them (30480) cannot overflow. No horizontal sums.
+// With VNNI, q8_0 weights enter the panel as code + 128 (unsigned) against signed x, whose
+// per-token bias is then -128 * sum(q_x), as q4_0's is -8 * sum(q_x).
 #pragma once
 
 #include <algorithm>
@@ -63,6 +66,9 @@ constexpr int64_t kMaxPanelGroups = 576;
 
 template <DType D>
 constexpr int32_t kWeightOffset = D == DType::kI8 ? 0 : 8;
+// The prefill tiles' offset: their q8_0 weights (VNNI copy only) are unsigned, code + 128.
+template <DType D>
+constexpr int32_t kTileWeightOffset = D == DType::kI8 ? 128 : 8;
 
 template <DType D>
 constexpr int64_t RowBytes(int64_t cols) {
@@ -147,9 +153,11 @@ __m256i ToNibbleOrder(__m256i v) {
   return _mm256_permute4x64_epi64(v, _MM_SHUFFLE(3, 1, 2, 0));
 }
 
+// q8_0 takes the prefill tiles only with VNNI: vpmaddubsw would saturate on its code + 128 weights.
 template <DType D>
 bool UsePrefill(int64_t T, int64_t cols) {
-  return D == DType::kU8 && T >= kPrefillMinT && QuantGroups(cols, kBlock) <= kMaxPanelGroups;
+  return (D == DType::kU8 || kVnni) && T >= kPrefillMinT &&
+         QuantGroups(cols, kBlock) <= kMaxPanelGroups;
 }
 
 // Layout: codes [T, groups * 32] (block order of the weights), d [T, groups],
@@ -197,7 +205,7 @@ void QuantizeTileLayout(const float* x, const int32_t* rows, int64_t T, int64_t 
         const QuantizedBlock q = QuantizeBlock(ActRow(x, rows, t0 + i, cols) + b * kBlock,
                                                std::min(kBlock, cols - b * kBlock));
         v[i] = _mm256_castsi256_ps(D == DType::kU8 ? ToNibbleOrder(q.codes) : q.codes);
-        const int32_t bias = -kWeightOffset<D> * q.sum;
+        const int32_t bias = -kTileWeightOffset<D> * q.sum;
         std::memcpy(block + kTileCodeBytes + i * 4, &q.d, 4);
         std::memcpy(block + kTileCodeBytes + kLaneTokens * 4 + i * 4, &bias, 4);
       }
@@ -485,269 +493,8 @@ void Rows(const uint8_t* buf, int64_t T, const WeightView& w, int64_t row_begin,
   }
 }
 
-// ---- q4_0 prefill: 8 tokens in the lanes ----
-
-// panel [groups][8 rows][32]: the rows' blocks as LoadWeightBlock gives them, block-major, from
-// the rows' stored bytes at src[i]. The same blocks of the next 8 rows (rows lie back to back)
-// are requested while these are copied.
-template <DType D>
-void PackPanel(const WeightView& w, const uint8_t* const* src, bool prefetch_next, uint8_t* panel) {
-  const int64_t groups = QuantGroups(w.cols, kBlock);
-  const int64_t full_groups = w.cols / kBlock;
-  const int64_t ahead = kPanelRows * RowBytes<D>(w.cols);
-  for (int64_t b = 0; b < full_groups; ++b) {
-    for (int i = 0; i < kPanelRows; ++i) {
-      if (prefetch_next && b % 4 == 0) PrefetchAt(src[i], ahead + b * RowBytes<D>(kBlock));
-      _mm256_store_si256(reinterpret_cast<__m256i*>(panel + (b * kPanelRows + i) * kBlock),
-                         LoadWeightBlock<D, false>(src[i], b, kBlock));
-    }
-  }
-  if (full_groups < groups) {
-    for (int i = 0; i < kPanelRows; ++i) {
-      _mm256_store_si256(
-          reinterpret_cast<__m256i*>(panel + (full_groups * kPanelRows + i) * kBlock),
-          LoadWeightBlock<D, true>(src[i], full_groups, w.cols - full_groups * kBlock));
-    }
-  }
-}
-
-// PackPanel for the 8 rows r0 .. r0 + 7 that are one half of a q4_0 tile (r0 % 8 == 0): per pair
-// of blocks, the 8 lines' halves (dword j of the 8 rows) transposed to the rows' 32 stored bytes,
-// each block's 16 then split into nibbles as LoadWeightBlock does. An odd last block pairs with
-// zeros.
-void PackTiledPanel(const WeightView& w, int64_t r0, uint8_t* panel) {
-  const int64_t groups = QuantGroups(w.cols, kBlock);
-  const uint8_t* half = static_cast<const uint8_t*>(w.data) +
-                        r0 / kRowTile * kRowTile * RowBytes<DType::kU8>(w.cols) + r0 % kRowTile * 4;
-  const __m256i shift = _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4), low4 = _mm256_set1_epi8(0x0f);
-  const auto nibbles = [&](__m128i bytes) {
-    return _mm256_and_si256(_mm256_srlv_epi32(_mm256_broadcastsi128_si256(bytes), shift), low4);
-  };
-  for (int64_t b = 0; b < groups; b += 2) {
-    __m256 v[8];  // v[j]: dword 4 b + j of the 8 rows
-    for (int64_t j = 0; j < 8; ++j) {
-      v[j] = 4 * b + j < 4 * groups
-                 ? _mm256_loadu_ps(reinterpret_cast<const float*>(half + (4 * b + j) * 64))
-                 : _mm256_setzero_ps();
-    }
-    Transpose8x8(v);  // v[i]: row r0 + i's bytes of blocks b and b + 1
-    for (int i = 0; i < kPanelRows; ++i) {
-      const __m256i row = _mm256_castps_si256(v[i]);
-      _mm256_store_si256(reinterpret_cast<__m256i*>(panel + (b * kPanelRows + i) * kBlock),
-                         nibbles(_mm256_castsi256_si128(row)));
-      if (b + 1 < groups) {
-        _mm256_store_si256(reinterpret_cast<__m256i*>(panel + ((b + 1) * kPanelRows + i) * kBlock),
-                           nibbles(_mm256_extracti128_si256(row, 1)));
-      }
-    }
-  }
-}
-
-// The scales of rows r0 .. r0 + 7, half of a tile (r0 % 8 == 0), as [row][group] f32: the tile
-// holds them [group][16], as f32 or f16 (GroupScale's values, without its per-value lookups).
-void GatherTiledScales(const WeightView& w, int64_t r0, float (*scales)[kMaxPanelGroups]) {
-  const int64_t groups = QuantGroups(w.cols, kBlock), tile = r0 / kRowTile;
-  const int64_t first = r0 % kRowTile;
-  alignas(32) float eight[kPanelRows];
-  for (int64_t g = 0; g < groups; ++g) {
-    if (w.f16_tile_scales) {
-      _mm256_store_ps(eight, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(
-                                 TileScalesF16(w, tile) + g * kRowTile + first))));
-    } else {
-      std::memcpy(eight, w.scale + tile * kRowTile * groups + g * kRowTile + first, sizeof(eight));
-    }
-    for (int i = 0; i < kPanelRows; ++i) scales[i][g] = eight[i];
-  }
-}
-
-// acc[i]: row r0 + i (i < 4, those below row_end) for the 8 tokens from t0 on. A 4x4 transpose in
-// each 128-bit lane gives every token its 4 rows, stored as 16 contiguous bytes of y.
-void StoreTokenTile(const __m256* acc, int64_t t0, int64_t T, const WeightView& w, int64_t r0,
-                    int64_t row_end, float* y) {
-  if (r0 >= row_end) return;
-  const __m256 t01_lo = _mm256_unpacklo_ps(acc[0], acc[1]);  // per lane: r0 r1 of tokens 0, 1
-  const __m256 t01_hi = _mm256_unpackhi_ps(acc[0], acc[1]);  // tokens 2, 3
-  const __m256 t23_lo = _mm256_unpacklo_ps(acc[2], acc[3]);
-  const __m256 t23_hi = _mm256_unpackhi_ps(acc[2], acc[3]);
-  // by_token[k], 128-bit lane L: rows 0..3 of token 4 L + k
-  alignas(32) float lanes[4][8];
-  _mm256_store_ps(lanes[0], _mm256_shuffle_ps(t01_lo, t23_lo, 0x44));
-  _mm256_store_ps(lanes[1], _mm256_shuffle_ps(t01_lo, t23_lo, 0xee));
-  _mm256_store_ps(lanes[2], _mm256_shuffle_ps(t01_hi, t23_hi, 0x44));
-  _mm256_store_ps(lanes[3], _mm256_shuffle_ps(t01_hi, t23_hi, 0xee));
-  const int64_t valid_rows = std::min<int64_t>(4, row_end - r0);
-  const int64_t valid_tokens = std::min<int64_t>(kLaneTokens, T - t0);
-  for (int64_t t = 0; t < valid_tokens; ++t) {
-    float* out = y + (t0 + t) * w.rows + r0;  // y[t0 + t, r0 : r0 + valid_rows]
-    const float* v = &lanes[t % 4][(t / 4) * 4];
-    if (valid_rows == 4)
-      _mm_storeu_ps(out, _mm_load_ps(v));
-    else
-      std::memcpy(out, v, static_cast<size_t>(valid_rows) * sizeof(float));
-  }
-}
-
-// y for rows first_row .. first_row + 3 of the panel (r0 = its first row) and the 8 * NV tokens of
-// consecutive tiles from t0 on, over all blocks: 4 x NV f32 accumulators, the int16 sums row by
-// row (vpmaddubsw; the VNNI form is PrefillMicroTileShared).
-template <int NV>
-void PrefillMicroTileRows(const uint8_t* panel, int first_row, const float* const* dw,
-                          const uint8_t* tiles, int64_t tile_bytes, int64_t groups, int64_t t0,
-                          int64_t T, const WeightView& w, int64_t r0, int64_t row_end, float* y) {
-  constexpr int kMr = 4;
-  const __m256i ones = _mm256_set1_epi16(1);
-  __m256 acc[kMr][NV];
-  for (int i = 0; i < kMr; ++i)
-    for (int j = 0; j < NV; ++j) acc[i][j] = _mm256_setzero_ps();
-  for (int64_t b = 0; b < groups; ++b) {
-    const uint8_t* xb[NV];
-    for (int j = 0; j < NV; ++j) xb[j] = tiles + j * tile_bytes + b * kTileBlockBytes;
-    const uint8_t* pw = panel + (b * kPanelRows + first_row) * kBlock;  // [4 rows][32]
-    for (int i = 0; i < kMr; ++i) {
-      __m256i sums[NV];  // int16 sums
-      for (int j = 0; j < NV; ++j) sums[j] = _mm256_setzero_si256();
-      for (int step = 0; step < 8; ++step) {
-        const __m256i wv = _mm256_set1_epi32(LoadDword(pw + i * kBlock + step * 4));
-        for (int j = 0; j < NV; ++j) {
-          const __m256i xv = _mm256_load_si256(reinterpret_cast<const __m256i*>(xb[j] + step * 32));
-          sums[j] = _mm256_add_epi16(sums[j], _mm256_maddubs_epi16(wv, xv));
-        }
-      }
-      const __m256 dwi = _mm256_set1_ps(dw[first_row + i][b]);
-      for (int j = 0; j < NV; ++j) {
-        const __m256i bias =
-            _mm256_load_si256(reinterpret_cast<const __m256i*>(xb[j] + kTileCodeBytes + 32));
-        const __m256i isum = _mm256_add_epi32(_mm256_madd_epi16(sums[j], ones), bias);
-        const __m256 s =
-            _mm256_mul_ps(_mm256_load_ps(reinterpret_cast<const float*>(xb[j] + kTileCodeBytes)),
-                          dwi);  // d_x * d_w, as the twin
-        acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), s, acc[i][j]);
-      }
-    }
-  }
-  for (int j = 0; j < NV; ++j) {
-    const __m256 rows[4] = {acc[0][j], acc[1][j], acc[2][j], acc[3][j]};
-    StoreTokenTile(rows, t0 + j * kLaneTokens, T, w, r0 + first_row, row_end, y);
-  }
-}
-
-// PrefillMicroTileRows with AVX-VNNI: per step the NV x vectors are loaded once for the 4 rows
-// (4 + NV loads feed 4 NV vpdpbusd; row by row it took 1 + NV loads per NV, and loads bounded the
-// loop). The 4 x NV int32 sums fill the registers, so the f32 accumulators live in L1 (one load
-// and store each per block). bench-medium q4_0 pp512 (DSV3_ISA=avx2, 4 interleaved runs): row by
-// row 224 tok/s without VNNI, this form 307 with it; without VNNI this form ran 202 (two
-// instructions a product: the ALUs, not the loads, bound it), so that keeps the row-by-row one.
-template <int NV>
-void PrefillMicroTileShared(const uint8_t* panel, int first_row, const float* const* dw,
-                            const uint8_t* tiles, int64_t tile_bytes, int64_t groups, int64_t t0,
-                            int64_t T, const WeightView& w, int64_t r0, int64_t row_end, float* y) {
-  constexpr int kMr = 4;
-  alignas(32) float acc[kMr][NV][kLaneTokens] = {};
-  for (int64_t b = 0; b < groups; ++b) {
-    const uint8_t* xb[NV];
-    for (int j = 0; j < NV; ++j) xb[j] = tiles + j * tile_bytes + b * kTileBlockBytes;
-    const uint8_t* pw = panel + (b * kPanelRows + first_row) * kBlock;  // [4 rows][32]
-    __m256i sums[kMr][NV];
-    for (int i = 0; i < kMr; ++i)
-      for (int j = 0; j < NV; ++j) sums[i][j] = _mm256_setzero_si256();
-    for (int step = 0; step < 8; ++step) {
-      __m256i xv[NV];
-      for (int j = 0; j < NV; ++j)
-        xv[j] = _mm256_load_si256(reinterpret_cast<const __m256i*>(xb[j] + step * 32));
-      for (int i = 0; i < kMr; ++i) {
-        const __m256i wv = _mm256_set1_epi32(LoadDword(pw + i * kBlock + step * 4));
-        for (int j = 0; j < NV; ++j) {
-          sums[i][j] = _mm256_dpbusd_avx_epi32(sums[i][j], wv, xv[j]);
-        }
-      }
-    }
-    for (int i = 0; i < kMr; ++i) {
-      const __m256 dwi = _mm256_set1_ps(dw[first_row + i][b]);
-      for (int j = 0; j < NV; ++j) {
-        const __m256i bias =
-            _mm256_load_si256(reinterpret_cast<const __m256i*>(xb[j] + kTileCodeBytes + 32));
-        const __m256i isum = _mm256_add_epi32(sums[i][j], bias);
-        const __m256 s =
-            _mm256_mul_ps(_mm256_load_ps(reinterpret_cast<const float*>(xb[j] + kTileCodeBytes)),
-                          dwi);  // d_x * d_w, as the twin
-        _mm256_store_ps(acc[i][j],
-                        _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), s, _mm256_load_ps(acc[i][j])));
-      }
-    }
-  }
-  for (int j = 0; j < NV; ++j) {
-    const __m256 rows[4] = {_mm256_load_ps(acc[0][j]), _mm256_load_ps(acc[1][j]),
-                            _mm256_load_ps(acc[2][j]), _mm256_load_ps(acc[3][j])};
-    StoreTokenTile(rows, t0 + j * kLaneTokens, T, w, r0 + first_row, row_end, y);
-  }
-}
-
-// The micro-tile this copy of the kernels runs (the VNNI form is never instantiated in the avx2
-// copy, which is compiled without AVX-VNNI).
-template <int NV>
-void MicroTile(const uint8_t* panel, int first_row, const float* const* dw, const uint8_t* tiles,
-               int64_t tile_bytes, int64_t groups, int64_t t0, int64_t T, const WeightView& w,
-               int64_t r0, int64_t row_end, float* y) {
-  if constexpr (kVnni)
-    PrefillMicroTileShared<NV>(panel, first_row, dw, tiles, tile_bytes, groups, t0, T, w, r0,
-                               row_end, y);
-  else
-    PrefillMicroTileRows<NV>(panel, first_row, dw, tiles, tile_bytes, groups, t0, T, w, r0, row_end,
-                             y);
-}
-
-template <DType D>
-void PrefillRows(const uint8_t* buf, int64_t T, const WeightView& w, int64_t row_begin,
-                 int64_t row_end, float* y) {
-  const int64_t groups = QuantGroups(w.cols, kBlock);
-  const int64_t tile_bytes = groups * kTileBlockBytes;
-  const int64_t tiles = (T + kLaneTokens - 1) / kLaneTokens;
-  alignas(32) uint8_t panel[kMaxPanelGroups * kPanelRows * kBlock];
-  // Tiled rows: the panel's scales gathered row-major, and (for a panel that is not half a tile)
-  // its rows' stored bytes copied out.
-  alignas(32) float tiled_scales[kPanelRows][kMaxPanelGroups];
-  alignas(32) uint8_t tiled_bytes[kPanelRows][kMaxPanelGroups * kBlock / 2];
-  const int64_t tiled_end = w.row_tiles != 0 ? w.rows / kRowTile * kRowTile : 0;
-  for (int64_t r0 = row_begin; r0 < row_end; r0 += kPanelRows) {
-    int64_t rows[kPanelRows];
-    const float* dw[kPanelRows];
-    const uint8_t* src[kPanelRows];
-    for (int i = 0; i < kPanelRows; ++i) {
-      rows[i] = std::min(r0 + i, row_end - 1);
-      dw[i] = w.scale + rows[i] * groups;  // d_w[row, :]
-      src[i] = static_cast<const uint8_t*>(w.data) + rows[i] * RowBytes<D>(w.cols);
-    }
-    if (r0 < tiled_end) {
-      for (int i = 0; i < kPanelRows; ++i) dw[i] = tiled_scales[i];
-      if (r0 % kPanelRows == 0 && r0 + kPanelRows <= tiled_end) {
-        PackTiledPanel(w, r0, panel);  // rows past row_end are computed, never stored
-        GatherTiledScales(w, r0, tiled_scales);
-      } else {
-        for (int i = 0; i < kPanelRows; ++i)
-          for (int64_t g = 0; g < groups; ++g) tiled_scales[i][g] = GroupScale(w, rows[i], g);
-        for (int i = 0; i < kPanelRows; ++i) {
-          CopyRowBytes(w, rows[i], 0, RowBytes<D>(w.cols), tiled_bytes[i]);
-          src[i] = tiled_bytes[i];
-        }
-        PackPanel<D>(w, src, false, panel);
-      }
-    } else {
-      PackPanel<D>(w, src, r0 + 2 * kPanelRows <= row_end, panel);
-    }
-    int64_t k = 0;
-    for (; k + 2 <= tiles; k += 2) {
-      const uint8_t* x = buf + k * tile_bytes;
-      for (int first = 0; first < kPanelRows; first += 4)
-        MicroTile<2>(panel, first, dw, x, tile_bytes, groups, k * kLaneTokens, T, w, r0, row_end,
-                     y);
-    }
-    if (k < tiles) {
-      for (int first = 0; first < kPanelRows; first += 4)
-        MicroTile<1>(panel, first, dw, buf + k * tile_bytes, tile_bytes, groups, k * kLaneTokens, T,
-                     w, r0, row_end, y);
-    }
-  }
-}
+// The prefill tiles (PackPanel .. PrefillRows), a fragment of this file kept apart for size.
+#include "ops/isa/avx2_int8_prefill.inc"
 
 }  // namespace
 
@@ -764,9 +511,12 @@ void QuantizeActBlocks(const float* x, int64_t cols, int8_t* q, float* d, int32_
 void QuantizeActsInt8(const float* x, const int32_t* rows, int64_t T, const WeightView& w,
                       uint8_t* buf) {
   const int64_t cols = w.cols;
-  if (w.dtype == DType::kI8)
-    QuantizeRowsLayout<DType::kI8>(x, rows, T, cols, buf);
-  else if (UsePrefill<DType::kU8>(T, cols))
+  if (w.dtype == DType::kI8) {
+    if (UsePrefill<DType::kI8>(T, cols))
+      QuantizeTileLayout<DType::kI8>(x, rows, T, cols, buf);
+    else
+      QuantizeRowsLayout<DType::kI8>(x, rows, T, cols, buf);
+  } else if (UsePrefill<DType::kU8>(T, cols))
     QuantizeTileLayout<DType::kU8>(x, rows, T, cols, buf);
   else
     QuantizeRowsLayout<DType::kU8>(x, rows, T, cols, buf);
@@ -775,9 +525,13 @@ void QuantizeActsInt8(const float* x, const int32_t* rows, int64_t T, const Weig
 void MatMulRowsInt8(const uint8_t* buf, int64_t T, const WeightView& w, int64_t row_begin,
                     int64_t row_end, float* y) {
   if (T <= 0 || row_begin >= row_end) return;
-  if (w.dtype == DType::kI8)
+  if (w.dtype == DType::kI8) {
+    if constexpr (kVnni) {  // not instantiated without VNNI (UsePrefill is false there)
+      if (UsePrefill<DType::kI8>(T, w.cols))
+        return PrefillRows<DType::kI8>(buf, T, w, row_begin, row_end, y);
+    }
     Rows<DType::kI8>(buf, T, w, row_begin, row_end, y);
-  else if (UsePrefill<DType::kU8>(T, w.cols))
+  } else if (UsePrefill<DType::kU8>(T, w.cols))
     PrefillRows<DType::kU8>(buf, T, w, row_begin, row_end, y);
   else
     Rows<DType::kU8>(buf, T, w, row_begin, row_end, y);
