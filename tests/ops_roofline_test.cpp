@@ -116,7 +116,8 @@ TEST(Roofline, PeakLoopsEqualScalarTwin) {
         << iterations;
   }
   EXPECT_EQ(scalar::Int8DotChains(1, 1, 1, 1, 2), 2 * (78 + 12 * 8));
-  // (c + 1) + 4 + 4, and saturation: 2 * 255 * 127 -> 32767, then -32768 + 32767 wraps nothing.
+  // (c + 1) + 4 + 4; and saturation: 2 * 255 * 127 -> 32767 (c + 1 + 32767 wraps past int16), then
+  // 2 * 255 * -128 -> -32768 wraps back: c + 1 - 1 per chain.
   EXPECT_EQ(scalar::MaddubsChains(1, 1, 2, 2, 2), 2 * (78 + 12 * 8));
   EXPECT_EQ(scalar::MaddubsChains(1, 255, 127, -128, 1), 78 + 12 * (32767 - 32768));
   // (c + 1) * 2 + 1, then * 2 - 3: 4c + 3 per chain.

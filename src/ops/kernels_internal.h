@@ -81,7 +81,6 @@ void AccumulateRows(const WeightView& w, int64_t row0, int64_t n, const float* a
 // The AVX2 int8 path with AVX-VNNI's vpdpbusd on ymm (src/ops/isa/avxvnni_int8_matmul.cpp,
 // compiled with -mavxvnni as well): the same functions, the same bits.
 namespace avxvnni {
-void QuantizeActBlocks(const float* x, int64_t cols, int8_t* q, float* d, int32_t* sum);
 void QuantizeActsInt8(const float* x, const int32_t* rows, int64_t T, const WeightView& w,
                       uint8_t* buf);
 void MatMulRowsInt8(const uint8_t* buf, int64_t T, const WeightView& w, int64_t row_begin,

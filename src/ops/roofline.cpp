@@ -340,7 +340,7 @@ Result<LimitMeasurement> MeasureInt8DotPeak(ThreadPool* pool, Isa isa, const Pea
         break;
       }
       loop.method =
-          "vpmaddubsw + vpaddw ymm (no int8 dot-accumulate below AVX-512 VNNI), 12 chains";
+          "vpmaddubsw + vpaddw ymm (AVX2 without AVX-VNNI: no int8 dot-accumulate), 12 chains";
       loop.run = [](int64_t it) { return static_cast<double>(avx2::Int8DotChains(it, 1, 1, -1)); };
       // 32 byte products per vpmaddubsw.
       loop.ops_per_iteration = 2.0 * kPeakChains * 32 * 2;

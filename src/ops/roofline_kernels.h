@@ -44,8 +44,8 @@ inline constexpr int kLanes = 8;
 double SumFloats(const float* x, int64_t n);                        // 8 ymm accumulators
 double FmaChains(int64_t iterations, float a, float b0, float b1);  // vfmadd231ps ymm
 inline constexpr int kInt16Lanes = 16;
-// vpmaddubsw + vpaddw ymm: AVX2 has no int8 dot-accumulate; its kernels sum vpmaddubsw's int16
-// pairs in int16 before widening (ops/isa/avx2_int8_matmul.cpp).
+// vpmaddubsw + vpaddw ymm: AVX2 has no int8 dot-accumulate; its q4_0 prefill and tiled GEMV sum
+// vpmaddubsw's pairs in int16 before widening (ops/isa/avx2_int8_kernels.h).
 int64_t Int8DotChains(int64_t iterations, uint8_t a, int8_t b0, int8_t b1);
 }  // namespace avx2
 

@@ -1,5 +1,5 @@
 // AVX2 Gemm (ops/gemm.h): the packed outer-product form of the AVX2 MatMul, reading either operand
-// in its stored layout. Per block of kTb rows of A and k block, A is packed once into [6 rows][kc]
+// in its stored layout. Per block of kTb rows of A and k block, A is packed once into [kc][6]
 // groups and B, 64 of its rows at a time, into [kc][16] panels; the micro-kernel
 // (ops/isa/avx2_gemm_tile.h) sums each k block from zero in order and adds it to C, the order the
 // scalar twin follows.
@@ -33,8 +33,10 @@ void PackPanel(const GemmOperand& b, int64_t n0, int64_t nn, int64_t k0, int64_t
       for (int64_t s = 0; s < strips; ++s) {
         float* dst = panel + (s * kc + c) * kStrip;
         for (int64_t h = 0; h < 2; ++h) {
-          const int64_t first = s * kStrip + h * 8;
-          _mm256_store_ps(dst + h * 8, _mm256_maskload_ps(src + first, LaneMask8(nn - first)));
+          const int64_t first = s * kStrip + h * 8;  // no pointer past B for columns past nn
+          _mm256_store_ps(dst + h * 8, first < nn
+                                           ? _mm256_maskload_ps(src + first, LaneMask8(nn - first))
+                                           : _mm256_setzero_ps());
         }
       }
     }
@@ -44,7 +46,7 @@ void PackPanel(const GemmOperand& b, int64_t n0, int64_t nn, int64_t k0, int64_t
   for (int64_t first = 0; first < strips * kStrip; first += 8) {
     float* dst = panel + (first / kStrip) * kc * kStrip + first % kStrip;
     const int64_t rows = std::clamp<int64_t>(nn - first, 0, 8);
-    const float* src = b.data + (n0 + first) * b.ld + k0;
+    const float* src = rows > 0 ? b.data + (n0 + first) * b.ld + k0 : nullptr;
     for (int64_t cb = 0; cb < kc; cb += 8) {
       const int64_t n = std::min<int64_t>(8, kc - cb);
       const __m256i mask = LaneMask8(n);

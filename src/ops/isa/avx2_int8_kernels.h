@@ -7,8 +7,8 @@
 // copies differ only in prefill: with VNNI its micro-tile is PrefillMicroTileShared (vpdpbusd on
 // ymm; the same integer sums), and q8_0 takes it too. The GEMV kernels stay on vpmaddubsw in both:
 // there vpdpbusd's dependent accumulator chains ran slower (bench-medium, DSV3_ISA=avx2, 3
-// interleaved runs: q4_0 tg64 74 vs 84 tok/s, q8_0 pp512, whose every T takes the row kernel, 120
-// vs 151).
+// interleaved runs: q4_0 tg64 74 vs 84 tok/s; q8_0 pp512, measured before its prefill took the
+// tiles, 120 vs 151).
 //
 // vpmaddubsw multiplies unsigned by signed bytes and adds pairs with int16 saturation, so the
 // operands are split to keep every pair sum within int16:
@@ -60,7 +60,8 @@ constexpr int64_t kLaneTokens = 8;  // prefill: tokens per tile, one per 32-bit 
 constexpr int64_t kTileCodeBytes = 8 * kLaneTokens * 4;
 constexpr int64_t kTileBlockBytes = kTileCodeBytes + 2 * kLaneTokens * 4;
 constexpr int kPanelRows = 8;
-// Panel of 8 unpacked rows on the stack: 576 blocks = 18432 columns (144 KiB); wider rows take the
+// Panel of 8 unpacked rows on the stack: 576 blocks = 18432 columns (144 KiB; PrefillRows' frame
+// is ~160 KiB for q4_0, ~306 KiB for q8_0 with its copied tiled rows); wider rows take the
 // row kernel at every T.
 constexpr int64_t kMaxPanelGroups = 576;
 
@@ -498,6 +499,7 @@ void Rows(const uint8_t* buf, int64_t T, const WeightView& w, int64_t row_begin,
 
 }  // namespace
 
+#if !DSV3_INT8_VNNI  // one copy is enough (the MLA's int8 quantizer; the same code in both)
 void QuantizeActBlocks(const float* x, int64_t cols, int8_t* q, float* d, int32_t* sum) {
   const int64_t groups = QuantGroups(cols, kBlock);
   for (int64_t b = 0; b < groups; ++b) {
@@ -507,15 +509,17 @@ void QuantizeActBlocks(const float* x, int64_t cols, int8_t* q, float* d, int32_
     sum[b] = qb.sum;
   }
 }
+#endif
 
 void QuantizeActsInt8(const float* x, const int32_t* rows, int64_t T, const WeightView& w,
                       uint8_t* buf) {
   const int64_t cols = w.cols;
   if (w.dtype == DType::kI8) {
-    if (UsePrefill<DType::kI8>(T, cols))
-      QuantizeTileLayout<DType::kI8>(x, rows, T, cols, buf);
-    else
-      QuantizeRowsLayout<DType::kI8>(x, rows, T, cols, buf);
+    if constexpr (kVnni) {  // as MatMulRowsInt8: q8_0 tiles exist only with VNNI
+      if (UsePrefill<DType::kI8>(T, cols))
+        return QuantizeTileLayout<DType::kI8>(x, rows, T, cols, buf);
+    }
+    QuantizeRowsLayout<DType::kI8>(x, rows, T, cols, buf);
   } else if (UsePrefill<DType::kU8>(T, cols))
     QuantizeTileLayout<DType::kU8>(x, rows, T, cols, buf);
   else
