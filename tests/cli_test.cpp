@@ -170,6 +170,46 @@ std::vector<nlohmann::json> JsonLines(const std::string& out) {
   return lines;
 }
 
+// --profile: after the tests, one line per phase and test; the phases partition the forward
+// passes (percentages sum to 100, their time is within the test's wall time), the routed MoE
+// phases ran, and a decode test's phase bytes add up to its bytes per token.
+TEST(Cli, BenchProfileSplitsEachTestIntoPhases) {
+  TempDir dir;
+  ASSERT_EQ(RunDsv3({"init", "-o", dir / "m", "--preset", "tiny-v3", "--dtype", "bf16"}).exit_code,
+            0);
+  auto r = RunDsv3({"bench", "-m", dir / "m", "-p", "16", "-n", "4", "-r", "1", "--json",
+                    "--bw-mib", "8", "--profile"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto lines = JsonLines(r.out);
+  ASSERT_EQ(lines.size(), 2u + 2u * 9u + 4u) << r.out;
+  for (int test = 0; test < 2; ++test) {
+    const nlohmann::json& t = lines[test];
+    double percent = 0, ms = 0, bytes = 0;
+    std::vector<std::string> names;
+    for (int i = 0; i < 9; ++i) {
+      const nlohmann::json& p = lines[2 + 9 * test + i];
+      EXPECT_EQ(p["test"], t["test"]);
+      names.push_back(p["phase"]);
+      EXPECT_GE(p["ms_per_token"].get<double>(), 0) << p;
+      percent += p["percent"].get<double>();
+      ms += p["ms_per_token"].get<double>();
+      if (test == 1) bytes += p["bytes_per_token"].get<double>();
+      if (p["phase"] == "experts_in" || p["phase"] == "attention_in" || p["phase"] == "lm_head") {
+        EXPECT_GT(p["ms_per_token"].get<double>(), 0) << p;
+      }
+    }
+    EXPECT_EQ(names, (std::vector<std::string>{"attention_in", "attention", "attention_out",
+                                               "router", "experts_in", "experts_out", "dense_mlp",
+                                               "lm_head", "other"}));
+    EXPECT_NEAR(percent, 100.0, 1e-6);
+    EXPECT_LE(ms, 1e3 / t["tokens_per_second"].get<double>() * (1 + 1e-9));
+    if (test == 1) {
+      EXPECT_NEAR(bytes, t["bytes_per_token"].get<double>(), 1e-6 * bytes);
+    }
+  }
+  EXPECT_EQ(lines[2 + 18]["probe"], "read_bandwidth");
+}
+
 TEST(Cli, BenchReportsMachineLimitsAndPercentages) {
   TempDir dir;
   ASSERT_EQ(RunDsv3({"init", "-o", dir / "m", "--preset", "tiny-v3", "--dtype", "bf16"}).exit_code,

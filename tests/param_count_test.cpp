@@ -113,7 +113,44 @@ TEST(ParamCount, LoadedModelsMatchTheirFormat) {
     EXPECT_EQ(CountDecodeBytes((*model)->config(), (*model)->weights(), 2).weights,
               CountDecodeBytes(c, type, 2).weights)
         << name;
+    // Split by phase (bench --profile), the same bytes; for every k (the routed experts'
+    // share rounds as the total's does).
+    for (int64_t k : {0, 1, 2, 3}) {
+      const PhaseBytes phases = CountDecodeBytesByPhase((*model)->config(), (*model)->weights(), k);
+      int64_t weights = 0, per_position = 0;
+      for (int i = 0; i < kNumPhases; ++i) {
+        EXPECT_GE(phases.weights[i], 0) << name << " " << PhaseName(static_cast<Phase>(i));
+        weights += phases.weights[i];
+        per_position += phases.per_position[i];
+      }
+      EXPECT_EQ(weights, CountDecodeBytes((*model)->config(), (*model)->weights(), k).weights)
+          << name << " k=" << k;
+      EXPECT_EQ(per_position, loaded.kv_per_position) << name;
+      EXPECT_EQ(phases.per_position[static_cast<int>(Phase::kAttention)], loaded.kv_per_position);
+    }
   }
+}
+
+// tiny-v3 BF16 by phase, by hand: hidden 64, vocab 1024 (lm_head [1024, 64] + the final norm),
+// 4 routed experts' router [4, 64] + 4 f32 biases per MoE layer.
+TEST(ParamCount, DecodeBytesByPhaseOfTinyV3) {
+  testing::TempDir dir;
+  const ModelConfig c = TinyV3();
+  RandomCheckpointOptions options;
+  options.dtype = DType::kBF16;
+  ASSERT_TRUE(WriteRandomCheckpoint(c, options, dir / "m").ok());
+  auto model = Model::Load(dir / "m", LoadOptions{});
+  ASSERT_TRUE(model.ok()) << model.status().message();
+  const PhaseBytes b = CountDecodeBytesByPhase((*model)->config(), (*model)->weights());
+  const auto at = [&](Phase p) { return b.weights[static_cast<int>(p)]; };
+  const int64_t H = c.hidden_size, moe_layers = c.num_hidden_layers - c.first_k_dense_replace;
+  EXPECT_EQ(at(Phase::kLmHead), c.vocab_size * H * 2 + H * 4);
+  EXPECT_EQ(at(Phase::kRouter), moe_layers * (c.n_routed_experts * H * 2 + c.n_routed_experts * 4));
+  EXPECT_EQ(at(Phase::kAttentionOut),
+            c.num_hidden_layers * H * c.num_attention_heads * c.v_head_dim * 2);
+  // The embedding row and the two norms of every layer.
+  EXPECT_EQ(at(Phase::kOther), H * 2 + c.num_hidden_layers * 2 * H * 4);
+  EXPECT_EQ(at(Phase::kDenseMlp), c.first_k_dense_replace * 3 * H * c.intermediate_size * 2);
 }
 
 }  // namespace

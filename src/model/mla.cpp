@@ -278,7 +278,8 @@ bool DecompressedIsCheaper(const ModelConfig& c, int64_t T, int64_t start_pos, i
 void MlaForward(const ModelConfig& c, const RopeParams& rope, const AttentionWeights& w,
                 const ops::KernelContext& ctx, const float* x, int64_t T, int64_t start_pos,
                 const float* cos_sin, AttentionPath path, LayerKvCache& cache, MlaScratch& scratch,
-                float* out) {
+                float* out, PhaseProfile* profile) {
+  PhaseClock clock(profile);
   const int64_t nh = c.num_attention_heads, dn = c.qk_nope_head_dim, dr = c.qk_rope_head_dim;
   const int64_t dv = c.v_head_dim, r = c.kv_lora_rank, qk = c.qk_head_dim();
   const int64_t half = dr / 2;
@@ -302,6 +303,7 @@ void MlaForward(const ModelConfig& c, const RopeParams& rope, const AttentionWei
     const ops::MatMulJob jobs[2] = {{x, T, &w.q_proj, q}, {x, T, &w.kv_a_proj_with_mqa, ckv}};
     ops::MatMulBatch(ctx, jobs, 2);
   }
+  clock.Lap(Phase::kAttentionIn);
 
   // cache: normalised latent c [r] and rotated k_pe [dr] per position.
   for (int64_t t = 0; t < T; ++t) {
@@ -372,8 +374,10 @@ void MlaForward(const ModelConfig& c, const RopeParams& rope, const AttentionWei
       }
     }
   }
+  clock.Lap(Phase::kAttention);
   // out: [T, H]
   ops::MatMul(ctx, o, T, w.o_proj, out);
+  clock.Lap(Phase::kAttentionOut);
 }
 
 }  // namespace dsv3

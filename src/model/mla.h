@@ -6,6 +6,7 @@
 
 #include "model/config.h"
 #include "model/kv_cache.h"
+#include "model/phase_profile.h"
 #include "model/rope_yarn.h"
 #include "model/scratch.h"
 #include "model/weights.h"
@@ -39,9 +40,10 @@ enum class AttentionPath {
 //   x:       [T, H]  input (already RMS-normalised)
 //   cos_sin: rope table for these positions (RopeTable)
 //   out:     [T, H]  o_proj output
+//   profile: nullptr, or where the projections' and the attention's wall time is added
 void MlaForward(const ModelConfig& config, const RopeParams& rope, const AttentionWeights& w,
                 const ops::KernelContext& ctx, const float* x, int64_t T, int64_t start_pos,
                 const float* cos_sin, AttentionPath path, LayerKvCache& cache, MlaScratch& scratch,
-                float* out);
+                float* out, PhaseProfile* profile = nullptr);
 
 }  // namespace dsv3

@@ -31,8 +31,10 @@ constexpr int64_t kRowGrain = 32;
 }  // namespace
 
 void MoeForward(const ModelConfig& c, const MoeWeights& w, const ops::KernelContext& ctx,
-                const float* x, int64_t T, int64_t k, MoeScratch& s, float* out) {
+                const float* x, int64_t T, int64_t k, MoeScratch& s, float* out,
+                PhaseProfile* profile) {
   const int64_t H = c.hidden_size, E = c.n_routed_experts;
+  PhaseClock clock(profile);
 
   // gate_logits: [T, E]; routing: [T, k] experts and weights
   // The router's scores pick discrete experts, so they keep exact products even under the
@@ -74,6 +76,7 @@ void MoeForward(const ModelConfig& c, const MoeWeights& w, const ops::KernelCont
     in_place = s.expert_offsets[e + 1] == s.expert_offsets[e] ||
                (ops::UsesInt8Dot(ctx, w.experts[e].gate_proj) &&
                 ops::UsesInt8Dot(ctx, w.experts[e].up_proj));
+  clock.Lap(Phase::kRouter);
   float* gathered = nullptr;
   if (!in_place) {
     gathered = s.gathered.Get(T * k * H);
@@ -121,6 +124,7 @@ void MoeForward(const ModelConfig& c, const MoeWeights& w, const ops::KernelCont
     };
     ops::SiluMul(ctx.isa, gate + offset(begin), up + offset(begin), offset(end) - offset(begin));
   });
+  clock.Lap(Phase::kExpertsIn);
 
   s.jobs.clear();
   for (int64_t e = 0; e < E; ++e) {
@@ -147,6 +151,7 @@ void MoeForward(const ModelConfig& c, const MoeWeights& w, const ops::KernelCont
       const int32_t slot = s.token_order[i];
       ops::Axpy(ctx.isa, routing_weights[slot], expert_out + i * H, H, out + (slot / k) * H);
     }
+    clock.Lap(Phase::kExpertsOut);
     return;
   }
   ParallelRows(ctx, T, kRowGrain, [&](int64_t begin, int64_t end) {
@@ -169,6 +174,7 @@ void MoeForward(const ModelConfig& c, const MoeWeights& w, const ops::KernelCont
       }
     }
   });
+  clock.Lap(Phase::kExpertsOut);
 }
 
 }  // namespace dsv3

@@ -7,6 +7,7 @@
 
 #include "model/config.h"
 #include "model/mlp.h"
+#include "model/phase_profile.h"
 #include "model/scratch.h"
 #include "model/weights.h"
 
@@ -21,8 +22,10 @@ struct MoeScratch {
       expert_cursor;
 };
 
-// x: [T, H] (normalised) -> out: [T, H] (overwritten). k = routed experts per token.
+// x: [T, H] (normalised) -> out: [T, H] (overwritten). k = routed experts per token. profile:
+// nullptr, or where the router's and the experts' wall time is added.
 void MoeForward(const ModelConfig& config, const MoeWeights& w, const ops::KernelContext& ctx,
-                const float* x, int64_t T, int64_t k, MoeScratch& scratch, float* out);
+                const float* x, int64_t T, int64_t k, MoeScratch& scratch, float* out,
+                PhaseProfile* profile = nullptr);
 
 }  // namespace dsv3

@@ -220,6 +220,47 @@ DecodeBytes CountDecodeBytes(const ModelConfig& c, const ModelWeights& w, int64_
   return bytes;
 }
 
+PhaseBytes CountDecodeBytesByPhase(const ModelConfig& c, const ModelWeights& w, int64_t k) {
+  if (k == 0) k = c.num_experts_per_tok;
+  PhaseBytes bytes;
+  const auto add = [&](Phase phase, int64_t n) { bytes.weights[static_cast<int>(phase)] += n; };
+  if (w.embed_tokens.rows > 0)
+    add(Phase::kOther, WeightViewBytes(w.embed_tokens) / w.embed_tokens.rows);
+  for (const LayerWeights& l : w.layers) {
+    add(Phase::kOther, F32Bytes(l.input_layernorm.size() + l.post_attention_layernorm.size()));
+    const AttentionWeights& a = l.attn;
+    add(Phase::kAttentionIn,
+        WeightViewBytes(a.q_proj) + WeightViewBytes(a.q_a_proj) + WeightViewBytes(a.q_b_proj) +
+            WeightViewBytes(a.kv_a_proj_with_mqa) + F32Bytes(a.q_a_layernorm.size()));
+    add(Phase::kAttention, WeightViewBytes(a.kv_b_proj) + F32Bytes(a.kv_a_layernorm.size()));
+    add(Phase::kAttentionOut, WeightViewBytes(a.o_proj));
+    if (!l.is_moe) {
+      add(Phase::kDenseMlp, MlpBytes(l.mlp));
+      continue;
+    }
+    const MoeWeights& m = l.moe;
+    add(Phase::kRouter, WeightViewBytes(m.gate) + F32Bytes(m.e_score_correction_bias.size()));
+    int64_t in = 0, out = 0;  // all routed experts' gate + up, and down
+    for (const MlpWeights& e : m.experts) {
+      in += WeightViewBytes(e.gate_proj) + WeightViewBytes(e.up_proj);
+      out += WeightViewBytes(e.down_proj);
+    }
+    const int64_t n = static_cast<int64_t>(m.experts.size());
+    if (n > 0) {  // rounded as CountDecodeBytes rounds their sum
+      add(Phase::kExpertsIn, in * k / n);
+      add(Phase::kExpertsOut, (in + out) * k / n - in * k / n);
+    }
+    if (m.has_shared) {
+      add(Phase::kExpertsIn,
+          WeightViewBytes(m.shared_experts.gate_proj) + WeightViewBytes(m.shared_experts.up_proj));
+      add(Phase::kExpertsOut, WeightViewBytes(m.shared_experts.down_proj));
+    }
+  }
+  add(Phase::kLmHead, F32Bytes(w.norm.size()) + WeightViewBytes(w.lm_head));
+  bytes.per_position[static_cast<int>(Phase::kAttention)] = KvBytesPerPosition(c);
+  return bytes;
+}
+
 TokenMacs CountTokenMacs(const ModelConfig& c, int64_t k) {
   if (k == 0) k = c.num_experts_per_tok;
   TokenMacs macs;

@@ -3,10 +3,12 @@
 // multiply-adds one token costs.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <string_view>
 
 #include "model/config.h"
+#include "model/phase_profile.h"
 #include "model/quantize.h"
 #include "model/weights.h"
 
@@ -51,6 +53,16 @@ DecodeBytes CountDecodeBytes(const ModelConfig& config, const ModelWeights& weig
 // kept at F32 for f32 and BF16 otherwise, lm_head as DefaultLmHeadType says, the other linear
 // weights in the format).
 DecodeBytes CountDecodeBytes(const ModelConfig& config, QuantType format, int64_t k = 0);
+
+// The same bytes for a loaded model split by the phase of the forward pass that reads them
+// (model/phase_profile.h), the cache counted per position: per_position[Phase::kAttention] is
+// kv_per_position, the rest 0. Summed over phases, equal to CountDecodeBytes(config, weights, k).
+struct PhaseBytes {
+  std::array<int64_t, kNumPhases> weights{};
+  std::array<int64_t, kNumPhases> per_position{};
+};
+PhaseBytes CountDecodeBytesByPhase(const ModelConfig& config, const ModelWeights& weights,
+                                   int64_t k = 0);
 
 // Multiply-adds of the linear layers for one token (attention's score and value products over the
 // cache excluded): `layers` for every layer (the router and both halves of kv_b_proj included),

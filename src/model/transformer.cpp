@@ -56,7 +56,7 @@ void DecoderLayer(const Model& model, const LayerWeights& lw, const ops::KernelC
   for (int64_t t = 0; t < T; ++t)
     ops::RmsNorm(ctx.isa, x + t * H, lw.input_layernorm.data(), H, c.rms_norm_eps, normed + t * H);
   MlaForward(c, model.rope(), lw.attn, ctx, normed, T, start_pos, rope_table, options.attention,
-             cache, mla, branch);
+             cache, mla, branch, options.profile);
   ops::Axpy(ctx.isa, 1.0f, branch, T * H, x);
   for (int64_t t = 0; t < T; ++t)
     ops::RmsNorm(ctx.isa, x + t * H, lw.post_attention_layernorm.data(), H, c.rms_norm_eps,
@@ -64,9 +64,11 @@ void DecoderLayer(const Model& model, const LayerWeights& lw, const ops::KernelC
   if (lw.is_moe) {
     const int64_t k =
         options.experts_per_token > 0 ? options.experts_per_token : c.num_experts_per_tok;
-    MoeForward(c, lw.moe, ctx, normed, T, k, moe, branch);
+    MoeForward(c, lw.moe, ctx, normed, T, k, moe, branch, options.profile);
   } else {
+    PhaseClock clock(options.profile);
     MlpForward(lw.mlp, ctx, normed, T, mlp, branch);
+    clock.Lap(Phase::kDenseMlp);
   }
   ops::Axpy(ctx.isa, 1.0f, branch, T * H, x);
 }
@@ -80,6 +82,7 @@ Status Forward(const Model& model, const ops::KernelContext& ctx, InferenceState
   const ModelWeights& w = model.weights();
   const int64_t T = static_cast<int64_t>(tokens.size()), H = c.hidden_size;
   const int64_t start_pos = state.cache_.length();
+  PhaseClock whole(options.profile);
 
   // x: [T, H] residual stream, starting from the embedding rows (no scaling).
   float* x = state.residual_.Get(T * H);
@@ -94,6 +97,7 @@ Status Forward(const Model& model, const ops::KernelContext& ctx, InferenceState
   state.cache_.set_length(start_pos + T);
 
   // hidden: [T, H] after the final norm; logits: [T or 1, vocab]
+  PhaseClock clock(options.profile);
   float* hidden = state.hidden_.Get(T * H);
   for (int64_t t = 0; t < T; ++t)
     ops::RmsNorm(ctx.isa, x + t * H, w.norm.data(), H, c.rms_norm_eps, hidden + t * H);
@@ -103,6 +107,8 @@ Status Forward(const Model& model, const ops::KernelContext& ctx, InferenceState
   } else {
     ops::MatMul(ctx, hidden, T, w.lm_head, logits);
   }
+  clock.Lap(Phase::kLmHead);
+  whole.EndForward(T);
   return Status::Ok();
 }
 

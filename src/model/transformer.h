@@ -12,6 +12,7 @@
 #include "model/kv_cache.h"
 #include "model/mla.h"
 #include "model/moe.h"
+#include "model/phase_profile.h"
 #include "model/rope_yarn.h"
 #include "model/weights.h"
 
@@ -52,6 +53,8 @@ struct ForwardOptions {
   int64_t experts_per_token = 0;  // 0: the config's num_experts_per_tok
   AttentionPath attention = AttentionPath::kAuto;
   bool last_logits_only = false;  // logits for the last token only (decode, generation)
+  // nullptr, or where each call adds its phases' wall time (model/phase_profile.h).
+  PhaseProfile* profile = nullptr;
 };
 
 // Everything one sequence owns: its KV cache and the buffers its forward passes reuse.

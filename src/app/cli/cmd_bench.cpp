@@ -23,6 +23,7 @@
 #include "app/cli/args.h"
 #include "app/cli/command.h"
 #include "model/param_count.h"
+#include "model/phase_profile.h"
 #include "ops/roofline.h"
 
 namespace dsv3::cli {
@@ -36,6 +37,7 @@ struct BenchOptions {
   int repetitions = 3;
   bool json = false;
   bool no_limits = false;
+  bool profile = false;
   int64_t bandwidth_mib = 1024;
 };
 
@@ -45,6 +47,7 @@ struct Measurement {
   int64_t tokens = 0;
   std::vector<double> tokens_per_second;
   double mean = 0, sd = 0;
+  std::optional<PhaseProfile> phases;  // --profile: the timed repetitions' phases
 };
 
 // A test's roofline: the limit it is against and what that allows.
@@ -104,19 +107,28 @@ std::string HumanCost(const Roofline& r, bool decode) {
 }
 
 Result<Measurement> RunTest(const Runtime& rt, bool decode, int64_t tokens_n, int repetitions,
-                            const ForwardOptions& forward, std::mt19937_64& rng) {
+                            ForwardOptions forward, bool profile, std::mt19937_64& rng) {
   const Model& model = *rt.model;
   const int64_t V = model.config().vocab_size;
   std::vector<int32_t> tokens(static_cast<size_t>(tokens_n));
   for (auto& id : tokens) id = static_cast<int32_t>(rng() % static_cast<uint64_t>(V));
   std::vector<float> logits(static_cast<size_t>(V));
-  Measurement m{fmt::format("{}{}", decode ? "tg" : "pp", tokens_n), decode, tokens_n, {}, 0, 0};
+  Measurement m{fmt::format("{}{}", decode ? "tg" : "pp", tokens_n),
+                decode,
+                tokens_n,
+                {},
+                0,
+                0,
+                std::nullopt};
   using Clock = std::chrono::steady_clock;
   // One state per test, its cache emptied before each repetition (as llama-bench reuses its
   // context): the timings measure the forward passes, not a fresh state's first-touch page
   // faults (~12 % of a bench-medium pp512 when each repetition made its own).
   InferenceState state(model, tokens_n);
+  PhaseProfile phases;
+  if (profile) forward.profile = &phases;
   for (int r = 0; r <= repetitions; ++r) {  // r == 0 is a warm-up run
+    if (r == 1) phases.Clear();
     state.cache().Clear();
     state.mtp_cache().Clear();
     const auto start = Clock::now();
@@ -133,7 +145,56 @@ Result<Measurement> RunTest(const Runtime& rt, bool decode, int64_t tokens_n, in
     if (r > 0) m.tokens_per_second.push_back(static_cast<double>(tokens_n) / s);
   }
   Summarise(&m);
+  if (profile) m.phases = phases;
   return m;
+}
+
+// --profile: each phase's share of the test's forward passes, in ms per token; for a decode test
+// also the bytes the phase reads per token (CountDecodeBytesByPhase, the cache at the test's mean
+// context) over its time.
+void PrintPhases(const Measurement& m, const Model& model, int64_t k, bool json) {
+  const PhaseProfile& p = *m.phases;
+  const double per_token = p.tokens > 0 ? 1e3 / static_cast<double>(p.tokens) : 0.0;
+  const PhaseBytes bytes = CountDecodeBytesByPhase(model.config(), model.weights(), k);
+  const double mean_context = 0.5 * static_cast<double>(m.tokens + 1);
+  if (!json) {
+    fmt::print("\nphases of {} (ms per token over the timed repetitions):\n\n", m.test);
+    fmt::print("| phase | ms/token | % of forward |{}\n|---|---:|---:|{}\n",
+               m.decode ? " MB/token | GB/s |" : "", m.decode ? "---:|---:|" : "");
+  }
+  double total_bytes = 0;
+  for (int i = 0; i < kNumPhases; ++i) {
+    const double ms = p.seconds[i] * per_token;
+    const double percent = p.total_seconds > 0 ? 100.0 * p.seconds[i] / p.total_seconds : 0.0;
+    const double read = static_cast<double>(bytes.weights[i]) +
+                        mean_context * static_cast<double>(bytes.per_position[i]);
+    const double gbps = ms > 0 ? read / ms * 1e-6 : 0.0;
+    total_bytes += read;
+    const std::string_view name = PhaseName(static_cast<Phase>(i));
+    if (json) {
+      nlohmann::json j = {{"test", m.test},
+                          {"phase", std::string(name)},
+                          {"ms_per_token", ms},
+                          {"percent", percent}};
+      if (m.decode) {
+        j["bytes_per_token"] = read;
+        j["gb_per_second"] = gbps;
+      }
+      fmt::print("{}\n", j.dump());
+    } else if (m.decode) {
+      fmt::print("| {} | {:.3f} | {:.1f} % | {:.2f} | {:.1f} |\n", name, ms, percent, read * 1e-6,
+                 gbps);
+    } else {
+      fmt::print("| {} | {:.3f} | {:.1f} % |\n", name, ms, percent);
+    }
+  }
+  if (json) return;
+  const double ms = p.total_seconds * per_token;
+  if (m.decode)
+    fmt::print("| total | {:.3f} | 100.0 % | {:.2f} | {:.1f} |\n", ms, total_bytes * 1e-6,
+               ms > 0 ? total_bytes / ms * 1e-6 : 0.0);
+  else
+    fmt::print("| total | {:.3f} | 100.0 % |\n", ms);
 }
 
 nlohmann::json ProbeJson(const ops::MachineLimits& limits, const ops::LimitMeasurement& p) {
@@ -195,13 +256,13 @@ Status RunBench(const BenchOptions& o) {
   }
   std::vector<Measurement> results;
   if (o.prompt_tokens > 0) {
-    DSV3_ASSIGN_OR_RETURN(Measurement m,
-                          RunTest(rt, false, o.prompt_tokens, o.repetitions, forward, rng));
+    DSV3_ASSIGN_OR_RETURN(
+        Measurement m, RunTest(rt, false, o.prompt_tokens, o.repetitions, forward, o.profile, rng));
     results.push_back(std::move(m));
   }
   if (o.gen_tokens > 0) {
     DSV3_ASSIGN_OR_RETURN(Measurement m,
-                          RunTest(rt, true, o.gen_tokens, o.repetitions, forward, rng));
+                          RunTest(rt, true, o.gen_tokens, o.repetitions, forward, o.profile, rng));
     results.push_back(std::move(m));
   }
 
@@ -264,6 +325,8 @@ Status RunBench(const BenchOptions& o) {
     }
     fmt::print("\n");
   }
+  for (const Measurement& m : results)
+    if (m.phases) PrintPhases(m, model, o.run.experts_per_token, o.json);
   if (!limits) return Status::Ok();
   const ops::LimitMeasurement* probes[] = {&limits->read_bandwidth, &limits->fp32_fma,
                                            &limits->int8_dot, &limits->bf16_dot};
@@ -293,6 +356,9 @@ Command RegisterBench(CLI::App& root) {
   app->add_option("-r,--repetitions", o->repetitions, "repetitions (3)");
   app->add_flag("--json", o->json, "one JSON object per line (tests, then machine-limit probes)");
   app->add_flag("--no-limits", o->no_limits, "skip the machine-limit micro-benchmarks");
+  app->add_flag("--profile", o->profile,
+                "also print where each test's time goes: attention projections, attention, "
+                "router, experts, dense MLP, lm_head (ms per token and % of the forward passes)");
   app->add_option("--bw-mib", o->bandwidth_mib,
                   "buffer for the read-bandwidth probe in MiB (1024; >= 512 to measure DRAM)");
   return {app, [o] { return RunBench(*o); }};
