@@ -250,6 +250,16 @@ void GemvTile16(const RowsActs& a, int64_t t0, const WeightView& w, int64_t tile
   for (int64_t b = 0; b < groups; ++b) {
     const uint8_t* wb = base + b * kSteps * 64;
     for (int64_t s = 0; s < kSteps; ++s) PrefetchL2At(wb, kGemvAheadBytes + s * 64);
+    // The scales as far ahead (in groups) as the weights: one line holds 2 groups' f16 (1 f32).
+    // bench-medium tg256, 2 threads, tokens alternating with and without it in one process (so
+    // both see the same host): q4_0 1.6 and 4.8 %, q8_0 1.8 and 2.1 % less time per token.
+    if (!kF16 || b % 2 == 0) {
+      constexpr int64_t kAheadGroups = kGemvAheadBytes / (kSteps * 64);
+      if constexpr (kF16)
+        PrefetchL2At(scale16, (b + kAheadGroups) * kRowTile * 2);
+      else
+        PrefetchL2At(scale, (b + kAheadGroups) * kRowTile * 4);
+    }
     __m512i wu[8];  // wu[s] pairs with the token's dword s of the block
     for (int64_t s = 0; s < kSteps; ++s) {
       const __m512i v = _mm512_loadu_si512(wb + s * 64);
