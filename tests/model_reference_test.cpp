@@ -90,7 +90,8 @@ class ModelVsReference : public ::testing::TestWithParam<Case> {
 
   // Full forward over tokens in chunks of `chunk` through the cache.
   std::vector<float> RunModel(const std::vector<int32_t>& tokens, int64_t chunk, AttentionPath path,
-                              int64_t k, ThreadPool* pool, std::vector<float>* hidden = nullptr) {
+                              int64_t k, ThreadPool* pool, std::vector<float>* hidden = nullptr,
+                              PhaseProfile* profile = nullptr) {
     const int64_t T = static_cast<int64_t>(tokens.size()), V = model_->config().vocab_size;
     const int64_t H = model_->config().hidden_size;
     InferenceState state(*model_, T);
@@ -98,6 +99,7 @@ class ModelVsReference : public ::testing::TestWithParam<Case> {
     ForwardOptions options;
     options.attention = path;
     options.experts_per_token = k;
+    options.profile = profile;
     std::vector<float> logits(static_cast<size_t>(T * V));
     if (hidden) hidden->resize(static_cast<size_t>(T * H));
     for (int64_t begin = 0; begin < T; begin += chunk) {
@@ -145,6 +147,34 @@ TEST_P(ModelVsReference, LogitsMatchFloat64Reference) {
        {AttentionPath::kAuto, AttentionPath::kAbsorbed, AttentionPath::kDecompressed}) {
     const auto logits = RunModel(tokens, 11, path, 0, &pool);
     EXPECT_LE(RelError(logits, ref->logits), kRelTol) << static_cast<int>(path);
+  }
+}
+
+// A phase profile (bench --profile) only reads the clock: the same logits, every token counted,
+// time in the phases the model has (experts in MoE layers, the dense MLP in the first
+// first_k_dense_replace layers) and none in those it lacks.
+TEST_P(ModelVsReference, PhaseProfileChangesNothing) {
+  const auto tokens = RandomTokens(model_->config().vocab_size, 9, 11);
+  ThreadPool pool(2);
+  for (int64_t chunk : {9, 1}) {
+    PhaseProfile profile;
+    const auto plain = RunModel(tokens, chunk, AttentionPath::kAuto, 0, &pool);
+    const auto timed = RunModel(tokens, chunk, AttentionPath::kAuto, 0, &pool, nullptr, &profile);
+    EXPECT_EQ(plain, timed) << chunk;
+    EXPECT_EQ(profile.tokens, 9);
+    const ModelConfig& c = model_->config();
+    const auto at = [&](Phase p) { return profile.seconds[static_cast<int>(p)]; };
+    const bool moe = c.n_routed_experts > 0 && c.first_k_dense_replace < c.num_hidden_layers;
+    EXPECT_GT(at(Phase::kAttentionIn), 0);
+    EXPECT_GT(at(Phase::kAttention), 0);
+    EXPECT_GT(at(Phase::kLmHead), 0);
+    EXPECT_EQ(at(Phase::kExpertsIn) > 0, moe) << chunk;
+    EXPECT_EQ(at(Phase::kDenseMlp) > 0, c.first_k_dense_replace > 0 || !moe) << chunk;
+    double named = 0;
+    for (int i = 0; i < kNumPhases; ++i)
+      if (i != static_cast<int>(Phase::kOther)) named += profile.seconds[i];
+    EXPECT_LE(named, profile.total_seconds);
+    EXPECT_DOUBLE_EQ(at(Phase::kOther), profile.total_seconds - named);
   }
 }
 
