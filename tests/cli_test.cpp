@@ -202,6 +202,7 @@ TEST(Cli, BenchProfileSplitsEachTestIntoPhases) {
                                                "router", "experts_in", "experts_out", "dense_mlp",
                                                "lm_head", "other"}));
     EXPECT_NEAR(percent, 100.0, 1e-6);
+    // One repetition (-r 1): its forward passes lie within its wall time.
     EXPECT_LE(ms, 1e3 / t["tokens_per_second"].get<double>() * (1 + 1e-9));
     if (test == 1) {
       EXPECT_NEAR(bytes, t["bytes_per_token"].get<double>(), 1e-6 * bytes);

@@ -15,13 +15,15 @@ enum class Phase : int {
   kAttention,     // rope, latent cache writes, scores / softmax / values (W_UK and W_UV included)
   kAttentionOut,  // o_proj
   kRouter,        // gate logits, routing, grouping tokens by expert
-  kExpertsIn,     // routed + shared experts' gate and up projections, SiLU * up
+  kExpertsIn,     // gathering their x (where not read in place), routed + shared experts' gate
+                  // and up projections, SiLU * up
   kExpertsOut,    // their down projections and the weighted sum
   kDenseMlp,      // the first_k_dense_replace layers' MLP
   kLmHead,        // final norm and lm_head
   kOther,         // the rest of Forward: embedding, layer norms, residual adds
 };
 inline constexpr int kNumPhases = 9;
+static_assert(kNumPhases == static_cast<int>(Phase::kOther) + 1);
 
 // snake_case, as `dsv3 bench --profile --json` prints it: "attention_in", ..., "other".
 std::string_view PhaseName(Phase phase);
@@ -34,7 +36,7 @@ struct PhaseProfile {
 };
 
 // Lap timer over consecutive phases: Lap(p) adds the time since the last lap (or since
-// construction) to phase p. A no-op without a profile.
+// construction) to phase p (not kOther, which EndForward derives). A no-op without a profile.
 class PhaseClock {
  public:
   explicit PhaseClock(PhaseProfile* profile) : profile_(profile) {

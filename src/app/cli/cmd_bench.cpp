@@ -155,7 +155,8 @@ Result<Measurement> RunTest(const Runtime& rt, bool decode, int64_t tokens_n, in
 void PrintPhases(const Measurement& m, const Model& model, int64_t k, bool json) {
   const PhaseProfile& p = *m.phases;
   const double per_token = p.tokens > 0 ? 1e3 / static_cast<double>(p.tokens) : 0.0;
-  const PhaseBytes bytes = CountDecodeBytesByPhase(model.config(), model.weights(), k);
+  const PhaseBytes bytes =
+      m.decode ? CountDecodeBytesByPhase(model.config(), model.weights(), k) : PhaseBytes{};
   const double mean_context = 0.5 * static_cast<double>(m.tokens + 1);
   if (!json) {
     fmt::print("\nphases of {} (ms per token over the timed repetitions):\n\n", m.test);
@@ -354,7 +355,9 @@ Command RegisterBench(CLI::App& root) {
   app->add_option("-p,--n-prompt", o->prompt_tokens, "prompt tokens for the prefill test (512)");
   app->add_option("-n,--n-gen", o->gen_tokens, "tokens for the decode test (128)");
   app->add_option("-r,--repetitions", o->repetitions, "repetitions (3)");
-  app->add_flag("--json", o->json, "one JSON object per line (tests, then machine-limit probes)");
+  app->add_flag("--json", o->json,
+                "one JSON object per line: tests, then with --profile their phases (lines with a "
+                "\"phase\" key), then machine-limit probes");
   app->add_flag("--no-limits", o->no_limits, "skip the machine-limit micro-benchmarks");
   app->add_flag("--profile", o->profile,
                 "also print where each test's time goes: attention projections, attention, "
