@@ -170,6 +170,33 @@ std::vector<nlohmann::json> JsonLines(const std::string& out) {
   return lines;
 }
 
+// -d D: every test starts with D tokens in the cache, is named "tg4 @ dD", and a decode test's
+// roofline counts the cache at its mean context D + (N + 1) / 2: the bytes per token grow by the
+// same amount for each further D positions.
+TEST(Cli, BenchDepthStartsTestsWithCachedTokens) {
+  TempDir dir;
+  ASSERT_EQ(RunDsv3({"init", "-o", dir / "m", "--preset", "tiny-v3"}).exit_code, 0);
+  std::vector<double> bytes;
+  for (int depth : {0, 24, 48}) {
+    auto r = RunDsv3({"bench", "-m", dir / "m", "-p", "8", "-n", "4", "-d", std::to_string(depth),
+                      "-r", "1", "--json", "--bw-mib", "8"});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    const std::string suffix = depth > 0 ? " @ d" + std::to_string(depth) : "";
+    const auto lines = JsonLines(r.out);
+    ASSERT_GE(lines.size(), 2u) << r.out;
+    EXPECT_EQ(lines[0]["test"], "pp8" + suffix) << r.out;
+    EXPECT_EQ(lines[1]["test"], "tg4" + suffix) << r.out;
+    EXPECT_EQ(lines[0]["depth"], depth);
+    EXPECT_EQ(lines[1]["depth"], depth);
+    bytes.push_back(lines[1]["bytes_per_token"].get<double>());
+  }
+  EXPECT_GT(bytes[1], bytes[0]);
+  EXPECT_DOUBLE_EQ(bytes[2] - bytes[1], bytes[1] - bytes[0]);
+  auto r = RunDsv3({"bench", "-m", dir / "m", "-p", "8", "-n", "4", "-d", "-1", "--no-limits"});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("-d"), std::string::npos) << r.err;
+}
+
 // --profile: after the tests, one line per phase and test; the phases partition the forward
 // passes (percentages sum to 100, their time is within the test's wall time), the routed MoE
 // phases ran, and a decode test's phase bytes add up to its bytes per token.

@@ -1,12 +1,15 @@
 // dsv3 bench: prefill (ppN) and decode (tgN) speed, like llama-bench, then the machine's limits
 // measured in the same run (ops/roofline.h) and how close each test came to its limit:
 //   tgN: read bandwidth / bytes one decode step reads (active weights + the KV cache at the mean
-//        context of the test, (N + 1) / 2 positions)
+//        context of the test, D + (N + 1) / 2 positions at depth D)
 //   ppN: peak dot rate of the format / FLOPs per prompt token (2 x the linear layers'
 //        multiply-adds, plus the lm_head's once per prompt: bench computes only the last logits)
 // The limits use each probe's best repetition, so a noisy probe cannot flatter the percentages;
 // with a decode test the bandwidth probe also runs before the tests, and its best of both runs
 // counts (a shared host's bandwidth moves between the two).
+// -d D (llama-bench's --n-depth): each test starts with D tokens already in the KV cache
+// ("tg128 @ d4096"), prefilled once per test, untimed; every repetition cuts the cache back to
+// them. That measures long-context decode, where reading the cache adds to the weights.
 // Each row also names the dot-product path that ran ("dot": int8 with --int8-dot on q8_0/q4_0
 // weights, int8-vnni for AVX2's kernels with AVX-VNNI, f32 otherwise), since the same format can
 // run on either.
@@ -34,6 +37,7 @@ struct BenchOptions {
   RunOptions run;
   int64_t prompt_tokens = 512;
   int64_t gen_tokens = 128;
+  int64_t depth = 0;  // tokens in the cache before each test
   int repetitions = 3;
   bool json = false;
   bool no_limits = false;
@@ -45,6 +49,7 @@ struct Measurement {
   std::string test;
   bool decode = false;
   int64_t tokens = 0;
+  int64_t depth = 0;
   std::vector<double> tokens_per_second;
   double mean = 0, sd = 0;
   std::optional<PhaseProfile> phases;  // --profile: the timed repetitions' phases
@@ -77,12 +82,17 @@ const ops::LimitMeasurement& PrefillLimit(const ops::MachineLimits& limits,
   return limits.fp32_fma;
 }
 
+// Cached positions a decode test's steps read on average: the depth, then (N + 1) / 2.
+double MeanContext(const Measurement& m) {
+  return static_cast<double>(m.depth) + 0.5 * static_cast<double>(m.tokens + 1);
+}
+
 Roofline ComputeRoofline(const Measurement& m, const Model& model, int64_t k,
                          const ops::MachineLimits& limits) {
   Roofline r;
   if (m.decode) {
     const DecodeBytes bytes = CountDecodeBytes(model.config(), model.weights(), k);
-    const double mean_context = 0.5 * static_cast<double>(m.tokens + 1);
+    const double mean_context = MeanContext(m);
     r.cost_per_token = static_cast<double>(bytes.weights) +
                        mean_context * static_cast<double>(bytes.kv_per_position);
     r.limit = &limits.read_bandwidth;
@@ -106,40 +116,53 @@ std::string HumanCost(const Roofline& r, bool decode) {
   return fmt::format("{:.1f} K{}/token", v / 1e3, unit);
 }
 
-Result<Measurement> RunTest(const Runtime& rt, bool decode, int64_t tokens_n, int repetitions,
-                            ForwardOptions forward, bool profile, std::mt19937_64& rng) {
+Result<Measurement> RunTest(const Runtime& rt, bool decode, int64_t tokens_n, int64_t depth,
+                            int repetitions, ForwardOptions forward, bool profile,
+                            std::mt19937_64& rng) {
   const Model& model = *rt.model;
   const int64_t V = model.config().vocab_size;
-  std::vector<int32_t> tokens(static_cast<size_t>(tokens_n));
+  std::vector<int32_t> tokens(static_cast<size_t>(depth + tokens_n));
   for (auto& id : tokens) id = static_cast<int32_t>(rng() % static_cast<uint64_t>(V));
   std::vector<float> logits(static_cast<size_t>(V));
   Measurement m{fmt::format("{}{}", decode ? "tg" : "pp", tokens_n),
                 decode,
                 tokens_n,
+                depth,
                 {},
                 0,
                 0,
                 std::nullopt};
+  if (depth > 0) m.test += fmt::format(" @ d{}", depth);
   using Clock = std::chrono::steady_clock;
   // One state per test, its cache emptied before each repetition (as llama-bench reuses its
   // context): the timings measure the forward passes, not a fresh state's first-touch page
   // faults (~12 % of a bench-medium pp512 when each repetition made its own).
-  InferenceState state(model, tokens_n);
+  InferenceState state(model, depth + tokens_n);
+  const std::span<const int32_t> context = std::span<const int32_t>(tokens).first(depth);
+  const std::span<const int32_t> test = std::span<const int32_t>(tokens).subspan(depth);
+  if (depth > 0) {
+    // The depth's tokens in the cache, untimed, unprofiled, once: each repetition starts there.
+    ForwardOptions fill = forward;
+    fill.profile = nullptr;
+    DSV3_RETURN_IF_ERROR(Forward(model, rt.ctx, state, context, fill, logits.data()));
+    if (state.length() != depth)
+      return Status::Error(
+          fmt::format("bench: the cache holds {} tokens after filling {}", state.length(), depth));
+  }
   PhaseProfile phases;
   if (profile) forward.profile = &phases;
   for (int r = 0; r <= repetitions; ++r) {  // r == 0 is a warm-up run
     if (r == 1) phases.Clear();
-    state.cache().Clear();
+    state.cache().set_length(depth);
     state.mtp_cache().Clear();
     const auto start = Clock::now();
     if (decode) {
       for (int64_t i = 0; i < tokens_n; ++i) {
-        DSV3_RETURN_IF_ERROR(Forward(model, rt.ctx, state,
-                                     std::span<const int32_t>(tokens).subspan(i, 1), forward,
-                                     logits.data()));
+        DSV3_RETURN_IF_ERROR(
+            Forward(model, rt.ctx, state, test.subspan(i, 1), forward, logits.data()));
       }
     } else {
-      DSV3_RETURN_IF_ERROR(Forward(model, rt.ctx, state, tokens, forward, logits.data()));
+      DSV3_RETURN_IF_ERROR(Forward(model, rt.ctx, state, test, forward, logits.data()));
     }
     const double s = std::chrono::duration<double>(Clock::now() - start).count();
     if (r > 0) m.tokens_per_second.push_back(static_cast<double>(tokens_n) / s);
@@ -157,7 +180,7 @@ void PrintPhases(const Measurement& m, const Model& model, int64_t k, bool json)
   const double per_token = p.tokens > 0 ? 1e3 / static_cast<double>(p.tokens) : 0.0;
   const PhaseBytes bytes =
       m.decode ? CountDecodeBytesByPhase(model.config(), model.weights(), k) : PhaseBytes{};
-  const double mean_context = 0.5 * static_cast<double>(m.tokens + 1);
+  const double mean_context = MeanContext(m);
   if (!json) {
     fmt::print("\nphases of {} (ms per token over the timed repetitions):\n\n", m.test);
     fmt::print("| phase | ms/token | % of forward |{}\n|---|---:|---:|{}\n",
@@ -238,8 +261,8 @@ ops::LimitMeasurement MergeProbeRuns(const ops::LimitMeasurement& before,
 }
 
 Status RunBench(const BenchOptions& o) {
-  if (o.prompt_tokens < 0 || o.gen_tokens < 0 || o.repetitions < 1)
-    return Status::Error("-p and -n must be >= 0 and -r >= 1");
+  if (o.prompt_tokens < 0 || o.gen_tokens < 0 || o.depth < 0 || o.repetitions < 1)
+    return Status::Error("-p, -n and -d must be >= 0 and -r >= 1");
   if (o.bandwidth_mib < 1) return Status::Error("--bw-mib must be >= 1");
   DSV3_ASSIGN_OR_RETURN(Runtime rt, LoadRuntime(o.run));
   const Model& model = *rt.model;
@@ -257,13 +280,13 @@ Status RunBench(const BenchOptions& o) {
   }
   std::vector<Measurement> results;
   if (o.prompt_tokens > 0) {
-    DSV3_ASSIGN_OR_RETURN(
-        Measurement m, RunTest(rt, false, o.prompt_tokens, o.repetitions, forward, o.profile, rng));
+    DSV3_ASSIGN_OR_RETURN(Measurement m, RunTest(rt, false, o.prompt_tokens, o.depth, o.repetitions,
+                                                 forward, o.profile, rng));
     results.push_back(std::move(m));
   }
   if (o.gen_tokens > 0) {
-    DSV3_ASSIGN_OR_RETURN(Measurement m,
-                          RunTest(rt, true, o.gen_tokens, o.repetitions, forward, o.profile, rng));
+    DSV3_ASSIGN_OR_RETURN(Measurement m, RunTest(rt, true, o.gen_tokens, o.depth, o.repetitions,
+                                                 forward, o.profile, rng));
     results.push_back(std::move(m));
   }
 
@@ -299,6 +322,7 @@ Status RunBench(const BenchOptions& o) {
     if (o.json) {
       nlohmann::json j = {{"model", o.run.model_dir},
                           {"test", m.test},
+                          {"depth", m.depth},
                           {"threads", threads},
                           {"format", format},
                           {"isa", isa},
@@ -354,6 +378,9 @@ Command RegisterBench(CLI::App& root) {
   AddRunOptions(app, &o->run);
   app->add_option("-p,--n-prompt", o->prompt_tokens, "prompt tokens for the prefill test (512)");
   app->add_option("-n,--n-gen", o->gen_tokens, "tokens for the decode test (128)");
+  app->add_option("-d,--n-depth", o->depth,
+                  "tokens already in the KV cache when each test starts (0): long-context speed, "
+                  "the test named e.g. \"tg128 @ d4096\"");
   app->add_option("-r,--repetitions", o->repetitions, "repetitions (3)");
   app->add_flag("--json", o->json,
                 "one JSON object per line: tests, then with --profile their phases (lines with a "
