@@ -1,16 +1,24 @@
 // AVX-512 variant of the fused MLA attention (ops/mla_attention.h). The cache is walked in blocks
 // of 16 positions; every head of the call takes its scores, online-softmax update and value sum
-// from the block while it sits in L1, so the cache streams from memory once per call.
+// from the block while it sits in the caches, so the cache streams from memory once per call.
 //
 // Per head and block: 16 dot products of length r + dr with lanes over the feature dimension (16
 // accumulators, one per position), reduced to one vector with a score per lane; one vector exp
 // gives the 16 weights; the value sum adds p_j * c_j into the head's accumulator (the output row),
 // first scaled by exp(old max - new max) when the block raised the running maximum. A head's
 // arithmetic never looks at the other heads, so it does not depend on how heads are grouped.
+//
+// The heads are served in groups, each load of a block row feeding several heads: the scores
+// take 4 heads x 4 positions per pass (16 accumulators), the values 8 heads x 32 features. Per
+// head and position the sums run in the same order as one head at a time, so the grouping changes
+// no bit (same results as the head-by-head kernel this replaced, which read each 36 KB block of
+// DeepSeek-V3's cache once per head, from the L2: one core, 8 heads, r 512, dr 64, 256 and 4096
+// positions, 1.86-1.92x faster; bench-medium q4_0 tg16 @ d4096 attention 16.4 -> 13.9 ms/token).
 #include "ops/isa/simd_intrinsics.h"
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 
 #include "ops/isa/avx512_exp.h"
 #include "ops/mla_attention_kernels.h"
@@ -22,6 +30,8 @@ namespace {
 constexpr int kBlock = 16;              // cache positions per block: one score per lane
 constexpr int kHalf = 8;                // rows per register group (8 row pointers stay in GPRs)
 constexpr int64_t kHeadsPerPass = 128;  // heads whose running max and sum live on the stack
+constexpr int64_t kScoreHeads = 4;      // heads sharing each load of a block row: scores
+constexpr int64_t kValueHeads = 8;      // and values
 
 __mmask16 TailMask(int64_t n) {
   return n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1u);
@@ -58,79 +68,89 @@ __m512 ReduceRows(const __m512 v[kBlock]) {
   return _mm512_permutexvar_ps(order, s);
 }
 
-// acc[j] += lanes of a[.] * rows[j][.] over [0, len) for 8 rows. The accumulators are copied to
-// locals: __m512 may alias float, so updating acc[] in place would store it at every step.
-void AccumulateDots(const float* a, const float* const rows[kHalf], int64_t len,
-                    __m512 acc[kHalf]) {
-  const float *r0 = rows[0], *r1 = rows[1], *r2 = rows[2], *r3 = rows[3];
-  const float *r4 = rows[4], *r5 = rows[5], *r6 = rows[6], *r7 = rows[7];
-  __m512 a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
-  __m512 a4 = acc[4], a5 = acc[5], a6 = acc[6], a7 = acc[7];
-  const auto step = [&](__m512 q, int64_t k, auto load) {
-    a0 = _mm512_fmadd_ps(q, load(r0 + k), a0);
-    a1 = _mm512_fmadd_ps(q, load(r1 + k), a1);
-    a2 = _mm512_fmadd_ps(q, load(r2 + k), a2);
-    a3 = _mm512_fmadd_ps(q, load(r3 + k), a3);
-    a4 = _mm512_fmadd_ps(q, load(r4 + k), a4);
-    a5 = _mm512_fmadd_ps(q, load(r5 + k), a5);
-    a6 = _mm512_fmadd_ps(q, load(r6 + k), a6);
-    a7 = _mm512_fmadd_ps(q, load(r7 + k), a7);
+// Scores of NH heads against 4 positions: acc[i][j] += lanes of a[i][.] * rows[j][.] over
+// [0, len), k ascending, for every (head, position) pair at once. Each row chunk loaded serves
+// NH heads and each query chunk 4 positions, so a block's rows are read from the caches once
+// per NH heads instead of once per head (per head, they stream at L2 speed: a 16-position block
+// of DeepSeek-V3's cache is 36 KB, the L1 holds little else). Every accumulator sums its own
+// pair's products in the same order as one head alone would.
+template <int NH>
+[[gnu::always_inline]] inline void AccumulateDots(const float* const a[NH],
+                                                  const float* const rows[4], int64_t len,
+                                                  __m512 acc[NH][4]) {
+  const auto step = [&](int64_t k, auto load) {
+    __m512 c[4];
+    for (int j = 0; j < 4; ++j) c[j] = load(rows[j] + k);
+    for (int i = 0; i < NH; ++i) {
+      const __m512 q = load(a[i] + k);
+      for (int j = 0; j < 4; ++j) acc[i][j] = _mm512_fmadd_ps(q, c[j], acc[i][j]);
+    }
   };
   int64_t k = 0;
-  for (; k + 16 <= len; k += 16)
-    step(_mm512_loadu_ps(a + k), k, [](const float* x) { return _mm512_loadu_ps(x); });
+  for (; k + 16 <= len; k += 16) step(k, [](const float* x) { return _mm512_loadu_ps(x); });
   if (k < len) {
     const __mmask16 m = TailMask(len - k);
-    step(_mm512_maskz_loadu_ps(m, a + k), k,
-         [m](const float* x) { return _mm512_maskz_loadu_ps(m, x); });
+    step(k, [m](const float* x) { return _mm512_maskz_loadu_ps(m, x); });
   }
-  acc[0] = a0, acc[1] = a1, acc[2] = a2, acc[3] = a3;
-  acc[4] = a4, acc[5] = a5, acc[6] = a6, acc[7] = a7;
 }
 
-// out[k] = out[k] * alpha + sum_j p[j] * rows[j][k] over [0, len), j in order, for 8 rows. Two
-// 16-wide chunks per step give two independent FMA chains (measured faster than keeping 8 chunks
-// in registers while the rows stream past).
-void AccumulateValues8(const float* p, const float* const rows[kHalf], int64_t len, __m512 alpha,
-                       float* out) {
-  const float *r0 = rows[0], *r1 = rows[1], *r2 = rows[2], *r3 = rows[3];
-  const float *r4 = rows[4], *r5 = rows[5], *r6 = rows[6], *r7 = rows[7];
-  const __m512 p0 = _mm512_set1_ps(p[0]), p1 = _mm512_set1_ps(p[1]);
-  const __m512 p2 = _mm512_set1_ps(p[2]), p3 = _mm512_set1_ps(p[3]);
-  const __m512 p4 = _mm512_set1_ps(p[4]), p5 = _mm512_set1_ps(p[5]);
-  const __m512 p6 = _mm512_set1_ps(p[6]), p7 = _mm512_set1_ps(p[7]);
-  const auto chain = [&](__m512 a, int64_t k, auto load) {
-    a = _mm512_fmadd_ps(p0, load(r0 + k), a);
-    a = _mm512_fmadd_ps(p1, load(r1 + k), a);
-    a = _mm512_fmadd_ps(p2, load(r2 + k), a);
-    a = _mm512_fmadd_ps(p3, load(r3 + k), a);
-    a = _mm512_fmadd_ps(p4, load(r4 + k), a);
-    a = _mm512_fmadd_ps(p5, load(r5 + k), a);
-    a = _mm512_fmadd_ps(p6, load(r6 + k), a);
-    return _mm512_fmadd_ps(p7, load(r7 + k), a);
+// out[h][k] = out[h][k] * alpha[h] + sum_{j < count} p[h][j] * rows[j][k] over [0, len), j in
+// order, for NH heads: each row chunk is loaded once for all NH heads. count is 8 or 16 (weights
+// past the block's valid positions are 0).
+template <int NH>
+[[gnu::always_inline]] inline void AccumulateValues(const float* const p[NH],
+                                                    const float* const rows[16], int count,
+                                                    int64_t len, const float* alpha,
+                                                    float* const out[NH]) {
+  const auto chunk = [&](int64_t k, auto load, auto store) {
+    __m512 a[NH][2];
+    for (int i = 0; i < NH; ++i) {
+      const __m512 scale = _mm512_set1_ps(alpha[i]);
+      a[i][0] = _mm512_mul_ps(load(out[i] + k), scale);
+      a[i][1] = _mm512_mul_ps(load(out[i] + k + 16), scale);
+    }
+    for (int j = 0; j < count; ++j) {
+      const __m512 c0 = load(rows[j] + k), c1 = load(rows[j] + k + 16);
+      for (int i = 0; i < NH; ++i) {
+        const __m512 w = _mm512_set1_ps(p[i][j]);
+        a[i][0] = _mm512_fmadd_ps(w, c0, a[i][0]);
+        a[i][1] = _mm512_fmadd_ps(w, c1, a[i][1]);
+      }
+    }
+    for (int i = 0; i < NH; ++i) {
+      store(out[i] + k, a[i][0]);
+      store(out[i] + k + 16, a[i][1]);
+    }
   };
-  const auto full = [](const float* x) { return _mm512_loadu_ps(x); };
   int64_t k = 0;
   for (; k + 32 <= len; k += 32) {
-    __m512 a = _mm512_mul_ps(_mm512_loadu_ps(out + k), alpha);
-    __m512 b = _mm512_mul_ps(_mm512_loadu_ps(out + k + 16), alpha);
-    a = chain(a, k, full);
-    b = chain(b, k + 16, full);
-    _mm512_storeu_ps(out + k, a);
-    _mm512_storeu_ps(out + k + 16, b);
+    chunk(
+        k, [](const float* x) { return _mm512_loadu_ps(x); },
+        [](float* x, __m512 v) { _mm512_storeu_ps(x, v); });
   }
-  for (; k < len; k += 16) {
-    const __mmask16 m = TailMask(len - k);
-    const __m512 a = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, out + k), alpha);
-    _mm512_mask_storeu_ps(out + k, m,
-                          chain(a, k, [m](const float* x) { return _mm512_maskz_loadu_ps(m, x); }));
+  if (k < len) {
+    // The rest, under one mask per vector: columns [k, k + 16) and [k + 16, k + 32).
+    const __mmask16 m0 = TailMask(len - k), m1 = len - k > 16 ? TailMask(len - k - 16) : 0;
+    __m512 a[NH][2];
+    for (int i = 0; i < NH; ++i) {
+      const __m512 scale = _mm512_set1_ps(alpha[i]);
+      a[i][0] = _mm512_mul_ps(_mm512_maskz_loadu_ps(m0, out[i] + k), scale);
+      a[i][1] = _mm512_mul_ps(_mm512_maskz_loadu_ps(m1, out[i] + k + 16), scale);
+    }
+    for (int j = 0; j < count; ++j) {
+      const __m512 c0 = _mm512_maskz_loadu_ps(m0, rows[j] + k);
+      const __m512 c1 = _mm512_maskz_loadu_ps(m1, rows[j] + k + 16);
+      for (int i = 0; i < NH; ++i) {
+        const __m512 w = _mm512_set1_ps(p[i][j]);
+        a[i][0] = _mm512_fmadd_ps(w, c0, a[i][0]);
+        a[i][1] = _mm512_fmadd_ps(w, c1, a[i][1]);
+      }
+    }
+    for (int i = 0; i < NH; ++i) {
+      _mm512_mask_storeu_ps(out[i] + k, m0, a[i][0]);
+      _mm512_mask_storeu_ps(out[i] + k + 16, m1, a[i][1]);
+    }
   }
-}
-// The same for the first `count` rows (the block's valid positions).
-void AccumulateValues(const float* p, const float* const rows[kBlock], int count, int64_t len,
-                      __m512 alpha, float* out) {
-  AccumulateValues8(p, rows, len, alpha, out);
-  if (count > kHalf) AccumulateValues8(p + kHalf, rows + kHalf, len, _mm512_set1_ps(1.0f), out);
 }
 
 // One head's online-softmax state, and its scores and weights for the current block.
@@ -141,18 +161,37 @@ struct HeadState {
   float alpha = 1.0f;                 // the block's rescale of the accumulator (and of sum)
 };
 
-// The block's scores for one head (-inf past the end, so that their weight is exp(-inf) = 0).
-void HeadScores(const float* q_lat, const float* q_pe, const float* const rows[kBlock],
-                const float* const keys[kBlock], int valid, const LatentCacheView& cache,
-                float scale, HeadState& state) {
-  __m512 dots[kBlock];
-  for (auto& d : dots) d = _mm512_setzero_ps();
-  for (int g = 0; g < kBlock; g += kHalf) {
-    AccumulateDots(q_lat, rows + g, cache.kv_lora_rank, dots + g);
-    AccumulateDots(q_pe, keys + g, cache.qk_rope_head_dim, dots + g);
+// The block's scores for NH heads (-inf past `valid`, so that their weight is exp(-inf) = 0):
+// per head, the 16 positions' dot products of length r + dr with lanes over the feature
+// dimension, reduced to one vector with a score per lane.
+template <int NH>
+void GroupScores(const float* const q_lat[NH], const float* const q_pe[NH],
+                 const float* const rows[kBlock], const float* const keys[kBlock], int valid,
+                 const LatentCacheView& cache, float scale, HeadState* const state[NH]) {
+  __m512 dots[NH][kBlock];
+  for (int j0 = 0; j0 < kBlock; j0 += 4) {
+    __m512 acc[NH][4];
+    for (int i = 0; i < NH; ++i)
+      for (int j = 0; j < 4; ++j) acc[i][j] = _mm512_setzero_ps();
+    AccumulateDots<NH>(q_lat, rows + j0, cache.kv_lora_rank, acc);
+    AccumulateDots<NH>(q_pe, keys + j0, cache.qk_rope_head_dim, acc);
+    for (int i = 0; i < NH; ++i)
+      for (int j = 0; j < 4; ++j) dots[i][j0 + j] = acc[i][j];
   }
-  _mm512_store_ps(state.weights, _mm512_mask_mul_ps(_mm512_set1_ps(-INFINITY), TailMask(valid),
-                                                    ReduceRows(dots), _mm512_set1_ps(scale)));
+  for (int i = 0; i < NH; ++i) {
+    _mm512_store_ps(state[i]->weights,
+                    _mm512_mask_mul_ps(_mm512_set1_ps(-INFINITY), TailMask(valid),
+                                       ReduceRows(dots[i]), _mm512_set1_ps(scale)));
+  }
+}
+
+// f(std::integral_constant<int, n>) for a run-time n in [1, N].
+template <int N, typename F>
+void WithCount(int n, F&& f) {
+  if constexpr (N >= 1) {
+    if (n == N) return f(std::integral_constant<int, N>{});
+    WithCount<N - 1>(n, f);
+  }
 }
 
 // The online-softmax step: raise the running maximum to the block's, rescale the sum (alpha is
@@ -193,13 +232,36 @@ void MlaAttention(const MlaQuery& q, const LatentCacheView& cache, float* o_lat)
       // Three sweeps over the heads rather than one head at a time: the softmax step of a head is
       // a long dependent chain (reduction, two exps, reduction), and heads' chains are
       // independent, so the core overlaps them with each other and with the dot products.
-      for (int64_t h = 0; h < heads; ++h)
-        HeadScores(q.lat + (h0 + h) * r, q.rope + (h0 + h) * q.rope_stride, rows, keys, valid,
-                   cache, q.scale, state[h]);
+      for (int64_t g = 0; g < heads; g += kScoreHeads) {
+        WithCount<kScoreHeads>(static_cast<int>(std::min(kScoreHeads, heads - g)), [&](auto nh) {
+          constexpr int NH = decltype(nh)::value;
+          const float* lat[NH];
+          const float* pe[NH];
+          HeadState* st[NH];
+          for (int i = 0; i < NH; ++i) {
+            lat[i] = q.lat + (h0 + g + i) * r;
+            pe[i] = q.rope + (h0 + g + i) * q.rope_stride;
+            st[i] = &state[g + i];
+          }
+          GroupScores<NH>(lat, pe, rows, keys, valid, cache, q.scale, st);
+        });
+      }
       for (int64_t h = 0; h < heads; ++h) HeadSoftmax(state[h]);
-      for (int64_t h = 0; h < heads; ++h) {
-        float* acc = o_lat + (h0 + h) * r;  // [r]: sum_j p_j c_j, rescaled as the max rises
-        AccumulateValues(state[h].weights, rows, valid, r, _mm512_set1_ps(state[h].alpha), acc);
+      // Weights past `valid` are 0; the first 8 rows always take part (as an 8-row pass would).
+      const int count = valid > kHalf ? kBlock : kHalf;
+      for (int64_t g = 0; g < heads; g += kValueHeads) {
+        WithCount<kValueHeads>(static_cast<int>(std::min(kValueHeads, heads - g)), [&](auto nh) {
+          constexpr int NH = decltype(nh)::value;
+          const float* p[NH];
+          float alpha[NH];
+          float* out[NH];  // [r]: sum_j p_j c_j, rescaled as the max rises
+          for (int i = 0; i < NH; ++i) {
+            p[i] = state[g + i].weights;
+            alpha[i] = state[g + i].alpha;
+            out[i] = o_lat + (h0 + g + i) * r;
+          }
+          AccumulateValues<NH>(p, rows, count, r, alpha, out);
+        });
       }
     }
     if (n == 0) continue;
