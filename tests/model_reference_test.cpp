@@ -114,9 +114,9 @@ class ModelVsReference : public ::testing::TestWithParam<Case> {
   }
 
   // Layer 0's attention over x [T, H] (random, as an RMS-normalised input) in chunks of `chunk`
-  // through a fresh cache: [T, H].
+  // through a fresh cache (the first chunk `first` tokens when given): [T, H].
   std::vector<float> RunAttention(const std::vector<float>& x, int64_t chunk, AttentionPath path,
-                                  ThreadPool* pool) {
+                                  ThreadPool* pool, int64_t first = 0) {
     const ModelConfig& c = model_->config();
     const int64_t H = c.hidden_size, T = static_cast<int64_t>(x.size()) / H;
     LayerKvCache cache;
@@ -125,11 +125,12 @@ class ModelVsReference : public ::testing::TestWithParam<Case> {
     MlaScratch scratch;
     const ops::KernelContext ctx{pool, ops::BestIsa()};
     std::vector<float> out(x.size()), cos_sin;
-    for (int64_t begin = 0; begin < T; begin += chunk) {
-      const int64_t n = std::min(chunk, T - begin);
+    for (int64_t begin = 0; begin < T;) {
+      const int64_t n = std::min(begin == 0 && first > 0 ? first : chunk, T - begin);
       RopeTable(model_->rope(), begin, n, &cos_sin);
       MlaForward(c, model_->rope(), model_->weights().layers[0].attn, ctx, x.data() + begin * H, n,
                  begin, cos_sin.data(), path, cache, scratch, out.data() + begin * H);
+      begin += n;
     }
     return out;
   }
@@ -224,6 +225,24 @@ TEST_P(ModelVsReference, DecompressedAcrossBlocksMatchesAbsorbed) {
   EXPECT_LE(RelError(RunAttention(x, T, AttentionPath::kAuto, &pool), absorbed), kRelTol);
   // Token by token (the absorbed form's decode path) agrees as well.
   EXPECT_LE(RelError(RunAttention(x, 1, AttentionPath::kAbsorbed, &pool), absorbed), kRelTol);
+}
+
+// Decoding one token against 512 or more cached positions splits them into parts attended on
+// different threads and merged (model/mla.cpp, AbsorbedSplitKeys): token by token after a
+// 600-token prefix (3 parts of 256) it agrees with the whole sequence in one call, and the number
+// of threads (1, 2, 3: the parts spread differently) changes no bit.
+TEST_P(ModelVsReference, DecodeOverLongCacheSplitsPositions) {
+  const int64_t T = 660, H = model_->config().hidden_size;
+  std::mt19937 rng(18);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  std::vector<float> x(static_cast<size_t>(T * H));
+  for (float& v : x) v = dist(rng);
+  ThreadPool two(2), three(3);
+  const auto whole = RunAttention(x, T, AttentionPath::kAbsorbed, &two);
+  const auto decoded = RunAttention(x, 1, AttentionPath::kAbsorbed, &two, 600);
+  EXPECT_LE(RelError(decoded, whole), kRelTol);
+  EXPECT_EQ(RunAttention(x, 1, AttentionPath::kAbsorbed, nullptr, 600), decoded);
+  EXPECT_EQ(RunAttention(x, 1, AttentionPath::kAbsorbed, &three, 600), decoded);
 }
 
 // A MoE layer computes each token on its own: 48 tokens in one call (the gather, SiLU and the

@@ -87,7 +87,9 @@ struct Reference {
   std::vector<double> tol;  // [heads, r]
 };
 
-Reference ThreePassInDouble(const Problem& p) {
+// extra_rescales: rescales of the running maximum beyond those of one pass over the positions
+// (each part of a split cache starts its own maximum, and the merge rescales each part once).
+Reference ThreePassInDouble(const Problem& p, int64_t extra_rescales = 0) {
   Reference ref;
   ref.o.assign(static_cast<size_t>(p.heads * p.r), 0.0);
   ref.tol.assign(ref.o.size(), 0.0);
@@ -121,7 +123,7 @@ Reference ThreePassInDouble(const Problem& p) {
       if (v > running - 2.0 * score_err) ++rescales;
       running = std::max(running, v);
     }
-    const double k = static_cast<double>(rescales);
+    const double k = static_cast<double>(rescales + extra_rescales);
     const double eps = 2.0 * score_err + 2.0 * kUnitRoundoff * (max_s - min_s) +
                        (k + 1.0) * (kExpRelError + kUnitRoundoff);
     const double sums = 2.0 * GammaBound(static_cast<double>(p.n) + k + 2.0) + kUnitRoundoff;
@@ -214,6 +216,53 @@ TEST(MlaAttention, OnePositionReturnsItsLatentAndEmptyCacheGivesZeros) {
     Problem empty = p;
     empty.n = 0;
     for (float v : RunKernel(isa, empty)) EXPECT_EQ(v, 0.0f) << IsaName(isa);
+  }
+}
+
+// A long cache is decoded in parts (model/mla.cpp): MlaAttentionPartial over consecutive ranges
+// and MergeMlaPartials give the softmax over all positions within the error model, with one
+// more rescale per part and the merge's (each part restarts its running maximum, the merge
+// rescales each part once and adds the parts' sums). One part is MlaAttention bit for bit; an
+// empty part adds nothing.
+TEST(MlaAttention, PartsMergeToTheWholeCache) {
+  std::mt19937 rng(34);
+  for (const Shape& shape : {Shape{8, 256, 32}, Shape{3, 37, 5}, Shape{5, 24, 19}}) {
+    for (int64_t n : {33, 100, 257}) {
+      for (Scores kind : {Scores::kTypical, Scores::kWide, Scores::kRising}) {
+        const Problem p = MakeProblem(rng, shape.heads, shape.r, shape.dr, n, kind);
+        for (int64_t part : {int64_t{16}, int64_t{48}, int64_t{7}, n}) {
+          // Ranges [0, part), [part, 2 part), ..., and an empty one at the end.
+          std::vector<int64_t> begins;
+          for (int64_t b = 0; b < n; b += part) begins.push_back(b);
+          begins.push_back(n);
+          const int64_t parts = static_cast<int64_t>(begins.size());
+          const Reference ref = ThreePassInDouble(p, parts + 1);
+          for (Isa isa : RunnableIsas()) {
+            const int64_t hr = p.heads * p.r;
+            std::vector<float> o_parts(static_cast<size_t>(parts * hr)), o(hr, -1.0f);
+            std::vector<float> max(static_cast<size_t>(parts * p.heads)), sum(max.size());
+            for (int64_t i = 0; i < parts; ++i) {
+              LatentCacheView view = p.Cache();
+              view.latent += begins[i] * p.r;
+              view.rope_key += begins[i] * p.dr;
+              view.n = std::min(part, n - begins[i]);
+              MlaAttentionPartial(isa, p.Query(), view, o_parts.data() + i * hr,
+                                  max.data() + i * p.heads, sum.data() + i * p.heads);
+            }
+            MergeMlaPartials(parts, p.heads, p.r, 0, p.heads, o_parts.data(), max.data(),
+                             sum.data(), o.data());
+            for (int64_t i = 0; i < hr; ++i) {
+              ASSERT_LE(std::fabs(o[i] - ref.o[i]), ref.tol[i])
+                  << Name(isa, p, kind) << " part=" << part << " i=" << i;
+            }
+            if (part == n) {  // one part (and the empty one)
+              EXPECT_EQ(std::memcmp(o.data(), RunKernel(isa, p).data(), o.size() * 4), 0)
+                  << Name(isa, p, kind);
+            }
+          }
+        }
+      }
+    }
   }
 }
 

@@ -43,4 +43,19 @@ struct LatentCacheView {
 // the scalar twin's exp error is glibc's (< 1 ulp), the SIMD variants' kExpRelError.
 void MlaAttention(Isa isa, const MlaQuery& q, const LatentCacheView& cache, float* o_lat);
 
+// MlaAttention over one range of positions, left unnormalised so that ranges computed apart (on
+// different threads) can be merged: per head h, max[h] = the largest score m, sum[h] =
+// sum_j exp(s[h, j] - m) and o_part[h] = sum_j exp(s[h, j] - m) c[j] (n == 0: max -inf, sum and
+// o_part 0). MlaAttention divides o_part by sum; the arithmetic is otherwise the same.
+void MlaAttentionPartial(Isa isa, const MlaQuery& q, const LatentCacheView& cache, float* o_part,
+                         float* max, float* sum);
+
+// o_lat = the softmax-weighted sum over all positions of `parts` consecutive ranges, from their
+// MlaAttentionPartial results ([parts, num_heads, r] and [parts, num_heads]), for heads
+// [h_begin, h_end): per head, with M the largest max, o_lat[h] = sum_p exp(max_p - M) o_p /
+// sum_p exp(max_p - M) sum_p, the parts added in order (std::exp: the same on every ISA and
+// thread count for the same partial results). One part gives MlaAttention's result exactly.
+void MergeMlaPartials(int64_t parts, int64_t num_heads, int64_t r, int64_t h_begin, int64_t h_end,
+                      const float* o_parts, const float* max, const float* sum, float* o_lat);
+
 }  // namespace dsv3::ops

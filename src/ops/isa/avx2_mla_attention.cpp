@@ -150,7 +150,8 @@ void HeadSoftmax(HeadState& state) {
 
 }  // namespace
 
-void MlaAttention(const MlaQuery& q, const LatentCacheView& cache, float* o_lat) {
+void MlaAttention(const MlaQuery& q, const LatentCacheView& cache, float* o_lat, float* max,
+                  float* sum) {
   const int64_t r = cache.kv_lora_rank, dr = cache.qk_rope_head_dim, n = cache.n;
   for (int64_t h0 = 0; h0 < q.num_heads; h0 += kHeadsPerPass) {
     const int64_t heads = std::min(kHeadsPerPass, q.num_heads - h0);
@@ -175,13 +176,17 @@ void MlaAttention(const MlaQuery& q, const LatentCacheView& cache, float* o_lat)
         AccumulateValues(state[h].weights, rows, r, _mm256_set1_ps(state[h].alpha),
                          o_lat + (h0 + h) * r);
     }
+    if (max != nullptr) {  // a partial result: the sums stay unnormalised
+      for (int64_t h = 0; h < heads; ++h) max[h0 + h] = state[h].max, sum[h0 + h] = state[h].sum;
+      continue;
+    }
     if (n == 0) continue;
     for (int64_t h = 0; h < heads; ++h) {
-      const __m256 sum = _mm256_set1_ps(state[h].sum);
+      const __m256 total = _mm256_set1_ps(state[h].sum);
       float* out = o_lat + (h0 + h) * r;
       int64_t k = 0;
       for (; k + 8 <= r; k += 8)
-        _mm256_storeu_ps(out + k, _mm256_div_ps(_mm256_loadu_ps(out + k), sum));
+        _mm256_storeu_ps(out + k, _mm256_div_ps(_mm256_loadu_ps(out + k), total));
       for (; k < r; ++k) out[k] /= state[h].sum;
     }
   }

@@ -213,7 +213,8 @@ void HeadSoftmax(HeadState& state) {
 
 }  // namespace
 
-void MlaAttention(const MlaQuery& q, const LatentCacheView& cache, float* o_lat) {
+void MlaAttention(const MlaQuery& q, const LatentCacheView& cache, float* o_lat, float* max,
+                  float* sum) {
   const int64_t r = cache.kv_lora_rank, dr = cache.qk_rope_head_dim, n = cache.n;
   for (int64_t h0 = 0; h0 < q.num_heads; h0 += kHeadsPerPass) {
     const int64_t heads = std::min(kHeadsPerPass, q.num_heads - h0);
@@ -264,13 +265,17 @@ void MlaAttention(const MlaQuery& q, const LatentCacheView& cache, float* o_lat)
         });
       }
     }
+    if (max != nullptr) {  // a partial result: the sums stay unnormalised
+      for (int64_t h = 0; h < heads; ++h) max[h0 + h] = state[h].max, sum[h0 + h] = state[h].sum;
+      continue;
+    }
     if (n == 0) continue;
     for (int64_t h = 0; h < heads; ++h) {
-      const __m512 sum = _mm512_set1_ps(state[h].sum);
+      const __m512 total = _mm512_set1_ps(state[h].sum);
       float* out = o_lat + (h0 + h) * r;
       for (int64_t k = 0; k < r; k += 16) {
         const __mmask16 m = TailMask(r - k);
-        _mm512_mask_storeu_ps(out + k, m, _mm512_div_ps(_mm512_maskz_loadu_ps(m, out + k), sum));
+        _mm512_mask_storeu_ps(out + k, m, _mm512_div_ps(_mm512_maskz_loadu_ps(m, out + k), total));
       }
     }
   }
