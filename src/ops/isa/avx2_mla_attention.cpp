@@ -1,9 +1,11 @@
 // AVX2 variant of the fused MLA attention (ops/mla_attention.h): the AVX-512 variant's structure
-// (read avx512_mla_attention.cpp) with blocks of 8 cache positions, one score per lane.
+// (read avx512_mla_attention.cpp) with blocks of 8 cache positions, one score per lane, and
+// smaller head groups (scores 2 heads x 4 positions, values 4 heads x 16 features: 16 ymm).
 #include "ops/isa/simd_intrinsics.h"
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 
 #include "ops/isa/avx2_exp.h"
 #include "ops/mla_attention_kernels.h"
@@ -14,6 +16,8 @@ namespace {
 
 constexpr int kBlock = 8;               // cache positions per block: one score per lane
 constexpr int64_t kHeadsPerPass = 128;  // heads whose running max and sum live on the stack
+constexpr int64_t kScoreHeads = 2;      // heads sharing each load of a block row: scores (16 ymm)
+constexpr int64_t kValueHeads = 4;      // and values
 
 // All-ones in the first min(n, 8) lanes, for vmaskmovps.
 __m256i TailMask(int64_t n) {
@@ -44,69 +48,66 @@ __m256 ReduceRows(const __m256 v[kBlock]) {
                        _mm256_permute2f128_ps(s0123, s4567, 0x31));
 }
 
-// acc[j] += lanes of a[.] * rows[j][.] over [0, len) for the 8 rows. The accumulators are copied
-// to locals: __m256 may alias float, so updating acc[] in place would store it at every step.
-void AccumulateDots(const float* a, const float* const rows[kBlock], int64_t len,
-                    __m256 acc[kBlock]) {
-  const float *r0 = rows[0], *r1 = rows[1], *r2 = rows[2], *r3 = rows[3];
-  const float *r4 = rows[4], *r5 = rows[5], *r6 = rows[6], *r7 = rows[7];
-  __m256 a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
-  __m256 a4 = acc[4], a5 = acc[5], a6 = acc[6], a7 = acc[7];
-  const auto step = [&](__m256 q, int64_t k, auto load) {
-    a0 = _mm256_fmadd_ps(q, load(r0 + k), a0);
-    a1 = _mm256_fmadd_ps(q, load(r1 + k), a1);
-    a2 = _mm256_fmadd_ps(q, load(r2 + k), a2);
-    a3 = _mm256_fmadd_ps(q, load(r3 + k), a3);
-    a4 = _mm256_fmadd_ps(q, load(r4 + k), a4);
-    a5 = _mm256_fmadd_ps(q, load(r5 + k), a5);
-    a6 = _mm256_fmadd_ps(q, load(r6 + k), a6);
-    a7 = _mm256_fmadd_ps(q, load(r7 + k), a7);
+// Scores of NH heads against 4 positions: acc[i][j] += lanes of a[i][.] * rows[j][.] over
+// [0, len), k ascending, each row chunk loaded once for the NH heads (as in the AVX-512 variant).
+template <int NH>
+[[gnu::always_inline]] inline void AccumulateDots(const float* const a[NH],
+                                                  const float* const rows[4], int64_t len,
+                                                  __m256 acc[NH][4]) {
+  const auto step = [&](int64_t k, auto load) {
+    __m256 c[4];
+    for (int j = 0; j < 4; ++j) c[j] = load(rows[j] + k);
+    for (int i = 0; i < NH; ++i) {
+      const __m256 q = load(a[i] + k);
+      for (int j = 0; j < 4; ++j) acc[i][j] = _mm256_fmadd_ps(q, c[j], acc[i][j]);
+    }
   };
   int64_t k = 0;
-  for (; k + 8 <= len; k += 8)
-    step(_mm256_loadu_ps(a + k), k, [](const float* x) { return _mm256_loadu_ps(x); });
+  for (; k + 8 <= len; k += 8) step(k, [](const float* x) { return _mm256_loadu_ps(x); });
   if (k < len) {
     const __m256i m = TailMask(len - k);
-    step(_mm256_maskload_ps(a + k, m), k, [m](const float* x) { return _mm256_maskload_ps(x, m); });
+    step(k, [m](const float* x) { return _mm256_maskload_ps(x, m); });
   }
-  acc[0] = a0, acc[1] = a1, acc[2] = a2, acc[3] = a3;
-  acc[4] = a4, acc[5] = a5, acc[6] = a6, acc[7] = a7;
 }
 
-// out[k] = out[k] * alpha + sum_j p[j] * rows[j][k] over [0, len), j in order.
-void AccumulateValues(const float* p, const float* const rows[kBlock], int64_t len, __m256 alpha,
-                      float* out) {
-  const float *r0 = rows[0], *r1 = rows[1], *r2 = rows[2], *r3 = rows[3];
-  const float *r4 = rows[4], *r5 = rows[5], *r6 = rows[6], *r7 = rows[7];
-  const __m256 p0 = _mm256_set1_ps(p[0]), p1 = _mm256_set1_ps(p[1]);
-  const __m256 p2 = _mm256_set1_ps(p[2]), p3 = _mm256_set1_ps(p[3]);
-  const __m256 p4 = _mm256_set1_ps(p[4]), p5 = _mm256_set1_ps(p[5]);
-  const __m256 p6 = _mm256_set1_ps(p[6]), p7 = _mm256_set1_ps(p[7]);
-  const auto step = [&](__m256 a, int64_t k, auto load) {
-    a = _mm256_fmadd_ps(p0, load(r0 + k), a);
-    a = _mm256_fmadd_ps(p1, load(r1 + k), a);
-    a = _mm256_fmadd_ps(p2, load(r2 + k), a);
-    a = _mm256_fmadd_ps(p3, load(r3 + k), a);
-    a = _mm256_fmadd_ps(p4, load(r4 + k), a);
-    a = _mm256_fmadd_ps(p5, load(r5 + k), a);
-    a = _mm256_fmadd_ps(p6, load(r6 + k), a);
-    return _mm256_fmadd_ps(p7, load(r7 + k), a);
+// out[h][k] = out[h][k] * alpha[h] + sum_j p[h][j] * rows[j][k] over [0, len), j in order, for
+// NH heads: each row chunk is loaded once for all NH heads.
+template <int NH>
+[[gnu::always_inline]] inline void AccumulateValues(const float* const p[NH],
+                                                    const float* const rows[kBlock], int64_t len,
+                                                    const float* alpha, float* const out[NH]) {
+  const auto chunk = [&](int64_t k, auto load) {  // columns [k, k + 16)
+    __m256 a[NH][2];
+    for (int i = 0; i < NH; ++i) {
+      const __m256 scale = _mm256_set1_ps(alpha[i]);
+      a[i][0] = _mm256_mul_ps(load(out[i] + k), scale);
+      a[i][1] = _mm256_mul_ps(load(out[i] + k + 8), scale);
+    }
+    for (int j = 0; j < kBlock; ++j) {
+      const __m256 c0 = load(rows[j] + k), c1 = load(rows[j] + k + 8);
+      for (int i = 0; i < NH; ++i) {
+        const __m256 w = _mm256_set1_ps(p[i][j]);
+        a[i][0] = _mm256_fmadd_ps(w, c0, a[i][0]);
+        a[i][1] = _mm256_fmadd_ps(w, c1, a[i][1]);
+      }
+    }
+    for (int i = 0; i < NH; ++i) {
+      _mm256_storeu_ps(out[i] + k, a[i][0]);
+      _mm256_storeu_ps(out[i] + k + 8, a[i][1]);
+    }
   };
-  const auto full = [](const float* x) { return _mm256_loadu_ps(x); };
   int64_t k = 0;
-  for (; k + 16 <= len; k += 16) {  // two independent FMA chains
-    const __m256 a = step(_mm256_mul_ps(_mm256_loadu_ps(out + k), alpha), k, full);
-    const __m256 b = step(_mm256_mul_ps(_mm256_loadu_ps(out + k + 8), alpha), k + 8, full);
-    _mm256_storeu_ps(out + k, a);
-    _mm256_storeu_ps(out + k + 8, b);
-  }
-  for (; k + 8 <= len; k += 8)
-    _mm256_storeu_ps(out + k, step(_mm256_mul_ps(_mm256_loadu_ps(out + k), alpha), k, full));
-  if (k < len) {
+  for (; k + 16 <= len; k += 16) chunk(k, [](const float* x) { return _mm256_loadu_ps(x); });
+  for (; k < len; k += 8) {  // the rest, 8 columns (or fewer, masked) at a time
     const __m256i m = TailMask(len - k);
-    const __m256 a = _mm256_mul_ps(_mm256_maskload_ps(out + k, m), alpha);
-    _mm256_maskstore_ps(out + k, m,
-                        step(a, k, [m](const float* x) { return _mm256_maskload_ps(x, m); }));
+    __m256 a[NH];
+    for (int i = 0; i < NH; ++i)
+      a[i] = _mm256_mul_ps(_mm256_maskload_ps(out[i] + k, m), _mm256_set1_ps(alpha[i]));
+    for (int j = 0; j < kBlock; ++j) {
+      const __m256 c = _mm256_maskload_ps(rows[j] + k, m);
+      for (int i = 0; i < NH; ++i) a[i] = _mm256_fmadd_ps(_mm256_set1_ps(p[i][j]), c, a[i]);
+    }
+    for (int i = 0; i < NH; ++i) _mm256_maskstore_ps(out[i] + k, m, a[i]);
   }
 }
 
@@ -118,17 +119,35 @@ struct HeadState {
   float alpha = 1.0f;                 // the block's rescale of the accumulator (and of sum)
 };
 
-// The block's scores for one head (-inf past the end, so that their weight is exp(-inf) = 0).
-void HeadScores(const float* q_lat, const float* q_pe, const float* const rows[kBlock],
-                const float* const keys[kBlock], int valid, const LatentCacheView& cache,
-                float scale, HeadState& state) {
-  __m256 dots[kBlock];
-  for (auto& d : dots) d = _mm256_setzero_ps();
-  AccumulateDots(q_lat, rows, cache.kv_lora_rank, dots);
-  AccumulateDots(q_pe, keys, cache.qk_rope_head_dim, dots);
-  const __m256 scores = _mm256_mul_ps(ReduceRows(dots), _mm256_set1_ps(scale));
-  _mm256_store_ps(state.weights, _mm256_blendv_ps(_mm256_set1_ps(-INFINITY), scores,
-                                                  _mm256_castsi256_ps(TailMask(valid))));
+// The block's scores for NH heads (-inf past the end, so that their weight is exp(-inf) = 0).
+template <int NH>
+void GroupScores(const float* const q_lat[NH], const float* const q_pe[NH],
+                 const float* const rows[kBlock], const float* const keys[kBlock], int valid,
+                 const LatentCacheView& cache, float scale, HeadState* const state[NH]) {
+  __m256 dots[NH][kBlock];
+  for (int j0 = 0; j0 < kBlock; j0 += 4) {
+    __m256 acc[NH][4];
+    for (int i = 0; i < NH; ++i)
+      for (int j = 0; j < 4; ++j) acc[i][j] = _mm256_setzero_ps();
+    AccumulateDots<NH>(q_lat, rows + j0, cache.kv_lora_rank, acc);
+    AccumulateDots<NH>(q_pe, keys + j0, cache.qk_rope_head_dim, acc);
+    for (int i = 0; i < NH; ++i)
+      for (int j = 0; j < 4; ++j) dots[i][j0 + j] = acc[i][j];
+  }
+  for (int i = 0; i < NH; ++i) {
+    const __m256 scores = _mm256_mul_ps(ReduceRows(dots[i]), _mm256_set1_ps(scale));
+    _mm256_store_ps(state[i]->weights, _mm256_blendv_ps(_mm256_set1_ps(-INFINITY), scores,
+                                                        _mm256_castsi256_ps(TailMask(valid))));
+  }
+}
+
+// f(std::integral_constant<int, n>) for a run-time n in [1, N].
+template <int N, typename F>
+void WithCount(int n, F&& f) {
+  if constexpr (N >= 1) {
+    if (n == N) return f(std::integral_constant<int, N>{});
+    WithCount<N - 1>(n, f);
+  }
 }
 
 // The online-softmax step: raise the running maximum to the block's, rescale the sum (alpha is
@@ -167,14 +186,37 @@ void MlaAttention(const MlaQuery& q, const LatentCacheView& cache, float* o_lat,
         rows[j] = cache.latent + pos * r;
         keys[j] = cache.rope_key + pos * dr;
       }
-      // Three sweeps over the heads, as in the AVX-512 variant (the softmax chains overlap).
-      for (int64_t h = 0; h < heads; ++h)
-        HeadScores(q.lat + (h0 + h) * r, q.rope + (h0 + h) * q.rope_stride, rows, keys, valid,
-                   cache, q.scale, state[h]);
+      // Three sweeps over the heads, as in the AVX-512 variant (the softmax chains overlap), the
+      // heads in groups that share each load of a block row.
+      for (int64_t g = 0; g < heads; g += kScoreHeads) {
+        WithCount<kScoreHeads>(static_cast<int>(std::min(kScoreHeads, heads - g)), [&](auto nh) {
+          constexpr int NH = decltype(nh)::value;
+          const float* lat[NH];
+          const float* pe[NH];
+          HeadState* st[NH];
+          for (int i = 0; i < NH; ++i) {
+            lat[i] = q.lat + (h0 + g + i) * r;
+            pe[i] = q.rope + (h0 + g + i) * q.rope_stride;
+            st[i] = &state[g + i];
+          }
+          GroupScores<NH>(lat, pe, rows, keys, valid, cache, q.scale, st);
+        });
+      }
       for (int64_t h = 0; h < heads; ++h) HeadSoftmax(state[h]);
-      for (int64_t h = 0; h < heads; ++h)
-        AccumulateValues(state[h].weights, rows, r, _mm256_set1_ps(state[h].alpha),
-                         o_lat + (h0 + h) * r);
+      for (int64_t g = 0; g < heads; g += kValueHeads) {
+        WithCount<kValueHeads>(static_cast<int>(std::min(kValueHeads, heads - g)), [&](auto nh) {
+          constexpr int NH = decltype(nh)::value;
+          const float* p[NH];
+          float alpha[NH];
+          float* out[NH];
+          for (int i = 0; i < NH; ++i) {
+            p[i] = state[g + i].weights;
+            alpha[i] = state[g + i].alpha;
+            out[i] = o_lat + (h0 + g + i) * r;
+          }
+          AccumulateValues<NH>(p, rows, r, alpha, out);
+        });
+      }
     }
     if (max != nullptr) {  // a partial result: the sums stay unnormalised
       for (int64_t h = 0; h < heads; ++h) max[h0 + h] = state[h].max, sum[h0 + h] = state[h].sum;
