@@ -113,6 +113,15 @@ class ModelVsReference : public ::testing::TestWithParam<Case> {
     return logits;
   }
 
+  // T rows of the hidden size, standard normal: an RMS-normalised input's scale.
+  std::vector<float> RandomInput(int64_t T, unsigned seed) const {
+    std::mt19937 rng(seed);
+    std::normal_distribution<float> dist(0.0f, 1.0f);
+    std::vector<float> x(static_cast<size_t>(T * model_->config().hidden_size));
+    for (float& v : x) v = dist(rng);
+    return x;
+  }
+
   // Layer 0's attention over x [T, H] (random, as an RMS-normalised input) in chunks of `chunk`
   // through a fresh cache (the first chunk `first` tokens when given): [T, H].
   std::vector<float> RunAttention(const std::vector<float>& x, int64_t chunk, AttentionPath path,
@@ -212,11 +221,8 @@ TEST_P(ModelVsReference, CachedDecodeChunkedPrefillAndNaiveAgree) {
 // two selection scores within 1e-6 at one of 300 random tokens: its logits from there on differ by
 // 1.35 once the AVX2 absorbed form runs batched).
 TEST_P(ModelVsReference, DecompressedAcrossBlocksMatchesAbsorbed) {
-  const int64_t T = 300, H = model_->config().hidden_size;
-  std::mt19937 rng(17);
-  std::normal_distribution<float> dist(0.0f, 1.0f);
-  std::vector<float> x(static_cast<size_t>(T * H));
-  for (float& v : x) v = dist(rng);
+  const int64_t T = 300;
+  const std::vector<float> x = RandomInput(T, 17);
   ThreadPool pool(2);
   const auto absorbed = RunAttention(x, T, AttentionPath::kAbsorbed, &pool);
   EXPECT_LE(RelError(RunAttention(x, T, AttentionPath::kDecompressed, &pool), absorbed), kRelTol);
@@ -232,11 +238,8 @@ TEST_P(ModelVsReference, DecompressedAcrossBlocksMatchesAbsorbed) {
 // 600-token prefix (3 parts of 256) it agrees with the whole sequence in one call, and the number
 // of threads (1, 2, 3: the parts spread differently) changes no bit.
 TEST_P(ModelVsReference, DecodeOverLongCacheSplitsPositions) {
-  const int64_t T = 660, H = model_->config().hidden_size;
-  std::mt19937 rng(18);
-  std::normal_distribution<float> dist(0.0f, 1.0f);
-  std::vector<float> x(static_cast<size_t>(T * H));
-  for (float& v : x) v = dist(rng);
+  const int64_t T = 660;
+  const std::vector<float> x = RandomInput(T, 18);
   ThreadPool two(2), three(3);
   const auto whole = RunAttention(x, T, AttentionPath::kAbsorbed, &two);
   const auto decoded = RunAttention(x, 1, AttentionPath::kAbsorbed, &two, 600);
