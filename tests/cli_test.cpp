@@ -170,10 +170,11 @@ std::vector<nlohmann::json> JsonLines(const std::string& out) {
   return lines;
 }
 
-// -d D: every test starts with D tokens in the cache, is named "tg4 @ dD", and a decode test's
-// roofline counts the cache at its mean context D + (N + 1) / 2: the bytes per token grow by the
-// same amount for each further D positions.
-TEST(Cli, BenchDepthStartsTestsWithCachedTokens) {
+// -d D: every test is named "tg4 @ dD" with "depth": D, and a decode test's roofline counts the
+// cache at its mean context D + (N + 1) / 2: the bytes per token grow by the same amount for each
+// further D positions. (That the cache really holds the D tokens is checked inside bench, which
+// fails when its length after the fill is not D; from outside only the timings would show it.)
+TEST(Cli, BenchDepthNamesTestsAndCountsTheirCache) {
   TempDir dir;
   ASSERT_EQ(RunDsv3({"init", "-o", dir / "m", "--preset", "tiny-v3"}).exit_code, 0);
   std::vector<double> bytes;

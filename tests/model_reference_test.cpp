@@ -235,8 +235,9 @@ TEST_P(ModelVsReference, DecompressedAcrossBlocksMatchesAbsorbed) {
 
 // Decoding one token against 512 or more cached positions splits them into parts attended on
 // different threads and merged (model/mla.cpp, AbsorbedSplitKeys): token by token after a
-// 600-token prefix (3 parts of 256) it agrees with the whole sequence in one call, and the number
-// of threads (1, 2, 3: the parts spread differently) changes no bit.
+// 600-token prefix (3 parts of 256) it agrees with the whole sequence in one call and with the
+// head split (whose merge-free sums round differently, so the split did run), and the number of
+// threads (1, 2, 3: the parts spread differently) changes no bit.
 TEST_P(ModelVsReference, DecodeOverLongCacheSplitsPositions) {
   const int64_t T = 660;
   const std::vector<float> x = RandomInput(T, 18);
@@ -244,6 +245,9 @@ TEST_P(ModelVsReference, DecodeOverLongCacheSplitsPositions) {
   const auto whole = RunAttention(x, T, AttentionPath::kAbsorbed, &two);
   const auto decoded = RunAttention(x, 1, AttentionPath::kAbsorbed, &two, 600);
   EXPECT_LE(RelError(decoded, whole), kRelTol);
+  const auto head_split = RunAttention(x, 1, AttentionPath::kAbsorbedHeadSplit, &two, 600);
+  EXPECT_LE(RelError(decoded, head_split), kRelTol);
+  EXPECT_NE(decoded, head_split);
   EXPECT_EQ(RunAttention(x, 1, AttentionPath::kAbsorbed, nullptr, 600), decoded);
   EXPECT_EQ(RunAttention(x, 1, AttentionPath::kAbsorbed, &three, 600), decoded);
 }

@@ -23,6 +23,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <random>
 #include <string>
 #include <vector>
@@ -239,8 +240,10 @@ TEST(MlaAttention, PartsMergeToTheWholeCache) {
           const Reference ref = ThreePassInDouble(p, parts + 1);
           for (Isa isa : RunnableIsas()) {
             const int64_t hr = p.heads * p.r;
-            std::vector<float> o_parts(static_cast<size_t>(parts * hr)), o(hr, -1.0f);
-            std::vector<float> max(static_cast<size_t>(parts * p.heads)), sum(max.size());
+            // NaN where every output will be: a result the kernels leave unwritten shows.
+            const float nan = std::numeric_limits<float>::quiet_NaN();
+            std::vector<float> o_parts(static_cast<size_t>(parts * hr), nan), o(hr, nan);
+            std::vector<float> max(static_cast<size_t>(parts * p.heads), nan), sum(max.size(), nan);
             for (int64_t i = 0; i < parts; ++i) {
               LatentCacheView view = p.Cache();
               view.latent += begins[i] * p.r;

@@ -399,7 +399,8 @@ void MlaForward(const ModelConfig& c, const RopeParams& rope, const AttentionWei
     DecompressedBatched(c, rope, w, ctx, q, T, start_pos, cache, scratch, o);
   } else if (path != AttentionPath::kNaive && T >= 2 && packed) {
     AbsorbedBatched(c, rope, w, ctx, q, T, start_pos, cache, scratch, o);
-  } else if (path != AttentionPath::kNaive && T == 1 && start_pos + 1 >= kSplitKeysFrom) {
+  } else if ((path == AttentionPath::kAuto || path == AttentionPath::kAbsorbed) && T == 1 &&
+             start_pos + 1 >= kSplitKeysFrom) {
     AbsorbedSplitKeys(c, rope, w, ctx, q, start_pos + 1, cache, scratch, o);
   } else if (path != AttentionPath::kNaive) {
     // Per thread: q_lat and o_lat for up to nh heads, a row and an output of kv_b_proj. The size

@@ -27,8 +27,12 @@ enum class AttentionPath {
   // take the absorbed form, prefill the decompressed one. The default.
   kAuto,
   // Scores against the latent directly (W_UK folded into the query, W_UV applied after): per
-  // cached position and head 2 kv_lora_rank + qk_rope_head_dim multiply-adds.
+  // cached position and head 2 kv_lora_rank + qk_rope_head_dim multiply-adds. Decoding a token
+  // against 512 or more cached positions splits them into parts over the threads (mla.cpp).
   kAbsorbed,
+  // kAbsorbed without that split: a decoded token's heads split over the threads, each reading
+  // the whole cache (for tests).
+  kAbsorbedHeadSplit,
   // Calls of two or more tokens decompress every cached position's k_nope and v per head (one
   // product per head over the whole context, spec §5.3), then run scores, softmax and values as
   // matrix products over blocks of tokens: per position and head qk_head_dim + v_head_dim

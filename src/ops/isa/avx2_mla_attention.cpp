@@ -1,6 +1,7 @@
 // AVX2 variant of the fused MLA attention (ops/mla_attention.h): the AVX-512 variant's structure
 // (read avx512_mla_attention.cpp) with blocks of 8 cache positions, one score per lane, and
-// smaller head groups (scores 2 heads x 4 positions, values 4 heads x 16 features: 16 ymm).
+// smaller head groups (scores 2 heads x 4 positions, values 4 heads x 16 features: within the 16
+// ymm registers).
 #include "ops/isa/simd_intrinsics.h"
 
 #include <algorithm>
@@ -16,7 +17,7 @@ namespace {
 
 constexpr int kBlock = 8;               // cache positions per block: one score per lane
 constexpr int64_t kHeadsPerPass = 128;  // heads whose running max and sum live on the stack
-constexpr int64_t kScoreHeads = 2;      // heads sharing each load of a block row: scores (16 ymm)
+constexpr int64_t kScoreHeads = 2;      // heads sharing each load of a block row: scores
 constexpr int64_t kValueHeads = 4;      // and values
 
 // All-ones in the first min(n, 8) lanes, for vmaskmovps.
