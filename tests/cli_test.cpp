@@ -196,6 +196,12 @@ TEST(Cli, BenchDepthNamesTestsAndCountsTheirCache) {
   auto r = RunDsv3({"bench", "-m", dir / "m", "-p", "8", "-n", "4", "-d", "-1", "--no-limits"});
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.err.find("-d"), std::string::npos) << r.err;
+  // Past the model's positions (tiny-v3: 256), as dsv3 generate, and never an allocation abort.
+  for (const char* depth : {"250", "100000000000"}) {
+    r = RunDsv3({"bench", "-m", dir / "m", "-p", "8", "-n", "4", "-d", depth, "--no-limits"});
+    EXPECT_EQ(r.exit_code, 1) << r.err;
+    EXPECT_NE(r.err.find("max_position_embeddings 256"), std::string::npos) << r.err;
+  }
 }
 
 // --profile: after the tests, one line per phase and test; the phases partition the forward

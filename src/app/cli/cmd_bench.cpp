@@ -272,6 +272,15 @@ Status RunBench(const BenchOptions& o) {
   if (o.bandwidth_mib < 1) return Status::Error("--bw-mib must be >= 1");
   DSV3_ASSIGN_OR_RETURN(Runtime rt, LoadRuntime(o.run));
   const Model& model = *rt.model;
+  // As dsv3 generate: a sequence stays within the positions the model was made for (which also
+  // bounds the KV cache bench allocates).
+  const int64_t max_positions = model.config().max_position_embeddings;
+  if (o.depth > max_positions ||
+      std::max(o.prompt_tokens, o.gen_tokens) > max_positions - o.depth) {
+    return Status::Error(
+        fmt::format("-d ({}) + the longest test (-p {}, -n {}) exceed max_position_embeddings {}",
+                    o.depth, o.prompt_tokens, o.gen_tokens, max_positions));
+  }
   std::mt19937_64 rng(1234);
   ForwardOptions forward;
   forward.experts_per_token = o.run.experts_per_token;
