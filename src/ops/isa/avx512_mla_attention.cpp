@@ -28,7 +28,7 @@ namespace dsv3::ops::avx512 {
 namespace {
 
 constexpr int kBlock = 16;              // cache positions per block: one score per lane
-constexpr int kHalf = 8;                // rows per register group (8 row pointers stay in GPRs)
+constexpr int kHalf = 8;                // the value pass takes a block's first 8 rows, or all 16
 constexpr int64_t kHeadsPerPass = 128;  // heads whose running max and sum live on the stack
 constexpr int64_t kScoreHeads = 4;      // heads sharing each load of a block row: scores
 constexpr int64_t kValueHeads = 8;      // and values
@@ -99,7 +99,7 @@ template <int NH>
 // past the block's valid positions are 0).
 template <int NH>
 [[gnu::always_inline]] inline void AccumulateValues(const float* const p[NH],
-                                                    const float* const rows[16], int count,
+                                                    const float* const rows[kBlock], int count,
                                                     int64_t len, const float* alpha,
                                                     float* const out[NH]) {
   const auto chunk = [&](int64_t k, auto load, auto store) {
