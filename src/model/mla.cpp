@@ -136,9 +136,11 @@ void AbsorbedSplitKeys(const ModelConfig& c, const RopeParams& rope, const Atten
   float* max = o_parts + parts * nh * r;  // [parts, nh]
   float* sum = max + parts * nh;          // [parts, nh]
   float* thread_scratch = sum + parts * nh;
+  // fn on every thread. The std::function RunOnAll takes holds one reference to fn, which fits
+  // its small buffer: no allocation per call (fn itself captures many).
   const auto on_threads = [&](auto&& fn) {
     if (threads == 1) return fn(0);
-    ctx.pool->RunOnAll(fn);
+    ctx.pool->RunOnAll([&fn](int t) { fn(t); });
   };
   // q_lat[h] = W_UK[h]^T q_nope[h]: the heads split over the threads.
   on_threads([&](int t) {
