@@ -129,13 +129,16 @@ void AbsorbedSplitKeys(const ModelConfig& c, const RopeParams& rope, const Atten
   const int64_t dv = c.v_head_dim, r = c.kv_lora_rank, qk = dn + dr;
   const int64_t part = KeyPartLength(num_keys), parts = (num_keys + part - 1) / part;
   const int threads = NumThreads(ctx);
-  const int64_t per_thread = r + nh * (dn + dv);  // a kv_b_proj row, W_UV's output
-  float* q_lat = scratch.split_keys.Get(2 * nh * r + parts * nh * (r + 2) + threads * per_thread);
-  float* o_lat = q_lat + nh * r;          // [nh, r]
-  float* o_parts = o_lat + nh * r;        // [parts, nh, r]
-  float* max = o_parts + parts * nh * r;  // [parts, nh]
-  float* sum = max + parts * nh;          // [parts, nh]
-  float* thread_scratch = sum + parts * nh;
+  // Each array starts on a 64-byte line (the buffer does): sizes rounded up to 16 floats.
+  const auto lines = [](int64_t floats) { return (floats + 15) / 16 * 16; };
+  const int64_t per_thread = lines(r) + lines(nh * (dn + dv));  // a kv_b_proj row, W_UV's output
+  float* q_lat = scratch.split_keys.Get(2 * lines(nh * r) + lines(parts * nh * r) +
+                                        2 * lines(parts * nh) + threads * per_thread);
+  float* o_lat = q_lat + lines(nh * r);             // [nh, r]
+  float* o_parts = o_lat + lines(nh * r);           // [parts, nh, r]
+  float* max = o_parts + lines(parts * nh * r);     // [parts, nh]
+  float* sum = max + lines(parts * nh);             // [parts, nh]
+  float* thread_scratch = sum + lines(parts * nh);  // per thread: row [r], kv_out [nh (dn + dv)]
   // fn on every thread. The std::function RunOnAll takes holds one reference to fn, which fits
   // its small buffer: no allocation per call (fn itself captures many).
   const auto on_threads = [&](auto&& fn) {
@@ -166,7 +169,7 @@ void AbsorbedSplitKeys(const ModelConfig& c, const RopeParams& rope, const Atten
   on_threads([&](int t) {
     const int64_t h_begin = nh * t / threads, h_end = nh * (t + 1) / threads;
     ops::MergeMlaPartials(parts, nh, r, h_begin, h_end, o_parts, max, sum, o_lat);
-    float* kv_out = thread_scratch + t * per_thread + r;
+    float* kv_out = thread_scratch + t * per_thread + lines(r);
     ops::KernelContext one{nullptr, ctx.isa};
     one.int8_dot = ctx.int8_dot;
     for (int64_t h = h_begin; h < h_end; ++h) {
