@@ -252,6 +252,22 @@ TEST_P(ModelVsReference, DecodeOverLongCacheSplitsPositions) {
   EXPECT_EQ(RunAttention(x, 1, AttentionPath::kAbsorbed, &three, 600), decoded);
 }
 
+// A chunk after a long context attends the positions all its tokens share (the cache before it)
+// once for all their heads and each token's own positions apart, merged per head (model/mla.cpp,
+// AbsorbedBatchedBlock): 60 tokens after a 600-token prefix agree with the whole sequence in one
+// call and token by token, and the number of threads (1, 2, 3: the queries split differently)
+// changes no bit.
+TEST_P(ModelVsReference, ChunkAfterLongContextSharesItsPrefix) {
+  const int64_t T = 660;
+  const std::vector<float> x = RandomInput(T, 19);
+  ThreadPool two(2), three(3);
+  const auto chunked = RunAttention(x, 60, AttentionPath::kAbsorbed, &two, 600);
+  EXPECT_LE(RelError(chunked, RunAttention(x, T, AttentionPath::kAbsorbed, &two)), kRelTol);
+  EXPECT_LE(RelError(chunked, RunAttention(x, 1, AttentionPath::kAbsorbed, &two, 600)), kRelTol);
+  EXPECT_EQ(RunAttention(x, 60, AttentionPath::kAbsorbed, nullptr, 600), chunked);
+  EXPECT_EQ(RunAttention(x, 60, AttentionPath::kAbsorbed, &three, 600), chunked);
+}
+
 // A MoE layer computes each token on its own: 48 tokens in one call (the gather, SiLU and the
 // weighted sum split over the threads, model/moe.cpp) give what two calls of 24 give (each on
 // one thread), up to the products' summation order.
