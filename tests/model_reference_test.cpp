@@ -253,7 +253,8 @@ TEST_P(ModelVsReference, DecodeOverLongCacheSplitsPositions) {
 }
 
 // A chunk after a long context attends the positions all its tokens share (the cache before it)
-// once for all their heads and each token's own positions apart, merged per head (model/mla.cpp,
+// once for all their heads and each token's own positions apart, merged per (token, head) query
+// (model/mla.cpp,
 // AbsorbedBatchedBlock): 60 tokens after a 600-token prefix agree with the whole sequence in one
 // call and token by token, and the number of threads (1, 2, 3: the queries split differently)
 // changes no bit.
