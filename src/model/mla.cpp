@@ -197,20 +197,21 @@ void ForEachHead(const ops::KernelContext& ctx, int64_t nh, Fn&& fn) {
 // products of all T tokens run per head as two GEMMs ([T, dn] x [dn, r] and [T, r] x [r, dv])
 // instead of T matrix-vector products each. Between them, every token of the block sees the
 // positions [0, start_pos + 1) (the cache before the block and the block's first token), and
-// token t also the block's tokens 1 .. t (itself included): a thread attends that common prefix
-// once for all its (token, head) queries, so the SIMD kernels serve up to 128 queries (their pass)
-// from each block of cache rows instead of one token's heads, then each token's own positions,
-// both as unnormalised parts (ops::MlaAttentionPartial), merged per query
-// (ops::MergeMlaPartials). The parts depend on start_pos and the token only, never on the
-// threads. A 4096-position prefix, 64 tokens of 8 heads per core: 10-14 % less time alone (2
-// cores); bench-medium's pp64 @ d4096, calls alternating in one process: the attention 4-5 %
-// less. The fewer heads a model has, the more it gains: with DeepSeek-V3's 128 one token already
-// fills a pass (one core, 32 tokens after 4096 positions: 0.4-1.1 % more time, the tails and the
-// merge; 64 heads 1.4 % less, 16 heads 4.5 % less).
+// token t also the block's tokens 1 .. t (itself included). Each thread takes its (token, head)
+// queries kPassQueries at a time: that common prefix attended once for all of them (one pass of
+// the SIMD kernels, each block of cache rows serving 128 queries instead of one token's heads),
+// then each token's own positions, both as unnormalised parts (ops::MlaAttentionPartial), merged
+// per query (ops::MergeMlaPartials) while the parts are still in the L2. The parts depend on
+// start_pos and the token only, never on the threads. bench-medium's pp64 @ d4096, calls
+// alternating with the per-token form in one process: the attention 2-8 % less time (7 runs).
+// The fewer heads a model has, the more it gains: with DeepSeek-V3's 128 one token already fills
+// a pass. (One call for a thread's whole range and one merge after it: the same time within
+// ±4 %, and parts for a whole block, 64 MiB more scratch for DeepSeek-V3.)
 //   q: [T, nh, dn+dr] (rope applied)   o: [T, nh*dv]
-// Tokens per block: q_lat, o_lat and the two parts of a block (4 x 64 x nh x r floats, 64 MiB for
-// DeepSeek-V3) instead of the whole chunk's.
-constexpr int64_t kAbsorbedBlock = 64;
+// Tokens per block: q_lat and o_lat of a block (2 x 128 x nh x r floats, 64 MiB for DeepSeek-V3)
+// instead of the whole chunk's, and per thread the parts of kPassQueries queries (512 KiB).
+constexpr int64_t kAbsorbedBlock = 128;
+constexpr int64_t kPassQueries = 128;  // the SIMD attention kernels' heads per pass over the cache
 
 void AbsorbedBatchedBlock(const ModelConfig& c, const RopeParams& rope, const AttentionWeights& w,
                           const ops::KernelContext& ctx, const float* q, int64_t T,
@@ -218,12 +219,12 @@ void AbsorbedBatchedBlock(const ModelConfig& c, const RopeParams& rope, const At
                           float* o) {
   const int64_t nh = c.num_attention_heads, dn = c.qk_nope_head_dim, dr = c.qk_rope_head_dim;
   const int64_t dv = c.v_head_dim, r = c.kv_lora_rank, qk = dn + dr;
-  const int64_t items = kAbsorbedBlock * nh;  // (token, head) queries a block holds
-  float* q_lat = scratch.latent_q_o.Get(4 * items * r + 4 * items);  // [T, nh, r]
-  float* o_lat = q_lat + items * r;                                  // [T, nh, r]
-  float* o_parts = o_lat + items * r;    // [2, T nh, r]: the prefix's sums, then the token's own
-  float* max = o_parts + 2 * items * r;  // [2, T nh]
-  float* sum = max + 2 * items;          // [2, T nh]
+  // Per thread: the two parts' sums [2, kPassQueries, r], then max and sum [2, kPassQueries].
+  const int64_t per_thread = 2 * kPassQueries * r + 4 * kPassQueries;
+  float* q_lat = scratch.latent_q_o.Get(2 * kAbsorbedBlock * nh * r +
+                                        NumThreads(ctx) * per_thread);  // [T, nh, r]
+  float* o_lat = q_lat + kAbsorbedBlock * nh * r;                       // [T, nh, r]
+  float* thread_parts = o_lat + kAbsorbedBlock * nh * r;
   const ops::KernelContext one{nullptr, ctx.isa};
   ForEachHead(ctx, nh, [&](int64_t h) {
     const float* w_uk = w.kv_b_proj_f32.data() + h * (dn + dv) * r;  // W_UK[h]: [dn, r]
@@ -232,22 +233,28 @@ void AbsorbedBatchedBlock(const ModelConfig& c, const RopeParams& rope, const At
               false);
   });
   const float scale = static_cast<float>(rope.softmax_scale);
-  const int64_t prefix = start_pos + 1, queries = T * nh;
-  ForEachBalancedHeadRange(ctx, c, T, start_pos, [&](int, int64_t begin, int64_t end) {
-    // Queries [begin, end): query i is token i / nh, head i % nh.
-    const ops::MlaQuery all{q_lat + begin * r, q + begin * qk + dn, qk, end - begin, scale};
-    const ops::LatentCacheView common{cache.latent.data(), cache.rope_key.data(), prefix, r, dr};
-    ops::MlaAttentionPartial(ctx.isa, all, common, o_parts + begin * r, max + begin, sum + begin);
-    for (int64_t i = begin; i < end;) {
-      const int64_t t = i / nh, heads = std::min(nh - i % nh, end - i);
-      const ops::MlaQuery query{q_lat + i * r, q + i * qk + dn, qk, heads, scale};
-      const ops::LatentCacheView own{cache.latent.data() + prefix * r,
-                                     cache.rope_key.data() + prefix * dr, t, r, dr};
-      ops::MlaAttentionPartial(ctx.isa, query, own, o_parts + (queries + i) * r, max + queries + i,
-                               sum + queries + i);
-      i += heads;
+  const int64_t prefix = start_pos + 1;
+  const ops::LatentCacheView common{cache.latent.data(), cache.rope_key.data(), prefix, r, dr};
+  ForEachBalancedHeadRange(ctx, c, T, start_pos, [&](int thread, int64_t begin, int64_t end) {
+    float* parts = thread_parts + thread * per_thread;  // [2, kPassQueries, r]
+    float* max = parts + 2 * kPassQueries * r;          // [2, kPassQueries]
+    float* sum = max + 2 * kPassQueries;                // [2, kPassQueries]
+    // Queries [q0, q1): query i is token i / nh, head i % nh; part 0 the prefix, part 1 the own.
+    for (int64_t q0 = begin; q0 < end; q0 += kPassQueries) {
+      const int64_t q1 = std::min(end, q0 + kPassQueries);
+      const ops::MlaQuery all{q_lat + q0 * r, q + q0 * qk + dn, qk, q1 - q0, scale};
+      ops::MlaAttentionPartial(ctx.isa, all, common, parts, max, sum);
+      for (int64_t i = q0; i < q1;) {
+        const int64_t t = i / nh, heads = std::min(nh - i % nh, q1 - i), k = i - q0;
+        const ops::MlaQuery query{q_lat + i * r, q + i * qk + dn, qk, heads, scale};
+        const ops::LatentCacheView own{cache.latent.data() + prefix * r,
+                                       cache.rope_key.data() + prefix * dr, t, r, dr};
+        ops::MlaAttentionPartial(ctx.isa, query, own, parts + (kPassQueries + k) * r,
+                                 max + kPassQueries + k, sum + kPassQueries + k);
+        i += heads;
+      }
+      ops::MergeMlaPartials(2, kPassQueries, r, 0, q1 - q0, parts, max, sum, o_lat + q0 * r);
     }
-    ops::MergeMlaPartials(2, queries, r, begin, end, o_parts, max, sum, o_lat);
   });
   ForEachHead(ctx, nh, [&](int64_t h) {
     const float* w_uv = w.kv_b_proj_f32.data() + (h * (dn + dv) + dn) * r;  // W_UV[h]: [dv, r]

@@ -15,8 +15,8 @@ namespace dsv3 {
 
 struct MlaScratch {
   ScratchBuffer q_a, q, ckv, o, per_thread, naive_kv;
-  ScratchBuffer latent_q_o;    // batched absorbed path, per block of tokens: q_lat, o_lat and
-                               // the two parts (sums, max, sum) of every token and head
+  ScratchBuffer latent_q_o;    // batched absorbed path: q_lat and o_lat of a block of tokens,
+                               // per thread the two parts of kPassQueries queries
   ScratchBuffer decompressed;  // decompressed path: per thread one head's k, v and scores
   ScratchBuffer split_keys;    // decoding a long cache: q_lat, o_lat, the parts' sums, per thread
                                // a kv_b_proj row and output
