@@ -3,14 +3,24 @@
 // it (a Dot per cached position for the scores, a scalar Softmax, an Axpy per position for the
 // values), for the attention shapes of bench-small, bench-medium and DeepSeek-V3.
 //
-//   build-mla/bench/mla_attention_bench --benchmark_filter='/2/8/' --benchmark_min_time=0.3
+//   build/bench/mla_attention_bench --benchmark_filter='/2/8/' --benchmark_min_time=0.3
 //
-// Arguments of every case: {isa (0 scalar, 1 avx2, 2 avx512), heads, kv_lora_rank,
+// Arguments of these cases: {isa (0 scalar, 1 avx2, 2 avx512), heads, kv_lora_rank,
 // qk_rope_head_dim, cached positions n}. bytes_per_second counts the cache (n * (r + dr) f32)
 // once per call, which the fused kernel reads once from memory and the three-pass loop once per
 // head.
+//
+// And a chunk of T tokens after n cached positions (prefill after a long context, one thread):
+// one call per token over its n + t + 1 positions (the model's absorbed form before session 14)
+// against the prefix all tokens share attended once for all their heads, each token's own
+// positions apart and the two parts merged (model/mla.cpp, AbsorbedBatchedBlock):
+//
+//   build/bench/mla_attention_bench --benchmark_filter='Chunk'
+//
+// Arguments: {isa, heads, kv_lora_rank, qk_rope_head_dim, n, T}.
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <random>
 #include <vector>
@@ -93,6 +103,104 @@ void BM_ThreePassPerHead(benchmark::State& state) {
   }
   c.Report(state);
 }
+
+// T tokens' queries after n cached positions, the cache holding all n + T.
+struct ChunkCase {
+  Isa isa;
+  int64_t heads, r, dr, n, T;
+  std::vector<float> q_lat, q_rope, out, parts, max, sum;
+  dsv3::AlignedVector<float> latent, rope_key;
+
+  explicit ChunkCase(const benchmark::State& state)
+      : isa(static_cast<Isa>(state.range(0))),
+        heads(state.range(1)),
+        r(state.range(2)),
+        dr(state.range(3)),
+        n(state.range(4)),
+        T(state.range(5)) {
+    std::mt19937 rng(7);
+    std::uniform_real_distribution<float> unit(-1.0f, 1.0f);
+    const auto fill = [&](auto& v, int64_t size) {
+      v.resize(static_cast<size_t>(size));
+      for (auto& f : v) f = unit(rng);
+    };
+    fill(q_lat, T * heads * r);
+    fill(q_rope, T * heads * dr);
+    fill(latent, (n + T) * r);
+    fill(rope_key, (n + T) * dr);
+    out.resize(static_cast<size_t>(T * heads * r));
+    parts.resize(static_cast<size_t>(2 * 128 * r));  // two parts of 128 queries
+    max.resize(2 * 128);
+    sum.resize(2 * 128);
+  }
+
+  void Report(benchmark::State& state) const {
+    // (token, head, position) triples: token t of the chunk attends n + t + 1 positions.
+    const double triples = static_cast<double>(heads) * (T * n + T * (T + 1) / 2);
+    state.counters["positions*heads/s"] = benchmark::Counter(
+        static_cast<double>(state.iterations()) * triples, benchmark::Counter::kIsRate);
+  }
+};
+
+void BM_ChunkPerToken(benchmark::State& state) {
+  ChunkCase c(state);
+  if (!dsv3::ops::CpuSupports(c.isa)) return state.SkipWithError("ISA not supported by this CPU");
+  for (auto _ : state) {
+    for (int64_t t = 0; t < c.T; ++t) {
+      const dsv3::ops::MlaQuery q{c.q_lat.data() + t * c.heads * c.r,
+                                  c.q_rope.data() + t * c.heads * c.dr, c.dr, c.heads, 0.1f};
+      const dsv3::ops::LatentCacheView cache{c.latent.data(), c.rope_key.data(), c.n + t + 1, c.r,
+                                             c.dr};
+      dsv3::ops::MlaAttention(c.isa, q, cache, c.out.data() + t * c.heads * c.r);
+    }
+    benchmark::DoNotOptimize(c.out.data());
+  }
+  c.Report(state);
+}
+
+void BM_ChunkSharedPrefix(benchmark::State& state) {
+  ChunkCase c(state);
+  if (!dsv3::ops::CpuSupports(c.isa)) return state.SkipWithError("ISA not supported by this CPU");
+  constexpr int64_t kPass = 128;  // queries at a time, as model/mla.cpp's kPassQueries
+  const int64_t queries = c.T * c.heads, prefix = c.n + 1;
+  const dsv3::ops::LatentCacheView common{c.latent.data(), c.rope_key.data(), prefix, c.r, c.dr};
+  float* max = c.max.data();
+  float* sum = c.sum.data();
+  for (auto _ : state) {
+    for (int64_t q0 = 0; q0 < queries; q0 += kPass) {
+      const int64_t q1 = std::min(queries, q0 + kPass);
+      const dsv3::ops::MlaQuery all{c.q_lat.data() + q0 * c.r, c.q_rope.data() + q0 * c.dr, c.dr,
+                                    q1 - q0, 0.1f};
+      dsv3::ops::MlaAttentionPartial(c.isa, all, common, c.parts.data(), max, sum);
+      for (int64_t i = q0; i < q1;) {
+        const int64_t t = i / c.heads, heads = std::min(c.heads - i % c.heads, q1 - i);
+        const int64_t k = i - q0;
+        const dsv3::ops::MlaQuery q{c.q_lat.data() + i * c.r, c.q_rope.data() + i * c.dr, c.dr,
+                                    heads, 0.1f};
+        const dsv3::ops::LatentCacheView own{c.latent.data() + prefix * c.r,
+                                             c.rope_key.data() + prefix * c.dr, t, c.r, c.dr};
+        dsv3::ops::MlaAttentionPartial(c.isa, q, own, c.parts.data() + (kPass + k) * c.r,
+                                       max + kPass + k, sum + kPass + k);
+        i += heads;
+      }
+      dsv3::ops::MergeMlaPartials(2, kPass, c.r, 0, q1 - q0, c.parts.data(), max, sum,
+                                  c.out.data() + q0 * c.r);
+    }
+    benchmark::DoNotOptimize(c.out.data());
+  }
+  c.Report(state);
+}
+
+void ChunkShapes(benchmark::internal::Benchmark* b) {
+  // One thread's share of a 64-token chunk after 4096 positions on two threads (32 tokens, all
+  // heads): {heads, kv_lora_rank, qk_rope_head_dim} of bench-medium and DeepSeek-V3.
+  const int64_t shapes[][3] = {{16, 512, 64}, {128, 512, 64}};
+  for (int64_t isa : {1, 2})
+    for (const auto& s : shapes) b->Args({isa, s[0], s[1], s[2], 4096, 32});
+}
+
+BENCHMARK(BM_ChunkPerToken)->Apply(ChunkShapes)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_ChunkSharedPrefix)->Apply(ChunkShapes)->Unit(benchmark::kMillisecond);
 
 void Shapes(benchmark::internal::Benchmark* b) {
   // {heads, kv_lora_rank, qk_rope_head_dim}: bench-small, bench-medium, DeepSeek-V3.
