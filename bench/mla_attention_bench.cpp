@@ -34,6 +34,14 @@ namespace {
 
 using dsv3::ops::Isa;
 
+// v resized to `size` values uniform in [-1, 1) from rng.
+template <typename V>
+void FillUniform(std::mt19937& rng, V& v, int64_t size) {
+  std::uniform_real_distribution<float> unit(-1.0f, 1.0f);
+  v.resize(static_cast<size_t>(size));
+  for (auto& f : v) f = unit(rng);
+}
+
 struct Case {
   Isa isa;
   int64_t heads, r, dr, n;
@@ -48,11 +56,7 @@ struct Case {
         dr(state.range(3)),
         n(state.range(4)) {
     std::mt19937 rng(7);
-    std::uniform_real_distribution<float> unit(-1.0f, 1.0f);
-    const auto fill = [&](auto& v, int64_t size) {
-      v.resize(static_cast<size_t>(size));
-      for (auto& f : v) f = unit(rng);
-    };
+    const auto fill = [&](auto& v, int64_t size) { FillUniform(rng, v, size); };
     fill(q_lat, heads * r);
     fill(q_rope, heads * dr);
     fill(latent, n * r);
@@ -119,11 +123,7 @@ struct ChunkCase {
         n(state.range(4)),
         T(state.range(5)) {
     std::mt19937 rng(7);
-    std::uniform_real_distribution<float> unit(-1.0f, 1.0f);
-    const auto fill = [&](auto& v, int64_t size) {
-      v.resize(static_cast<size_t>(size));
-      for (auto& f : v) f = unit(rng);
-    };
+    const auto fill = [&](auto& v, int64_t size) { FillUniform(rng, v, size); };
     fill(q_lat, T * heads * r);
     fill(q_rope, T * heads * dr);
     fill(latent, (n + T) * r);
