@@ -42,40 +42,58 @@ void FillUniform(std::mt19937& rng, V& v, int64_t size) {
   for (auto& f : v) f = unit(rng);
 }
 
+// The inputs of one benchmark case: T tokens' queries (T = 1 for the decode cases, else the
+// sixth argument) against a cache of n positions, plus the chunk's own T after them.
 struct Case {
   Isa isa;
-  int64_t heads, r, dr, n;
-  std::vector<float> q_lat, q_rope, out, scores;
+  int64_t heads, r, dr, n, T;
+  std::vector<float> q_lat, q_rope, out, scores, parts, max, sum;
   dsv3::AlignedVector<float> latent,
       rope_key;  // cache-line aligned, as model/kv_cache.h stores them
 
-  explicit Case(const benchmark::State& state)
+  Case(const benchmark::State& state, bool chunk)
       : isa(static_cast<Isa>(state.range(0))),
         heads(state.range(1)),
         r(state.range(2)),
         dr(state.range(3)),
-        n(state.range(4)) {
+        n(state.range(4)),
+        T(chunk ? state.range(5) : 1) {
     std::mt19937 rng(7);
     const auto fill = [&](auto& v, int64_t size) { FillUniform(rng, v, size); };
-    fill(q_lat, heads * r);
-    fill(q_rope, heads * dr);
-    fill(latent, n * r);
-    fill(rope_key, n * dr);
-    out.resize(static_cast<size_t>(heads * r));
+    const int64_t positions = chunk ? n + T : n;
+    fill(q_lat, T * heads * r);
+    fill(q_rope, T * heads * dr);
+    fill(latent, positions * r);
+    fill(rope_key, positions * dr);
+    out.resize(static_cast<size_t>(T * heads * r));
     scores.resize(static_cast<size_t>(n));
+    if (chunk) {
+      constexpr int64_t kPass = dsv3::ops::kMlaHeadsPerPass;
+      parts.resize(static_cast<size_t>(2 * kPass * r));  // two parts of a pass's queries
+      max.resize(2 * kPass);
+      sum.resize(2 * kPass);
+    }
   }
 
   bool Runnable() const { return dsv3::ops::CpuSupports(isa); }
 
+  // One token: the cache's bytes and (position, head) pairs per second.
   void Report(benchmark::State& state) const {
     state.SetBytesProcessed(state.iterations() * n * (r + dr) * 4);
     state.counters["positions*heads/s"] = benchmark::Counter(
         static_cast<double>(state.iterations() * n * heads), benchmark::Counter::kIsRate);
   }
+
+  // A chunk: (token, head, position) triples, token t of the chunk attending n + t + 1 positions.
+  void ReportChunk(benchmark::State& state) const {
+    const double triples = static_cast<double>(heads) * (T * n + T * (T + 1) / 2);
+    state.counters["positions*heads/s"] = benchmark::Counter(
+        static_cast<double>(state.iterations()) * triples, benchmark::Counter::kIsRate);
+  }
 };
 
 void BM_Fused(benchmark::State& state) {
-  Case c(state);
+  Case c(state, false);
   if (!c.Runnable()) return state.SkipWithError("ISA not supported by this CPU");
   const dsv3::ops::MlaQuery q{c.q_lat.data(), c.q_rope.data(), c.dr, c.heads, 0.1f};
   const dsv3::ops::LatentCacheView cache{c.latent.data(), c.rope_key.data(), c.n, c.r, c.dr};
@@ -88,7 +106,7 @@ void BM_Fused(benchmark::State& state) {
 
 // The model's absorbed path before the fused kernel (src/model/mla.cpp, AbsorbedHead).
 void BM_ThreePassPerHead(benchmark::State& state) {
-  Case c(state);
+  Case c(state, false);
   if (!c.Runnable()) return state.SkipWithError("ISA not supported by this CPU");
   for (auto _ : state) {
     for (int64_t h = 0; h < c.heads; ++h) {
@@ -108,43 +126,9 @@ void BM_ThreePassPerHead(benchmark::State& state) {
   c.Report(state);
 }
 
-// T tokens' queries after n cached positions, the cache holding all n + T.
-struct ChunkCase {
-  Isa isa;
-  int64_t heads, r, dr, n, T;
-  std::vector<float> q_lat, q_rope, out, parts, max, sum;
-  dsv3::AlignedVector<float> latent, rope_key;
-
-  explicit ChunkCase(const benchmark::State& state)
-      : isa(static_cast<Isa>(state.range(0))),
-        heads(state.range(1)),
-        r(state.range(2)),
-        dr(state.range(3)),
-        n(state.range(4)),
-        T(state.range(5)) {
-    std::mt19937 rng(7);
-    const auto fill = [&](auto& v, int64_t size) { FillUniform(rng, v, size); };
-    fill(q_lat, T * heads * r);
-    fill(q_rope, T * heads * dr);
-    fill(latent, (n + T) * r);
-    fill(rope_key, (n + T) * dr);
-    out.resize(static_cast<size_t>(T * heads * r));
-    parts.resize(static_cast<size_t>(2 * 128 * r));  // two parts of 128 queries
-    max.resize(2 * 128);
-    sum.resize(2 * 128);
-  }
-
-  void Report(benchmark::State& state) const {
-    // (token, head, position) triples: token t of the chunk attends n + t + 1 positions.
-    const double triples = static_cast<double>(heads) * (T * n + T * (T + 1) / 2);
-    state.counters["positions*heads/s"] = benchmark::Counter(
-        static_cast<double>(state.iterations()) * triples, benchmark::Counter::kIsRate);
-  }
-};
-
 void BM_ChunkPerToken(benchmark::State& state) {
-  ChunkCase c(state);
-  if (!dsv3::ops::CpuSupports(c.isa)) return state.SkipWithError("ISA not supported by this CPU");
+  Case c(state, true);
+  if (!c.Runnable()) return state.SkipWithError("ISA not supported by this CPU");
   for (auto _ : state) {
     for (int64_t t = 0; t < c.T; ++t) {
       const dsv3::ops::MlaQuery q{c.q_lat.data() + t * c.heads * c.r,
@@ -155,13 +139,13 @@ void BM_ChunkPerToken(benchmark::State& state) {
     }
     benchmark::DoNotOptimize(c.out.data());
   }
-  c.Report(state);
+  c.ReportChunk(state);
 }
 
 void BM_ChunkSharedPrefix(benchmark::State& state) {
-  ChunkCase c(state);
-  if (!dsv3::ops::CpuSupports(c.isa)) return state.SkipWithError("ISA not supported by this CPU");
-  constexpr int64_t kPass = 128;  // queries at a time, as model/mla.cpp's kPassQueries
+  Case c(state, true);
+  if (!c.Runnable()) return state.SkipWithError("ISA not supported by this CPU");
+  constexpr int64_t kPass = dsv3::ops::kMlaHeadsPerPass;  // queries at a time, as model/mla.cpp
   const int64_t queries = c.T * c.heads, prefix = c.n + 1;
   const dsv3::ops::LatentCacheView common{c.latent.data(), c.rope_key.data(), prefix, c.r, c.dr};
   float* max = c.max.data();
@@ -188,7 +172,7 @@ void BM_ChunkSharedPrefix(benchmark::State& state) {
     }
     benchmark::DoNotOptimize(c.out.data());
   }
-  c.Report(state);
+  c.ReportChunk(state);
 }
 
 void ChunkShapes(benchmark::internal::Benchmark* b) {

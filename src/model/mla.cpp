@@ -211,7 +211,7 @@ void ForEachHead(const ops::KernelContext& ctx, int64_t nh, Fn&& fn) {
 // Tokens per block: q_lat and o_lat of a block (2 x 128 x nh x r floats, 64 MiB for DeepSeek-V3)
 // instead of the whole chunk's, and per thread the parts of kPassQueries queries (512 KiB).
 constexpr int64_t kAbsorbedBlock = 128;
-constexpr int64_t kPassQueries = 128;  // the SIMD attention kernels' heads per pass over the cache
+constexpr int64_t kPassQueries = ops::kMlaHeadsPerPass;
 
 void AbsorbedBatchedBlock(const ModelConfig& c, const RopeParams& rope, const AttentionWeights& w,
                           const ops::KernelContext& ctx, const float* q, int64_t T,

@@ -29,6 +29,11 @@ struct LatentCacheView {
   int64_t qk_rope_head_dim = 0;
 };
 
+// Heads the SIMD kernels serve per pass over the cache (their running max and sum live on the
+// stack): calls of more heads take several passes, so callers batching queries from several
+// tokens (model/mla.cpp) hand them over this many at a time.
+inline constexpr int64_t kMlaHeadsPerPass = 128;
+
 // For every head h and j < n:
 //   s[h, j]  = scale * (q_lat[h] . c[j] + q_pe[h] . k_pe[j])
 //   o_lat[h] = sum_j softmax_j(s[h, :]) c[j]                      o_lat: [num_heads, kv_lora_rank]

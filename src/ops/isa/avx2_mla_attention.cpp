@@ -15,10 +15,9 @@ namespace dsv3::ops::avx2 {
 
 namespace {
 
-constexpr int kBlock = 8;               // cache positions per block: one score per lane
-constexpr int64_t kHeadsPerPass = 128;  // heads whose running max and sum live on the stack
-constexpr int64_t kScoreHeads = 2;      // heads sharing each load of a block row: scores
-constexpr int64_t kValueHeads = 4;      // and values
+constexpr int kBlock = 8;           // cache positions per block: one score per lane
+constexpr int64_t kScoreHeads = 2;  // heads sharing each load of a block row: scores
+constexpr int64_t kValueHeads = 4;  // and values
 
 // All-ones in the first min(n, 8) lanes, for vmaskmovps.
 __m256i TailMask(int64_t n) {
@@ -173,9 +172,9 @@ void HeadSoftmax(HeadState& state) {
 void MlaAttention(const MlaQuery& q, const LatentCacheView& cache, float* o_lat, float* max,
                   float* sum) {
   const int64_t r = cache.kv_lora_rank, dr = cache.qk_rope_head_dim, n = cache.n;
-  for (int64_t h0 = 0; h0 < q.num_heads; h0 += kHeadsPerPass) {
-    const int64_t heads = std::min(kHeadsPerPass, q.num_heads - h0);
-    HeadState state[kHeadsPerPass];
+  for (int64_t h0 = 0; h0 < q.num_heads; h0 += kMlaHeadsPerPass) {
+    const int64_t heads = std::min(kMlaHeadsPerPass, q.num_heads - h0);
+    HeadState state[kMlaHeadsPerPass];
     std::fill(o_lat + h0 * r, o_lat + (h0 + heads) * r, 0.0f);
     for (int64_t j0 = 0; j0 < n; j0 += kBlock) {
       // Past the end (the last block), rows repeat the last position; their weight is 0.

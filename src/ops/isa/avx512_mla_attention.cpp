@@ -27,11 +27,10 @@ namespace dsv3::ops::avx512 {
 
 namespace {
 
-constexpr int kBlock = 16;              // cache positions per block: one score per lane
-constexpr int kHalf = 8;                // the value pass takes a block's first 8 rows, or all 16
-constexpr int64_t kHeadsPerPass = 128;  // heads whose running max and sum live on the stack
-constexpr int64_t kScoreHeads = 4;      // heads sharing each load of a block row: scores
-constexpr int64_t kValueHeads = 8;      // and values
+constexpr int kBlock = 16;          // cache positions per block: one score per lane
+constexpr int kHalf = 8;            // the value pass takes a block's first 8 rows, or all 16
+constexpr int64_t kScoreHeads = 4;  // heads sharing each load of a block row: scores
+constexpr int64_t kValueHeads = 8;  // and values
 
 __mmask16 TailMask(int64_t n) {
   return n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1u);
@@ -204,9 +203,9 @@ void HeadSoftmax(HeadState& state) {
 void MlaAttention(const MlaQuery& q, const LatentCacheView& cache, float* o_lat, float* max,
                   float* sum) {
   const int64_t r = cache.kv_lora_rank, dr = cache.qk_rope_head_dim, n = cache.n;
-  for (int64_t h0 = 0; h0 < q.num_heads; h0 += kHeadsPerPass) {
-    const int64_t heads = std::min(kHeadsPerPass, q.num_heads - h0);
-    HeadState state[kHeadsPerPass];
+  for (int64_t h0 = 0; h0 < q.num_heads; h0 += kMlaHeadsPerPass) {
+    const int64_t heads = std::min(kMlaHeadsPerPass, q.num_heads - h0);
+    HeadState state[kMlaHeadsPerPass];
     std::fill(o_lat + h0 * r, o_lat + (h0 + heads) * r, 0.0f);
     for (int64_t j0 = 0; j0 < n; j0 += kBlock) {
       // Past the end (the last block), rows repeat the last position; their weight is 0.
