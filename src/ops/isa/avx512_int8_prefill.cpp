@@ -179,6 +179,20 @@ void StoreTokenTile(const __m512* acc, int64_t t0, int64_t T, const WeightView& 
       _mm512_shuffle_ps(t01_lo, t23_lo, 0x44), _mm512_shuffle_ps(t01_lo, t23_lo, 0xee),
       _mm512_shuffle_ps(t01_hi, t23_hi, 0x44), _mm512_shuffle_ps(t01_hi, t23_hi, 0xee)};
   const int64_t valid_rows = std::min<int64_t>(4, row_end - r0);
+  if (valid_rows == 4 && T - t0 >= kTileTokens) {
+    // A whole tile: each token's 4 rows stored straight from their 128-bit lane (vextractf32x4
+    // to memory). Through the stack array below, bench-medium's down_proj shape (2048 x 512,
+    // 64 tokens, one core) took 3-5 % longer in 3 of 3 alternating runs.
+    float* out = y + t0 * w.rows + r0;  // y[t0 + 4 L + k, r0 : r0 + 4] from lane L of by_token[k]
+    const int64_t ld = w.rows;
+    for (int k = 0; k < 4; ++k) {
+      _mm_storeu_ps(out + k * ld, _mm512_castps512_ps128(by_token[k]));
+      _mm_storeu_ps(out + (4 + k) * ld, _mm512_extractf32x4_ps(by_token[k], 1));
+      _mm_storeu_ps(out + (8 + k) * ld, _mm512_extractf32x4_ps(by_token[k], 2));
+      _mm_storeu_ps(out + (12 + k) * ld, _mm512_extractf32x4_ps(by_token[k], 3));
+    }
+    return;
+  }
   const __mmask8 row_mask = static_cast<__mmask8>((1u << valid_rows) - 1u);
   const int64_t valid_tokens = std::min<int64_t>(kTileTokens, T - t0);
   alignas(64) float lanes[4][16];
