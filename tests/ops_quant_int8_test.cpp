@@ -31,6 +31,7 @@
 #include "ops/kernels_internal.h"
 #include "ops/matmul.h"
 #include "ops/quant.h"
+#include "ops/row_tiles.h"
 #include "util/dtype.h"
 
 namespace dsv3::ops {
@@ -147,7 +148,7 @@ QuantizedActs QuantizeScalar(const std::vector<float>& x, int64_t T, int64_t col
 std::vector<float> TwinMatMul(const std::vector<float>& x, int64_t T, const WeightView& w) {
   std::vector<uint8_t> storage(static_cast<size_t>(Int8ActBytes(T, w.cols)) + 64);
   uint8_t* buf = storage.data() + (64 - reinterpret_cast<uintptr_t>(storage.data()) % 64) % 64;
-  scalar::QuantizeActsInt8(x.data(), nullptr, T, w, buf);
+  scalar::QuantizeActsInt8(ActSource{x.data()}, T, w, buf);
   std::vector<float> y(static_cast<size_t>(T * w.rows), NAN);
   scalar::MatMulRowsInt8(buf, T, w, 0, w.rows, y.data());
   return y;
@@ -223,6 +224,31 @@ TEST(Int8Quantizer, EveryIsaMatchesScalarBitwise) {
         EXPECT_EQ(q, ref.q) << IsaName(isa) << " cols=" << cols;
         EXPECT_EQ(std::memcmp(d.data(), ref.d.data(), d.size() * 4), 0) << IsaName(isa);
         EXPECT_EQ(sum, ref.sum) << IsaName(isa) << " cols=" << cols;
+      }
+    }
+  }
+}
+
+// QuantizeActivations (rows split over the threads) gives each row the scalar twin's blocks.
+TEST(Int8Quantizer, QuantizeActivationsIsTheTwinPerRow) {
+  std::mt19937 rng(23);
+  for (int64_t cols : {7, 33, 259}) {
+    std::vector<float> x;
+    for (int rep = 0; rep < 7; ++rep)  // 42 rows: split over the threads in grains of 16
+      for (const std::vector<float>& row : QuantizerEdgeRows(rng, cols))
+        x.insert(x.end(), row.begin(), row.end());
+    const int64_t T = static_cast<int64_t>(x.size()) / cols;
+    const QuantizedActs ref = QuantizeScalar(x, T, cols);
+    for (Isa isa : RunnableIsas()) {
+      for (int threads : {1, 2, 3}) {
+        ThreadPool pool(threads);
+        std::vector<uint8_t> buf(static_cast<size_t>(Int8ActivationsBytes(T, cols)), 0xcd);
+        const Int8Activations a =
+            QuantizeActivations(Int8Context(&pool, isa), x.data(), T, cols, buf.data());
+        EXPECT_EQ(a.cols, cols);
+        EXPECT_EQ(std::vector<int8_t>(a.q, a.q + ref.q.size()), ref.q) << IsaName(isa);
+        EXPECT_EQ(std::memcmp(a.d, ref.d.data(), ref.d.size() * 4), 0) << IsaName(isa);
+        EXPECT_EQ(std::vector<int32_t>(a.sum, a.sum + ref.sum.size()), ref.sum) << IsaName(isa);
       }
     }
   }
@@ -454,6 +480,57 @@ TEST(MatMulInt8, BatchRowsOfXMatchCopiedRows) {
             ASSERT_TRUE(BitwiseEqual(out[j], ref[j]))
                 << IsaName(isa) << " threads=" << threads << " cols=" << cols << " T=" << T
                 << " job " << j;
+        }
+      }
+    }
+  }
+}
+
+// Jobs given their x pre-quantized (QuantizeActivations, as the MoE layer quantizes its tokens
+// once for all experts) equal the jobs quantizing x themselves, bit for bit, on every ISA: GEMV and
+// prefill sizes, row-major and tiled weights, rows picked by x_rows (repeated, out of order) or
+// all of x, and a T past one activation chunk (18432 columns: chunks of 16 tokens).
+TEST(MatMulInt8, PreQuantizedActivationsGiveTheSameBits) {
+  std::mt19937 rng(39);
+  for (int64_t cols : {130, 2048, 18432}) {
+    const int64_t source_rows = 50;
+    const std::vector<float> x = RandomFloats(rng, source_rows * cols, -3.0f, 3.0f);
+    for (DType dtype : kQuantDTypes) {
+      QuantWeight q = MakeQuantWeight(rng, dtype, 37, cols);
+      WeightView tiled = q.View();
+      TileRows(&tiled, q.bytes.data(), q.scale.data());
+      const QuantWeight row_major = MakeQuantWeight(rng, dtype, 37, cols);
+      const WeightView views[2] = {row_major.View(), tiled};
+      for (int64_t T : {1, 3, 20, 40}) {
+        std::vector<int32_t> rows(static_cast<size_t>(T));
+        for (int64_t t = 0; t < T; ++t) rows[t] = static_cast<int32_t>((t * 13 + 7) % source_rows);
+        rows[T - 1] = rows[0];
+        for (Isa isa : RunnableIsas()) {
+          for (int threads : {1, 2}) {
+            ThreadPool pool(threads);
+            const KernelContext ctx = Int8Context(&pool, isa);
+            std::vector<uint8_t> buf(static_cast<size_t>(Int8ActivationsBytes(source_rows, cols)));
+            const Int8Activations xq =
+                QuantizeActivations(ctx, x.data(), source_rows, cols, buf.data());
+            for (const WeightView& w : views) {
+              for (const int32_t* picked : {static_cast<const int32_t*>(nullptr),
+                                            static_cast<const int32_t*>(rows.data())}) {
+                const std::string what = std::string(IsaName(isa)) +
+                                         " threads=" + std::to_string(threads) +
+                                         " tiled=" + std::to_string(w.row_tiles) +
+                                         " picked=" + std::to_string(picked != nullptr) + " " +
+                                         CaseName(dtype, w.rows, cols, T);
+                std::vector<float> ref(static_cast<size_t>(T * w.rows), NAN), out = ref;
+                MatMulJob plain{x.data(), T, &w, ref.data(), picked};
+                MatMulJob pre = plain;
+                pre.y = out.data();
+                pre.xq = &xq;
+                MatMulBatch(ctx, &plain, 1);
+                MatMulBatch(ctx, &pre, 1);
+                ASSERT_TRUE(BitwiseEqual(out, ref)) << what << " " << FirstDifference(out, ref);
+              }
+            }
+          }
         }
       }
     }

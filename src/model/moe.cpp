@@ -81,6 +81,16 @@ void MoeForward(const ModelConfig& c, const MoeWeights& w, const ops::KernelCont
                (ops::UsesInt8Dot(ctx, w.experts[e].gate_proj) &&
                 ops::UsesInt8Dot(ctx, w.experts[e].up_proj));
   clock.Lap(Phase::kRouter);
+  // On the int8 path x is quantized here once, and every gate and up product lays out its
+  // tokens' rows from that (the same bits): before, each token was quantized again by each of
+  // its k experts and by the shared expert. bench-medium q4_0 pp512, forwards alternating
+  // between both in one process: 1-3 % less time (3 runs).
+  ops::Int8Activations x_int8;
+  if (in_place) {
+    const int64_t bytes = ops::Int8ActivationsBytes(T, H);
+    uint8_t* buf = reinterpret_cast<uint8_t*>(s.x_int8.Get((bytes + 3) / 4));
+    x_int8 = ops::QuantizeActivations(ctx, x, T, H, buf);
+  }
   float* gathered = nullptr;
   if (!in_place) {
     gathered = s.gathered.Get(T * k * H);
@@ -95,6 +105,7 @@ void MoeForward(const ModelConfig& c, const MoeWeights& w, const ops::KernelCont
     if (in_place) {
       job.x = x;
       job.x_rows = s.row_token.data() + begin;
+      job.xq = &x_int8;
     } else {
       job.x = gathered + begin * H;
     }
@@ -115,8 +126,9 @@ void MoeForward(const ModelConfig& c, const MoeWeights& w, const ops::KernelCont
     s.jobs.push_back(expert_x(begin, {nullptr, n, &w.experts[e].up_proj, up + begin * I}));
   }
   if (w.has_shared) {
-    s.jobs.push_back({x, T, &w.shared_experts.gate_proj, gate_shared});
-    s.jobs.push_back({x, T, &w.shared_experts.up_proj, up_shared});
+    const ops::Int8Activations* xq = in_place ? &x_int8 : nullptr;
+    s.jobs.push_back({x, T, &w.shared_experts.gate_proj, gate_shared, nullptr, xq});
+    s.jobs.push_back({x, T, &w.shared_experts.up_proj, up_shared, nullptr, xq});
   }
   ops::MatMulBatch(ctx, s.jobs.data(), static_cast<int64_t>(s.jobs.size()));
   // Elementwise, so any split gives the same values.

@@ -15,6 +15,7 @@ namespace dsv3 {
 
 struct MoeScratch {
   ScratchBuffer gate_logits, routing_weights, gathered, gate, up, expert_out;
+  ScratchBuffer x_int8;  // x quantized once for all gate and up products (int8 path)
   std::vector<ops::MatMulJob> jobs;
   // token_order[i]: the (token, slot) pair at expert-ordered row i; position is its inverse;
   // row_token[i] its token.

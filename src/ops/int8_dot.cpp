@@ -15,7 +15,8 @@ namespace dsv3::ops {
 
 namespace {
 
-using QuantizeActsFn = void (*)(const float*, const int32_t*, int64_t, const WeightView&, uint8_t*);
+using QuantizeActsFn = void (*)(const ActSource&, int64_t, const WeightView&, uint8_t*);
+using QuantizeBlocksFn = void (*)(const float*, int64_t, int8_t*, float*, int32_t*);
 using RowsInt8Fn = void (*)(const uint8_t*, int64_t, const WeightView&, int64_t, int64_t, float*);
 
 struct Int8Kernels {
@@ -103,17 +104,26 @@ void QuantizeActBlocks(const float* x, int64_t cols, int8_t* q, float* d, int32_
   }
 }
 
-// Layout: q [T, groups * 32] int8, then d [T, groups] f32, then sum [T, groups] int32.
-void QuantizeActsInt8(const float* x, const int32_t* rows, int64_t T, const WeightView& w,
-                      uint8_t* buf) {
+// Layout: q [T, groups * 32] int8, then d [T, groups] f32, then sum [T, groups] int32 (the
+// layout of Int8Activations, so a row of xq is copied as it is).
+void QuantizeActsInt8(const ActSource& a, int64_t T, const WeightView& w, uint8_t* buf) {
   const int64_t cols = w.cols;
   const int64_t groups = QuantGroups(cols, kInt8Block);
   int8_t* q = reinterpret_cast<int8_t*>(buf);
   float* d = reinterpret_cast<float*>(buf + T * groups * kInt8Block);
   int32_t* sum = reinterpret_cast<int32_t*>(d + T * groups);
-  for (int64_t t = 0; t < T; ++t)
-    QuantizeActBlocks(ActRow(x, rows, t, cols), cols, q + t * groups * kInt8Block, d + t * groups,
-                      sum + t * groups);
+  for (int64_t t = 0; t < T; ++t) {
+    if (a.xq == nullptr) {
+      QuantizeActBlocks(ActRow(a, t, cols), cols, q + t * groups * kInt8Block, d + t * groups,
+                        sum + t * groups);
+      continue;
+    }
+    const int64_t row = a.Row(t);
+    std::memcpy(q + t * groups * kInt8Block, a.xq->q + row * groups * kInt8Block,
+                static_cast<size_t>(groups * kInt8Block));
+    std::copy(a.xq->d + row * groups, a.xq->d + (row + 1) * groups, d + t * groups);
+    std::copy(a.xq->sum + row * groups, a.xq->sum + (row + 1) * groups, sum + t * groups);
+  }
 }
 
 // Weight blocks are decoded once per row and token tile; the integer dot of a block is a plain
@@ -168,7 +178,7 @@ void MatMulInt8(const KernelContext& ctx, const float* x, int64_t T, const Weigh
   for (int64_t t0 = 0; t0 < T; t0 += chunk) {
     const int64_t nt = std::min(chunk, T - t0);
     // x[t0 : t0 + nt, :] quantized once, before the rows are split over the threads.
-    k.quantize(x + t0 * w.cols, nullptr, nt, w, buffer);
+    k.quantize(ActSource{x}.From(t0), nt, w, buffer);
     float* y_chunk = y + t0 * w.rows;  // y[t0 : t0 + nt, :]
     if (ctx.pool == nullptr || ctx.pool->num_threads() <= 1 ||
         nt * w.rows * w.cols < kMinParallelMacs || w.rows <= kRowGrain) {
@@ -195,18 +205,59 @@ void MatMulInt8(const KernelContext& ctx, const float* x, int64_t T, const Weigh
   }
 }
 
+Int8Activations QuantizeActivations(const KernelContext& ctx, const float* x, int64_t rows,
+                                    int64_t cols, uint8_t* buf) {
+  const int64_t groups = QuantGroups(cols, kInt8Block);
+  int8_t* q = reinterpret_cast<int8_t*>(buf);
+  float* d = reinterpret_cast<float*>(buf + rows * groups * kInt8Block);
+  int32_t* sum = reinterpret_cast<int32_t*>(d + rows * groups);
+  struct Args {
+    QuantizeBlocksFn quantize;
+    const float* x;
+    int64_t cols, groups;
+    int8_t* q;
+    float* d;
+    int32_t* sum;
+  } const args{ctx.isa == Isa::kAvx512 ? avx512::QuantizeActBlocks
+               : ctx.isa == Isa::kAvx2 ? avx2::QuantizeActBlocks
+                                       : scalar::QuantizeActBlocks,
+               x,
+               cols,
+               groups,
+               q,
+               d,
+               sum};
+  // One captured pointer keeps the lambda in std::function's small buffer (no allocation).
+  const auto quantize_rows = [a = &args](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r)
+      a->quantize(a->x + r * a->cols, a->cols, a->q + r * a->groups * kInt8Block,
+                  a->d + r * a->groups, a->sum + r * a->groups);
+  };
+  // 16 rows a grain: decoding's one token stays on this thread.
+  constexpr int64_t kQuantizeGrain = 16;
+  if (ctx.pool == nullptr || ctx.pool->num_threads() <= 1 || rows <= kQuantizeGrain)
+    quantize_rows(0, rows);
+  else
+    ctx.pool->ParallelFor(rows, quantize_rows, kQuantizeGrain);
+  return {q, d, sum, cols};
+}
+
 void Int8RowRunner::Run(const float* x, int64_t T, const WeightView& w, int64_t row_begin,
-                        int64_t row_end, float* y, const int32_t* x_rows) {
+                        int64_t row_end, float* y, const int32_t* x_rows,
+                        const Int8Activations* xq) {
   if (T <= 0 || row_begin >= row_end) return;
   const Int8Kernels k = SelectInt8(isa_, w);
   const int64_t chunk = Int8ChunkTokens(w.cols);
+  const ActSource source{x, x_rows, xq};
   if (T <= chunk) {
     const void* layout = reinterpret_cast<const void*>(k.quantize);
-    if (x != cached_x_ || x_rows != cached_rows_ || T != cached_T_ || w.cols != cached_cols_ ||
-        w.dtype != cached_dtype_ || w.row_tiles != cached_row_tiles_ || layout != cached_layout_) {
-      k.quantize(x, x_rows, T, w, buffer_);
+    if (x != cached_x_ || x_rows != cached_rows_ || xq != cached_xq_ || T != cached_T_ ||
+        w.cols != cached_cols_ || w.dtype != cached_dtype_ || w.row_tiles != cached_row_tiles_ ||
+        layout != cached_layout_) {
+      k.quantize(source, T, w, buffer_);
       cached_x_ = x;
       cached_rows_ = x_rows;
+      cached_xq_ = xq;
       cached_T_ = T;
       cached_cols_ = w.cols;
       cached_dtype_ = w.dtype;
@@ -219,10 +270,7 @@ void Int8RowRunner::Run(const float* x, int64_t T, const WeightView& w, int64_t 
   cached_x_ = nullptr;  // the buffer ends up holding only the last chunk
   for (int64_t t0 = 0; t0 < T; t0 += chunk) {
     const int64_t nt = std::min(chunk, T - t0);
-    if (x_rows != nullptr)
-      k.quantize(x, x_rows + t0, nt, w, buffer_);
-    else
-      k.quantize(x + t0 * w.cols, nullptr, nt, w, buffer_);
+    k.quantize(source.From(t0), nt, w, buffer_);
     k.rows(buffer_, nt, w, row_begin, row_end, y + t0 * w.rows);
   }
 }

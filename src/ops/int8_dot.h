@@ -45,6 +45,28 @@ inline constexpr int64_t kInt8ActBufferBytes = int64_t{512} << 10;
 // every DeepSeek-V3 shape): such products take the exact path.
 int64_t Int8ChunkTokens(int64_t cols);
 
+// Activations quantized ahead of the products that read them, for rows of x that many products
+// share (a MoE layer's tokens: each is read by its k experts' gate and up projections and by the
+// shared expert's, 2k + 2 products): per row and block, QuantizeActBlocks' codes, scale and code
+// sum. A product given them (MatMulJob::xq, Int8RowRunner::Run) lays out its tokens from these
+// instead of quantizing x again: the same bits, the quantizing done once.
+struct Int8Activations {
+  const int8_t* q = nullptr;     // [rows, groups * 32], natural column order
+  const float* d = nullptr;      // [rows, groups]
+  const int32_t* sum = nullptr;  // [rows, groups]
+  int64_t cols = 0;
+};
+
+// Bytes QuantizeActivations needs for `rows` rows.
+inline int64_t Int8ActivationsBytes(int64_t rows, int64_t cols) {
+  return rows * QuantGroups(cols, kInt8Block) * (kInt8Block + 8);
+}
+
+// x [rows, cols] quantized into buf (Int8ActivationsBytes, any alignment), the rows split over
+// ctx.pool; the result points into buf.
+Int8Activations QuantizeActivations(const KernelContext& ctx, const float* x, int64_t rows,
+                                    int64_t cols, uint8_t* buf);
+
 // Whether MatMul / MatMulRowRange / MatMulBatch take the int8 path for this weight.
 bool UsesInt8Dot(const KernelContext& ctx, const WeightView& w);
 
@@ -52,9 +74,9 @@ bool UsesInt8Dot(const KernelContext& ctx, const WeightView& w);
 // splits rows over ctx.pool. Requires UsesInt8Dot(ctx, w) and T > 0.
 void MatMulInt8(const KernelContext& ctx, const float* x, int64_t T, const WeightView& w, float* y);
 
-// One thread's share of products: remembers the last activations it quantized (x, x_rows, T, and
-// the weight's cols, dtype, tiling and kernel, which set the layout), so consecutive jobs on the
-// same x (gate and up projections) quantize it once.
+// One thread's share of products: remembers the last activations it laid out (x, x_rows, xq, T,
+// and the weight's cols, dtype, tiling and kernel, which set the layout), so consecutive jobs on
+// the same x (gate and up projections) quantize it once.
 class Int8RowRunner {
  public:
   explicit Int8RowRunner(Isa isa) : isa_(isa) {}
@@ -62,14 +84,16 @@ class Int8RowRunner {
   Int8RowRunner& operator=(const Int8RowRunner&) = delete;
 
   // y[:, row_begin:row_end] of x W^T on the calling thread. Requires UsesInt8Dot for w. With
-  // x_rows, token t is row x_rows[t] of x (a gather read in place).
+  // x_rows, token t is row x_rows[t] of x (a gather read in place). With xq (x quantized by
+  // QuantizeActivations, w.cols columns), the rows' blocks are read from it instead.
   void Run(const float* x, int64_t T, const WeightView& w, int64_t row_begin, int64_t row_end,
-           float* y, const int32_t* x_rows = nullptr);
+           float* y, const int32_t* x_rows = nullptr, const Int8Activations* xq = nullptr);
 
  private:
   Isa isa_;
   const float* cached_x_ = nullptr;
   const int32_t* cached_rows_ = nullptr;
+  const Int8Activations* cached_xq_ = nullptr;
   int64_t cached_T_ = -1;
   int64_t cached_cols_ = -1;
   DType cached_dtype_ = DType::kF32;

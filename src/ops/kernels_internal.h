@@ -31,23 +31,39 @@ void DequantizeRowRange(const WeightView& w, int64_t row, int64_t c0, int64_t c1
 //   QuantizeActBlocks: x [cols] -> q [QuantGroups(cols) * 32] (natural column order, a partial
 //     last block padded with code 0), d [QuantGroups(cols)], sum [QuantGroups(cols)] (sum of q
 //     per block). Every variant gives the scalar twin's bits.
-//   QuantizeActsInt8: x [T, w.cols] into buf (Int8ActBytes(T, w.cols) bytes, 64-byte aligned), in
-//     the layout this variant's MatMulRowsInt8 wants for w (its dtype, and on AVX-512 its row
-//     tiles) and this T. With rows, token t is row rows[t] of x (ActRow): a gather of x's rows
-//     read in place.
+//   QuantizeActsInt8: T tokens of ActSource a (w.cols columns) into buf (Int8ActBytes(T, w.cols)
+//     bytes, 64-byte aligned), in the layout this variant's MatMulRowsInt8 wants for w (its
+//     dtype, and on AVX-512 its row tiles) and this T.
 //   MatMulRowsInt8: rows [row_begin, row_end) of y [T, w.rows] from that buffer; w is q8_0 (kI8)
 //     or q4_0 (kU8) with group_size 32. Bitwise equal to the scalar twin for any row range.
+// Where a product's activations come from: token t is row Row(t) of x (x [.., cols]): row
+// first + t, or rows[first + t] with rows (a gather read in place). With xq, that row's blocks
+// are read from it (QuantizeActivations: the bits QuantizeActBlocks gives for the row of x).
+struct ActSource {
+  const float* x = nullptr;
+  const int32_t* rows = nullptr;
+  const Int8Activations* xq = nullptr;
+  int64_t first = 0;
+
+  int64_t Row(int64_t t) const { return rows != nullptr ? rows[first + t] : first + t; }
+  // Tokens t0, t0 + 1, .. of this source as tokens 0, 1, ..
+  ActSource From(int64_t t0) const {
+    ActSource s = *this;
+    s.first += t0;
+    return s;
+  }
+};
+
 namespace {  // NOLINT(build/namespaces): internal linkage, as ops/isa/transpose8x8.h explains
-// Token t's row of the activations: x [.., cols], rows[t] of it when rows is given.
-inline const float* ActRow(const float* x, const int32_t* rows, int64_t t, int64_t cols) {
-  return x + (rows != nullptr ? rows[t] : t) * cols;
+// Token t's row of the activations x [.., cols].
+inline const float* ActRow(const ActSource& a, int64_t t, int64_t cols) {
+  return a.x + a.Row(t) * cols;
 }
 }  // namespace
 
 namespace scalar {
 void QuantizeActBlocks(const float* x, int64_t cols, int8_t* q, float* d, int32_t* sum);
-void QuantizeActsInt8(const float* x, const int32_t* rows, int64_t T, const WeightView& w,
-                      uint8_t* buf);
+void QuantizeActsInt8(const ActSource& a, int64_t T, const WeightView& w, uint8_t* buf);
 void MatMulRowsInt8(const uint8_t* buf, int64_t T, const WeightView& w, int64_t row_begin,
                     int64_t row_end, float* y);
 }  // namespace scalar
@@ -63,8 +79,7 @@ void MatMulRowsQuant(const float* x, int64_t T, const WeightView& w, int64_t row
 // Int8 path (src/ops/isa/avx2_int8_kernels.h): maddubs/madd with a saturation-free operand
 // split (q8_0: |w| x sign(w)*x; q4_0: unsigned codes x signed x).
 void QuantizeActBlocks(const float* x, int64_t cols, int8_t* q, float* d, int32_t* sum);
-void QuantizeActsInt8(const float* x, const int32_t* rows, int64_t T, const WeightView& w,
-                      uint8_t* buf);
+void QuantizeActsInt8(const ActSource& a, int64_t T, const WeightView& w, uint8_t* buf);
 void MatMulRowsInt8(const uint8_t* buf, int64_t T, const WeightView& w, int64_t row_begin,
                     int64_t row_end, float* y);
 void RmsNorm(const float* x, const float* w, int64_t n, double eps, float* out);
@@ -81,8 +96,7 @@ void AccumulateRows(const WeightView& w, int64_t row0, int64_t n, const float* a
 // The AVX2 int8 path with AVX-VNNI's vpdpbusd on ymm (src/ops/isa/avxvnni_int8_matmul.cpp,
 // compiled with -mavxvnni as well): the same functions, the same bits.
 namespace avxvnni {
-void QuantizeActsInt8(const float* x, const int32_t* rows, int64_t T, const WeightView& w,
-                      uint8_t* buf);
+void QuantizeActsInt8(const ActSource& a, int64_t T, const WeightView& w, uint8_t* buf);
 void MatMulRowsInt8(const uint8_t* buf, int64_t T, const WeightView& w, int64_t row_begin,
                     int64_t row_end, float* y);
 }  // namespace avxvnni
@@ -101,8 +115,7 @@ void MatMulRowsQuant(const float* x, int64_t T, const WeightView& w, int64_t row
 // Int8 path with VNNI (src/ops/isa/avx512_int8_matmul.cpp): a row-lane GEMV for small T and
 // packed token tiles (16 tokens per vector, avx512_int8_prefill.cpp) for prefill.
 void QuantizeActBlocks(const float* x, int64_t cols, int8_t* q, float* d, int32_t* sum);
-void QuantizeActsInt8(const float* x, const int32_t* rows, int64_t T, const WeightView& w,
-                      uint8_t* buf);
+void QuantizeActsInt8(const ActSource& a, int64_t T, const WeightView& w, uint8_t* buf);
 void MatMulRowsInt8(const uint8_t* buf, int64_t T, const WeightView& w, int64_t row_begin,
                     int64_t row_end, float* y);
 void RmsNorm(const float* x, const float* w, int64_t n, double eps, float* out);

@@ -87,6 +87,8 @@ void MatMulRowRange(const KernelContext& ctx, const float* x, int64_t T, const W
 // token routes to) costs one wake-up of the pool instead of one per matrix. When every job can be
 // cut into many calls at no cost (int8 jobs, and decode's few tokens on the other paths) the
 // chunks are balanced at run time (ThreadPool::ParallelForStealing).
+struct Int8Activations;  // ops/int8_dot.h
+
 struct MatMulJob {
   const float* x = nullptr;  // [T, w.cols]
   int64_t T = 0;
@@ -96,6 +98,9 @@ struct MatMulJob {
   // as it quantizes them (the MoE layer's tokens of one expert, not copied out); other paths copy
   // them into a temporary first.
   const int32_t* x_rows = nullptr;
+  // Optional, int8 path only: x's rows quantized ahead (ops/int8_dot.h, QuantizeActivations),
+  // read instead of quantizing them in this job; ignored elsewhere.
+  const Int8Activations* xq = nullptr;
 };
 void MatMulBatch(const KernelContext& ctx, const MatMulJob* jobs, int64_t num_jobs);
 

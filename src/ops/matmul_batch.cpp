@@ -89,7 +89,7 @@ void MatMulBatchBalanced(const KernelContext& ctx, const MatMulJob* jobs, int64_
         const int64_t lo = (u - job_first) * kChunkRows;
         const int64_t hi = std::min(job.w->rows, (last - job_first) * kChunkRows);
         if (UsesInt8Dot(*b->ctx, *job.w))
-          runner.Run(job.x, job.T, *job.w, lo, hi, job.y, job.x_rows);
+          runner.Run(job.x, job.T, *job.w, lo, hi, job.y, job.x_rows, job.xq);
         else
           RunRowRange(*b->ctx, job, lo, hi);
         u = last;
@@ -115,7 +115,7 @@ void MatMulBatch(const KernelContext& ctx, const MatMulJob* jobs, int64_t num_jo
     for (int64_t j = 0; j < num_jobs; ++j) {
       const MatMulJob& job = jobs[j];
       if (UsesInt8Dot(ctx, *job.w))
-        runner.Run(job.x, job.T, *job.w, 0, job.w->rows, job.y, job.x_rows);
+        runner.Run(job.x, job.T, *job.w, 0, job.w->rows, job.y, job.x_rows, job.xq);
       else
         RunRowRange(ctx, job, 0, job.w->rows);
     }
@@ -148,7 +148,7 @@ void MatMulBatch(const KernelContext& ctx, const MatMulJob* jobs, int64_t num_jo
       if (lo < 0) continue;
       if (runner != nullptr && UsesInt8Dot(ctx, *job.w)) {
         // x is quantized by each thread that has rows of the job (once per thread and x).
-        runner->Run(job.x, job.T, *job.w, lo, hi, job.y, job.x_rows);
+        runner->Run(job.x, job.T, *job.w, lo, hi, job.y, job.x_rows, job.xq);
         continue;
       }
       // One call for the thread's whole range: the packed (prefill) kernel packs x once per call.

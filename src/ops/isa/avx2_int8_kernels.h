@@ -145,6 +145,17 @@ uint32_t HorizontalMaxU32(__m256i v) {
   return out;
 }
 
+// Block b of token t of a (cols columns): read from a.xq, or quantized from x here (the same bits).
+[[gnu::always_inline]] inline QuantizedBlock ActBlock(const ActSource& a, int64_t t, int64_t b,
+                                                      int64_t cols) {
+  if (a.xq != nullptr) {
+    const int64_t i = a.Row(t) * QuantGroups(cols, kBlock) + b;  // row Row(t), block b
+    return {_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.xq->q + i * kBlock)), a.xq->d[i],
+            a.xq->sum[i]};
+  }
+  return QuantizeBlock(ActRow(a, t, cols) + b * kBlock, std::min(kBlock, cols - b * kBlock));
+}
+
 // Natural order -> the order q4_0 bytes unpack to: even columns 0, 2, .., 30, then odd 1, .., 31.
 __m256i ToNibbleOrder(__m256i v) {
   const __m256i evens_then_odds =
@@ -164,15 +175,13 @@ bool UsePrefill(int64_t T, int64_t cols) {
 // Layout: codes [T, groups * 32] (block order of the weights), d [T, groups],
 // bias [T, groups] = -offset * sum.
 template <DType D>
-void QuantizeRowsLayout(const float* x, const int32_t* rows, int64_t T, int64_t cols,
-                        uint8_t* buf) {
+void QuantizeRowsLayout(const ActSource& a, int64_t T, int64_t cols, uint8_t* buf) {
   const int64_t groups = QuantGroups(cols, kBlock);
   float* d = reinterpret_cast<float*>(buf + T * groups * kBlock);
   int32_t* bias = reinterpret_cast<int32_t*>(d + T * groups);
   for (int64_t t = 0; t < T; ++t) {
     for (int64_t b = 0; b < groups; ++b) {
-      const QuantizedBlock q =
-          QuantizeBlock(ActRow(x, rows, t, cols) + b * kBlock, std::min(kBlock, cols - b * kBlock));
+      const QuantizedBlock q = ActBlock(a, t, b, cols);
       const __m256i codes = D == DType::kU8 ? ToNibbleOrder(q.codes) : q.codes;
       _mm256_store_si256(reinterpret_cast<__m256i*>(buf + (t * groups + b) * kBlock), codes);
       d[t * groups + b] = q.d;
@@ -184,8 +193,7 @@ void QuantizeRowsLayout(const float* x, const int32_t* rows, int64_t T, int64_t 
 // Prefill layout: tiles of 8 tokens, tile k at buf + k * groups * kTileBlockBytes, block b of it
 // at + b * kTileBlockBytes. Tokens past T are zero (codes, d and bias), so they compute zeros.
 template <DType D>
-void QuantizeTileLayout(const float* x, const int32_t* rows, int64_t T, int64_t cols,
-                        uint8_t* buf) {
+void QuantizeTileLayout(const ActSource& a, int64_t T, int64_t cols, uint8_t* buf) {
   const int64_t groups = QuantGroups(cols, kBlock);
   const int64_t tile_bytes = groups * kTileBlockBytes;
   const int64_t tiles = (T + kLaneTokens - 1) / kLaneTokens;
@@ -203,8 +211,7 @@ void QuantizeTileLayout(const float* x, const int32_t* rows, int64_t T, int64_t 
           v[i] = _mm256_setzero_ps();
           continue;
         }
-        const QuantizedBlock q = QuantizeBlock(ActRow(x, rows, t0 + i, cols) + b * kBlock,
-                                               std::min(kBlock, cols - b * kBlock));
+        const QuantizedBlock q = ActBlock(a, t0 + i, b, cols);
         v[i] = _mm256_castsi256_ps(D == DType::kU8 ? ToNibbleOrder(q.codes) : q.codes);
         const int32_t bias = -kTileWeightOffset<D> * q.sum;
         std::memcpy(block + kTileCodeBytes + i * 4, &q.d, 4);
@@ -520,19 +527,17 @@ void QuantizeActBlocks(const float* x, int64_t cols, int8_t* q, float* d, int32_
 }
 #endif
 
-void QuantizeActsInt8(const float* x, const int32_t* rows, int64_t T, const WeightView& w,
-                      uint8_t* buf) {
+void QuantizeActsInt8(const ActSource& a, int64_t T, const WeightView& w, uint8_t* buf) {
   const int64_t cols = w.cols;
   if (w.dtype == DType::kI8) {
     if constexpr (kVnni) {  // as MatMulRowsInt8: q8_0 tiles exist only with VNNI
-      if (UsePrefill<DType::kI8>(T, cols))
-        return QuantizeTileLayout<DType::kI8>(x, rows, T, cols, buf);
+      if (UsePrefill<DType::kI8>(T, cols)) return QuantizeTileLayout<DType::kI8>(a, T, cols, buf);
     }
-    QuantizeRowsLayout<DType::kI8>(x, rows, T, cols, buf);
+    QuantizeRowsLayout<DType::kI8>(a, T, cols, buf);
   } else if (UsePrefill<DType::kU8>(T, cols))
-    QuantizeTileLayout<DType::kU8>(x, rows, T, cols, buf);
+    QuantizeTileLayout<DType::kU8>(a, T, cols, buf);
   else
-    QuantizeRowsLayout<DType::kU8>(x, rows, T, cols, buf);
+    QuantizeRowsLayout<DType::kU8>(a, T, cols, buf);
 }
 
 void MatMulRowsInt8(const uint8_t* buf, int64_t T, const WeightView& w, int64_t row_begin,

@@ -13,14 +13,14 @@
 
 #include "ops/int8_dot.h"
 #include "ops/isa/simd_intrinsics.h"
+#include "ops/kernels_internal.h"
 #include "ops/matmul.h"
 
 namespace dsv3::ops::avx512 {
 
 // The prefill tiles (avx512_int8_prefill.cpp), for the first PrefillTokens(T, w) tokens: x
 // quantized into tiles of 16 tokens, and y[:, row_begin:row_end] from them.
-void QuantizeTilesInt8(const float* x, const int32_t* rows, int64_t T, int64_t cols, DType wdtype,
-                       uint8_t* buf);
+void QuantizeTilesInt8(const ActSource& a, int64_t T, int64_t cols, DType wdtype, uint8_t* buf);
 void PrefillRowsInt8(const uint8_t* buf, int64_t T, const WeightView& w, int64_t row_begin,
                      int64_t row_end, float* y);
 
@@ -107,6 +107,17 @@ struct QuantizedBlock {
   out.codes = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm512_cvtepi32_epi8(q0)),
                                       _mm512_cvtepi32_epi8(q1), 1);
   return out;
+}
+
+// Block b of token t of a (cols columns): read from a.xq, or quantized from x here (the same bits).
+[[gnu::always_inline]] inline QuantizedBlock ActBlock(const ActSource& a, int64_t t, int64_t b,
+                                                      int64_t cols) {
+  if (a.xq != nullptr) {
+    const int64_t i = a.Row(t) * QuantGroups(cols, kBlock) + b;  // row Row(t), block b
+    return {_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.xq->q + i * kBlock)), a.xq->d[i],
+            a.xq->sum[i]};
+  }
+  return QuantizeBlock(ActRow(a, t, cols) + b * kBlock, std::min(kBlock, cols - b * kBlock));
 }
 
 // Natural order -> the order q4_0 bytes unpack to: even columns 0, 2, .., 30, then odd 1, .., 31.

@@ -47,15 +47,13 @@ constexpr int64_t kGemvAheadBytes = 8192;
 // GEMV layout: codes [T, groups * 32] (block order of the weights), d [T, groups],
 // bias [T, groups] = -offset * sum.
 template <DType D>
-void QuantizeRowsLayout(const float* x, const int32_t* rows, int64_t T, int64_t cols,
-                        uint8_t* buf) {
+void QuantizeRowsLayout(const ActSource& a, int64_t T, int64_t cols, uint8_t* buf) {
   const int64_t groups = QuantGroups(cols, kBlock);
   float* d = reinterpret_cast<float*>(buf + T * groups * kBlock);
   int32_t* bias = reinterpret_cast<int32_t*>(d + T * groups);
   for (int64_t t = 0; t < T; ++t) {
     for (int64_t b = 0; b < groups; ++b) {
-      const QuantizedBlock q =
-          QuantizeBlock(ActRow(x, rows, t, cols) + b * kBlock, std::min(kBlock, cols - b * kBlock));
+      const QuantizedBlock q = ActBlock(a, t, b, cols);
       const __m256i codes = D == DType::kU8 ? ToNibbleOrder(q.codes) : q.codes;
       _mm256_store_si256(reinterpret_cast<__m256i*>(buf + (t * groups + b) * kBlock), codes);
       d[t * groups + b] = q.d;
@@ -359,16 +357,13 @@ void QuantizeActBlocks(const float* x, int64_t cols, int8_t* q, float* d, int32_
 
 // buf: the first PrefillTokens(T, w) tokens in the tile layout, then the rest in the GEMV's
 // (Int8ActBytes(tiled tokens) bytes in: a whole number of tiles, 64-byte aligned).
-void QuantizeActsInt8(const float* x, const int32_t* rows, int64_t T, const WeightView& w,
-                      uint8_t* buf) {
+void QuantizeActsInt8(const ActSource& a, int64_t T, const WeightView& w, uint8_t* buf) {
   const int64_t tiled = PrefillTokens(T, w), rest = T - tiled;
-  if (tiled > 0) QuantizeTilesInt8(x, rows, tiled, w.cols, w.dtype, buf);
+  if (tiled > 0) QuantizeTilesInt8(a, tiled, w.cols, w.dtype, buf);
   if (rest == 0) return;
-  const float* rest_x = rows != nullptr ? x : x + tiled * w.cols;
-  const int32_t* rest_rows = rows != nullptr ? rows + tiled : nullptr;
   uint8_t* rest_buf = buf + Int8ActBytes(tiled, w.cols);
-  w.dtype == DType::kI8 ? QuantizeRowsLayout<DType::kI8>(rest_x, rest_rows, rest, w.cols, rest_buf)
-                        : QuantizeRowsLayout<DType::kU8>(rest_x, rest_rows, rest, w.cols, rest_buf);
+  w.dtype == DType::kI8 ? QuantizeRowsLayout<DType::kI8>(a.From(tiled), rest, w.cols, rest_buf)
+                        : QuantizeRowsLayout<DType::kU8>(a.From(tiled), rest, w.cols, rest_buf);
 }
 
 void MatMulRowsInt8(const uint8_t* buf, int64_t T, const WeightView& w, int64_t row_begin,

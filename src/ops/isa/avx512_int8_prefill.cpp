@@ -30,8 +30,7 @@ constexpr int64_t kNibblesMaxTiles = 4;
 // something times d = 0 (a q8_0 code byte 0 is -128 unsigned), and are never stored. q8_0 codes
 // are stored unsigned (+ 128) with bias 0; q4_0 signed, with bias.
 template <DType D>
-void QuantizeTileLayout(const float* x, const int32_t* rows, int64_t T, int64_t cols,
-                        uint8_t* buf) {
+void QuantizeTileLayout(const ActSource& a, int64_t T, int64_t cols, uint8_t* buf) {
   const int64_t groups = QuantGroups(cols, kBlock);
   const int64_t tile_bytes = groups * kTileBlockBytes;
   const int64_t tiles = (T + kTileTokens - 1) / kTileTokens;
@@ -50,8 +49,7 @@ void QuantizeTileLayout(const float* x, const int32_t* rows, int64_t T, int64_t 
           v[i] = _mm256_setzero_ps();
           continue;
         }
-        const QuantizedBlock q = QuantizeBlock(ActRow(x, rows, t0 + i, cols) + b * kBlock,
-                                               std::min(kBlock, cols - b * kBlock));
+        const QuantizedBlock q = ActBlock(a, t0 + i, b, cols);
         // q4_0: signed codes in nibble order and their bias; q8_0: unsigned codes (+ 128), no
         // bias (the weights' RowBlockBias carries it).
         v[i] = _mm256_castsi256_ps(
@@ -421,10 +419,9 @@ void PrefillRows(const uint8_t* buf, int64_t T, const WeightView& w, int64_t row
 
 }  // namespace
 
-void QuantizeTilesInt8(const float* x, const int32_t* rows, int64_t T, int64_t cols, DType wdtype,
-                       uint8_t* buf) {
-  wdtype == DType::kI8 ? QuantizeTileLayout<DType::kI8>(x, rows, T, cols, buf)
-                       : QuantizeTileLayout<DType::kU8>(x, rows, T, cols, buf);
+void QuantizeTilesInt8(const ActSource& a, int64_t T, int64_t cols, DType wdtype, uint8_t* buf) {
+  wdtype == DType::kI8 ? QuantizeTileLayout<DType::kI8>(a, T, cols, buf)
+                       : QuantizeTileLayout<DType::kU8>(a, T, cols, buf);
 }
 
 void PrefillRowsInt8(const uint8_t* buf, int64_t T, const WeightView& w, int64_t row_begin,
