@@ -16,6 +16,20 @@ namespace dsv3 {
 struct MoeScratch {
   ScratchBuffer gate_logits, routing_weights, gathered, gate, up, expert_out;
   ScratchBuffer x_int8;  // x quantized once for all gate and up products (int8 path)
+  // A prefill's down projections on the int8 path (moe.cpp, SummedDownProjections): the pieces'
+  // activation layouts, and per thread the rows of one piece's product.
+  struct DownPiece {
+    const ops::WeightView* w;
+    const float* x;     // [n, w->cols]
+    int64_t n;          // tokens
+    int64_t first_row;  // routed: expert-ordered row of its first token; shared: its first token
+    int64_t offset;     // bytes into down_layouts
+    bool shared;
+  };
+  std::vector<DownPiece> down_pieces;
+  ScratchBuffer down_layouts, down_rows;
+  // false: the general path even where SummedDownProjections applies (tests compare the two).
+  bool sum_down_per_rows = true;
   std::vector<ops::MatMulJob> jobs;
   // token_order[i]: the (token, slot) pair at expert-ordered row i; position is its inverse;
   // row_token[i] its token.

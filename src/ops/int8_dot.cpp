@@ -242,6 +242,16 @@ Int8Activations QuantizeActivations(const KernelContext& ctx, const float* x, in
   return {q, d, sum, cols};
 }
 
+void LayOutInt8(Isa isa, const float* x, int64_t T, const WeightView& w, uint8_t* buf) {
+  SelectInt8(isa, w).quantize(ActSource{x}, T, w, buf);
+}
+
+void MatMulInt8Rows(Isa isa, const uint8_t* buf, int64_t T, const WeightView& w, int64_t row_begin,
+                    int64_t row_end, float* y) {
+  if (T <= 0 || row_begin >= row_end) return;
+  SelectInt8(isa, w).rows(buf, T, w, row_begin, row_end, y);
+}
+
 void Int8RowRunner::Run(const float* x, int64_t T, const WeightView& w, int64_t row_begin,
                         int64_t row_end, float* y, const int32_t* x_rows,
                         const Int8Activations* xq) {

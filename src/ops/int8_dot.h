@@ -74,6 +74,16 @@ bool UsesInt8Dot(const KernelContext& ctx, const WeightView& w);
 // splits rows over ctx.pool. Requires UsesInt8Dot(ctx, w) and T > 0.
 void MatMulInt8(const KernelContext& ctx, const float* x, int64_t T, const WeightView& w, float* y);
 
+// An activation layout built ahead, for row ranges of one product computed apart (on any thread,
+// in any order): the MoE layer's down projections, summed per range of output rows across its
+// experts. LayOutInt8 writes T tokens of x (x [T, w.cols], T <= Int8ChunkTokens(w.cols)) into buf
+// (Int8ActBytes(T, w.cols) bytes, 64-byte aligned) as isa's kernels read them for w;
+// MatMulInt8Rows computes y[:, row_begin:row_end] (y [T, w.rows]) from that buffer. Every output
+// has the bits MatMul gives it. Both require UsesInt8Dot for w.
+void LayOutInt8(Isa isa, const float* x, int64_t T, const WeightView& w, uint8_t* buf);
+void MatMulInt8Rows(Isa isa, const uint8_t* buf, int64_t T, const WeightView& w, int64_t row_begin,
+                    int64_t row_end, float* y);
+
 // One thread's share of products: remembers the last activations it laid out (x, x_rows, xq, T,
 // and the weight's cols, dtype, tiling and kernel, which set the layout), so consecutive jobs on
 // the same x (gate and up projections) quantize it once.
