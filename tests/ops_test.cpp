@@ -423,7 +423,9 @@ TEST(MatMul, ThreadCountDoesNotChangeResults) {
   for (DType dtype : kMatMulDTypes) {
     for (const auto& [rows, cols] : {std::pair<int64_t, int64_t>{300, 1000}, {50, 2000}}) {
       const TestWeight w = MakeWeight(rng, dtype, rows, cols, 128, 128);
-      for (int64_t T : {1, 3, 17, 40}) {  // 40: the packed (prefill) form
+      // 40: the packed (prefill) form; 64, 97: the 50 rows (one thread chunk) split their tokens
+      // over the threads instead, 32 or more a thread.
+      for (int64_t T : {1, 3, 17, 40, 64, 97}) {
         const std::vector<float> x = RandomFloats(rng, T * w.cols);
         for (Isa isa : RunnableIsas()) {
           std::vector<float> y0(static_cast<size_t>(T * w.rows));
