@@ -18,6 +18,7 @@
 #include "model/random_checkpoint.h"
 #include "model/rope_yarn.h"
 #include "model/transformer.h"
+#include "ops/isa.h"
 #include "reference/reference_model.h"
 #include "test_util.h"
 
@@ -68,6 +69,30 @@ std::string CaseName(const ::testing::TestParamInfo<Case>& info) {
   for (char& ch : name)
     if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
   return name;
+}
+
+// Layer 0's attention of `model` over x [T, H] (random, as an RMS-normalised input) in chunks of
+// `chunk` through a fresh cache (the first chunk `first` tokens when given): [T, H].
+std::vector<float> RunAttention(const Model& model, const std::vector<float>& x, int64_t chunk,
+                                AttentionPath path, ThreadPool* pool, int64_t first = 0,
+                                bool bf16_dot = false) {
+  const ModelConfig& c = model.config();
+  const int64_t H = c.hidden_size, T = static_cast<int64_t>(x.size()) / H;
+  LayerKvCache cache;
+  cache.latent.resize(static_cast<size_t>(T * c.kv_lora_rank));
+  cache.rope_key.resize(static_cast<size_t>(T * c.qk_rope_head_dim));
+  MlaScratch scratch;
+  ops::KernelContext ctx{pool, ops::BestIsa()};
+  ctx.bf16_dot = bf16_dot;
+  std::vector<float> out(x.size()), cos_sin;
+  for (int64_t begin = 0; begin < T;) {
+    const int64_t n = std::min(begin == 0 && first > 0 ? first : chunk, T - begin);
+    RopeTable(model.rope(), begin, n, &cos_sin);
+    MlaForward(c, model.rope(), model.weights().layers[0].attn, ctx, x.data() + begin * H, n, begin,
+               cos_sin.data(), path, cache, scratch, out.data() + begin * H);
+    begin += n;
+  }
+  return out;
 }
 
 class ModelVsReference : public ::testing::TestWithParam<Case> {
@@ -122,26 +147,10 @@ class ModelVsReference : public ::testing::TestWithParam<Case> {
     return x;
   }
 
-  // Layer 0's attention over x [T, H] (random, as an RMS-normalised input) in chunks of `chunk`
-  // through a fresh cache (the first chunk `first` tokens when given): [T, H].
+  // Layer 0's attention over x (RunAttention above).
   std::vector<float> RunAttention(const std::vector<float>& x, int64_t chunk, AttentionPath path,
-                                  ThreadPool* pool, int64_t first = 0) {
-    const ModelConfig& c = model_->config();
-    const int64_t H = c.hidden_size, T = static_cast<int64_t>(x.size()) / H;
-    LayerKvCache cache;
-    cache.latent.resize(static_cast<size_t>(T * c.kv_lora_rank));
-    cache.rope_key.resize(static_cast<size_t>(T * c.qk_rope_head_dim));
-    MlaScratch scratch;
-    const ops::KernelContext ctx{pool, ops::BestIsa()};
-    std::vector<float> out(x.size()), cos_sin;
-    for (int64_t begin = 0; begin < T;) {
-      const int64_t n = std::min(begin == 0 && first > 0 ? first : chunk, T - begin);
-      RopeTable(model_->rope(), begin, n, &cos_sin);
-      MlaForward(c, model_->rope(), model_->weights().layers[0].attn, ctx, x.data() + begin * H, n,
-                 begin, cos_sin.data(), path, cache, scratch, out.data() + begin * H);
-      begin += n;
-    }
-    return out;
+                                  ThreadPool* pool, int64_t first = 0, bool bf16_dot = false) {
+    return dsv3::RunAttention(*model_, x, chunk, path, pool, first, bf16_dot);
   }
 
   testing::TempDir dir_;
@@ -212,6 +221,51 @@ TEST_P(ModelVsReference, CachedDecodeChunkedPrefillAndNaiveAgree) {
   const auto one_thread = RunModel(tokens, 10, AttentionPath::kAbsorbed, 0, nullptr);
   EXPECT_EQ(one_thread, full);
   EXPECT_EQ(RunModel(tokens, 4, AttentionPath::kDecompressed, 0, nullptr), decompressed_chunked);
+}
+
+// The opt-in bf16-dot path (AVX-512) decompresses a prefill's keys and values with a bf16 x bf16
+// product on kv_b_proj as stored (BF16, or FP8 whose heads start on scale blocks), the latent
+// rounded to bf16 (relative error <= u = 2^-8 per value); the absorbed form keeps f32. Both share
+// the bf16-dot projections. Each decompressed k and v then moves by at most u times its sum of
+// |terms|, the scores and values by that much again through the softmax, and o_proj's bf16
+// rounding of either form's o by u: a few u in all, so 4u = 2^-6 of the output's scale (a wrong
+// head's rows or scale block gives O(1); measured 0.0026-0.0028 on the BF16 presets).
+void ExpectBf16DotDecompressionNearAbsorbed(const Model& model) {
+  const int64_t T = 40, H = model.config().hidden_size;
+  std::mt19937 rng(19);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> x(static_cast<size_t>(T * H));
+  for (float& v : x) v = normal(rng);
+  ThreadPool pool(2);
+  const auto absorbed = RunAttention(model, x, T, AttentionPath::kAbsorbed, &pool, 0, true);
+  const auto decompressed = RunAttention(model, x, T, AttentionPath::kDecompressed, &pool, 0, true);
+  EXPECT_LE(RelError(decompressed, absorbed), 1.0 / 64);
+}
+
+TEST_P(ModelVsReference, Bf16DotDecompressionWithinBf16Rounding) {
+  if (ops::BestIsa() != ops::Isa::kAvx512 || GetParam().dtype != DType::kBF16)
+    GTEST_SKIP() << "AVX-512 and BF16 weights (the tiny presets' FP8 heads straddle scale blocks)";
+  ExpectBf16DotDecompressionNearAbsorbed(*model_);
+}
+
+// FP8 with heads of 32 rows (qk_nope 20 + v 12) on 16-row scale blocks: head h's rows start at
+// block 2h, so a wrong scale offset is caught.
+TEST(Bf16Dot, Fp8DecompressionWithinBf16Rounding) {
+  if (ops::BestIsa() != ops::Isa::kAvx512) GTEST_SKIP() << "bf16-dot runs on AVX-512";
+  auto config = PresetConfig("tiny-v3");
+  ASSERT_TRUE(config.ok());
+  config->qk_nope_head_dim = 20;
+  config->v_head_dim = 12;
+  RandomCheckpointOptions options;
+  options.seed = 9;
+  options.dtype = DType::kF8E4M3;
+  options.fp8_block_rows = 16;
+  options.fp8_block_cols = 32;
+  testing::TempDir dir;
+  ASSERT_TRUE(WriteRandomCheckpoint(*config, options, dir.path()).ok());
+  auto model = Model::Load(dir.path(), LoadOptions{});
+  ASSERT_TRUE(model.ok()) << model.status().message();
+  ExpectBf16DotDecompressionNearAbsorbed(**model);
 }
 
 // More tokens than one 128-token block of the decompressed form: later blocks' query/output
