@@ -87,6 +87,17 @@ double RelError(const std::vector<float>& a, const std::vector<float>& b) {
   return m / MaxAbs(b);
 }
 
+// tiny-v3 with widths in whole groups of 32 where the int8 kernels' row tiles need them.
+Result<ModelConfig> WideTinyV3(int64_t moe_intermediate_size) {
+  auto config = PresetConfig("tiny-v3");
+  if (!config.ok()) return config;
+  config->hidden_size = 64;
+  config->intermediate_size = 96;
+  config->moe_intermediate_size = moe_intermediate_size;
+  config->q_lora_rank = 64;
+  return config;
+}
+
 class QuantizeTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -147,14 +158,9 @@ TEST_F(QuantizeTest, EveryTypeLoadsAndMatchesItsDequantisedCopy) {
 // activations) changes the weights' byte order, never the logits: bit for bit the same, with int8
 // activations and without (tiled weights then take the scalar reference).
 TEST_F(QuantizeTest, TiledInt8WeightsGiveTheSameLogits) {
-  // tiny-v3 with widths in whole groups of 32 where tiles need them; o_proj (48 columns) and
-  // others stay row-major, so both kinds run side by side.
-  auto config = PresetConfig("tiny-v3");
+  // o_proj (48 columns) and others stay row-major, so both kinds run side by side.
+  auto config = WideTinyV3(32);
   ASSERT_TRUE(config.ok());
-  config->hidden_size = 64;
-  config->intermediate_size = 96;
-  config->moe_intermediate_size = 32;
-  config->q_lora_rank = 64;
   RandomCheckpointOptions options;
   options.seed = 4;
   options.mtp = true;
@@ -199,12 +205,8 @@ TEST_F(QuantizeTest, TiledInt8WeightsGiveTheSameLogits) {
 // in calls of 32 or fewer take the general path too, but the f32 router's products change bits
 // with the call's token count, and so may the routing weights.)
 TEST_F(QuantizeTest, Int8MoeDownProjectionsSummedPerRowRange) {
-  auto config = PresetConfig("tiny-v3");
+  auto config = WideTinyV3(2048);
   ASSERT_TRUE(config.ok());
-  config->hidden_size = 64;
-  config->intermediate_size = 96;
-  config->moe_intermediate_size = 2048;
-  config->q_lora_rank = 64;
   config->num_hidden_layers = 2;
   config->first_k_dense_replace = 1;
   config->n_routed_experts = 8;
