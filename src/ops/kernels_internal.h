@@ -36,6 +36,7 @@ void DequantizeRowRange(const WeightView& w, int64_t row, int64_t c0, int64_t c1
 //     dtype, and on AVX-512 its row tiles) and this T.
 //   MatMulRowsInt8: rows [row_begin, row_end) of y [T, w.rows] from that buffer; w is q8_0 (kI8)
 //     or q4_0 (kU8) with group_size 32. Bitwise equal to the scalar twin for any row range.
+//
 // Where a product's activations come from: token t is row Row(t) of x (x [.., cols]): row
 // first + t, or rows[first + t] with rows (a gather read in place). With xq, that row's blocks
 // are read from it (QuantizeActivations: the bits QuantizeActBlocks gives for the row of x).
