@@ -201,58 +201,76 @@ TEST_F(QuantizeTest, TiledInt8WeightsGiveTheSameLogits) {
 // A prefill's MoE layer on the int8 path sums its down projections per range of output rows
 // (moe.cpp, SummedDownProjections) instead of forming every expert's outputs and then their
 // weighted sums: the same bits, on every ISA and thread count, with tiled weights and without.
-// 200 tokens make the shared expert's down projection two activation chunks. (The same tokens
-// in calls of 32 or fewer take the general path too, but the f32 router's products change bits
-// with the call's token count, and so may the routing weights.)
-TEST_F(QuantizeTest, Int8MoeDownProjectionsSummedPerRowRange) {
-  auto config = WideTinyV3(2048);
-  ASSERT_TRUE(config.ok());
-  config->num_hidden_layers = 2;
-  config->first_k_dense_replace = 1;
-  config->n_routed_experts = 8;
-  config->n_group = 4;
-  config->topk_group = 2;
-  config->num_experts_per_tok = 4;
-  RandomCheckpointOptions options;
-  options.seed = 6;
-  const std::string src = dir_ / "moe";
-  ASSERT_TRUE(WriteRandomCheckpoint(*config, options, src).ok());
-  const int64_t T = 200, H = config->hidden_size, k = config->num_experts_per_tok;
-  ASSERT_LT(ops::Int8ChunkTokens(config->moe_intermediate_size), T);
-  std::mt19937 rng(8);
-  std::normal_distribution<float> normal(0.0f, 1.0f);
-  std::vector<float> x(static_cast<size_t>(T * H));
-  for (float& v : x) v = normal(rng);
-  for (auto [name, type] :
-       {std::pair{"q8_0", QuantType::kQ8_0}, std::pair{"q4_0", QuantType::kQ4_0}}) {
-    const std::string q = Quantize(src, std::string("moe_") + name, type);
-    for (bool tiled : {false, true}) {
-      LoadOptions load;
-      load.tile_int8_rows = tiled;
-      auto model = Model::Load(q, load);
-      ASSERT_TRUE(model.ok()) << model.status().message();
-      const MoeWeights& w = (*model)->weights().layers[1].moe;
-      ASSERT_EQ(w.shared_experts.down_proj.row_tiles, tiled ? ops::kRowTile : 0);
-      std::vector<float> first;  // one thread's result on this ISA
-      for (ops::Isa isa : ops::RunnableIsas()) {
-        for (int threads : {1, 3}) {
-          SCOPED_TRACE(std::string(name) + (tiled ? " tiled " : " ") +
-                       std::string(ops::IsaName(isa)) + " threads=" + std::to_string(threads));
-          ThreadPool pool(threads);
-          ops::KernelContext ctx{&pool, isa};
-          ctx.int8_dot = true;
-          MoeScratch scratch;
-          std::vector<float> summed(x.size(), NAN), general(x.size(), NAN);
-          MoeForward((*model)->config(), w, ctx, x.data(), T, k, scratch, summed.data());
-          scratch.sum_down_per_rows = false;
-          MoeForward((*model)->config(), w, ctx, x.data(), T, k, scratch, general.data());
-          ASSERT_EQ(summed, general);
-          if (threads == 1) first = summed;
-          ASSERT_EQ(summed, first);  // the thread count changes no bit
+// (The same tokens in calls of 32 or fewer take the general path too, but the f32 router's
+// products change bits with the call's token count, and so may the routing weights.)
+class Int8MoeTest : public QuantizeTest {
+ protected:
+  // config: one dense layer, then one MoE layer of 8 experts, 4 a token; T tokens.
+  void ExpectSummedEqualsGeneral(ModelConfig config, int64_t T) {
+    config.num_hidden_layers = 2;
+    config.first_k_dense_replace = 1;
+    config.n_routed_experts = 8;
+    config.n_group = 4;
+    config.topk_group = 2;
+    config.num_experts_per_tok = 4;
+    RandomCheckpointOptions options;
+    options.seed = 6;
+    const std::string src = dir_ / "moe";
+    ASSERT_TRUE(WriteRandomCheckpoint(config, options, src).ok());
+    const int64_t H = config.hidden_size, k = config.num_experts_per_tok;
+    std::mt19937 rng(8);
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    std::vector<float> x(static_cast<size_t>(T * H));
+    for (float& v : x) v = normal(rng);
+    for (auto [name, type] :
+         {std::pair{"q8_0", QuantType::kQ8_0}, std::pair{"q4_0", QuantType::kQ4_0}}) {
+      const std::string q = Quantize(src, std::string("moe_") + name, type);
+      for (bool tiled : {false, true}) {
+        LoadOptions load;
+        load.tile_int8_rows = tiled;
+        auto model = Model::Load(q, load);
+        ASSERT_TRUE(model.ok()) << model.status().message();
+        const MoeWeights& w = (*model)->weights().layers[1].moe;
+        ASSERT_EQ(w.experts[0].down_proj.row_tiles, tiled ? ops::kRowTile : 0);
+        std::vector<float> first;  // one thread's result on this ISA
+        for (ops::Isa isa : ops::RunnableIsas()) {
+          for (int threads : {1, 3}) {
+            SCOPED_TRACE(std::string(name) + (tiled ? " tiled " : " ") +
+                         std::string(ops::IsaName(isa)) + " threads=" + std::to_string(threads));
+            ThreadPool pool(threads);
+            ops::KernelContext ctx{&pool, isa};
+            ctx.int8_dot = true;
+            MoeScratch scratch;
+            std::vector<float> summed(x.size(), NAN), general(x.size(), NAN);
+            MoeForward((*model)->config(), w, ctx, x.data(), T, k, scratch, summed.data());
+            scratch.sum_down_per_rows = false;
+            MoeForward((*model)->config(), w, ctx, x.data(), T, k, scratch, general.data());
+            ASSERT_EQ(summed, general);
+            if (threads == 1) first = summed;
+            ASSERT_EQ(summed, first);  // the thread count changes no bit
+          }
         }
       }
     }
   }
+};
+
+// 200 tokens make the shared expert's down projection two activation chunks.
+TEST_F(Int8MoeTest, DownProjectionsSummedPerRowRangeAcrossChunks) {
+  auto config = WideTinyV3(2048);
+  ASSERT_TRUE(config.ok());
+  ASSERT_LT(ops::Int8ChunkTokens(config->moe_intermediate_size), 200);
+  ExpectSummedEqualsGeneral(*config, 200);
+}
+
+// 352 output rows: units of 80 on one thread (the last one 32 rows), of 16 on three threads; no
+// shared expert (out starts from zeros).
+TEST_F(Int8MoeTest, DownProjectionsSummedPerRowRangeWithoutSharedExpert) {
+  auto config = WideTinyV3(64);
+  ASSERT_TRUE(config.ok());
+  config->hidden_size = 352;
+  config->n_shared_experts = 0;
+  ExpectSummedEqualsGeneral(*config, 48);
 }
 
 // Converted tensors are written shard by shard; a model split into many shards holds the same

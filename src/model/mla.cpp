@@ -302,8 +302,10 @@ int64_t DecompressedScratchFloats(const ModelConfig& c, int64_t N) {
 
 // Whether the opt-in bf16-dot path (KernelContext::bf16_dot) takes the decompression of every
 // head's keys and values: AVX-512, kv_b_proj BF16 as stored, or FP8 with every head's rows
-// starting on a scale block (the product reads a head's rows as a weight of their own). The
-// latent is then rounded to bf16 like the other products' activations. bench-medium BF16 pp512,
+// starting on a scale block (the product reads a head's rows as a weight of their own). Where
+// MatMul's bf16-dot kernel takes the product (8 or more positions; FP8 blocks of even width up to
+// 512) the latent is rounded to bf16 like the other products' activations; elsewhere it runs
+// exact. bench-medium BF16 pp512,
 // forwards alternating with the f32 decompression in one process: the decompressed attention
 // 11.1-11.7 ms per layer against 14.0-15.2 (2 runs).
 bool Bf16DotDecompression(const ModelConfig& c, const AttentionWeights& w,

@@ -42,7 +42,9 @@ void StealUnits(const ops::KernelContext& ctx, int64_t n, Fn&& fn) {
   });
 }
 
-// Output rows (of H) per unit of SummedDownProjections: each unit reads every piece's layout.
+// Output rows (of H) per unit of SummedDownProjections, at most: each unit reads every piece's
+// layout. Fewer (multiples of 16, the int8 row tiles) where the threads would get under four
+// units each.
 constexpr int64_t kDownRows = 128;
 
 // Whether SummedDownProjections can take this batch: every down projection on the int8 path.
@@ -67,7 +69,7 @@ bool DownProjectionsInt8(const ops::KernelContext& ctx, const MoeWeights& w,
 // 16.8-18.9 ms per layer against 17.6-20.2 (2-6 % less, 3 runs); the kernels' own time is
 // unchanged (~300 G op/s a core at 512 columns), the sums' memory round trip is what goes.
 void SummedDownProjections(const MoeWeights& w, const ops::KernelContext& ctx, int64_t T, int64_t k,
-                           int64_t H, const float* h, const float* h_shared,
+                           int64_t H, int64_t I, const float* h, const float* h_shared,
                            const float* routing_weights, MoeScratch& s, float* out) {
   s.down_pieces.clear();
   int64_t bytes = 0, max_n = 0;
@@ -78,11 +80,10 @@ void SummedDownProjections(const MoeWeights& w, const ops::KernelContext& ctx, i
       const int64_t m = std::min(chunk, n - t0);
       s.down_pieces.push_back({wv, x + t0 * wv->cols, m, first + t0, bytes, shared});
       bytes += ops::Int8ActBytes(m, wv->cols);  // a multiple of 64
-      max_n = std::max(max_n, m);
+      if (!shared) max_n = std::max(max_n, m);  // the shared pieces write to out directly
     }
   };
   if (w.has_shared) add(&w.shared_experts.down_proj, h_shared, T, 0, true);
-  const int64_t I = w.experts.empty() ? 0 : w.experts[0].down_proj.cols;
   for (size_t e = 0; e + 1 < s.expert_offsets.size(); ++e) {
     const int64_t begin = s.expert_offsets[e], n = s.expert_offsets[e + 1] - begin;
     if (n > 0) add(&w.experts[e].down_proj, h + begin * I, n, begin, false);
@@ -98,10 +99,11 @@ void SummedDownProjections(const MoeWeights& w, const ops::KernelContext& ctx, i
   // Per thread, one piece's outputs [max_n, H] (only the unit's columns written and read).
   const int threads = ctx.pool != nullptr ? ctx.pool->num_threads() : 1;
   float* rows = s.down_rows.Get(threads * max_n * H);
-  StealUnits(ctx, (H + kDownRows - 1) / kDownRows, [&](int thread, int64_t begin, int64_t end) {
+  const int64_t unit = std::clamp<int64_t>(H / (4 * threads) / 16 * 16, 16, kDownRows);
+  StealUnits(ctx, (H + unit - 1) / unit, [&](int thread, int64_t begin, int64_t end) {
     float* y = rows + thread * max_n * H;
-    for (int64_t r0 = begin * kDownRows; r0 < std::min(H, end * kDownRows); r0 += kDownRows) {
-      const int64_t r1 = std::min(H, r0 + kDownRows);  // out[:, r0:r1]
+    for (int64_t r0 = begin * unit; r0 < std::min(H, end * unit); r0 += unit) {
+      const int64_t r1 = std::min(H, r0 + unit);  // out[:, r0:r1]
       if (!w.has_shared)
         for (int64_t t = 0; t < T; ++t) std::fill(out + t * H + r0, out + t * H + r1, 0.0f);
       for (const MoeScratch::DownPiece& p : s.down_pieces) {
@@ -234,7 +236,7 @@ void MoeForward(const ModelConfig& c, const MoeWeights& w, const ops::KernelCont
   clock.Lap(Phase::kExpertsIn);
 
   if (T > kRowGrain && s.sum_down_per_rows && DownProjectionsInt8(ctx, w, s.expert_offsets)) {
-    SummedDownProjections(w, ctx, T, k, H, gate, gate_shared, routing_weights, s, out);
+    SummedDownProjections(w, ctx, T, k, H, I, gate, gate_shared, routing_weights, s, out);
     clock.Lap(Phase::kExpertsOut);
     return;
   }

@@ -3,6 +3,7 @@
 #include "ops/int8_dot.h"
 
 #include <algorithm>
+#include <cassert>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -118,7 +119,7 @@ void QuantizeActsInt8(const ActSource& a, int64_t T, const WeightView& w, uint8_
                         sum + t * groups);
       continue;
     }
-    const int64_t row = a.Row(t);
+    const int64_t row = SourceRow(a, t);
     std::memcpy(q + t * groups * kInt8Block, a.xq->q + row * groups * kInt8Block,
                 static_cast<size_t>(groups * kInt8Block));
     std::copy(a.xq->d + row * groups, a.xq->d + (row + 1) * groups, d + t * groups);
@@ -178,7 +179,7 @@ void MatMulInt8(const KernelContext& ctx, const float* x, int64_t T, const Weigh
   for (int64_t t0 = 0; t0 < T; t0 += chunk) {
     const int64_t nt = std::min(chunk, T - t0);
     // x[t0 : t0 + nt, :] quantized once, before the rows are split over the threads.
-    k.quantize(ActSource{x}.From(t0), nt, w, buffer);
+    k.quantize(SourceFrom(ActSource{x}, t0), nt, w, buffer);
     float* y_chunk = y + t0 * w.rows;  // y[t0 : t0 + nt, :]
     if (ctx.pool == nullptr || ctx.pool->num_threads() <= 1 ||
         nt * w.rows * w.cols < kMinParallelMacs || w.rows <= kRowGrain) {
@@ -256,6 +257,7 @@ void Int8RowRunner::Run(const float* x, int64_t T, const WeightView& w, int64_t 
                         int64_t row_end, float* y, const int32_t* x_rows,
                         const Int8Activations* xq) {
   if (T <= 0 || row_begin >= row_end) return;
+  assert((xq == nullptr || xq->cols == w.cols) && "Int8RowRunner::Run: xq holds x of w.cols");
   const Int8Kernels k = SelectInt8(isa_, w);
   const int64_t chunk = Int8ChunkTokens(w.cols);
   const ActSource source{x, x_rows, xq};
@@ -280,7 +282,7 @@ void Int8RowRunner::Run(const float* x, int64_t T, const WeightView& w, int64_t 
   cached_x_ = nullptr;  // the buffer ends up holding only the last chunk
   for (int64_t t0 = 0; t0 < T; t0 += chunk) {
     const int64_t nt = std::min(chunk, T - t0);
-    k.quantize(source.From(t0), nt, w, buffer_);
+    k.quantize(SourceFrom(source, t0), nt, w, buffer_);
     k.rows(buffer_, nt, w, row_begin, row_end, y + t0 * w.rows);
   }
 }

@@ -62,7 +62,7 @@ inline int64_t Int8ActivationsBytes(int64_t rows, int64_t cols) {
   return rows * QuantGroups(cols, kInt8Block) * (kInt8Block + 8);
 }
 
-// x [rows, cols] quantized into buf (Int8ActivationsBytes, any alignment), the rows split over
+// x [rows, cols] quantized into buf (Int8ActivationsBytes, 4-byte aligned), the rows split over
 // ctx.pool; the result points into buf.
 Int8Activations QuantizeActivations(const KernelContext& ctx, const float* x, int64_t rows,
                                     int64_t cols, uint8_t* buf);

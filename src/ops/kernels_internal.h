@@ -37,28 +37,31 @@ void DequantizeRowRange(const WeightView& w, int64_t row, int64_t c0, int64_t c1
 //   MatMulRowsInt8: rows [row_begin, row_end) of y [T, w.rows] from that buffer; w is q8_0 (kI8)
 //     or q4_0 (kU8) with group_size 32. Bitwise equal to the scalar twin for any row range.
 //
-// Where a product's activations come from: token t is row Row(t) of x (x [.., cols]): row
-// first + t, or rows[first + t] with rows (a gather read in place). With xq, that row's blocks
+// Where a product's activations come from: token t is row SourceRow(a, t) of x (x [.., cols]):
+// row first + t, or rows[first + t] with rows (a gather read in place). With xq, that row's blocks
 // are read from it (QuantizeActivations: the bits QuantizeActBlocks gives for the row of x).
+// Plain data: its helpers below have internal linkage, since this header is compiled with every
+// ISA's flags.
 struct ActSource {
   const float* x = nullptr;
   const int32_t* rows = nullptr;
   const Int8Activations* xq = nullptr;
   int64_t first = 0;
-
-  int64_t Row(int64_t t) const { return rows != nullptr ? rows[first + t] : first + t; }
-  // Tokens t0, t0 + 1, .. of this source as tokens 0, 1, ..
-  ActSource From(int64_t t0) const {
-    ActSource s = *this;
-    s.first += t0;
-    return s;
-  }
 };
 
 namespace {  // NOLINT(build/namespaces): internal linkage, as ops/isa/transpose8x8.h explains
+inline int64_t SourceRow(const ActSource& a, int64_t t) {
+  return a.rows != nullptr ? a.rows[a.first + t] : a.first + t;
+}
+// Tokens t0, t0 + 1, .. of a as tokens 0, 1, ..
+inline ActSource SourceFrom(const ActSource& a, int64_t t0) {
+  ActSource s = a;
+  s.first += t0;
+  return s;
+}
 // Token t's row of the activations x [.., cols].
 inline const float* ActRow(const ActSource& a, int64_t t, int64_t cols) {
-  return a.x + a.Row(t) * cols;
+  return a.x + SourceRow(a, t) * cols;
 }
 }  // namespace
 

@@ -154,9 +154,10 @@ constexpr int64_t kRowGrain = 64;
 // fewest tokens any packed kernel starts at is avx512_matmul.cpp's bf16-dot one, 8).
 constexpr int64_t kMinPackedTokens = 8;
 constexpr int64_t kDotRowGrain = 16;
-// From this many tokens the F32 / F16 / BF16 kernels of every ISA take their packed form
+// From this many tokens the F32 / F16 / BF16 SIMD kernels take their packed form
 // (avx2_matmul.cpp, avx512_matmul.cpp: kMinPackedT), whose outputs for a token do not depend on
-// the other tokens of the call; below it, the dot form's bits differ.
+// the other tokens of the call; below it, the dot form's bits differ. (The scalar kernel's
+// outputs never depend on the other tokens.)
 constexpr int64_t kPackedFormTokens = 32;
 
 // Whether a product with too few rows for one thread chunk each (a MoE router's 64 experts)

@@ -56,8 +56,10 @@ struct KernelContext {
 
 // y[t, r] = sum_c x[t, c] * W[r, c]
 // x: [T, W.cols] f32, y: [T, W.rows] f32 (overwritten). Accumulates in f32. ctx.isa must be one
-// of RunnableIsas(). Work is split over ctx.pool by output rows, so the result is bitwise the same
-// for any thread count. Never allocates; the packed-GEMM path (T >= 16) uses ~260 KB of the
+// of RunnableIsas(). Work is split over ctx.pool by output rows (products with fewer rows than one
+// thread chunk and 64 or more tokens: by tokens, 32 or more each, where every kernel's result
+// for a token is that of the whole call), so the result is bitwise the same for any thread
+// count. Never allocates; the packed-GEMM path (T >= 16) uses ~260 KB of the
 // stack of each thread it runs on, the int8 path 512 KiB on the calling thread (quantized x) and
 // up to 144 KiB on each thread (a panel of unpacked rows; ~240 KiB on AVX2, with room for a tiled
 // panel's scales and copied rows); MatMulBatch 512 KiB more on each thread when it has int8 jobs

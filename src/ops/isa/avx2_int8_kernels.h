@@ -149,7 +149,7 @@ uint32_t HorizontalMaxU32(__m256i v) {
 [[gnu::always_inline]] inline QuantizedBlock ActBlock(const ActSource& a, int64_t t, int64_t b,
                                                       int64_t cols) {
   if (a.xq != nullptr) {
-    const int64_t i = a.Row(t) * QuantGroups(cols, kBlock) + b;  // row Row(t), block b
+    const int64_t i = SourceRow(a, t) * QuantGroups(cols, kBlock) + b;  // its row, block b
     return {_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.xq->q + i * kBlock)), a.xq->d[i],
             a.xq->sum[i]};
   }

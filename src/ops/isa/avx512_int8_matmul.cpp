@@ -362,8 +362,9 @@ void QuantizeActsInt8(const ActSource& a, int64_t T, const WeightView& w, uint8_
   if (tiled > 0) QuantizeTilesInt8(a, tiled, w.cols, w.dtype, buf);
   if (rest == 0) return;
   uint8_t* rest_buf = buf + Int8ActBytes(tiled, w.cols);
-  w.dtype == DType::kI8 ? QuantizeRowsLayout<DType::kI8>(a.From(tiled), rest, w.cols, rest_buf)
-                        : QuantizeRowsLayout<DType::kU8>(a.From(tiled), rest, w.cols, rest_buf);
+  const ActSource rest_a = SourceFrom(a, tiled);
+  w.dtype == DType::kI8 ? QuantizeRowsLayout<DType::kI8>(rest_a, rest, w.cols, rest_buf)
+                        : QuantizeRowsLayout<DType::kU8>(rest_a, rest, w.cols, rest_buf);
 }
 
 void MatMulRowsInt8(const uint8_t* buf, int64_t T, const WeightView& w, int64_t row_begin,
