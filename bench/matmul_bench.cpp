@@ -9,6 +9,11 @@
 // int8-activation path for q8_0/q4_0 (x quantized per 32-column block, integer block dots).
 //
 //   build-perf/bench/matmul_bench --benchmark_filter='/4/2/.*/1$' (q8_0, AVX-512, int8 path)
+//
+// And whole MoE layers (BM_MoeDecode: one token; BM_MoePrefill: 512 tokens through MoeForward,
+// with an even and an uneven spread of tokens over the experts):
+//
+//   build/bench/matmul_bench --benchmark_filter='BM_MoePrefill'
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
@@ -20,6 +25,8 @@
 #include <vector>
 
 #include "backend/thread_pool.h"
+#include "model/moe.h"
+#include "model/presets.h"
 #include "ops/isa.h"
 #include "ops/matmul.h"
 #include "ops/quant.h"
@@ -331,6 +338,84 @@ BENCHMARK(BM_MoeDecode)
     ->ArgNames({"dtype", "threads", "tiles"})
     ->ArgsProduct({{4, 5}, {1, 2}, {0, 1}})
     ->Unit(benchmark::kMicrosecond)
+    ->UseRealTime();
+
+// Prefill through a MoE layer the size of bench-medium's (model/moe.cpp, MoeForward: router, 64
+// experts top-8 plus the shared expert, tiled q8_0 / q4_0 weights, int8 activations) for 512
+// tokens. skew = 0: the router's scores alike, 40-84 tokens an expert; skew = 1: a bias that
+// favours the later experts, 2-193 tokens an expert, like the random bench model's 0-237 at
+// pp512 (counters tokens_min / tokens_max). FLOP/s counts the experts' products
+// (2 * T * (k + 1) * 3 * H * I), against BM_MatMulTiled's one matrix.
+//   Arguments: {dtype (4 q8_0, 5 q4_0), threads, skew}
+void BM_MoePrefill(benchmark::State& state) {
+  const DType dtype = kDTypes[state.range(0)];
+  const int threads = static_cast<int>(state.range(1));
+  const bool skew = state.range(2) != 0;
+  state.SetLabel(std::string(dsv3::DTypeName(dtype)) + "/moe64x8/T=512/threads=" +
+                 std::to_string(threads) + (skew ? "/skewed" : "/uniform"));
+  if (!dsv3::ops::CpuSupports(Isa::kAvx512)) return state.SkipWithError("needs AVX-512");
+  auto config = dsv3::PresetConfig("bench-medium");
+  if (!config.ok()) return state.SkipWithError("no bench-medium preset");
+  const int64_t E = config->n_routed_experts, k = config->num_experts_per_tok, T = 512;
+  const int64_t H = config->hidden_size, I = config->moe_intermediate_size;
+  BenchWeight gate_up(dtype, 2 * (E + 1) * I, H);  // the last pair: the shared expert
+  BenchWeight down(dtype, (E + 1) * H, I);
+  dsv3::MoeWeights w;
+  const auto tiled = [](dsv3::ops::WeightView v) {
+    dsv3::ops::TileRows(&v, const_cast<void*>(v.data), const_cast<float*>(v.scale));
+    return v;
+  };
+  for (int64_t e = 0; e <= E; ++e) {
+    dsv3::MlpWeights m{tiled(RowSlice(gate_up.view, 2 * e * I, I)),
+                       tiled(RowSlice(gate_up.view, (2 * e + 1) * I, I)),
+                       tiled(RowSlice(down.view, e * H, H)), I};
+    if (e < E)
+      w.experts.push_back(m);
+    else
+      w.shared_experts = m;
+  }
+  w.has_shared = true;
+  std::mt19937 rng(5);
+  std::uniform_real_distribution<float> small(-0.02f, 0.02f);
+  std::vector<float> gate(static_cast<size_t>(E * H));
+  for (float& v : gate) v = small(rng);
+  w.gate.dtype = DType::kF32;
+  w.gate.rows = E;
+  w.gate.cols = H;
+  w.gate.data = gate.data();
+  w.e_score_correction_bias.resize(static_cast<size_t>(E));
+  for (int64_t e = 0; e < E; ++e)
+    w.e_score_correction_bias[e] = skew ? 0.2f * static_cast<float>(e) / E : 0.0f;
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> x(static_cast<size_t>(T * H)), out(x.size());
+  for (float& v : x) v = normal(rng);
+  dsv3::ThreadPool pool(threads);
+  dsv3::ops::KernelContext ctx{&pool, Isa::kAvx512};
+  ctx.int8_dot = true;
+  dsv3::MoeScratch scratch;
+  for (auto _ : state) {
+    dsv3::MoeForward(*config, w, ctx, x.data(), T, k, scratch, out.data());
+    benchmark::DoNotOptimize(out.data());
+    benchmark::ClobberMemory();
+  }
+  // The spread of the experts' token counts (the routing is the same every iteration).
+  int64_t fewest = T, most = 0;
+  for (int64_t e = 0; e < E; ++e) {
+    const int64_t n = scratch.expert_offsets[e + 1] - scratch.expert_offsets[e];
+    fewest = std::min(fewest, n);
+    most = std::max(most, n);
+  }
+  state.counters["tokens_min"] = static_cast<double>(fewest);
+  state.counters["tokens_max"] = static_cast<double>(most);
+  state.counters["FLOP/s"] = benchmark::Counter(static_cast<double>(2 * T * (k + 1) * 3 * H * I),
+                                                benchmark::Counter::kIsIterationInvariantRate,
+                                                benchmark::Counter::kIs1000);
+}
+
+BENCHMARK(BM_MoePrefill)
+    ->ArgNames({"dtype", "threads", "skew"})
+    ->ArgsProduct({{4, 5}, {1, 2}, {0, 1}})
+    ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 
 }  // namespace
