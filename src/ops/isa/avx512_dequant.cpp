@@ -136,6 +136,19 @@ void AccumulateRowsTyped(const WeightView& w, int64_t row0, int64_t n, const flo
 // path spends 9 operations per 16).
 constexpr int64_t kQ4Group = 32;
 
+// The first pass (c0 == 0) requests every line of row k + kQ4AheadRows, its bytes and its scales,
+// so the later passes find their rows in cache. Requesting only each pass's own lines
+// kAheadRows on instead: bench-medium q4_0 decode, W_UK of 8 heads 43 -> 37 us a layer, forwards
+// 0.8-1.0 % faster in 3 of 3 alternating runs (32 rows ahead was no better than 16).
+constexpr int64_t kQ4AheadRows = 16;
+
+void PrefetchLines(const void* p, int64_t bytes) {
+  const uintptr_t begin = reinterpret_cast<uintptr_t>(p);
+  for (uintptr_t line = begin & ~uintptr_t{63}; line < begin + static_cast<uintptr_t>(bytes);
+       line += 64)
+    _mm_prefetch(reinterpret_cast<const char*>(line), _MM_HINT_T0);
+}
+
 // One pass over NG groups from column c0 (NG a constant, so the accumulators stay in registers;
 // with a run-time count GCC kept them on the stack, a store-to-load chain per FMA).
 template <int NG>
@@ -156,9 +169,9 @@ void AccumulateQ4Pass(const WeightView& w, int64_t row0, int64_t n, const float*
   }
   for (int64_t k = 0; k < n; ++k) {
     const int64_t row = row0 + k;
-    if (k + kAheadRows < n) {
-      const int64_t at = (row + kAheadRows) * row_bytes + c0 / 2;
-      for (int64_t line = 0; line < NG * kQ4Group / 2; line += 64) PrefetchAt(data, at + line);
+    if (c0 == 0 && k + kQ4AheadRows < n) {
+      PrefetchLines(data + (row + kQ4AheadRows) * row_bytes, row_bytes);
+      PrefetchLines(w.scale + (row + kQ4AheadRows) * groups, groups * sizeof(float));
     }
     const uint8_t* bytes = data + row * row_bytes + c0 / 2;
     const float* scale = w.scale + row * groups + c0 / kQ4Group;
