@@ -217,30 +217,48 @@ TEST(RowTiles, WidestPanelAndBeyondEqualTheRowMajorWeight) {
   }
 }
 
-// A row range of a row-major weight is a weight of its own (the decompressed prefill attention
-// multiplies one head's rows of kv_b_proj): its product is those columns of the whole product.
+// A row range is a weight of its own: any rows of a row-major weight (the decompressed prefill
+// attention multiplies one head's rows of kv_b_proj), whole tiles or the rows past them of a tiled
+// one (the MoE layer's down projections, per range of output rows). Its product is those columns
+// of the whole product, bit for bit, with f16 and f32 tile scales.
 TEST(RowTiles, Int8RowRangeIsThoseRowsOfTheWeight) {
   std::mt19937 rng(5);
+  using Range = std::pair<int64_t, int64_t>;
   for (DType dtype : kDTypes) {
-    const int64_t rows = 70, cols = 96;
-    const Pair p = MakePair(rng, dtype, rows, cols);
-    for (int64_t T : {3, 40}) {  // the GEMV and the prefill kernels
-      const std::vector<float> x = RandomFloats(rng, T * cols);
-      for (Isa isa : RunnableIsas()) {
-        KernelContext ctx{nullptr, isa};
-        ctx.int8_dot = true;
-        std::vector<float> whole(static_cast<size_t>(T * rows));
-        MatMul(ctx, x.data(), T, p.rows, whole.data());
-        for (auto [first, n] : {std::pair<int64_t, int64_t>{0, 24}, {24, 24}, {53, 17}}) {
-          const WeightView range = Int8RowRange(p.rows, first, n);
-          ASSERT_EQ(range.rows, n);
-          std::vector<float> part(static_cast<size_t>(T * n));
-          MatMul(ctx, x.data(), T, range, part.data());
-          for (int64_t t = 0; t < T; ++t)
-            for (int64_t r = 0; r < n; ++r)
-              ASSERT_EQ(part[t * n + r], whole[t * rows + first + r])
-                  << IsaName(isa) << " " << Name(dtype, rows, cols, T) << " rows " << first << "+"
-                  << n << " r=" << r;
+    const int64_t rows = 70, cols = 96;  // 4 tiles, then 6 row-major rows
+    for (bool f16_scales : {true, false}) {
+      const Pair p = MakePair(rng, dtype, rows, cols, f16_scales);
+      EXPECT_TRUE(Int8RowRangeFits(p.rows, 53, 17));
+      EXPECT_FALSE(Int8RowRangeFits(p.rows, 53, 18));
+      EXPECT_FALSE(Int8RowRangeFits(p.tiles, 8, 16));   // half a tile
+      EXPECT_FALSE(Int8RowRangeFits(p.tiles, 16, 24));  // a tile and a half
+      EXPECT_FALSE(Int8RowRangeFits(p.tiles, 48, 22));  // a tile and the row-major rows
+      const std::pair<const WeightView*, std::vector<Range>> cases[] = {
+          {&p.rows, {{0, 24}, {24, 24}, {53, 17}}},
+          {&p.tiles, {{0, 16}, {16, 48}, {48, 16}, {64, 6}, {66, 3}}}};
+      for (int64_t T : {3, 40}) {  // the GEMV and the prefill kernels
+        const std::vector<float> x = RandomFloats(rng, T * cols);
+        for (Isa isa : RunnableIsas()) {
+          KernelContext ctx{nullptr, isa};
+          ctx.int8_dot = true;
+          for (const auto& [w, ranges] : cases) {
+            const std::string what = std::string(IsaName(isa)) + " " + Name(dtype, rows, cols, T) +
+                                     (w->row_tiles != 0 ? " tiled" : " row-major") +
+                                     (f16_scales ? " f16 scales" : " f32 scales");
+            std::vector<float> whole(static_cast<size_t>(T * rows));
+            MatMul(ctx, x.data(), T, *w, whole.data());
+            for (auto [first, n] : ranges) {
+              ASSERT_TRUE(Int8RowRangeFits(*w, first, n)) << what << " rows " << first << "+" << n;
+              const WeightView range = Int8RowRange(*w, first, n);
+              ASSERT_EQ(range.rows, n);
+              std::vector<float> part(static_cast<size_t>(T * n));
+              MatMul(ctx, x.data(), T, range, part.data());
+              for (int64_t t = 0; t < T; ++t)
+                for (int64_t r = 0; r < n; ++r)
+                  ASSERT_EQ(part[t * n + r], whole[t * rows + first + r])
+                      << what << " rows " << first << "+" << n << " t=" << t << " r=" << r;
+            }
+          }
         }
       }
     }

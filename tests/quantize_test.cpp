@@ -273,6 +273,16 @@ TEST_F(Int8MoeTest, DownProjectionsSummedPerRowRangeWithoutSharedExpert) {
   ExpectSummedEqualsGeneral(*config, 48);
 }
 
+// 360 output rows: 22 tiles and 8 row-major rows. On three threads units of 16, the last one the
+// 8 row-major rows alone (the layout made for the tiled weight cannot serve them as a weight of
+// their own); on one thread units of 80, the last one two tiles and the 8 rows.
+TEST_F(Int8MoeTest, DownProjectionsSummedPerRowRangePastTheLastTile) {
+  auto config = WideTinyV3(64);
+  ASSERT_TRUE(config.ok());
+  config->hidden_size = 360;
+  ExpectSummedEqualsGeneral(*config, 48);
+}
+
 // Converted tensors are written shard by shard; a model split into many shards holds the same
 // tensors, so it computes the same logits bit for bit as the single-file one.
 TEST_F(QuantizeTest, ShardedOutputEqualsSingleFile) {

@@ -54,11 +54,26 @@ int64_t StoredRowBytes(const WeightView& w) {
   return w.dtype == DType::kU8 ? Q4RowBytes(w.cols) : w.cols;
 }
 
+bool Int8RowRangeFits(const WeightView& w, int64_t first, int64_t n) {
+  if (first < 0 || n < 1 || first + n > w.rows) return false;
+  if (w.row_tiles == 0) return true;
+  const int64_t tiled_rows = w.rows / kRowTile * kRowTile;
+  return first >= tiled_rows ||
+         (first % kRowTile == 0 && n % kRowTile == 0 && first + n <= tiled_rows);
+}
+
 WeightView Int8RowRange(const WeightView& w, int64_t first, int64_t n) {
   WeightView v = w;
   v.rows = n;
   v.data = static_cast<const uint8_t*>(w.data) + first * StoredRowBytes(w);
-  v.scale = w.scale + first * QuantGroups(w.cols, w.group_size);
+  const int64_t groups = QuantGroups(w.cols, w.group_size);
+  if (!Tiled(w, first)) {  // row-major rows (of either layout): their f32 scales where they were
+    v.scale = w.scale + first * groups;
+    v.row_tiles = 0;
+    v.f16_tile_scales = false;
+  } else {  // whole tiles: tile t's scales start t * 16 * groups f32 or f16 values in
+    v.scale = w.f16_tile_scales ? w.scale + first * groups / 2 : w.scale + first * groups;
+  }
   return v;
 }
 

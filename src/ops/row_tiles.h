@@ -45,8 +45,13 @@ void TileRows(WeightView* w, void* data, float* scale);
 // Bytes of one stored row (q8_0: cols; q4_0: ceil(cols / 2)).
 int64_t StoredRowBytes(const WeightView& w);
 
-// Rows [first, first + n) of a row-major q8_0 / q4_0 weight (row_tiles == 0) as a weight of their
-// own: its data and scales start at row `first`.
+// Whether rows [first, first + n) of a q8_0 / q4_0 weight can be a weight of their own: any rows
+// of a row-major weight; of a tiled one, whole tiles (first and n multiples of 16, within the
+// tiled rows) or rows past the last whole tile.
+bool Int8RowRangeFits(const WeightView& w, int64_t first, int64_t n);
+
+// Those rows as a weight of their own (requires Int8RowRangeFits): its data and scales start at
+// row `first`; rows past the last tile make a row-major weight.
 WeightView Int8RowRange(const WeightView& w, int64_t first, int64_t n);
 
 // out[0, n) = bytes [first, first + n) of row r as stored row-major, for either layout.
