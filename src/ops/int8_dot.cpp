@@ -46,6 +46,35 @@ Int8Kernels SelectInt8(Isa isa, const WeightView& w) {
 constexpr int64_t kMinParallelMacs = int64_t{1} << 16;
 constexpr int64_t kRowGrain = 64;
 
+// Outputs one stage of StagedRows holds (64 KB of the calling thread's stack).
+constexpr int64_t kStageFloats = 16384;
+
+// rows(buf, T, w, row_begin, row_end, y) for T >= 16 (the packed prefill tiles) in blocks of rows,
+// each computed into a compact stage [T, n] (the rows as a weight of their own: the bits of the
+// whole product's columns) and copied into y. Written straight, y's rows lie w.rows floats apart,
+// so a 16-token tile's stores fall into few L1 sets (one when w.rows is a multiple of 1024) and
+// evict each other between the micro-tiles that fill a line: bench-medium q4_0 pp512, forwards
+// alternating between both in one process, o_proj (2048 rows) 4-6 % less time, forwards 0.4-4 %
+// (3 runs); the MoE gate/up products (512 rows) level. Blocks the view cannot take (rows off
+// whole tiles) and stages too small for 16 rows are written straight.
+void StagedRows(RowsInt8Fn rows, const uint8_t* buf, int64_t T, const WeightView& w,
+                int64_t row_begin, int64_t row_end, float* y) {
+  const int64_t block = kStageFloats / std::max<int64_t>(T, 1) / kRowTile * kRowTile;
+  if (T < kRowTile || block < kRowTile) return rows(buf, T, w, row_begin, row_end, y);
+  alignas(64) float stage[kStageFloats];
+  for (int64_t r0 = row_begin; r0 < row_end; r0 += block) {
+    const int64_t n = std::min(block, row_end - r0);
+    // A view keeps w's layout of x only with w's tiling (the AVX-512 tiles split T by it).
+    if (!Int8RowRangeFits(w, r0, n) || Int8RowRange(w, r0, n).row_tiles != w.row_tiles) {
+      rows(buf, T, w, r0, r0 + n, y);
+      continue;
+    }
+    rows(buf, T, Int8RowRange(w, r0, n), 0, n, stage);  // stage: [T, n]
+    for (int64_t t = 0; t < T; ++t)
+      std::memcpy(y + t * w.rows + r0, stage + t * n, static_cast<size_t>(n) * sizeof(float));
+  }
+}
+
 // W[r, 32 b + c] as a signed code (q8_0: q; q4_0: nibble - 8), 0 past the row's end; either
 // layout (ops/row_tiles.h).
 void LoadWeightCodes(const WeightView& w, int64_t r, int64_t b, int32_t* codes) {
@@ -183,7 +212,7 @@ void MatMulInt8(const KernelContext& ctx, const float* x, int64_t T, const Weigh
     float* y_chunk = y + t0 * w.rows;  // y[t0 : t0 + nt, :]
     if (ctx.pool == nullptr || ctx.pool->num_threads() <= 1 ||
         nt * w.rows * w.cols < kMinParallelMacs || w.rows <= kRowGrain) {
-      k.rows(buffer, nt, w, 0, w.rows, y_chunk);
+      StagedRows(k.rows, buffer, nt, w, 0, w.rows, y_chunk);
       continue;
     }
     // Chunks of kRowGrain rows, balanced at run time (ParallelForStealing): each row's sum is the
@@ -195,14 +224,14 @@ void MatMulInt8(const KernelContext& ctx, const float* x, int64_t T, const Weigh
       const WeightView* w;
       float* y;
     } const args{k.rows, buffer, nt, &w, y_chunk};
-    ctx.pool->ParallelForStealing((w.rows + kRowGrain - 1) / kRowGrain, nullptr,
-                                  [&args](int, UnitQueue& queue) {
-                                    int64_t begin = 0, end = 0;
-                                    while (queue.Next(&begin, &end)) {
-                                      args.rows(args.buffer, args.T, *args.w, begin * kRowGrain,
-                                                std::min(args.w->rows, end * kRowGrain), args.y);
-                                    }
-                                  });
+    ctx.pool->ParallelForStealing(
+        (w.rows + kRowGrain - 1) / kRowGrain, nullptr, [&args](int, UnitQueue& queue) {
+          int64_t begin = 0, end = 0;
+          while (queue.Next(&begin, &end)) {
+            StagedRows(args.rows, args.buffer, args.T, *args.w, begin * kRowGrain,
+                       std::min(args.w->rows, end * kRowGrain), args.y);
+          }
+        });
   }
 }
 
@@ -276,14 +305,14 @@ void Int8RowRunner::Run(const float* x, int64_t T, const WeightView& w, int64_t 
       cached_row_tiles_ = w.row_tiles;
       cached_layout_ = layout;
     }
-    k.rows(buffer_, T, w, row_begin, row_end, y);
+    StagedRows(k.rows, buffer_, T, w, row_begin, row_end, y);
     return;
   }
   cached_x_ = nullptr;  // the buffer ends up holding only the last chunk
   for (int64_t t0 = 0; t0 < T; t0 += chunk) {
     const int64_t nt = std::min(chunk, T - t0);
     k.quantize(SourceFrom(source, t0), nt, w, buffer_);
-    k.rows(buffer_, nt, w, row_begin, row_end, y + t0 * w.rows);
+    StagedRows(k.rows, buffer_, nt, w, row_begin, row_end, y + t0 * w.rows);
   }
 }
 
