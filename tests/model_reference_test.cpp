@@ -268,7 +268,7 @@ TEST(Bf16Dot, Fp8DecompressionWithinBf16Rounding) {
   ExpectBf16DotDecompressionNearAbsorbed(**model);
 }
 
-// More tokens than one 128-token block of the decompressed form: later blocks' query/output
+// More tokens than one block (64 tokens) of the decompressed form: later blocks' query/output
 // offsets and causal masks, in one call and in chunks that start mid-block and after a block.
 // Layer 0's attention, not the logits: through the whole model a MoE router's near-tie can pick
 // other experts under the two forms' f32 roundings, which is no error of either (tiny-v3 BF16 has
@@ -281,7 +281,7 @@ TEST_P(ModelVsReference, DecompressedAcrossBlocksMatchesAbsorbed) {
   const auto absorbed = RunAttention(x, T, AttentionPath::kAbsorbed, &pool);
   EXPECT_LE(RelError(RunAttention(x, T, AttentionPath::kDecompressed, &pool), absorbed), kRelTol);
   EXPECT_LE(RelError(RunAttention(x, 140, AttentionPath::kDecompressed, &pool), absorbed), kRelTol);
-  // Past ~230 tokens the tiny presets' operation counts favour the decompressed form.
+  // At 300 tokens the tiny presets' operation counts favour the decompressed form.
   EXPECT_LE(RelError(RunAttention(x, T, AttentionPath::kAuto, &pool), absorbed), kRelTol);
   // Token by token (the absorbed form's decode path) agrees as well.
   EXPECT_LE(RelError(RunAttention(x, 1, AttentionPath::kAbsorbed, &pool), absorbed), kRelTol);

@@ -288,9 +288,12 @@ void AbsorbedBatched(const ModelConfig& c, const RopeParams& rope, const Attenti
 // copy.
 // Heads are split over the threads; each thread's scratch holds one head's k [N, dn+dr],
 // [k_nope | v] [N, dn+dv] and scores [kDecompressedBlock, N] (N = start_pos + T):
-// (dn + dr + dn + dv + 128) N floats, 9.4 MB at N = 4096 for DeepSeek-V3; kAuto bounds the total
-// (kMaxDecompressedScratch).
-constexpr int64_t kDecompressedBlock = 128;
+// (dn + dr + dn + dv + 64) N floats, 8.4 MB at N = 4096 for DeepSeek-V3; kAuto bounds the total
+// (kMaxDecompressedScratch). Each block's queries score every key up to the block's last one, so
+// the block's square past the diagonal is computed and masked: 64 rather than 128 queries halve
+// that (bench-medium q4_0 pp512, forwards alternating between both in one process: the attention
+// 3-6 % less time, 3 runs; 32 was level with 64).
+constexpr int64_t kDecompressedBlock = 64;
 // kAuto takes the decompressed form only while all threads' scratch stays within this (it grows
 // with the context; the absorbed form's does not): 256 MiB is 74k positions on 2 threads for
 // DeepSeek-V3, 2.3k on 64.
