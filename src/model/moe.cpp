@@ -4,6 +4,7 @@
 #include <cstring>
 #include <vector>
 
+#include "model/parallel_rows.h"
 #include "model/router.h"
 #include "ops/int8_dot.h"
 #include "ops/row_tiles.h"
@@ -12,18 +13,6 @@
 namespace dsv3 {
 
 namespace {
-
-// fn(begin, end) over [0, n) split over ctx's pool in multiples of `grain`; on the calling thread
-// when there is no pool or less than two grains of work (decoding's few rows).
-template <typename Fn>
-void ParallelRows(const ops::KernelContext& ctx, int64_t n, int64_t grain, Fn&& fn) {
-  if (ctx.pool == nullptr || n <= grain) {
-    fn(int64_t{0}, n);
-    return;
-  }
-  ctx.pool->ParallelFor(
-      n, [&](int64_t begin, int64_t end) { fn(begin, end); }, grain);
-}
 
 // Rows per chunk of the row copies and sums below: 32 rows of DeepSeek-V3's 7168 floats are
 // ~1 MB, so a prefill's T*k rows split over the threads and decoding's 8 stay on one.
