@@ -4,6 +4,7 @@
 #include <cstring>
 #include <optional>
 
+#include "model/parallel_rows.h"
 #include "ops/gemm.h"
 #include "ops/int8_dot.h"
 #include "ops/mla_attention.h"
@@ -13,6 +14,10 @@
 namespace dsv3 {
 
 namespace {
+
+// Tokens per unit of the per-token passes (norms, RoPE, the cache's rows): a prefill's tokens
+// split over the threads, decoding's one stays on the calling thread.
+constexpr int64_t kTokenGrain = 16;
 
 int NumThreads(const ops::KernelContext& ctx) {
   return ctx.pool == nullptr ? 1 : ctx.pool->num_threads();
@@ -436,10 +441,12 @@ void MlaForward(const ModelConfig& c, const RopeParams& rope, const AttentionWei
     float* q_a = scratch.q_a.Get(T * c.q_lora_rank);  // [T, rq]
     const ops::MatMulJob jobs[2] = {{x, T, &w.q_a_proj, q_a}, {x, T, &w.kv_a_proj_with_mqa, ckv}};
     ops::MatMulBatch(ctx, jobs, 2);
-    for (int64_t t = 0; t < T; ++t) {
-      float* row = q_a + t * c.q_lora_rank;
-      ops::RmsNorm(ctx.isa, row, w.q_a_layernorm.data(), c.q_lora_rank, c.rms_norm_eps, row);
-    }
+    ParallelRows(ctx, T, kTokenGrain, [&](int64_t begin, int64_t end) {
+      for (int64_t t = begin; t < end; ++t) {
+        float* row = q_a + t * c.q_lora_rank;
+        ops::RmsNorm(ctx.isa, row, w.q_a_layernorm.data(), c.q_lora_rank, c.rms_norm_eps, row);
+      }
+    });
     ops::MatMul(ctx, q_a, T, w.q_b_proj, q);
   } else {
     const ops::MatMulJob jobs[2] = {{x, T, &w.q_proj, q}, {x, T, &w.kv_a_proj_with_mqa, ckv}};
@@ -448,16 +455,18 @@ void MlaForward(const ModelConfig& c, const RopeParams& rope, const AttentionWei
   clock.Lap(Phase::kAttentionIn);
 
   // cache: normalised latent c [r] and rotated k_pe [dr] per position.
-  for (int64_t t = 0; t < T; ++t) {
-    const int64_t pos = start_pos + t;
-    float* latent = cache.latent.data() + pos * r;
-    float* rope_key = cache.rope_key.data() + pos * dr;
-    ops::RmsNorm(ctx.isa, ckv + t * (r + dr), w.kv_a_layernorm.data(), r, c.rms_norm_eps, latent);
-    std::memcpy(rope_key, ckv + t * (r + dr) + r, static_cast<size_t>(dr) * sizeof(float));
-    ApplyRope(rope, cos + t * half, sin + t * half, rope_key, dr);
-    for (int64_t h = 0; h < nh; ++h)
-      ApplyRope(rope, cos + t * half, sin + t * half, q + (t * nh + h) * qk + dn, dr);
-  }
+  ParallelRows(ctx, T, kTokenGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t pos = start_pos + t;
+      float* latent = cache.latent.data() + pos * r;
+      float* rope_key = cache.rope_key.data() + pos * dr;
+      ops::RmsNorm(ctx.isa, ckv + t * (r + dr), w.kv_a_layernorm.data(), r, c.rms_norm_eps, latent);
+      std::memcpy(rope_key, ckv + t * (r + dr) + r, static_cast<size_t>(dr) * sizeof(float));
+      ApplyRope(rope, cos + t * half, sin + t * half, rope_key, dr);
+      for (int64_t h = 0; h < nh; ++h)
+        ApplyRope(rope, cos + t * half, sin + t * half, q + (t * nh + h) * qk + dn, dr);
+    }
+  });
 
   // o: [T, nh*dv], head-major per token (h*dv + d), as o_proj expects.
   float* o = scratch.o.Get(T * nh * dv);
