@@ -267,8 +267,13 @@ template <DType D, int64_t kStride, int MR, int NV>
       }
     };
     if constexpr (kNibbles) {
-      // Tile step s holds, per row, the nibbles x's steps s (low) and s + 4 (high) pair with.
+      // Tile step s holds, per row, the nibbles x's steps s (low) and s + 4 (high) pair with. The
+      // high nibbles are used in place as 16 x their value (an and, no shift): odd collects 16 x
+      // their dots (below 2^19), exact multiples of 16, shifted back once per block. Against a
+      // shift per row and step: one core, 512 x 2048 q4_0 at T = 32 and 64, calls alternating in
+      // one process, 1-5 % faster in 5 of 6 runs (2048 x 512 level).
       const __m512i low4 = _mm512_set1_epi8(0x0f);
+      const __m512i high4 = _mm512_set1_epi8(static_cast<char>(0xf0));
       for (int s = 0; s < 4; ++s) {
         __m512i xlo[NV], xhi[NV];
         for (int j = 0; j < NV; ++j) {
@@ -278,7 +283,7 @@ template <DType D, int64_t kStride, int MR, int NV>
         for (int i = 0; i < MR; ++i) {
           const __m512i packed = _mm512_set1_epi32(LoadDword(pw + s * kStride + i * 4));
           const __m512i lo = _mm512_and_si512(packed, low4);
-          const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(packed, 4), low4);
+          const __m512i hi = _mm512_and_si512(packed, high4);
           for (int j = 0; j < NV; ++j) {
             isum[i][j] = _mm512_dpbusd_epi32(isum[i][j], lo, xlo[j]);
             odd[i][j] = _mm512_dpbusd_epi32(odd[i][j], hi, xhi[j]);
@@ -291,8 +296,12 @@ template <DType D, int64_t kStride, int MR, int NV>
         step(s + 1, odd);
       }
     }
-    for (int i = 0; i < MR; ++i)
-      for (int j = 0; j < NV; ++j) isum[i][j] = _mm512_add_epi32(isum[i][j], odd[i][j]);
+    for (int i = 0; i < MR; ++i) {
+      for (int j = 0; j < NV; ++j) {
+        const __m512i high = kNibbles ? _mm512_srai_epi32(odd[i][j], 4) : odd[i][j];
+        isum[i][j] = _mm512_add_epi32(isum[i][j], high);
+      }
+    }
     for (int j = 0; j < NV; ++j) {
       const __m512 dx = _mm512_load_ps(reinterpret_cast<const float*>(xb[j] + kTileCodeBytes));
       for (int i = 0; i < MR; ++i) {
