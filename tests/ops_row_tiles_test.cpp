@@ -233,6 +233,10 @@ TEST(RowTiles, Int8RowRangeIsThoseRowsOfTheWeight) {
       EXPECT_FALSE(Int8RowRangeFits(p.tiles, 8, 16));   // half a tile
       EXPECT_FALSE(Int8RowRangeFits(p.tiles, 16, 24));  // a tile and a half
       EXPECT_FALSE(Int8RowRangeFits(p.tiles, 48, 22));  // a tile and the row-major rows
+      // Activations laid out for the whole weight serve a range that keeps its tiling.
+      EXPECT_TRUE(Int8RowRangeSharesLayout(p.rows, 53, 17));
+      EXPECT_TRUE(Int8RowRangeSharesLayout(p.tiles, 16, 48));
+      EXPECT_FALSE(Int8RowRangeSharesLayout(p.tiles, 64, 6));  // row-major rows of a tiled one
       const std::pair<const WeightView*, std::vector<Range>> cases[] = {
           {&p.rows, {{0, 24}, {24, 24}, {53, 17}}},
           {&p.tiles, {{0, 16}, {16, 48}, {48, 16}, {64, 6}, {66, 3}}}};

@@ -15,10 +15,6 @@ namespace dsv3 {
 
 namespace {
 
-// Tokens per unit of the per-token passes (norms, RoPE, the cache's rows): a prefill's tokens
-// split over the threads, decoding's one stays on the calling thread.
-constexpr int64_t kTokenGrain = 16;
-
 int NumThreads(const ops::KernelContext& ctx) {
   return ctx.pool == nullptr ? 1 : ctx.pool->num_threads();
 }

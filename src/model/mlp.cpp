@@ -5,14 +5,6 @@
 
 namespace dsv3 {
 
-namespace {
-
-// Tokens per unit of the SiLU pass: a prefill's split over the threads, decoding's stays on the
-// calling thread.
-constexpr int64_t kTokenGrain = 16;
-
-}  // namespace
-
 void MlpForward(const MlpWeights& w, const ops::KernelContext& ctx, const float* x, int64_t T,
                 MlpScratch& scratch, float* out) {
   const int64_t I = w.intermediate;

@@ -47,13 +47,6 @@ bool DownProjectionsInt8(const ops::KernelContext& ctx, const MoeWeights& w,
   return true;
 }
 
-// Whether rows [r0, r0 + n) of a down projection can be multiplied as a weight of their own
-// from the layout made for the whole weight: the view keeps its tiling (whole tiles of a tiled
-// weight, any rows of a row-major one), which the layout depends on.
-bool CompactRange(const ops::WeightView& w, int64_t r0, int64_t n) {
-  return ops::Int8RowRangeFits(w, r0, n) && ops::Int8RowRange(w, r0, n).row_tiles == w.row_tiles;
-}
-
 // out [T, H] = shared expert's down projection of h_shared [T, I_shared] plus, per token, its
 // slots' routing weight times their experts' down projections of h [T*k, I] (expert-ordered
 // rows), added in expert order: the sum MoeForward's general path forms, the same bits (the same
@@ -115,7 +108,7 @@ void SummedDownProjections(const MoeWeights& w, const ops::KernelContext& ctx, i
         // in one L1 set (H = 2048: 8 KB apart): bench-medium q4_0 pp512, forwards alternating
         // between both in one process, the down projections 13.8 -> 12.4 ms a layer (2 runs).
         const int64_t n = r1 - r0;
-        const bool compact = CompactRange(*p.w, r0, n);
+        const bool compact = ops::Int8RowRangeSharesLayout(*p.w, r0, n);
         if (compact)
           ops::MatMulInt8Rows(ctx.isa, layout, p.n, ops::Int8RowRange(*p.w, r0, n), 0, n, y);
         else

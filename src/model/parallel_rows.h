@@ -8,6 +8,10 @@
 
 namespace dsv3 {
 
+// Tokens per unit of the per-token passes (norms, residual adds, RoPE, SiLU, the embedding): a
+// prefill's tokens split over the threads, decoding's one stays on the calling thread.
+inline constexpr int64_t kTokenGrain = 16;
+
 // fn(begin, end) over [0, n) split over ctx's pool in multiples of `grain`; on the calling thread
 // when there is no pool or less than two grains of work (decoding's few rows).
 template <typename Fn>

@@ -47,17 +47,14 @@ Status CheckForwardInput(const Model& model, const InferenceState& state,
 
 namespace {
 
-// Rows of the residual stream per unit of the row-wise passes below (norms, residual adds, the
-// embedding): a prefill's rows split over the threads, decoding's one stays on the calling
-// thread. On one thread they were ~3.6 % of a bench-medium q4_0 pp512 forward; split, forwards
-// alternating between both in one process took 0.8-4.3 % less time (3 runs).
-constexpr int64_t kResidualRowGrain = 16;
-
 // normed[t] = RmsNorm(x[t]) for t < T; with branch, x[t] += branch[t] first (the residual add).
-// Row by row, the same operations as apart: the same bits on any thread.
+// Row by row, the same operations as apart: the same bits on any thread. The row-wise passes
+// (these, the residual adds, the embedding) split a prefill's tokens over the threads: on the
+// calling thread alone they were ~3.6 % of a bench-medium q4_0 pp512 forward; split, forwards
+// alternating between both in one process took 0.8-4.3 % less time (3 runs).
 void NormRows(const ops::KernelContext& ctx, float* x, const float* branch, int64_t T, int64_t H,
               const std::vector<float>& weight, float eps, float* normed) {
-  ParallelRows(ctx, T, kResidualRowGrain, [&](int64_t begin, int64_t end) {
+  ParallelRows(ctx, T, kTokenGrain, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
       if (branch != nullptr) ops::Axpy(ctx.isa, 1.0f, branch + t * H, H, x + t * H);
       ops::RmsNorm(ctx.isa, x + t * H, weight.data(), H, eps, normed + t * H);
@@ -85,7 +82,7 @@ void DecoderLayer(const Model& model, const LayerWeights& lw, const ops::KernelC
     MlpForward(lw.mlp, ctx, normed, T, mlp, branch);
     clock.Lap(Phase::kDenseMlp);
   }
-  ParallelRows(ctx, T, kResidualRowGrain, [&](int64_t begin, int64_t end) {
+  ParallelRows(ctx, T, kTokenGrain, [&](int64_t begin, int64_t end) {
     ops::Axpy(ctx.isa, 1.0f, branch + begin * H, (end - begin) * H, x + begin * H);
   });
 }
@@ -103,7 +100,7 @@ Status Forward(const Model& model, const ops::KernelContext& ctx, InferenceState
 
   // x: [T, H] residual stream, starting from the embedding rows (no scaling).
   float* x = state.residual_.Get(T * H);
-  ParallelRows(ctx, T, kResidualRowGrain, [&](int64_t begin, int64_t end) {
+  ParallelRows(ctx, T, kTokenGrain, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t)
       ops::DequantizeRow(ctx.isa, w.embed_tokens, tokens[t], x + t * H);
   });

@@ -64,8 +64,7 @@ void StagedRows(RowsInt8Fn rows, const uint8_t* buf, int64_t T, const WeightView
   alignas(64) float stage[kStageFloats];
   for (int64_t r0 = row_begin; r0 < row_end; r0 += block) {
     const int64_t n = std::min(block, row_end - r0);
-    // A view keeps w's layout of x only with w's tiling (the AVX-512 tiles split T by it).
-    if (!Int8RowRangeFits(w, r0, n) || Int8RowRange(w, r0, n).row_tiles != w.row_tiles) {
+    if (!Int8RowRangeSharesLayout(w, r0, n)) {
       rows(buf, T, w, r0, r0 + n, y);
       continue;
     }

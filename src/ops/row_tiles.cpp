@@ -62,6 +62,10 @@ bool Int8RowRangeFits(const WeightView& w, int64_t first, int64_t n) {
          (first % kRowTile == 0 && n % kRowTile == 0 && first + n <= tiled_rows);
 }
 
+bool Int8RowRangeSharesLayout(const WeightView& w, int64_t first, int64_t n) {
+  return Int8RowRangeFits(w, first, n) && Int8RowRange(w, first, n).row_tiles == w.row_tiles;
+}
+
 WeightView Int8RowRange(const WeightView& w, int64_t first, int64_t n) {
   WeightView v = w;
   v.rows = n;

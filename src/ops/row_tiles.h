@@ -54,6 +54,11 @@ bool Int8RowRangeFits(const WeightView& w, int64_t first, int64_t n);
 // row `first`; rows past the last tile make a row-major weight.
 WeightView Int8RowRange(const WeightView& w, int64_t first, int64_t n);
 
+// Whether Int8RowRange(w, first, n) fits and keeps w's tiling, so activations laid out for w
+// (LayOutInt8, the kernels' own layouts) serve the range as they serve w: any rows of a
+// row-major weight, whole tiles of a tiled one.
+bool Int8RowRangeSharesLayout(const WeightView& w, int64_t first, int64_t n);
+
 // out[0, n) = bytes [first, first + n) of row r as stored row-major, for either layout.
 void CopyRowBytes(const WeightView& w, int64_t r, int64_t first, int64_t n, uint8_t* out);
 
