@@ -440,11 +440,12 @@ TEST(MatMulInt8, BatchMatchesMatMul) {
 // Jobs whose x rows are picked by x_rows (the MoE layer's experts): the int8 path reads them in
 // place as it quantizes, other paths gather them; either way the result is that of the rows
 // copied out. GEMV and prefill sizes, and a T past one activation chunk (18432 columns: chunks of
-// 16 tokens), with repeated and out-of-order rows.
+// 16 tokens), with repeated and out-of-order rows. The q8_0 job's 130 rows are 3 row chunks of the
+// batch, so its units (row chunks of each token chunk) span both kinds of cut.
 TEST(MatMulInt8, BatchRowsOfXMatchCopiedRows) {
   std::mt19937 rng(36);
   for (int64_t cols : {130, 18432}) {
-    const QuantWeight a = MakeQuantWeight(rng, DType::kI8, 40, cols);
+    const QuantWeight a = MakeQuantWeight(rng, DType::kI8, 130, cols);
     const QuantWeight b = MakeQuantWeight(rng, DType::kU8, 24, cols);
     std::vector<float> f32_storage = RandomFloats(rng, 16 * cols);
     WeightView f32;

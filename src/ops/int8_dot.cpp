@@ -282,22 +282,23 @@ void MatMulInt8Rows(Isa isa, const uint8_t* buf, int64_t T, const WeightView& w,
 }
 
 void Int8RowRunner::Run(const float* x, int64_t T, const WeightView& w, int64_t row_begin,
-                        int64_t row_end, float* y, const int32_t* x_rows,
-                        const Int8Activations* xq) {
+                        int64_t row_end, float* y, const int32_t* x_rows, const Int8Activations* xq,
+                        int64_t first_token) {
   if (T <= 0 || row_begin >= row_end) return;
   assert((xq == nullptr || xq->cols == w.cols) && "Int8RowRunner::Run: xq holds x of w.cols");
   const Int8Kernels k = SelectInt8(isa_, w);
   const int64_t chunk = Int8ChunkTokens(w.cols);
-  const ActSource source{x, x_rows, xq};
+  const ActSource source{x, x_rows, xq, first_token};
   if (T <= chunk) {
     const void* layout = reinterpret_cast<const void*>(k.quantize);
-    if (x != cached_x_ || x_rows != cached_rows_ || xq != cached_xq_ || T != cached_T_ ||
-        w.cols != cached_cols_ || w.dtype != cached_dtype_ || w.row_tiles != cached_row_tiles_ ||
-        layout != cached_layout_) {
+    if (x != cached_x_ || x_rows != cached_rows_ || xq != cached_xq_ ||
+        first_token != cached_first_ || T != cached_T_ || w.cols != cached_cols_ ||
+        w.dtype != cached_dtype_ || w.row_tiles != cached_row_tiles_ || layout != cached_layout_) {
       k.quantize(source, T, w, buffer_);
       cached_x_ = x;
       cached_rows_ = x_rows;
       cached_xq_ = xq;
+      cached_first_ = first_token;
       cached_T_ = T;
       cached_cols_ = w.cols;
       cached_dtype_ = w.dtype;

@@ -84,9 +84,9 @@ void LayOutInt8(Isa isa, const float* x, int64_t T, const WeightView& w, uint8_t
 void MatMulInt8Rows(Isa isa, const uint8_t* buf, int64_t T, const WeightView& w, int64_t row_begin,
                     int64_t row_end, float* y);
 
-// One thread's share of products: remembers the last activations it laid out (x, x_rows, xq, T,
-// and the weight's cols, dtype, tiling and kernel, which set the layout), so consecutive jobs on
-// the same x (gate and up projections) quantize it once.
+// One thread's share of products: remembers the last activations it laid out (x, x_rows, xq,
+// first token, T, and the weight's cols, dtype, tiling and kernel, which set the layout), so
+// consecutive jobs on the same x (gate and up projections) quantize it once.
 class Int8RowRunner {
  public:
   explicit Int8RowRunner(Isa isa) : isa_(isa) {}
@@ -95,15 +95,19 @@ class Int8RowRunner {
 
   // y[:, row_begin:row_end] of x W^T on the calling thread. Requires UsesInt8Dot for w. With
   // x_rows, token t is row x_rows[t] of x (a gather read in place). With xq (x quantized by
-  // QuantizeActivations, w.cols columns), the rows' blocks are read from it instead.
+  // QuantizeActivations, w.cols columns), the rows' blocks are read from it instead. With
+  // first_token, token t is token first_token + t of that source (a later chunk of a job's
+  // tokens; y still starts at token t = 0).
   void Run(const float* x, int64_t T, const WeightView& w, int64_t row_begin, int64_t row_end,
-           float* y, const int32_t* x_rows = nullptr, const Int8Activations* xq = nullptr);
+           float* y, const int32_t* x_rows = nullptr, const Int8Activations* xq = nullptr,
+           int64_t first_token = 0);
 
  private:
   Isa isa_;
   const float* cached_x_ = nullptr;
   const int32_t* cached_rows_ = nullptr;
   const Int8Activations* cached_xq_ = nullptr;
+  int64_t cached_first_ = -1;
   int64_t cached_T_ = -1;
   int64_t cached_cols_ = -1;
   DType cached_dtype_ = DType::kF32;

@@ -30,26 +30,44 @@ void RunRowRange(const KernelContext& ctx, const MatMulJob& job, int64_t lo, int
 int64_t Chunks(const MatMulJob& job) {
   return (job.w->rows + kChunkRows - 1) / kChunkRows;
 }
+// An int8 job's tokens are laid out Int8ChunkTokens at a time, so a job with more tokens (a
+// prefill's shared expert, the attention's input projections) is cut by token chunk as well:
+// the units of token chunk c are its row chunks, after those of chunk c - 1. Other jobs: 1.
+int64_t TokenChunks(const KernelContext& ctx, const MatMulJob& job) {
+  if (!UsesInt8Dot(ctx, *job.w)) return 1;
+  const int64_t tokens = Int8ChunkTokens(job.w->cols);
+  return std::max<int64_t>(1, (job.T + tokens - 1) / tokens);
+}
+int64_t Units(const KernelContext& ctx, const MatMulJob& job) {
+  return TokenChunks(ctx, job) * Chunks(job);
+}
+// Multiply-adds of one unit (an average over the token chunks: only the static first split
+// uses it).
+int64_t UnitWork(const KernelContext& ctx, const MatMulJob& job) {
+  return std::max<int64_t>(1, ChunkWork(job) / TokenChunks(ctx, job));
+}
 
 // Below this many tokens every kernel of the exact and bf16 paths takes the dot-product form, which
 // packs nothing per call (matmul.cpp).
 constexpr int64_t kDotFormTokens = 8;
 
-// Whether a job may be cut into many calls at no extra cost: on the int8 path with its x quantized
-// in one piece (T within one chunk of the runner's buffer, which then keeps it across calls; a
-// prefill's 512-token shared expert would be quantized again on every call), or a dot-product
-// kernel's few tokens (decode) read in place.
+// Whether a job may be cut into many calls at no extra cost: on the int8 path (by token chunk and
+// row chunk: the runner keeps a token chunk's layout across calls), or a dot-product kernel's few
+// tokens (decode) read in place.
 bool CutsFreely(const KernelContext& ctx, const MatMulJob& job) {
-  if (UsesInt8Dot(ctx, *job.w)) return job.T <= Int8ChunkTokens(job.w->cols);
+  if (UsesInt8Dot(ctx, *job.w)) return true;
   return job.T < kDotFormTokens && job.x_rows == nullptr;
 }
 
-// Every job cuts freely: the jobs' row chunks, in job order, are the units of one
-// ParallelForStealing region. Thread t's share starts at the first chunk at or past t / threads
-// of the total work (as the static split below cuts), and a thread that finishes early takes the
-// back half of what another has left. The kernels' sums do not depend on the cut (an int8 job's
-// chunks are Int8RowRunner::Run calls; its x is quantized again only when a thread's claims
-// alternate between jobs on different x), so the results are the same bits.
+// Every job cuts freely: the jobs' units (row chunks, per token chunk), in job order, are the
+// units of one ParallelForStealing region. Thread t's share starts at the first unit at or past
+// t / threads of the total work (as the static split below cuts), and a thread that finishes early
+// takes the back half of what another has left. The kernels' sums do not depend on the cut (an
+// int8 job's units are Int8RowRunner::Run calls on its token chunks, the chunks MatMul takes; a
+// token chunk is laid out again only when a thread's claims alternate between chunks or jobs on
+// different x), so the results are the same bits. (With the static split for batches holding a
+// job over one token chunk, bench-medium q4_0 pp512's MoE gate/up batch kept one thread 18 % idle:
+// it took the shared expert's 512 tokens, the fastest work per multiply-add.)
 void MatMulBatchBalanced(const KernelContext& ctx, const MatMulJob* jobs, int64_t num_jobs) {
   struct Batch {
     const KernelContext* ctx;
@@ -58,40 +76,47 @@ void MatMulBatchBalanced(const KernelContext& ctx, const MatMulJob* jobs, int64_
     int threads;
   } batch{&ctx, jobs, num_jobs, 0, 0, ctx.pool->num_threads()};
   for (int64_t j = 0; j < num_jobs; ++j) {
-    batch.units += Chunks(jobs[j]);
-    batch.total_work += Chunks(jobs[j]) * ChunkWork(jobs[j]);
+    batch.units += Units(ctx, jobs[j]);
+    batch.total_work += Units(ctx, jobs[j]) * UnitWork(ctx, jobs[j]);
   }
   // One captured pointer each keeps the lambdas in std::function's small buffer (no allocation).
   const std::function<int64_t(int)> first_unit = [b = &batch](int t) {
     const int64_t target = b->total_work * t / b->threads;
     int64_t unit = 0, work = 0;
     for (int64_t j = 0; j < b->num_jobs; ++j) {
-      const int64_t chunks = Chunks(b->jobs[j]), chunk_work = ChunkWork(b->jobs[j]);
-      if (work + chunks * chunk_work <= target) {
-        unit += chunks;
-        work += chunks * chunk_work;
+      const int64_t units = Units(*b->ctx, b->jobs[j]), unit_work = UnitWork(*b->ctx, b->jobs[j]);
+      if (work + units * unit_work <= target) {
+        unit += units;
+        work += units * unit_work;
         continue;
       }
-      return unit + (target - work + chunk_work - 1) / chunk_work;
+      return unit + (target - work + unit_work - 1) / unit_work;
     }
     return unit;
   };
   ctx.pool->ParallelForStealing(batch.units, &first_unit, [b = &batch](int, UnitQueue& queue) {
-    Int8RowRunner runner(b->ctx->isa);
-    int64_t begin = 0, end = 0, j = 0, job_first = 0;  // job j's chunks: units job_first + ..
+    const KernelContext& ctx = *b->ctx;
+    Int8RowRunner runner(ctx.isa);
+    int64_t begin = 0, end = 0, j = 0, job_first = 0;  // job j's units: job_first + ..
     while (queue.Next(&begin, &end)) {
       if (begin < job_first) j = job_first = 0;  // a stolen range behind this one
-      // One Run per job the units [begin, end) cover.
+      // One Run per job and token chunk the units [begin, end) cover.
       for (int64_t u = begin; u < end;) {
-        while (u >= job_first + Chunks(b->jobs[j])) job_first += Chunks(b->jobs[j++]);
+        while (u >= job_first + Units(ctx, b->jobs[j])) job_first += Units(ctx, b->jobs[j++]);
         const MatMulJob& job = b->jobs[j];
-        const int64_t last = std::min(end, job_first + Chunks(job));
-        const int64_t lo = (u - job_first) * kChunkRows;
-        const int64_t hi = std::min(job.w->rows, (last - job_first) * kChunkRows);
-        if (UsesInt8Dot(*b->ctx, *job.w))
-          runner.Run(job.x, job.T, *job.w, lo, hi, job.y, job.x_rows, job.xq);
-        else
-          RunRowRange(*b->ctx, job, lo, hi);
+        const int64_t chunks = Chunks(job);
+        const int64_t c = (u - job_first) / chunks;  // the token chunk
+        const int64_t chunk_first = job_first + c * chunks;
+        const int64_t last = std::min(end, chunk_first + chunks);
+        const int64_t lo = (u - chunk_first) * kChunkRows;
+        const int64_t hi = std::min(job.w->rows, (last - chunk_first) * kChunkRows);
+        if (UsesInt8Dot(ctx, *job.w)) {
+          const int64_t tokens = Int8ChunkTokens(job.w->cols), t0 = c * tokens;
+          runner.Run(job.x, std::min(tokens, job.T - t0), *job.w, lo, hi, job.y + t0 * job.w->rows,
+                     job.x_rows, job.xq, t0);
+        } else {
+          RunRowRange(ctx, job, lo, hi);
+        }
         u = last;
       }
     }
