@@ -346,6 +346,19 @@ void PrefillRows(const uint8_t* buf, int64_t T, const WeightView& w, int64_t row
     }
     bool in_tile = false;  // read in place from the tile (step stride 64)
     if (r0 % kPanelRows == 0 && r0 + kPanelRows <= tiled_end) {
+      // The next tile's scales ([group][16], f16 or f32: 32 or 64 bytes a group) are requested
+      // with this tile's first half. Read cold at the next tile's first panel, the conversion
+      // below waited on memory: it was a third of PrefillRows's own time (perf, bench-medium q4_0
+      // pp512). Forwards alternating with and without in one process: 0.2-1.5 % less time (3 of
+      // 3), the MoE gate/up products ~1 %.
+      if (r0 % kRowTile == 0 && r0 + 2 * kRowTile <= tiled_end) {
+        const int64_t tile = r0 / kRowTile + 1;
+        const void* next_scales =
+            w.f16_tile_scales ? static_cast<const void*>(TileScalesF16(w, tile))
+                              : static_cast<const void*>(w.scale + tile * kRowTile * groups);
+        const int64_t bytes = groups * kRowTile * (w.f16_tile_scales ? 2 : 4);
+        for (int64_t offset = 0; offset < bytes; offset += 64) PrefetchAt(next_scales, offset);
+      }
       if (w.f16_tile_scales) {
         // f16 scales [group][16]: this half's 8 of each group converted to [group][8].
         const uint16_t* halves = TileScalesF16(w, r0 / kRowTile) + r0 % kRowTile;
