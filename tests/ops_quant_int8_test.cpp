@@ -437,6 +437,58 @@ TEST(MatMulInt8, BatchMatchesMatMul) {
   }
 }
 
+// A batch of many jobs with packed f32 / bf16-dot products among them (T >= 8: they do not cut
+// freely, so whole jobs are the units the threads take, and steal) equals MatMul of each job, with
+// the exact and the bf16-dot path, for any thread count: every job computed once, into its own y.
+TEST(MatMulInt8, ManyJobsBatchMatchesMatMul) {
+  std::mt19937 rng(37);
+  constexpr int kJobs = 29;
+  std::vector<std::vector<uint16_t>> bf16_storage(kJobs);
+  std::vector<std::vector<float>> f32_storage(kJobs);
+  const QuantWeight q = MakeQuantWeight(rng, DType::kU8, 90, 96);
+  std::vector<WeightView> views(kJobs);
+  for (int j = 0; j < kJobs; ++j) {
+    WeightView& v = views[j];
+    v.rows = 20 + 7 * j;  // up to 216: some jobs span several 64-row chunks
+    v.cols = 96;
+    if (j % 7 == 3) {
+      v = q.View();  // an int8 job among them
+    } else if (j % 2 == 0) {
+      f32_storage[j] = RandomFloats(rng, v.rows * v.cols);
+      v.dtype = DType::kF32;
+      v.data = f32_storage[j].data();
+    } else {
+      bf16_storage[j].resize(static_cast<size_t>(v.rows * v.cols));
+      for (uint16_t& h : bf16_storage[j]) h = static_cast<uint16_t>(0x3c00 + rng() % 0x0400);
+      v.dtype = DType::kBF16;
+      v.data = bf16_storage[j].data();
+    }
+  }
+  const int64_t T = 24;
+  const std::vector<float> x = RandomFloats(rng, T * 96);
+  for (Isa isa : RunnableIsas()) {
+    for (bool bf16_dot : {false, true}) {
+      for (int threads : {2, 3}) {
+        ThreadPool pool(threads);
+        KernelContext ctx = Int8Context(&pool, isa);
+        ctx.bf16_dot = bf16_dot;
+        std::vector<std::vector<float>> ref(kJobs), out(kJobs);
+        std::vector<MatMulJob> jobs(kJobs);
+        for (int j = 0; j < kJobs; ++j) {
+          ref[j].assign(static_cast<size_t>(T * views[j].rows), NAN);
+          out[j].assign(static_cast<size_t>(T * views[j].rows), NAN);
+          MatMul(ctx, x.data(), T, views[j], ref[j].data());
+          jobs[j] = {x.data(), T, &views[j], out[j].data()};
+        }
+        MatMulBatch(ctx, jobs.data(), kJobs);
+        for (int j = 0; j < kJobs; ++j)
+          ASSERT_TRUE(BitwiseEqual(out[j], ref[j]))
+              << IsaName(isa) << " bf16_dot=" << bf16_dot << " threads=" << threads << " job " << j;
+      }
+    }
+  }
+}
+
 // Jobs whose x rows are picked by x_rows (the MoE layer's experts): the int8 path reads them in
 // place as it quantizes, other paths gather them; either way the result is that of the rows
 // copied out. GEMV and prefill sizes, and a T past one activation chunk (18432 columns: chunks of
