@@ -27,6 +27,15 @@ void RunRowRange(const KernelContext& ctx, const MatMulJob& job, int64_t lo, int
               x.begin() + t * cols);
   MatMulRowRange(ctx, x.data(), job.T, *job.w, lo, hi, job.y);
 }
+// Rows [lo, hi) of a job on the calling thread: an int8 job through the thread's runner (which
+// keeps x's layout for the next job on the same x), any other as RunRowRange.
+void RunJobRows(const KernelContext& ctx, Int8RowRunner* runner, const MatMulJob& job, int64_t lo,
+                int64_t hi) {
+  if (runner != nullptr && UsesInt8Dot(ctx, *job.w))
+    runner->Run(job.x, job.T, *job.w, lo, hi, job.y, job.x_rows, job.xq);
+  else
+    RunRowRange(ctx, job, lo, hi);
+}
 int64_t Chunks(const MatMulJob& job) {
   return (job.w->rows + kChunkRows - 1) / kChunkRows;
 }
@@ -158,15 +167,9 @@ void MatMulBatchByJob(const KernelContext& ctx, const MatMulJob* jobs, int64_t n
   ctx.pool->ParallelForStealing(num_jobs, &first_unit, [b = &batch](int, UnitQueue& queue) {
     Int8RowRunner runner(b->ctx->isa);
     int64_t begin = 0, end = 0;
-    while (queue.Next(&begin, &end)) {
-      for (int64_t j = begin; j < end; ++j) {
-        const MatMulJob& job = b->jobs[j];
-        if (UsesInt8Dot(*b->ctx, *job.w))
-          runner.Run(job.x, job.T, *job.w, 0, job.w->rows, job.y, job.x_rows, job.xq);
-        else
-          RunRowRange(*b->ctx, job, 0, job.w->rows);
-      }
-    }
+    while (queue.Next(&begin, &end))
+      for (int64_t j = begin; j < end; ++j)
+        RunJobRows(*b->ctx, &runner, b->jobs[j], 0, b->jobs[j].w->rows);
   });
 }
 
@@ -184,13 +187,7 @@ void MatMulBatch(const KernelContext& ctx, const MatMulJob* jobs, int64_t num_jo
       return;
     }
     Int8RowRunner runner(ctx.isa);  // jobs on the same x quantize it once
-    for (int64_t j = 0; j < num_jobs; ++j) {
-      const MatMulJob& job = jobs[j];
-      if (UsesInt8Dot(ctx, *job.w))
-        runner.Run(job.x, job.T, *job.w, 0, job.w->rows, job.y, job.x_rows, job.xq);
-      else
-        RunRowRange(ctx, job, 0, job.w->rows);
-    }
+    for (int64_t j = 0; j < num_jobs; ++j) RunJobRows(ctx, &runner, jobs[j], 0, jobs[j].w->rows);
     return;
   }
   if (balanced) return MatMulBatchBalanced(ctx, jobs, num_jobs);
@@ -219,14 +216,9 @@ void MatMulBatch(const KernelContext& ctx, const MatMulJob* jobs, int64_t num_jo
         if (lo < 0) lo = r0;
         hi = std::min(job.w->rows, r0 + kChunkRows);
       }
-      if (lo < 0) continue;
-      if (runner != nullptr && UsesInt8Dot(ctx, *job.w)) {
-        // x is quantized by each thread that has rows of the job (once per thread and x).
-        runner->Run(job.x, job.T, *job.w, lo, hi, job.y, job.x_rows, job.xq);
-        continue;
-      }
-      // One call for the thread's whole range: the packed (prefill) kernel packs x once per call.
-      RunRowRange(ctx, job, lo, hi);
+      // One call for the thread's whole range: the packed (prefill) kernel packs x once per call;
+      // an int8 job's x is quantized by each thread that has rows of it (once per thread and x).
+      if (lo >= 0) RunJobRows(ctx, runner, job, lo, hi);
     }
   };
   // One captured pointer keeps the lambda in std::function's small buffer (no allocation).
