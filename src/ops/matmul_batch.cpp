@@ -197,10 +197,7 @@ void MatMulBatch(const KernelContext& ctx, const MatMulJob* jobs, int64_t num_jo
   // cut at chunk boundaries. Every output is computed by exactly one kernel call whose
   // arithmetic does not depend on the cut, so results equal MatMul's bit for bit.
   int64_t total = 0;
-  for (int64_t j = 0; j < num_jobs; ++j) {
-    const int64_t chunks = (jobs[j].w->rows + kChunkRows - 1) / kChunkRows;
-    total += chunks * ChunkWork(jobs[j]);
-  }
+  for (int64_t j = 0; j < num_jobs; ++j) total += Chunks(jobs[j]) * ChunkWork(jobs[j]);
   const int threads = ctx.pool->num_threads();
   const auto share = [&](int thread, Int8RowRunner* runner) {
     const int64_t my_begin = total * thread / threads, my_end = total * (thread + 1) / threads;
