@@ -14,9 +14,14 @@
 // with an even and an uneven spread of tokens over the experts):
 //
 //   build/bench/matmul_bench --benchmark_filter='BM_MoePrefill'
+//
+// And decode's GEMV against the read-bandwidth probe in the same process (BM_GemvVsRead):
+//
+//   build/bench/matmul_bench --benchmark_filter='BM_GemvVsRead'
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <cstring>
 #include <new>
@@ -30,6 +35,7 @@
 #include "ops/isa.h"
 #include "ops/matmul.h"
 #include "ops/quant.h"
+#include "ops/roofline.h"
 #include "ops/row_tiles.h"
 #include "util/dtype.h"
 #include "util/huge_pages.h"
@@ -193,7 +199,8 @@ void MatMulArgs(benchmark::internal::Benchmark* b) {
       for (auto [rows, cols] : {std::pair<int64_t, int64_t>{2048, 2048}, {512, 2048}}) {
         for (int64_t T : {1, 4, 16, 64, 512}) b->Args({d, isa, rows, cols, T, 2, 0, 0});
       }
-      // GEMV over weights far larger than the L3, so the number is DRAM bandwidth.
+      // GEMV over weights larger than the L3 (50-352 MB by dtype; this host's caches still keep
+      // part of the smaller ones: BM_GemvVsRead has the DRAM number).
       b->Args({d, isa, 12288, 7168, 1, 2, 0, 0});
     }
   }
@@ -417,5 +424,89 @@ BENCHMARK(BM_MoePrefill)
     ->ArgsProduct({{4, 5}, {1, 2}, {0, 1}})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
+
+// A decode GEMV (T = 1, AVX-512, 2048 columns) over 512 MiB of weights, which no cache holds
+// (the 12288x7168 shapes above are 50-176 MB, and this host's caches keep part of a working set
+// that size: q8_0 12288x7168 read 92-97 GB/s there against 48-52 over 512 MiB, with the probe at
+// 50-65), interleaved with the read-bandwidth probe of `dsv3 bench` (ops/roofline.h: a sum of
+// 512 MiB of floats with 8 accumulators a thread) on the same threads, each iteration one of
+// each. Counters: the GEMV's weight bytes/s, the probe's, and their ratio: the part of the
+// machine's read bandwidth the kernel reaches, which a decode step can reach at best. The int8
+// weights are tiled as Model::Load tiles them and run on the int8 path; BF16 on the exact one.
+//   Arguments: {dtype (2 BF16, 4 q8_0, 5 q4_0), threads}
+void BM_GemvVsRead(benchmark::State& state) {
+  constexpr int64_t kCols = 2048, kBytes = int64_t{512} << 20, kPatternRows = 256;
+  const DType dtype = kDTypes[state.range(0)];
+  const int threads = static_cast<int>(state.range(1));
+  state.SetLabel(std::string(dsv3::DTypeName(dtype)) +
+                 "/avx512/512MiB/threads=" + std::to_string(threads));
+  if (!dsv3::ops::CpuSupports(Isa::kAvx512)) {
+    state.SkipWithError("needs AVX-512");
+    return;
+  }
+  const bool int8 = dtype == DType::kI8 || dtype == DType::kU8;
+  const int64_t row_bytes = dtype == DType::kU8   ? dsv3::ops::Q4RowBytes(kCols)
+                            : dtype == DType::kI8 ? kCols
+                                                  : kCols * dsv3::DTypeSize(dtype);
+  const int64_t groups = int8 ? dsv3::ops::QuantGroups(kCols) : 0;
+  const int64_t rows = kBytes / (row_bytes + 4 * groups) / kPatternRows * kPatternRows;
+  // kPatternRows random rows repeated: the values do not matter to the speed, only the bytes.
+  BenchWeight pattern(dtype, kPatternRows, kCols);
+  std::vector<uint8_t, HugePageAllocator<uint8_t>> bytes(static_cast<size_t>(rows * row_bytes));
+  std::vector<float, HugePageAllocator<float>> scale(static_cast<size_t>(rows * groups));
+  for (int64_t r = 0; r < rows; r += kPatternRows) {
+    std::memcpy(bytes.data() + r * row_bytes, pattern.bytes.data(),
+                static_cast<size_t>(kPatternRows * row_bytes));
+    if (int8)
+      std::memcpy(scale.data() + r * groups, pattern.scale.data(),
+                  static_cast<size_t>(kPatternRows * groups) * sizeof(float));
+  }
+  dsv3::ops::WeightView w = pattern.view;
+  w.rows = rows;
+  w.data = bytes.data();
+  w.scale = int8 ? scale.data() : nullptr;
+  if (int8) dsv3::ops::TileRows(&w, bytes.data(), scale.data());
+  const int64_t weight_bytes =
+      rows * row_bytes + rows * groups * static_cast<int64_t>(w.f16_tile_scales ? 2 : 4);
+  const int64_t n = kBytes / static_cast<int64_t>(sizeof(float));
+  std::vector<float, HugePageAllocator<float>> probe(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) probe[i] = dsv3::ops::ReadBandwidthValue(i);
+  std::vector<float> x(kCols), y(static_cast<size_t>(rows));
+  std::mt19937 rng(5);
+  std::uniform_real_distribution<float> value(-1.0f, 1.0f);
+  for (auto& v : x) v = value(rng);
+  dsv3::ThreadPool pool(threads);
+  dsv3::ops::KernelContext ctx{&pool, Isa::kAvx512};
+  ctx.int8_dot = int8;
+  using Clock = std::chrono::steady_clock;
+  double gemv_seconds = 0, probe_seconds = 0;
+  for (auto _ : state) {
+    const Clock::time_point t0 = Clock::now();
+    benchmark::DoNotOptimize(dsv3::ops::ParallelSumFloats(&pool, Isa::kAvx512, probe.data(), n));
+    const Clock::time_point t1 = Clock::now();
+    dsv3::ops::MatMul(ctx, x.data(), 1, w, y.data());
+    benchmark::DoNotOptimize(y.data());
+    benchmark::ClobberMemory();
+    const Clock::time_point t2 = Clock::now();
+    probe_seconds += std::chrono::duration<double>(t1 - t0).count();
+    gemv_seconds += std::chrono::duration<double>(t2 - t1).count();
+    state.SetIterationTime(std::chrono::duration<double>(t2 - t1).count());
+  }
+  const double iterations = static_cast<double>(state.iterations());
+  const double gemv_rate = static_cast<double>(weight_bytes) * iterations / gemv_seconds;
+  const double probe_rate = static_cast<double>(kBytes) * iterations / probe_seconds;
+  state.counters["bytes/s"] =
+      benchmark::Counter(gemv_rate, benchmark::Counter::kDefaults, benchmark::Counter::kIs1000);
+  state.counters["read_bw"] =
+      benchmark::Counter(probe_rate, benchmark::Counter::kDefaults, benchmark::Counter::kIs1000);
+  state.counters["of_read_bw"] = gemv_rate / probe_rate;
+}
+
+BENCHMARK(BM_GemvVsRead)
+    ->ArgNames({"dtype", "threads"})
+    ->ArgsProduct({{2, 4, 5}, {1, 2}})
+    ->Unit(benchmark::kMicrosecond)
+    ->UseManualTime()
+    ->MinTime(2.0);
 
 }  // namespace
