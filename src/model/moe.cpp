@@ -49,40 +49,48 @@ bool DownProjectionsInt8(const ops::KernelContext& ctx, const MoeWeights& w,
 
 // out [T, H] = shared expert's down projection of h_shared [T, I_shared] plus, per token, its
 // slots' routing weight times their experts' down projections of h [T*k, I] (expert-ordered
-// rows), added in expert order: the sum MoeForward's general path forms, the same bits (the same
-// fma per element in the same order, each product's outputs as MatMul gives them). Computed per
-// range of kDownRows output rows across all experts, so the T*k expert outputs never exist as a
-// whole: before, they went to memory ([T*k, H], 37.7 MB for bench-medium's pp512) and were read
-// back for the sum. Each piece (an expert's tokens, at most one activation chunk) is laid out
-// once for the int8 kernels, then every row range reads the layouts. bench-medium q4_0 pp512,
-// forwards alternating with the general path in one process: the down projections and sums
-// 16.8-18.9 ms per layer against 17.6-20.2 (2-6 % less, 3 runs); the kernels' own time is
-// unchanged (~300 G op/s a core at 512 columns), the sums' memory round trip is what goes.
+// rows), where h = SiLU(gate) * up and h_shared likewise: formed here, in place in gate and
+// gate_shared, each piece's rows just before they are laid out (elementwise, so the values of
+// MoeForward's pass over all rows, which the general path takes: read while in cache, and no
+// parallel region of its own; bench-medium q4_0 pp512, builds alternating, the experts' phases
+// 0.2-1.9 % less time in 4 of 4 pairs). Added in expert order: the sum MoeForward's general path
+// forms, the same bits (the same fma per element in the same order, each product's outputs as
+// MatMul gives them). Computed per range of kDownRows output rows across all experts, so the T*k
+// expert outputs never exist as a whole: before, they went to memory ([T*k, H], 37.7 MB for
+// bench-medium's pp512) and were read back for the sum. Each piece (an expert's tokens, at most one
+// activation chunk) is laid out once for the int8 kernels, then every row range reads the layouts.
+// bench-medium q4_0 pp512, forwards alternating with the general path in one process: the down
+// projections and sums 16.8-18.9 ms per layer against 17.6-20.2 (2-6 % less, 3 runs); the kernels'
+// own time is unchanged (~300 G op/s a core at 512 columns), the sums' memory round trip is what
+// goes.
 void SummedDownProjections(const MoeWeights& w, const ops::KernelContext& ctx, int64_t T, int64_t k,
-                           int64_t H, int64_t I, const float* h, const float* h_shared,
-                           const float* routing_weights, MoeScratch& s, float* out) {
+                           int64_t H, int64_t I, float* gate, const float* up, float* gate_shared,
+                           const float* up_shared, const float* routing_weights, MoeScratch& s,
+                           float* out) {
   s.down_pieces.clear();
   int64_t bytes = 0, max_n = 0;
-  const auto add = [&](const ops::WeightView* wv, const float* x, int64_t n, int64_t first,
-                       bool shared) {
+  const auto add = [&](const ops::WeightView* wv, float* g, const float* u, int64_t n,
+                       int64_t first, bool shared) {
     const int64_t chunk = ops::Int8ChunkTokens(wv->cols);
     for (int64_t t0 = 0; t0 < n; t0 += chunk) {
       const int64_t m = std::min(chunk, n - t0);
-      s.down_pieces.push_back({wv, x + t0 * wv->cols, m, first + t0, bytes, shared});
+      s.down_pieces.push_back(
+          {wv, g + t0 * wv->cols, u + t0 * wv->cols, m, first + t0, bytes, shared});
       bytes += ops::Int8ActBytes(m, wv->cols);  // a multiple of 64
       if (!shared) max_n = std::max(max_n, m);  // the shared pieces write to out directly
     }
   };
-  if (w.has_shared) add(&w.shared_experts.down_proj, h_shared, T, 0, true);
+  if (w.has_shared) add(&w.shared_experts.down_proj, gate_shared, up_shared, T, 0, true);
   for (size_t e = 0; e + 1 < s.expert_offsets.size(); ++e) {
     const int64_t begin = s.expert_offsets[e], n = s.expert_offsets[e + 1] - begin;
-    if (n > 0) add(&w.experts[e].down_proj, h + begin * I, n, begin, false);
+    if (n > 0) add(&w.experts[e].down_proj, gate + begin * I, up + begin * I, n, begin, false);
   }
   uint8_t* layouts = reinterpret_cast<uint8_t*>(s.down_layouts.Get((bytes + 3) / 4));
   const int64_t pieces = static_cast<int64_t>(s.down_pieces.size());
   StealUnits(ctx, pieces, [&](int, int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       const MoeScratch::DownPiece& p = s.down_pieces[i];
+      ops::SiluMul(ctx.isa, p.x, p.up, p.n * p.w->cols);
       ops::LayOutInt8(ctx.isa, p.x, p.n, *p.w, layouts + p.offset);
     }
   });
@@ -225,6 +233,13 @@ void MoeForward(const ModelConfig& c, const MoeWeights& w, const ops::KernelCont
     s.jobs.push_back({x, T, &w.shared_experts.up_proj, up_shared, nullptr, xq});
   }
   ops::MatMulBatch(ctx, s.jobs.data(), static_cast<int64_t>(s.jobs.size()));
+  if (T > kRowGrain && s.sum_down_per_rows && DownProjectionsInt8(ctx, w, s.expert_offsets)) {
+    clock.Lap(Phase::kExpertsIn);
+    SummedDownProjections(w, ctx, T, k, H, I, gate, up, gate_shared, up_shared, routing_weights, s,
+                          out);
+    clock.Lap(Phase::kExpertsOut);
+    return;
+  }
   // Elementwise, so any split gives the same values.
   ParallelRows(ctx, T * k + (I_shared > 0 ? T : 0), kRowGrain, [&](int64_t begin, int64_t end) {
     // rows [begin, end) of gate/up: routed rows of I floats, then shared rows of I_shared
@@ -236,11 +251,6 @@ void MoeForward(const ModelConfig& c, const MoeWeights& w, const ops::KernelCont
   });
   clock.Lap(Phase::kExpertsIn);
 
-  if (T > kRowGrain && s.sum_down_per_rows && DownProjectionsInt8(ctx, w, s.expert_offsets)) {
-    SummedDownProjections(w, ctx, T, k, H, I, gate, gate_shared, routing_weights, s, out);
-    clock.Lap(Phase::kExpertsOut);
-    return;
-  }
   float* expert_out = s.expert_out.Get(T * k * H + T * H);  // [T*k, H] then shared [T, H]
   float* out_shared = expert_out + T * k * H;
   s.jobs.clear();

@@ -20,7 +20,8 @@ struct MoeScratch {
   // activation layouts, and per thread the rows of one piece's product.
   struct DownPiece {
     const ops::WeightView* w;
-    const float* x;     // [n, w->cols]
+    float* x;           // [n, w->cols]: the gate rows, SiLU(gate) * up once laid out
+    const float* up;    // [n, w->cols]
     int64_t n;          // tokens
     int64_t first_row;  // routed: expert-ordered row of its first token; shared: its first token
     int64_t offset;     // bytes into down_layouts

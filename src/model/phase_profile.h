@@ -16,7 +16,8 @@ enum class Phase : int {
   kAttentionOut,  // o_proj
   kRouter,        // gate logits, routing, grouping tokens by expert
   kExpertsIn,     // gathering their x (where not read in place), routed + shared experts' gate
-                  // and up projections, SiLU * up
+                  // and up projections, SiLU * up (in kExpertsOut where a prefill's down
+                  // projections are summed per row range: moe.cpp, SummedDownProjections)
   kExpertsOut,    // their down projections and the weighted sum
   kDenseMlp,      // the first_k_dense_replace layers' MLP
   kLmHead,        // final norm and lm_head
