@@ -206,7 +206,10 @@ TEST(Cli, BenchDepthNamesTestsAndCountsTheirCache) {
 
 // --profile: after the tests, one line per phase and test; the phases partition the forward
 // passes (percentages sum to 100, their time is within the test's wall time), the routed MoE
-// phases ran, and a decode test's phase bytes add up to its bytes per token.
+// phases ran, a decode test's phase bytes add up to its bytes per token, a prefill test's phase
+// operations to at least its FLOPs per token (they add the attention's score and value
+// products), and each phase's rate is its amount over its time, also as a percentage of the
+// test's limit.
 TEST(Cli, BenchProfileSplitsEachTestIntoPhases) {
   TempDir dir;
   ASSERT_EQ(RunDsv3({"init", "-o", dir / "m", "--preset", "tiny-v3", "--dtype", "bf16"}).exit_code,
@@ -218,7 +221,8 @@ TEST(Cli, BenchProfileSplitsEachTestIntoPhases) {
   ASSERT_EQ(lines.size(), 2u + 2u * 9u + 4u) << r.out;
   for (int test = 0; test < 2; ++test) {
     const nlohmann::json& t = lines[test];
-    double percent = 0, ms = 0, bytes = 0;
+    double percent = 0, ms = 0, bytes = 0, ops = 0;
+    const double limit = t["limit_value"].get<double>();
     std::vector<std::string> names;
     for (int i = 0; i < 9; ++i) {
       const nlohmann::json& p = lines[2 + 9 * test + i];
@@ -228,6 +232,12 @@ TEST(Cli, BenchProfileSplitsEachTestIntoPhases) {
       percent += p["percent"].get<double>();
       ms += p["ms_per_token"].get<double>();
       if (test == 1) bytes += p["bytes_per_token"].get<double>();
+      if (test == 0) ops += p["ops_per_token"].get<double>();
+      const double amount = p[test == 0 ? "ops_per_token" : "bytes_per_token"].get<double>();
+      const double rate = p[test == 0 ? "gops_per_second" : "gb_per_second"].get<double>();
+      const double phase_ms = p["ms_per_token"].get<double>();
+      EXPECT_NEAR(rate, phase_ms > 0 ? amount / phase_ms * 1e-6 : 0.0, 1e-9 * amount) << p;
+      EXPECT_NEAR(p["percent_of_limit"].get<double>(), 100.0 * rate / limit, 1e-9 * rate) << p;
       if (p["phase"] == "experts_in" || p["phase"] == "attention_in" || p["phase"] == "lm_head") {
         EXPECT_GT(p["ms_per_token"].get<double>(), 0) << p;
       }
@@ -240,6 +250,8 @@ TEST(Cli, BenchProfileSplitsEachTestIntoPhases) {
     EXPECT_LE(ms, 1e3 / t["tokens_per_second"].get<double>() * (1 + 1e-9));
     if (test == 1) {
       EXPECT_NEAR(bytes, t["bytes_per_token"].get<double>(), 1e-6 * bytes);
+    } else {
+      EXPECT_GT(ops, t["flops_per_token"].get<double>());
     }
   }
   EXPECT_EQ(lines[2 + 18]["probe"], "read_bandwidth");

@@ -153,5 +153,41 @@ TEST(ParamCount, DecodeBytesByPhaseOfTinyV3) {
   EXPECT_EQ(at(Phase::kDenseMlp), c.first_k_dense_replace * 3 * H * c.intermediate_size * 2);
 }
 
+// Prefill multiply-adds by phase against CountTokenMacs's own enumeration of the matrices (the
+// linear phases) and the causal attention counted by hand: token t of T after p cached positions
+// sees p + t + 1 positions, (dn + dr) + dv multiply-adds per head for each, and kv_b_proj is
+// applied to all p + T positions.
+TEST(ParamCount, PrefillMacsByPhase) {
+  for (const char* preset : {"tiny-v3", "bench-medium"}) {
+    auto c = PresetConfig(preset);
+    ASSERT_TRUE(c.ok());
+    const int64_t nh = c->num_attention_heads, L = c->num_hidden_layers, H = c->hidden_size;
+    const int64_t dn = c->qk_nope_head_dim, dv = c->v_head_dim, r = c->kv_lora_rank;
+    for (int64_t k : {0, 2}) {
+      const TokenMacs token = CountTokenMacs(*c, k);
+      for (int64_t T : {1, 7, 16}) {
+        for (int64_t p : {0, 5}) {
+          SCOPED_TRACE(std::string(preset) + " k=" + std::to_string(k) + " T=" + std::to_string(T) +
+                       " p=" + std::to_string(p));
+          const PhaseMacs m = CountPrefillMacsByPhase(*c, T, p, k);
+          const auto at = [&](Phase phase) { return m.macs[static_cast<int>(phase)]; };
+          int64_t seen = 0;  // positions the tokens see
+          for (int64_t t = 0; t < T; ++t) seen += p + t + 1;
+          const int64_t scores = L * nh * seen * (c->qk_head_dim() + dv);
+          const int64_t decompress = L * nh * (dn + dv) * r;  // per position
+          EXPECT_EQ(at(Phase::kAttention), scores + (p + T) * decompress);
+          int64_t sum = 0;
+          for (int64_t v : m.macs) sum += v;
+          EXPECT_EQ(sum - scores - p * decompress, T * token.layers + token.lm_head);
+          EXPECT_EQ(at(Phase::kLmHead), c->vocab_size * H);
+          EXPECT_EQ(at(Phase::kRouter),
+                    T * (L - c->first_k_dense_replace) * c->n_routed_experts * H);
+          EXPECT_EQ(at(Phase::kOther), 0);
+        }
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace dsv3

@@ -276,6 +276,32 @@ TokenMacs CountTokenMacs(const ModelConfig& c, int64_t k) {
   return macs;
 }
 
+PhaseMacs CountPrefillMacsByPhase(const ModelConfig& c, int64_t T, int64_t start_pos, int64_t k) {
+  if (k == 0) k = c.num_experts_per_tok;
+  PhaseMacs p;
+  const auto add = [&](Phase phase, int64_t n) { p.macs[static_cast<int>(phase)] += n; };
+  const int64_t H = c.hidden_size, nh = c.num_attention_heads, r = c.kv_lora_rank;
+  const int64_t dn = c.qk_nope_head_dim, dv = c.v_head_dim, qk = c.qk_head_dim();
+  // Positions the T tokens see, summed: T start_pos + T (T + 1) / 2.
+  const int64_t seen = T * start_pos + T * (T + 1) / 2;
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
+    const int64_t q = c.has_q_lora() ? c.q_lora_rank * H + nh * qk * c.q_lora_rank : nh * qk * H;
+    add(Phase::kAttentionIn, T * (q + (r + c.qk_rope_head_dim) * H));
+    add(Phase::kAttention, (start_pos + T) * nh * (dn + dv) * r + seen * nh * (qk + dv));
+    add(Phase::kAttentionOut, T * H * nh * dv);
+    if (!c.IsMoeLayer(i)) {
+      add(Phase::kDenseMlp, T * 3 * H * c.intermediate_size);
+      continue;
+    }
+    const int64_t shared = c.n_shared_experts * c.moe_intermediate_size;
+    add(Phase::kRouter, T * c.n_routed_experts * H);
+    add(Phase::kExpertsIn, T * 2 * H * (k * c.moe_intermediate_size + shared));
+    add(Phase::kExpertsOut, T * H * (k * c.moe_intermediate_size + shared));
+  }
+  if (T > 0) add(Phase::kLmHead, c.vocab_size * H);
+  return p;
+}
+
 std::string_view WeightFormatName(const ModelWeights& w) {
   const DType dtype = w.layers.empty() ? w.lm_head.dtype : w.layers.front().attn.o_proj.dtype;
   switch (dtype) {

@@ -73,6 +73,20 @@ struct TokenMacs {
 };
 TokenMacs CountTokenMacs(const ModelConfig& config, int64_t k = 0);
 
+// Multiply-adds of a forward pass over T prompt tokens after start_pos cached positions, by the
+// phase that performs them (model/phase_profile.h), for `dsv3 bench --profile`'s rates: each
+// linear layer's rows * cols per token (T of them; the lm_head for the last token only, as a
+// prefill computes logits), and in kAttention kv_b_proj applied to every visible position (the
+// keys and values the decompressed form builds) plus the score and value products, (dn + dr) +
+// dv per head for each position a token sees (start_pos + t + 1 for token t). With start_pos 0,
+// all phases less those score and value products sum to T * CountTokenMacs(config, k).layers +
+// CountTokenMacs(config, k).lm_head.
+struct PhaseMacs {
+  std::array<int64_t, kNumPhases> macs{};
+};
+PhaseMacs CountPrefillMacsByPhase(const ModelConfig& config, int64_t T, int64_t start_pos,
+                                  int64_t k = 0);
+
 // The format of a loaded model's bulk weights (those `dsv3 quantize` converts), from the dtype of
 // the first layer's o_proj: "f32", "f16", "bf16", "fp8", "q8_0" or "q4_0".
 std::string_view WeightFormatName(const ModelWeights& weights);

@@ -178,53 +178,59 @@ Result<Measurement> RunTest(const Runtime& rt, bool decode, int64_t tokens_n, in
   return m;
 }
 
-// --profile: each phase's share of the test's forward passes, in ms per token; for a decode test
-// also the bytes the phase reads per token (CountDecodeBytesByPhase, the cache at the test's mean
-// context) over its time.
-void PrintPhases(const Measurement& m, const Model& model, int64_t k, bool json) {
+// --profile: each phase's share of the test's forward passes, in ms per token, and its rate: for
+// a decode test the bytes the phase reads per token (CountDecodeBytesByPhase, the cache at the
+// test's mean context) over its time, for a prefill test its operations (2 per multiply-add,
+// CountPrefillMacsByPhase) over its time; with the test's limit (nullptr without), that rate as a
+// percentage of it.
+void PrintPhases(const Measurement& m, const Model& model, int64_t k,
+                 const ops::LimitMeasurement* limit, bool json) {
   const PhaseProfile& p = *m.phases;
   const double per_token = p.tokens > 0 ? 1e3 / static_cast<double>(p.tokens) : 0.0;
   const PhaseBytes bytes =
       m.decode ? CountDecodeBytesByPhase(model.config(), model.weights(), k) : PhaseBytes{};
+  const PhaseMacs macs =
+      m.decode ? PhaseMacs{} : CountPrefillMacsByPhase(model.config(), m.tokens, m.depth, k);
   const double mean_context = MeanContext(m);
+  const char* unit = m.decode ? "GB/s" : "G op/s";
   if (!json) {
     fmt::print("\nphases of {} (ms per token over the timed repetitions):\n\n", m.test);
-    fmt::print("| phase | ms/token | % of forward |{}\n|---|---:|---:|{}\n",
-               m.decode ? " MB/token | GB/s |" : "", m.decode ? "---:|---:|" : "");
+    const std::string limit_column = limit ? fmt::format(" % of {} |", limit->name) : "";
+    fmt::print("| phase | ms/token | % of forward | {} | {} |{}\n|---|---:|---:|---:|---:|{}\n",
+               m.decode ? "MB/token" : "M op/token", unit, limit_column, limit ? "---:|" : "");
   }
-  double total_bytes = 0;
-  for (int i = 0; i < kNumPhases; ++i) {
-    const double ms = p.seconds[i] * per_token;
-    const double percent = p.total_seconds > 0 ? 100.0 * p.seconds[i] / p.total_seconds : 0.0;
-    const double read = static_cast<double>(bytes.weights[i]) +
-                        mean_context * static_cast<double>(bytes.per_position[i]);
-    const double gbps = ms > 0 ? read / ms * 1e-6 : 0.0;
-    total_bytes += read;
-    const std::string_view name = PhaseName(static_cast<Phase>(i));
+  // amount: bytes or operations per token
+  const auto row = [&](std::string_view name, double ms, double percent, double amount) {
+    const double rate = ms > 0 ? amount / ms * 1e-6 : 0.0;  // GB/s or G op/s
+    const double of_limit = limit && limit->best > 0 ? 100.0 * rate / limit->best : 0.0;
     if (json) {
       nlohmann::json j = {{"test", m.test},
                           {"phase", std::string(name)},
                           {"ms_per_token", ms},
                           {"percent", percent}};
-      if (m.decode) {
-        j["bytes_per_token"] = read;
-        j["gb_per_second"] = gbps;
-      }
+      j[m.decode ? "bytes_per_token" : "ops_per_token"] = amount;
+      j[m.decode ? "gb_per_second" : "gops_per_second"] = rate;
+      if (limit) j["percent_of_limit"] = of_limit;
       fmt::print("{}\n", j.dump());
-    } else if (m.decode) {
-      fmt::print("| {} | {:.3f} | {:.1f} % | {:.2f} | {:.1f} |\n", name, ms, percent, read * 1e-6,
-                 gbps);
-    } else {
-      fmt::print("| {} | {:.3f} | {:.1f} % |\n", name, ms, percent);
+      return;
     }
+    fmt::print("| {} | {:.3f} | {:.1f} % | {:.2f} | {:.1f} |", name, ms, percent, amount * 1e-6,
+               rate);
+    if (limit) fmt::print(" {:.1f} % |", of_limit);
+    fmt::print("\n");
+  };
+  double total = 0;
+  for (int i = 0; i < kNumPhases; ++i) {
+    const double ms = p.seconds[i] * per_token;
+    const double percent = p.total_seconds > 0 ? 100.0 * p.seconds[i] / p.total_seconds : 0.0;
+    const double amount =
+        m.decode ? static_cast<double>(bytes.weights[i]) +
+                       mean_context * static_cast<double>(bytes.per_position[i])
+                 : 2.0 * static_cast<double>(macs.macs[i]) / static_cast<double>(m.tokens);
+    total += amount;
+    row(PhaseName(static_cast<Phase>(i)), ms, percent, amount);
   }
-  if (json) return;
-  const double ms = p.total_seconds * per_token;
-  if (m.decode)
-    fmt::print("| total | {:.3f} | 100.0 % | {:.2f} | {:.1f} |\n", ms, total_bytes * 1e-6,
-               ms > 0 ? total_bytes / ms * 1e-6 : 0.0);
-  else
-    fmt::print("| total | {:.3f} | 100.0 % |\n", ms);
+  if (!json) row("total", p.total_seconds * per_token, 100.0, total);
 }
 
 nlohmann::json ProbeJson(const ops::MachineLimits& limits, const ops::LimitMeasurement& p) {
@@ -365,8 +371,12 @@ Status RunBench(const BenchOptions& o) {
     }
     fmt::print("\n");
   }
-  for (const Measurement& m : results)
-    if (m.phases) PrintPhases(m, model, o.run.experts_per_token, o.json);
+  for (const Measurement& m : results) {
+    if (!m.phases) continue;
+    const ops::LimitMeasurement* limit =
+        limits ? ComputeRoofline(m, model, o.run.experts_per_token, *limits).limit : nullptr;
+    PrintPhases(m, model, o.run.experts_per_token, limit, o.json);
+  }
   if (!limits) return Status::Ok();
   const ops::LimitMeasurement* probes[] = {&limits->read_bandwidth, &limits->fp32_fma,
                                            &limits->int8_dot, &limits->bf16_dot};
@@ -403,7 +413,8 @@ Command RegisterBench(CLI::App& root) {
   app->add_flag("--no-limits", o->no_limits, "skip the machine-limit micro-benchmarks");
   app->add_flag("--profile", o->profile,
                 "also print where each test's time goes: attention projections, attention, "
-                "router, experts, dense MLP, lm_head (ms per token and % of the forward passes)");
+                "router, experts, dense MLP, lm_head (ms per token and % of the forward passes), "
+                "and each phase's rate (decode: GB/s read; prefill: G op/s) and % of the limit");
   app->add_option("--bw-mib", o->bandwidth_mib,
                   "buffer for the read-bandwidth probe in MiB (1024; >= 512 to measure DRAM)");
   return {app, [o] { return RunBench(*o); }};
