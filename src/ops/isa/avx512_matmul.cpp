@@ -501,7 +501,7 @@ template <DType D>
 void MatMulPackedBf16(const float* x, int64_t T, const WeightView& w, int64_t row_begin,
                       int64_t row_end, float* y) {
   constexpr bool kFp8 = D == DType::kF8E4M3;
-  // 64 KB + 192 KB of stack, as MatMulPacked, and 8 KB of line addresses.
+  // 64 KB + 192 KB of stack, as MatMulPacked, and up to 8.5 KB of line addresses.
   alignas(64) uint32_t panel[kMc * kKcPairs];
   alignas(64) uint32_t xpanel[kTb * kKcPairs];
   alignas(64) float row_scale[kStrip];
