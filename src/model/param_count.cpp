@@ -78,41 +78,44 @@ enum class MatrixRole {
   kLmHead,        // lm_head: DefaultLmHeadType (q8_0 in q8_0/q4_0 models), else kept
 };
 
-// Calls matrix(rows, cols, role) for each matrix one decode step reads and f32(values) for each
-// vector and matrix the model keeps as an f32 copy.
+// Calls matrix(rows, cols, role, phase) for each matrix one decode step reads (phase: the part of
+// the forward pass that multiplies by it, model/phase_profile.h) and f32(values) for each vector
+// and matrix the model keeps as an f32 copy.
 template <typename MatrixFn, typename F32Fn>
 void ForEachDecodeTensor(const ModelConfig& c, int64_t k, MatrixFn matrix, F32Fn f32) {
   const int64_t H = c.hidden_size, nh = c.num_attention_heads;
-  matrix(1, H, MatrixRole::kEmbeddingRow);
+  matrix(1, H, MatrixRole::kEmbeddingRow, Phase::kOther);
   for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
     f32(2 * H);  // input_layernorm, post_attention_layernorm
     if (c.has_q_lora()) {
-      matrix(c.q_lora_rank, H, MatrixRole::kConverted);
+      matrix(c.q_lora_rank, H, MatrixRole::kConverted, Phase::kAttentionIn);
       f32(c.q_lora_rank);
-      matrix(nh * c.qk_head_dim(), c.q_lora_rank, MatrixRole::kConverted);
+      matrix(nh * c.qk_head_dim(), c.q_lora_rank, MatrixRole::kConverted, Phase::kAttentionIn);
     } else {
-      matrix(nh * c.qk_head_dim(), H, MatrixRole::kConverted);
+      matrix(nh * c.qk_head_dim(), H, MatrixRole::kConverted, Phase::kAttentionIn);
     }
-    matrix(c.kv_lora_rank + c.qk_rope_head_dim, H, MatrixRole::kConverted);
+    matrix(c.kv_lora_rank + c.qk_rope_head_dim, H, MatrixRole::kConverted, Phase::kAttentionIn);
     f32(c.kv_lora_rank);  // kv_a_layernorm
-    matrix(nh * (c.qk_nope_head_dim + c.v_head_dim), c.kv_lora_rank, MatrixRole::kConverted);
-    matrix(H, nh * c.v_head_dim, MatrixRole::kConverted);
+    matrix(nh * (c.qk_nope_head_dim + c.v_head_dim), c.kv_lora_rank, MatrixRole::kConverted,
+           Phase::kAttention);
+    matrix(H, nh * c.v_head_dim, MatrixRole::kConverted, Phase::kAttentionOut);
     if (!c.IsMoeLayer(i)) {
-      for (int m = 0; m < 2; ++m) matrix(c.intermediate_size, H, MatrixRole::kConverted);
-      matrix(H, c.intermediate_size, MatrixRole::kConverted);
+      for (int m = 0; m < 2; ++m)
+        matrix(c.intermediate_size, H, MatrixRole::kConverted, Phase::kDenseMlp);
+      matrix(H, c.intermediate_size, MatrixRole::kConverted, Phase::kDenseMlp);
       continue;
     }
-    matrix(c.n_routed_experts, H, MatrixRole::kKept);  // router
+    matrix(c.n_routed_experts, H, MatrixRole::kKept, Phase::kRouter);
     if (c.topk_method == "noaux_tc") f32(c.n_routed_experts);
     const int64_t shared = c.n_shared_experts * c.moe_intermediate_size;
     for (int64_t e = 0; e < k + (shared > 0 ? 1 : 0); ++e) {
       const int64_t width = e < k ? c.moe_intermediate_size : shared;
-      for (int m = 0; m < 2; ++m) matrix(width, H, MatrixRole::kConverted);
-      matrix(H, width, MatrixRole::kConverted);
+      for (int m = 0; m < 2; ++m) matrix(width, H, MatrixRole::kConverted, Phase::kExpertsIn);
+      matrix(H, width, MatrixRole::kConverted, Phase::kExpertsOut);
     }
   }
   f32(H);  // final norm
-  matrix(c.vocab_size, H, MatrixRole::kLmHead);
+  matrix(c.vocab_size, H, MatrixRole::kLmHead, Phase::kLmHead);
 }
 
 int64_t KvBytesPerPosition(const ModelConfig& c) {
@@ -181,7 +184,7 @@ DecodeBytes CountDecodeBytes(const ModelConfig& c, QuantType format, int64_t k) 
   bytes.kv_per_position = KvBytesPerPosition(c);
   ForEachDecodeTensor(
       c, k,
-      [&](int64_t rows, int64_t cols, MatrixRole role) {
+      [&](int64_t rows, int64_t cols, MatrixRole role, Phase) {
         const QuantType type = role == MatrixRole::kConverted ? format
                                : role == MatrixRole::kLmHead  ? head
                                                               : kept;
@@ -268,7 +271,7 @@ TokenMacs CountTokenMacs(const ModelConfig& c, int64_t k) {
   // one of the matrices: each weight is multiplied once.
   ForEachDecodeTensor(
       c, k,
-      [&](int64_t rows, int64_t cols, MatrixRole role) {
+      [&](int64_t rows, int64_t cols, MatrixRole role, Phase) {
         if (role == MatrixRole::kLmHead) macs.lm_head += rows * cols;
         if (role == MatrixRole::kConverted || role == MatrixRole::kKept) macs.layers += rows * cols;
       },
@@ -279,26 +282,23 @@ TokenMacs CountTokenMacs(const ModelConfig& c, int64_t k) {
 PhaseMacs CountPrefillMacsByPhase(const ModelConfig& c, int64_t T, int64_t start_pos, int64_t k) {
   if (k == 0) k = c.num_experts_per_tok;
   PhaseMacs p;
-  const auto add = [&](Phase phase, int64_t n) { p.macs[static_cast<int>(phase)] += n; };
-  const int64_t H = c.hidden_size, nh = c.num_attention_heads, r = c.kv_lora_rank;
-  const int64_t dn = c.qk_nope_head_dim, dv = c.v_head_dim, qk = c.qk_head_dim();
-  // Positions the T tokens see, summed: T start_pos + T (T + 1) / 2.
+  // The matrices a decode step multiplies, T times (kv_b_proj once per visible position, the
+  // lm_head once); the embedding is looked up.
+  ForEachDecodeTensor(
+      c, k,
+      [&](int64_t rows, int64_t cols, MatrixRole role, Phase phase) {
+        const int64_t times = role == MatrixRole::kEmbeddingRow ? 0
+                              : role == MatrixRole::kLmHead     ? (T > 0 ? 1 : 0)
+                              : phase == Phase::kAttention      ? start_pos + T
+                                                                : T;
+        p.macs[static_cast<int>(phase)] += times * rows * cols;
+      },
+      [](int64_t) {});
+  // The score and value products: (dn + dr) + dv per head for each position a token sees,
+  // T start_pos + T (T + 1) / 2 in all.
   const int64_t seen = T * start_pos + T * (T + 1) / 2;
-  for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
-    const int64_t q = c.has_q_lora() ? c.q_lora_rank * H + nh * qk * c.q_lora_rank : nh * qk * H;
-    add(Phase::kAttentionIn, T * (q + (r + c.qk_rope_head_dim) * H));
-    add(Phase::kAttention, (start_pos + T) * nh * (dn + dv) * r + seen * nh * (qk + dv));
-    add(Phase::kAttentionOut, T * H * nh * dv);
-    if (!c.IsMoeLayer(i)) {
-      add(Phase::kDenseMlp, T * 3 * H * c.intermediate_size);
-      continue;
-    }
-    const int64_t shared = c.n_shared_experts * c.moe_intermediate_size;
-    add(Phase::kRouter, T * c.n_routed_experts * H);
-    add(Phase::kExpertsIn, T * 2 * H * (k * c.moe_intermediate_size + shared));
-    add(Phase::kExpertsOut, T * H * (k * c.moe_intermediate_size + shared));
-  }
-  if (T > 0) add(Phase::kLmHead, c.vocab_size * H);
+  p.macs[static_cast<int>(Phase::kAttention)] +=
+      c.num_hidden_layers * seen * c.num_attention_heads * (c.qk_head_dim() + c.v_head_dim);
   return p;
 }
 
