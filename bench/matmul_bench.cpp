@@ -31,6 +31,7 @@
 
 #include "backend/thread_pool.h"
 #include "model/moe.h"
+#include "model/phase_profile.h"
 #include "model/presets.h"
 #include "ops/isa.h"
 #include "ops/matmul.h"
@@ -262,6 +263,8 @@ void MatMulTiledArgs(benchmark::internal::Benchmark* b) {
       b->Args({d, kAvx512, 131072, 512, 1, threads, 0, 1});
       b->Args({d, kAvx512, 2048, 2048, 4, threads, 0, 1});
       b->Args({d, kAvx512, 2048, 2048, 64, threads, 0, 1});
+      // An expert's down projection (512 columns: 16 blocks a row) at an expert's prefill share.
+      b->Args({d, kAvx512, 2048, 512, 64, threads, 0, 1});
     }
   }
 }
@@ -351,8 +354,9 @@ BENCHMARK(BM_MoeDecode)
 // experts top-8 plus the shared expert, tiled q8_0 / q4_0 weights, int8 activations) for 512
 // tokens. skew = 0: the router's scores alike, 40-84 tokens an expert; skew = 1: a bias that
 // favours the later experts, 2-193 tokens an expert, like the random bench model's 0-237 at
-// pp512 (counters tokens_min / tokens_max). FLOP/s counts the experts' products
-// (2 * T * (k + 1) * 3 * H * I), against BM_MatMulTiled's one matrix.
+// pp512 (counters tokens_min / tokens_max), and the milliseconds of each of MoeForward's phases.
+// FLOP/s counts the experts' products (2 * T * (k + 1) * 3 * H * I), against BM_MatMulTiled's one
+// matrix.
 //   Arguments: {dtype (4 q8_0, 5 q4_0), threads, skew}
 void BM_MoePrefill(benchmark::State& state) {
   const DType dtype = kDTypes[state.range(0)];
@@ -400,8 +404,9 @@ void BM_MoePrefill(benchmark::State& state) {
   dsv3::ops::KernelContext ctx{&pool, Isa::kAvx512};
   ctx.int8_dot = true;
   dsv3::MoeScratch scratch;
+  dsv3::PhaseProfile profile;
   for (auto _ : state) {
-    dsv3::MoeForward(*config, w, ctx, x.data(), T, k, scratch, out.data());
+    dsv3::MoeForward(*config, w, ctx, x.data(), T, k, scratch, out.data(), &profile);
     benchmark::DoNotOptimize(out.data());
     benchmark::ClobberMemory();
   }
@@ -412,6 +417,12 @@ void BM_MoePrefill(benchmark::State& state) {
     fewest = std::min(fewest, n);
     most = std::max(most, n);
   }
+  // Milliseconds an iteration in each phase MoeForward times (the down projections and their
+  // sum are experts_out).
+  for (dsv3::Phase phase :
+       {dsv3::Phase::kRouter, dsv3::Phase::kExpertsIn, dsv3::Phase::kExpertsOut})
+    state.counters[std::string(dsv3::PhaseName(phase)) + "_ms"] =
+        1e3 * profile.seconds[static_cast<int>(phase)] / static_cast<double>(state.iterations());
   state.counters["tokens_min"] = static_cast<double>(fewest);
   state.counters["tokens_max"] = static_cast<double>(most);
   state.counters["FLOP/s"] = benchmark::Counter(static_cast<double>(2 * T * (k + 1) * 3 * H * I),
