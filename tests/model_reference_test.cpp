@@ -15,6 +15,7 @@
 #include "model/mla.h"
 #include "model/moe.h"
 #include "model/presets.h"
+#include "model/quantize.h"
 #include "model/random_checkpoint.h"
 #include "model/rope_yarn.h"
 #include "model/transformer.h"
@@ -75,15 +76,17 @@ std::string CaseName(const ::testing::TestParamInfo<Case>& info) {
 // `chunk` through a fresh cache (the first chunk `first` tokens when given): [T, H].
 std::vector<float> RunAttention(const Model& model, const std::vector<float>& x, int64_t chunk,
                                 AttentionPath path, ThreadPool* pool, int64_t first = 0,
-                                bool bf16_dot = false) {
+                                bool bf16_dot = false, bool int8_dot = false,
+                                ops::Isa isa = ops::BestIsa()) {
   const ModelConfig& c = model.config();
   const int64_t H = c.hidden_size, T = static_cast<int64_t>(x.size()) / H;
   LayerKvCache cache;
   cache.latent.resize(static_cast<size_t>(T * c.kv_lora_rank));
   cache.rope_key.resize(static_cast<size_t>(T * c.qk_rope_head_dim));
   MlaScratch scratch;
-  ops::KernelContext ctx{pool, ops::BestIsa()};
+  ops::KernelContext ctx{pool, isa};
   ctx.bf16_dot = bf16_dot;
+  ctx.int8_dot = int8_dot;
   std::vector<float> out(x.size()), cos_sin;
   for (int64_t begin = 0; begin < T;) {
     const int64_t n = std::min(begin == 0 && first > 0 ? first : chunk, T - begin);
@@ -225,11 +228,13 @@ TEST_P(ModelVsReference, CachedDecodeChunkedPrefillAndNaiveAgree) {
 
 // The opt-in bf16-dot path (AVX-512) decompresses a prefill's keys and values with a bf16 x bf16
 // product on kv_b_proj as stored (BF16, or FP8 whose heads start on scale blocks), the latent
-// rounded to bf16 (relative error <= u = 2^-8 per value); the absorbed form keeps f32. Both share
-// the bf16-dot projections. Each decompressed k and v then moves by at most u times its sum of
-// |terms|, the scores and values by that much again through the softmax, and o_proj's bf16
-// rounding of either form's o by u: a few u in all, so 4u = 2^-6 of the output's scale (a wrong
-// head's rows or scale block gives O(1); measured 0.0026-0.0028 on the BF16 presets).
+// rounded to bf16 (relative error <= u = 2^-8 per value), and runs the scores and values as bf16
+// x bf16 products too (q, k, the softmax weights and v rounded by u each); the absorbed form
+// keeps f32. Both share the bf16-dot projections. Each decompressed k and v then moves by at most
+// u times its sum of |terms|, the scores and values by a few u more through the softmax, and
+// o_proj's bf16 rounding of either form's o by u: a few u in all, so 4u = 2^-6 of the output's
+// scale (a wrong head's rows or scale block gives O(1); measured 0.0028-0.0053 on the BF16
+// presets and the FP8 model below, 0.0026-0.0034 while the scores and values were f32).
 void ExpectBf16DotDecompressionNearAbsorbed(const Model& model) {
   const int64_t T = 40, H = model.config().hidden_size;
   std::mt19937 rng(19);
@@ -266,6 +271,50 @@ TEST(Bf16Dot, Fp8DecompressionWithinBf16Rounding) {
   auto model = Model::Load(dir.path(), LoadOptions{});
   ASSERT_TRUE(model.ok()) << model.status().message();
   ExpectBf16DotDecompressionNearAbsorbed(**model);
+}
+
+// With int8 activations (q8_0 / q4_0 weights; the CLI's default) on AVX-512 the decompressed
+// form's scores and values are bf16 x bf16 products (mla.cpp, Bf16AttentionProducts); on AVX2
+// they stay f32, and every other step gives the same bits (the int8 kernels equal their scalar
+// twin on every ISA) or differs by f32 rounding. q, k, the softmax weights and v each carry a
+// relative error <= u = 2^-8 from the rounding: the scores move by at most 2u of their sum of
+// |terms|, the weights relatively by as much, each output by ~3u of its sum of |terms|; o_proj's
+// int8 quantization can then move a value of o by one code (2^-7 of its block's largest value)
+// where o crossed a rounding boundary. A few u in all, so 4u = 2^-6 of the output's scale bounds
+// it (a wrong head, key offset or mask gives 0.5-0.8; measured 0.0059 for q8_0, 0.0045 for q4_0).
+// 150 tokens: three blocks, in one call and in calls of 40 that start mid-block.
+TEST(Bf16AttentionProducts, Int8ModelWithinBf16RoundingOfF32Products) {
+  if (ops::BestIsa() != ops::Isa::kAvx512) GTEST_SKIP() << "bf16 products run on AVX-512";
+  auto config = PresetConfig("tiny-v3");
+  ASSERT_TRUE(config.ok());
+  RandomCheckpointOptions options;
+  options.seed = 12;
+  testing::TempDir dir;
+  ASSERT_TRUE(WriteRandomCheckpoint(*config, options, dir / "src").ok());
+  const int64_t T = 150, H = config->hidden_size;
+  std::mt19937 rng(23);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> x(static_cast<size_t>(T * H));
+  for (float& v : x) v = normal(rng);
+  ThreadPool pool(2);
+  for (QuantType type : {QuantType::kQ8_0, QuantType::kQ4_0}) {
+    SCOPED_TRACE(QuantTypeName(type));
+    QuantizeOptions quantize;
+    quantize.type = type;
+    const std::string out = dir / QuantTypeName(type);
+    ASSERT_TRUE(QuantizeModel(dir / "src", out, quantize).ok());
+    auto model = Model::Load(out, LoadOptions{});
+    ASSERT_TRUE(model.ok()) << model.status().message();
+    const auto f32_products = RunAttention(**model, x, T, AttentionPath::kDecompressed, &pool, 0,
+                                           false, true, ops::Isa::kAvx2);
+    for (int64_t chunk : {T, int64_t{40}}) {
+      const auto bf16_products = RunAttention(**model, x, chunk, AttentionPath::kDecompressed,
+                                              &pool, 0, false, true, ops::Isa::kAvx512);
+      const double error = RelError(bf16_products, f32_products);
+      EXPECT_LE(error, 1.0 / 64) << "chunk " << chunk;
+      EXPECT_GT(error, 0.0) << "the products ran in f32";
+    }
+  }
 }
 
 // More tokens than one block (64 tokens) of the decompressed form: later blocks' query/output

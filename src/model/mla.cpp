@@ -9,6 +9,7 @@
 #include "ops/int8_dot.h"
 #include "ops/mla_attention.h"
 #include "ops/row_tiles.h"
+#include "ops/transpose.h"
 #include "ops/vector_ops.h"
 
 namespace dsv3 {
@@ -300,8 +301,27 @@ constexpr int64_t kDecompressedBlock = 64;
 // DeepSeek-V3, 2.3k on 64.
 constexpr int64_t kMaxDecompressedScratch = int64_t{256} << 20;
 
-int64_t DecompressedScratchFloats(const ModelConfig& c, int64_t N) {
-  return N * (c.qk_head_dim() + c.qk_nope_head_dim + c.v_head_dim + kDecompressedBlock);
+// Per thread: k [N, dn+dr] f32 (or bf16 [N, dn+dr] and v^T [dv, N] twice in bf16, with a block's
+// queries [64, dn+dr] and outputs [64, dv]), [k_nope | v] [N, dn+dv], scores [64, N].
+int64_t DecompressedScratchFloats(const ModelConfig& c, int64_t N, bool bf16_products) {
+  const int64_t qk = c.qk_head_dim(), dv = c.v_head_dim;
+  const int64_t k_floats =
+      bf16_products ? (N * qk + 1) / 2 + dv * N + kDecompressedBlock * (qk + dv) : N * qk;
+  return k_floats + N * (c.qk_nope_head_dim + dv + kDecompressedBlock);
+}
+
+// Whether the scores (q k^T) and values (s v) of the decompressed form run as bf16 x bf16
+// products (vdpbf16ps through MatMul's bf16-dot kernel, about twice the f32 FMA rate; AVX-512):
+// q, k, the softmax weights and v each rounded to bf16 (relative error <= 2^-8 per value). Under
+// the opt-in bf16-dot path, and wherever kv_b_proj's products already run on int8 activations
+// (q8_0 / q4_0 with int8-dot, the CLI's default): their per-block rounding of every product's
+// input (half a code, 2^-8 of the block's largest value) is as coarse as bf16's for the largest
+// value and coarser for the rest. Held-out perplexity of dsv3-tiny (--ctx 256): q8_0 29.2914 ->
+// 29.2868, q4_0 29.3727 -> 29.3791, BF16 --bf16-dot 29.2851 -> 29.2801. bench-medium pp512,
+// forwards alternating between both in one process: the attention 8.0 -> 6.0 ms a layer (q4_0;
+// q8_0 7.9 -> 5.9, BF16 --bf16-dot 9.4 -> 7.2), the forward 1.9-4.4 % less time.
+bool Bf16AttentionProducts(const AttentionWeights& w, const ops::KernelContext& ctx) {
+  return ctx.isa == ops::Isa::kAvx512 && (ctx.bf16_dot || ops::UsesInt8Dot(ctx, w.kv_b_proj));
 }
 
 // Whether the opt-in bf16-dot path (KernelContext::bf16_dot) takes the decompression of every
@@ -334,13 +354,75 @@ ops::WeightView RowRange(const ops::WeightView& w, int64_t first, int64_t n) {
   return v;
 }
 
+// Row i of the block's scores: scaled (unless scale is 1), softmax over the `visible` positions
+// token i sees, zero past them (up to `keys`).
+void SoftmaxVisible(ops::Isa isa, float scale, int64_t visible, int64_t keys, float* row) {
+  if (scale != 1.0f)
+    for (int64_t j = 0; j < visible; ++j) row[j] *= scale;
+  ops::Softmax(isa, row, visible);
+  std::fill(row + visible, row + keys, 0.0f);
+}
+
+// Head h's blocks of queries in the decompressed form with bf16 x bf16 products
+// (Bf16AttentionProducts), on the calling thread: the softmax scale applied to q before its
+// rounding, v transposed once and each block's keys copied from it (transposing each block's
+// keys, 4.5x the values at pp512, took as long as the values' product). kv: the head's
+// [N, dn+dv] = [k_nope | v]; k16 [N, dn+dr], v16 2 x [dv, N], q_block [64, dn+dr], s [64, N],
+// o_block [64, dv] scratch.
+void BlocksInBf16(const ModelConfig& c, ops::Isa isa, const float* q, int64_t T, int64_t start_pos,
+                  int64_t h, const float* kv, const LayerKvCache& cache, float scale, uint16_t* k16,
+                  uint16_t* v16, float* q_block, float* s, float* o_block, float* o) {
+  const int64_t nh = c.num_attention_heads, dn = c.qk_nope_head_dim, dr = c.qk_rope_head_dim;
+  const int64_t dv = c.v_head_dim, qk = dn + dr, N = start_pos + T;
+  // k16[j] = bf16([k_nope_j | k_pe_j])
+  ops::CopyToBf16(isa, kv, N, dn, dn + dv, k16, qk);
+  ops::CopyToBf16(isa, cache.rope_key.data(), N, dr, dr, k16 + dn, qk);
+  uint16_t* v_all = v16 + dv * N;  // v^T [dv, N]
+  ops::TransposeToBf16(isa, kv + dn, N, dv, dn + dv, v_all);
+  ops::KernelContext bf16_one{nullptr, isa};
+  bf16_one.bf16_dot = true;
+  for (int64_t t0 = 0; t0 < T; t0 += kDecompressedBlock) {
+    const int64_t n = std::min(kDecompressedBlock, T - t0), keys = start_pos + t0 + n;
+    for (int64_t i = 0; i < n; ++i) {  // q_block[i] = scale q[t0 + i, h, :]
+      const float* qi = q + ((t0 + i) * nh + h) * qk;
+      for (int64_t e = 0; e < qk; ++e) q_block[i * qk + e] = scale * qi[e];
+    }
+    // s[i, j] = q_block[i] . k[j] for the keys the block's last token sees: k as the weight
+    ops::WeightView k_rows;
+    k_rows.dtype = DType::kBF16;
+    k_rows.rows = keys;
+    k_rows.cols = qk;
+    k_rows.data = k16;
+    ops::MatMul(bf16_one, q_block, n, k_rows, s);
+    for (int64_t i = 0; i < n; ++i)
+      SoftmaxVisible(isa, 1.0f, start_pos + t0 + i + 1, keys, s + i * keys);
+    // o_block[i, e] = sum_j s[i, j] v[j, e]: v^T [dv, keys] as the weight
+    const uint16_t* vt = v_all;
+    if (keys < N) {
+      for (int64_t e = 0; e < dv; ++e)
+        std::memcpy(v16 + e * keys, v_all + e * N, static_cast<size_t>(keys) * sizeof(uint16_t));
+      vt = v16;
+    }
+    ops::WeightView v_rows;
+    v_rows.dtype = DType::kBF16;
+    v_rows.rows = dv;
+    v_rows.cols = keys;
+    v_rows.data = vt;
+    ops::MatMul(bf16_one, s, n, v_rows, o_block);
+    for (int64_t i = 0; i < n; ++i)  // o[t0 + i, h*dv : (h+1)*dv]
+      std::memcpy(o + (t0 + i) * nh * dv + h * dv, o_block + i * dv,
+                  static_cast<size_t>(dv) * sizeof(float));
+  }
+}
+
 void DecompressedBatched(const ModelConfig& c, const RopeParams& rope, const AttentionWeights& w,
                          const ops::KernelContext& ctx, const float* q, int64_t T,
                          int64_t start_pos, const LayerKvCache& cache, MlaScratch& scratch,
                          float* o) {
   const int64_t nh = c.num_attention_heads, dn = c.qk_nope_head_dim, dr = c.qk_rope_head_dim;
   const int64_t dv = c.v_head_dim, r = c.kv_lora_rank, qk = dn + dr, N = start_pos + T;
-  const int64_t per_thread = DecompressedScratchFloats(c, N);
+  const bool bf16_products = Bf16AttentionProducts(w, ctx);
+  const int64_t per_thread = DecompressedScratchFloats(c, N, bf16_products);
   const int threads = NumThreads(ctx);
   float* base = scratch.decompressed.Get(threads * per_thread);
   const ops::KernelContext one{nullptr, ctx.isa};
@@ -351,9 +433,14 @@ void DecompressedBatched(const ModelConfig& c, const RopeParams& rope, const Att
   bf16_one.bf16_dot = true;
   const bool bf16 = Bf16DotDecompression(c, w, ctx);
   auto heads = [&](int thread) {
-    float* k = base + thread * per_thread;  // [N, dn+dr]: k_nope | k_pe
-    float* kv = k + N * qk;                 // [N, dn+dv]: k_nope | v
-    float* s = kv + N * (dn + dv);          // [block, keys]
+    float* kv = base + thread * per_thread;  // [N, dn+dv]: k_nope | v
+    float* s = kv + N * (dn + dv);           // [block, keys]
+    float* k = s + kDecompressedBlock * N;   // [N, dn+dr]: k_nope | k_pe
+    // bf16_products: k as bf16 [N, dn+dr], v^T [dv, N] and a block's [dv, keys], queries, outputs.
+    uint16_t* k16 = reinterpret_cast<uint16_t*>(k);
+    uint16_t* v16 = reinterpret_cast<uint16_t*>(k + (N * qk + 1) / 2);
+    float* q_block = k + (N * qk + 1) / 2 + dv * N;      // [block, dn+dr]
+    float* o_block = q_block + kDecompressedBlock * qk;  // [block, dv]
     std::optional<ops::Int8RowRunner> runner;
     if (int8) runner.emplace(ctx.isa);
     for (int64_t h = nh * thread / threads; h < nh * (thread + 1) / threads; ++h) {
@@ -368,6 +455,11 @@ void DecompressedBatched(const ModelConfig& c, const RopeParams& rope, const Att
         const float* w_ukv = w.kv_b_proj_f32.data() + h * (dn + dv) * r;  // [dn+dv, r]
         ops::Gemm(one, N, dn + dv, r, latent, {w_ukv, r, false}, kv, dn + dv, false);
       }
+      if (bf16_products) {
+        BlocksInBf16(c, ctx.isa, q, T, start_pos, h, kv, cache, scale, k16, v16, q_block, s,
+                     o_block, o);
+        continue;
+      }
       for (int64_t j = 0; j < N; ++j) {
         std::memcpy(k + j * qk, kv + j * (dn + dv), static_cast<size_t>(dn) * sizeof(float));
         std::memcpy(k + j * qk + dn, cache.rope_key.data() + j * dr,
@@ -379,13 +471,8 @@ void DecompressedBatched(const ModelConfig& c, const RopeParams& rope, const Att
         // s[i, j] = q[t0 + i, h, :] . k[j, :] for the keys the block's last token sees
         ops::Gemm(one, n, keys, qk, {q + (t0 * nh + h) * qk, nh * qk, false}, {k, qk, false}, s,
                   keys, false);
-        for (int64_t i = 0; i < n; ++i) {
-          float* row = s + i * keys;
-          const int64_t visible = start_pos + t0 + i + 1;
-          for (int64_t j = 0; j < visible; ++j) row[j] *= scale;
-          ops::Softmax(ctx.isa, row, visible);
-          std::fill(row + visible, row + keys, 0.0f);
-        }
+        for (int64_t i = 0; i < n; ++i)
+          SoftmaxVisible(ctx.isa, scale, start_pos + t0 + i + 1, keys, s + i * keys);
         // o[t0 + i, h*dv + e] = sum_j s[i, j] v[j, e]
         ops::Gemm(one, n, dv, keys, {s, keys, false}, v, o + t0 * nh * dv + h * dv, nh * dv, false);
       }
@@ -400,9 +487,11 @@ void DecompressedBatched(const ModelConfig& c, const RopeParams& rope, const Att
 // Whether the decompressed form costs fewer multiply-adds than the absorbed one for T tokens
 // after start_pos cached positions (per head; attention only, the projections are shared), and
 // its scratch for `threads` threads stays within kMaxDecompressedScratch.
-bool DecompressedIsCheaper(const ModelConfig& c, int64_t T, int64_t start_pos, int threads) {
-  const int64_t scratch_bytes =
-      threads * DecompressedScratchFloats(c, start_pos + T) * static_cast<int64_t>(sizeof(float));
+bool DecompressedIsCheaper(const ModelConfig& c, int64_t T, int64_t start_pos, int threads,
+                           bool bf16_products) {
+  const int64_t scratch_bytes = threads *
+                                DecompressedScratchFloats(c, start_pos + T, bf16_products) *
+                                static_cast<int64_t>(sizeof(float));
   if (scratch_bytes > kMaxDecompressedScratch) return false;
   const double dn = static_cast<double>(c.qk_nope_head_dim),
                dr = static_cast<double>(c.qk_rope_head_dim);
@@ -469,7 +558,9 @@ void MlaForward(const ModelConfig& c, const RopeParams& rope, const AttentionWei
   const int64_t num_keys_max = start_pos + T;
   const bool packed = ops::GemmIsPacked(ctx.isa);
   if (path == AttentionPath::kAuto)
-    path = packed && T >= 2 && DecompressedIsCheaper(c, T, start_pos, NumThreads(ctx))
+    path = packed && T >= 2 &&
+                   DecompressedIsCheaper(c, T, start_pos, NumThreads(ctx),
+                                         Bf16AttentionProducts(w, ctx))
                ? AttentionPath::kDecompressed
                : AttentionPath::kAbsorbed;
   if (path == AttentionPath::kDecompressed && T >= 2) {

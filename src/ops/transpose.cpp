@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "backend/thread_pool.h"
+#include "util/dtype.h"
 
 namespace dsv3::ops {
 
@@ -23,7 +24,30 @@ void TransposeRows(const float* src, int64_t rows, int64_t cols, int64_t r0, int
   }
 }
 
+void CopyToBf16(const float* src, int64_t rows, int64_t cols, int64_t ld_src, uint16_t* dst,
+                int64_t ld_dst) {
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) dst[r * ld_dst + c] = F32ToBf16(src[r * ld_src + c]);
+}
+
+void TransposeToBf16(const float* src, int64_t rows, int64_t cols, int64_t ld_src, uint16_t* dst) {
+  for (int64_t c = 0; c < cols; ++c)
+    for (int64_t r = 0; r < rows; ++r) dst[c * rows + r] = F32ToBf16(src[r * ld_src + c]);
+}
+
 }  // namespace scalar
+
+void CopyToBf16(Isa isa, const float* src, int64_t rows, int64_t cols, int64_t ld_src,
+                uint16_t* dst, int64_t ld_dst) {
+  if (isa == Isa::kAvx512) return avx512::CopyToBf16(src, rows, cols, ld_src, dst, ld_dst);
+  scalar::CopyToBf16(src, rows, cols, ld_src, dst, ld_dst);
+}
+
+void TransposeToBf16(Isa isa, const float* src, int64_t rows, int64_t cols, int64_t ld_src,
+                     uint16_t* dst) {
+  if (isa == Isa::kAvx512) return avx512::TransposeToBf16(src, rows, cols, ld_src, dst);
+  scalar::TransposeToBf16(src, rows, cols, ld_src, dst);
+}
 
 void Transpose(const KernelContext& ctx, const float* src, int64_t rows, int64_t cols, float* dst) {
   if (rows <= 0 || cols <= 0) return;
