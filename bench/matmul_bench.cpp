@@ -417,8 +417,8 @@ void BM_MoePrefill(benchmark::State& state) {
     fewest = std::min(fewest, n);
     most = std::max(most, n);
   }
-  // Milliseconds an iteration in each phase MoeForward times (the down projections and their
-  // sum are experts_out).
+  // Milliseconds an iteration in each phase MoeForward times (experts_out: the down projections
+  // and their sum, and on this int8 path, summed per row range, SiLU(gate) * up as well).
   for (dsv3::Phase phase :
        {dsv3::Phase::kRouter, dsv3::Phase::kExpertsIn, dsv3::Phase::kExpertsOut})
     state.counters[std::string(dsv3::PhaseName(phase)) + "_ms"] =

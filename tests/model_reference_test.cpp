@@ -281,8 +281,9 @@ TEST(Bf16Dot, Fp8DecompressionWithinBf16Rounding) {
 // |terms|, the weights relatively by as much, each output by ~3u of its sum of |terms|; o_proj's
 // int8 quantization can then move a value of o by one code (2^-7 of its block's largest value)
 // where o crossed a rounding boundary. A few u in all, so 4u = 2^-6 of the output's scale bounds
-// it (a wrong head, key offset or mask gives 0.5-0.8; measured 0.0059 for q8_0, 0.0045 for q4_0).
-// 150 tokens: three blocks, in one call and in calls of 40 that start mid-block.
+// it (a wrong head, key offset or mask gives 0.5-0.8; measured 0.0042-0.0048), while the f32 steps
+// alone differ by ~1.5e-7 (AVX2 against scalar): the error must exceed 100 times that, or the
+// products did not run in bf16. 150 tokens: three blocks.
 TEST(Bf16AttentionProducts, Int8ModelWithinBf16RoundingOfF32Products) {
   if (ops::BestIsa() != ops::Isa::kAvx512) GTEST_SKIP() << "bf16 products run on AVX-512";
   auto config = PresetConfig("tiny-v3");
@@ -307,12 +308,24 @@ TEST(Bf16AttentionProducts, Int8ModelWithinBf16RoundingOfF32Products) {
     ASSERT_TRUE(model.ok()) << model.status().message();
     const auto f32_products = RunAttention(**model, x, T, AttentionPath::kDecompressed, &pool, 0,
                                            false, true, ops::Isa::kAvx2);
-    for (int64_t chunk : {T, int64_t{40}}) {
+    // The f32 steps alone (AVX2 against the scalar twin): far below the bf16 products' effect.
+    const double f32_only = RelError(RunAttention(**model, x, T, AttentionPath::kDecompressed,
+                                                  &pool, 0, false, true, ops::Isa::kScalar),
+                                     f32_products);
+    // Calls: one; 40 each; 7 (fewer than 8 queries: the products' dot form, 7 keys) then 143
+    // (blocks of 71 and 135 keys after 7 cached: odd widths, each block's keys a prefix of the
+    // call's); 50 then 100.
+    const auto one_thread = RunAttention(**model, x, T, AttentionPath::kDecompressed, nullptr, 0,
+                                         false, true, ops::Isa::kAvx512);
+    for (auto [first, chunk] : {std::pair<int64_t, int64_t>{0, T}, {0, 40}, {7, 143}, {50, 100}}) {
       const auto bf16_products = RunAttention(**model, x, chunk, AttentionPath::kDecompressed,
-                                              &pool, 0, false, true, ops::Isa::kAvx512);
+                                              &pool, first, false, true, ops::Isa::kAvx512);
       const double error = RelError(bf16_products, f32_products);
-      EXPECT_LE(error, 1.0 / 64) << "chunk " << chunk;
-      EXPECT_GT(error, 0.0) << "the products ran in f32";
+      EXPECT_LE(error, 1.0 / 64) << "first " << first << " chunk " << chunk;
+      EXPECT_GT(error, 100 * f32_only) << "the products ran in f32";
+      if (first == 0 && chunk == T) {
+        EXPECT_EQ(bf16_products, one_thread);  // which thread takes a head changes no bit
+      }
     }
   }
 }

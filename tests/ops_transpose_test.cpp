@@ -88,13 +88,15 @@ TEST(OpsTranspose, Bf16CopiesRoundAsF32ToBf16OnEveryIsa) {
                                   {257, 129, 130},
                                   {40, 192, 256}}) {
       const std::vector<float> src = Bf16Cases(rows * ld, rng);
-      // A copy into rows ld + 3 apart (the gaps must stay as they were) and a transpose.
+      // A copy into rows cols + 3 apart (the gaps must stay as they were) and a transpose (with
+      // 32 guard values past its end).
       const int64_t ld_dst = cols + 3;
       std::vector<uint16_t> copy(static_cast<size_t>(rows * ld_dst), 0xabcd);
       CopyToBf16(isa, src.data(), rows, cols, ld, copy.data(), ld_dst);
-      std::vector<uint16_t> transposed(static_cast<size_t>(rows * cols), 0xabcd);
+      std::vector<uint16_t> transposed(static_cast<size_t>(rows * cols + 32), 0xabcd);
       TransposeToBf16(isa, src.data(), rows, cols, ld, transposed.data());
       int64_t wrong = 0;
+      for (int64_t i = rows * cols; i < rows * cols + 32; ++i) wrong += transposed[i] != 0xabcd;
       for (int64_t r = 0; r < rows; ++r) {
         for (int64_t c = 0; c < ld_dst; ++c) {
           const uint16_t want = c < cols ? F32ToBf16(src[r * ld + c]) : uint16_t{0xabcd};

@@ -290,15 +290,16 @@ void AbsorbedBatched(const ModelConfig& c, const RopeParams& rope, const Attenti
 // copy.
 // Heads are split over the threads; each thread's scratch holds one head's k [N, dn+dr],
 // [k_nope | v] [N, dn+dv] and scores [kDecompressedBlock, N] (N = start_pos + T):
-// (dn + dr + dn + dv + 64) N floats, 8.4 MB at N = 4096 for DeepSeek-V3; kAuto bounds the total
-// (kMaxDecompressedScratch). Each block's queries score every key up to the block's last one, so
-// the block's square past the diagonal is computed and masked: 64 rather than 128 queries halve
-// that (bench-medium q4_0 pp512, forwards alternating between both in one process: the attention
-// 3-6 % less time, 3 runs; 32 was level with 64).
+// (dn + dr + dn + dv + 64) N floats, 8.4 MB at N = 4096 for DeepSeek-V3 (with bf16 products,
+// Bf16AttentionProducts: k in bf16 and v^T twice, (dn + dr) / 2 + 2 dv + dn + 64 floats a
+// position, 6 % more); kAuto bounds the total (kMaxDecompressedScratch). Each block's queries score
+// every key up to the block's last one, so the block's square past the diagonal is computed and
+// masked: 64 rather than 128 queries halve that (bench-medium q4_0 pp512, forwards alternating
+// between both in one process: the attention 3-6 % less time, 3 runs; 32 was level with 64).
 constexpr int64_t kDecompressedBlock = 64;
 // kAuto takes the decompressed form only while all threads' scratch stays within this (it grows
-// with the context; the absorbed form's does not): 256 MiB is 74k positions on 2 threads for
-// DeepSeek-V3, 2.3k on 64.
+// with the context; the absorbed form's does not): 256 MiB is 65.5k positions on 2 threads for
+// DeepSeek-V3, 2.0k on 64 (61.7k and 1.9k with bf16 products).
 constexpr int64_t kMaxDecompressedScratch = int64_t{256} << 20;
 
 // Per thread: k [N, dn+dr] f32 (or bf16 [N, dn+dr] and v^T [dv, N] twice in bf16, with a block's
@@ -312,7 +313,8 @@ int64_t DecompressedScratchFloats(const ModelConfig& c, int64_t N, bool bf16_pro
 
 // Whether the scores (q k^T) and values (s v) of the decompressed form run as bf16 x bf16
 // products (vdpbf16ps through MatMul's bf16-dot kernel, about twice the f32 FMA rate; AVX-512):
-// q, k, the softmax weights and v each rounded to bf16 (relative error <= 2^-8 per value). Under
+// q, k, the softmax weights and v each rounded to bf16 (relative error <= 2^-8 per value; a block
+// of fewer than 8 queries takes MatMul's dot form, which keeps q and the weights f32). Under
 // the opt-in bf16-dot path, and wherever kv_b_proj's products already run on int8 activations
 // (q8_0 / q4_0 with int8-dot, the CLI's default): their per-block rounding of every product's
 // input (half a code, 2^-8 of the block's largest value) is as coarse as bf16's for the largest

@@ -15,6 +15,7 @@
 #include <array>
 #include <utility>
 
+#include "ops/isa/avx512_bf16.h"
 #include "ops/isa/avx512_gemm_tile.h"
 #include "ops/isa/avx512_transpose16.h"
 #include "ops/isa/simd_intrinsics.h"
@@ -368,19 +369,6 @@ void PackWeightsPairs(const WeightView& w, int64_t r0, int64_t nrows, int64_t c0
         _mm512_store_si512(dst + (pb + p) * kStrip, _mm512_castps_si512(v[p]));
     }
   }
-}
-
-// 16 floats rounded to bf16 as F32ToBf16 does (nearest even; NaN stays NaN, made quiet), each in
-// the low half of its 32-bit lane.
-__m512i F32ToBf16Lanes(__m512 v) {
-  const __m512i u = _mm512_castps_si512(v);
-  const __m512i high = _mm512_srli_epi32(u, 16);
-  const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)),
-                                                _mm512_set1_epi32(0x7f800000));
-  const __m512i bias =
-      _mm512_add_epi32(_mm512_and_si512(high, _mm512_set1_epi32(1)), _mm512_set1_epi32(0x7fff));
-  const __m512i rounded = _mm512_srli_epi32(_mm512_add_epi32(u, bias), 16);
-  return _mm512_mask_mov_epi32(rounded, nan, _mm512_or_si512(high, _mm512_set1_epi32(0x40)));
 }
 
 // xpanel: [ceil(nt / kNt)][ceil(kc / 2)][kNt] pairs of x rounded to bf16 (the odd tail padded 0).

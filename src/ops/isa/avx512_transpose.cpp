@@ -1,8 +1,8 @@
 // AVX-512 transpose: 16x16 tiles through registers, masked at the ragged edges; and the bf16
-// copies, rounded as F32ToBf16 rounds (integer arithmetic on the bits, so every input, NaN and
-// subnormals included, gives the scalar twin's bits).
+// copies, rounded as F32ToBf16 rounds (ops/isa/avx512_bf16.h).
 #include <algorithm>
 
+#include "ops/isa/avx512_bf16.h"
 #include "ops/isa/avx512_transpose16.h"
 #include "ops/transpose.h"
 
@@ -27,22 +27,6 @@ void TransposeRows(const float* src, int64_t rows, int64_t cols, int64_t r0, int
   }
 }
 
-namespace {
-
-// 16 floats rounded to bf16 as F32ToBf16: NaN keeps its high bits and sets the quiet bit; any
-// other value adds 0x7fff plus the lowest kept bit (nearest even) and keeps the high half.
-__m256i RoundToBf16(__m512 v) {
-  const __m512i u = _mm512_castps_si512(v);
-  const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)),
-                                                _mm512_set1_epi32(0x7f800000));
-  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
-  const __m512i rounded = _mm512_add_epi32(u, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), lsb));
-  const __m512i quiet = _mm512_or_si512(u, _mm512_set1_epi32(0x400000));
-  return _mm512_cvtepi32_epi16(_mm512_srli_epi32(_mm512_mask_mov_epi32(rounded, nan, quiet), 16));
-}
-
-}  // namespace
-
 void CopyToBf16(const float* src, int64_t rows, int64_t cols, int64_t ld_src, uint16_t* dst,
                 int64_t ld_dst) {
   for (int64_t r = 0; r < rows; ++r) {
@@ -51,10 +35,10 @@ void CopyToBf16(const float* src, int64_t rows, int64_t cols, int64_t ld_src, ui
     int64_t c = 0;
     for (; c + 16 <= cols; c += 16)
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + c),
-                          RoundToBf16(_mm512_loadu_ps(in + c)));
+                          F32ToBf16x16(_mm512_loadu_ps(in + c)));
     if (c < cols) {
       const __mmask16 m = static_cast<__mmask16>((1u << (cols - c)) - 1);
-      _mm256_mask_storeu_epi16(out + c, m, RoundToBf16(_mm512_maskz_loadu_ps(m, in + c)));
+      _mm256_mask_storeu_epi16(out + c, m, F32ToBf16x16(_mm512_maskz_loadu_ps(m, in + c)));
     }
   }
 }
@@ -74,9 +58,9 @@ void TransposeToBf16(const float* src, int64_t rows, int64_t cols, int64_t ld_sr
       for (int64_t j = 0; j < nc; ++j) {  // dst[cb + j, rb:rb + nr]
         uint16_t* out = dst + (cb + j) * rows + rb;
         if (nr == 16)
-          _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), RoundToBf16(v[j]));
+          _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), F32ToBf16x16(v[j]));
         else
-          _mm256_mask_storeu_epi16(out, rmask, RoundToBf16(v[j]));
+          _mm256_mask_storeu_epi16(out, rmask, F32ToBf16x16(v[j]));
       }
     }
   }
