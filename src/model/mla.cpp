@@ -365,6 +365,16 @@ void SoftmaxVisible(ops::Isa isa, float scale, int64_t visible, int64_t keys, fl
   std::fill(row + visible, row + keys, 0.0f);
 }
 
+// bf16 [rows, cols], row-major, as a weight.
+ops::WeightView Bf16Rows(const uint16_t* data, int64_t rows, int64_t cols) {
+  ops::WeightView v;
+  v.dtype = DType::kBF16;
+  v.rows = rows;
+  v.cols = cols;
+  v.data = data;
+  return v;
+}
+
 // Head h's blocks of queries in the decompressed form with bf16 x bf16 products
 // (Bf16AttentionProducts), on the calling thread: the softmax scale applied to q before its
 // rounding, v transposed once and each block's keys copied from it (transposing each block's
@@ -390,12 +400,7 @@ void BlocksInBf16(const ModelConfig& c, ops::Isa isa, const float* q, int64_t T,
       for (int64_t e = 0; e < qk; ++e) q_block[i * qk + e] = scale * qi[e];
     }
     // s[i, j] = q_block[i] . k[j] for the keys the block's last token sees: k as the weight
-    ops::WeightView k_rows;
-    k_rows.dtype = DType::kBF16;
-    k_rows.rows = keys;
-    k_rows.cols = qk;
-    k_rows.data = k16;
-    ops::MatMul(bf16_one, q_block, n, k_rows, s);
+    ops::MatMul(bf16_one, q_block, n, Bf16Rows(k16, keys, qk), s);
     for (int64_t i = 0; i < n; ++i)
       SoftmaxVisible(isa, 1.0f, start_pos + t0 + i + 1, keys, s + i * keys);
     // o_block[i, e] = sum_j s[i, j] v[j, e]: v^T [dv, keys] as the weight
@@ -405,12 +410,7 @@ void BlocksInBf16(const ModelConfig& c, ops::Isa isa, const float* q, int64_t T,
         std::memcpy(v16 + e * keys, v_all + e * N, static_cast<size_t>(keys) * sizeof(uint16_t));
       vt = v16;
     }
-    ops::WeightView v_rows;
-    v_rows.dtype = DType::kBF16;
-    v_rows.rows = dv;
-    v_rows.cols = keys;
-    v_rows.data = vt;
-    ops::MatMul(bf16_one, s, n, v_rows, o_block);
+    ops::MatMul(bf16_one, s, n, Bf16Rows(vt, dv, keys), o_block);
     for (int64_t i = 0; i < n; ++i)  // o[t0 + i, h*dv : (h+1)*dv]
       std::memcpy(o + (t0 + i) * nh * dv + h * dv, o_block + i * dv,
                   static_cast<size_t>(dv) * sizeof(float));

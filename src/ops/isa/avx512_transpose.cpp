@@ -8,23 +8,39 @@
 
 namespace dsv3::ops::avx512 {
 
-void TransposeRows(const float* src, int64_t rows, int64_t cols, int64_t r0, int64_t r1,
-                   float* dst) {
+namespace {
+
+// Calls tile(rb, nr, cb, nc, v) for every 16x16 block of src's rows [r0, r1) (row stride ld,
+// cols columns), v[j] = src[rb : rb + nr, cb + j] for j < nc (lanes past nr and columns past nc
+// zero): loaded with masks at the ragged edges and transposed in registers.
+template <typename Tile>
+void ForEachTransposedTile(const float* src, int64_t ld, int64_t r0, int64_t r1, int64_t cols,
+                           Tile&& tile) {
   for (int64_t rb = r0; rb < r1; rb += 16) {
     const int64_t nr = std::min<int64_t>(16, r1 - rb);
-    const __mmask16 rmask = static_cast<__mmask16>((1u << nr) - 1);
     for (int64_t cb = 0; cb < cols; cb += 16) {
       const int64_t nc = std::min<int64_t>(16, cols - cb);
       const __mmask16 cmask = static_cast<__mmask16>((1u << nc) - 1);
       __m512 v[16];
       for (int64_t i = 0; i < 16; ++i)  // v[i] = src[rb + i, cb:cb + 16]
         v[i] =
-            i < nr ? _mm512_maskz_loadu_ps(cmask, src + (rb + i) * cols + cb) : _mm512_setzero_ps();
+            i < nr ? _mm512_maskz_loadu_ps(cmask, src + (rb + i) * ld + cb) : _mm512_setzero_ps();
       Transpose16x16(v);
-      for (int64_t j = 0; j < nc; ++j)  // dst[cb + j, rb:rb + nr]
-        _mm512_mask_storeu_ps(dst + (cb + j) * rows + rb, rmask, v[j]);
+      tile(rb, nr, cb, nc, v);
     }
   }
+}
+
+}  // namespace
+
+void TransposeRows(const float* src, int64_t rows, int64_t cols, int64_t r0, int64_t r1,
+                   float* dst) {
+  ForEachTransposedTile(src, cols, r0, r1, cols,
+                        [&](int64_t rb, int64_t nr, int64_t cb, int64_t nc, const __m512* v) {
+                          const __mmask16 rmask = static_cast<__mmask16>((1u << nr) - 1);
+                          for (int64_t j = 0; j < nc; ++j)  // dst[cb + j, rb:rb + nr]
+                            _mm512_mask_storeu_ps(dst + (cb + j) * rows + rb, rmask, v[j]);
+                        });
 }
 
 void CopyToBf16(const float* src, int64_t rows, int64_t cols, int64_t ld_src, uint16_t* dst,
@@ -44,26 +60,18 @@ void CopyToBf16(const float* src, int64_t rows, int64_t cols, int64_t ld_src, ui
 }
 
 void TransposeToBf16(const float* src, int64_t rows, int64_t cols, int64_t ld_src, uint16_t* dst) {
-  for (int64_t rb = 0; rb < rows; rb += 16) {
-    const int64_t nr = std::min<int64_t>(16, rows - rb);
-    const __mmask16 rmask = static_cast<__mmask16>((1u << nr) - 1);
-    for (int64_t cb = 0; cb < cols; cb += 16) {
-      const int64_t nc = std::min<int64_t>(16, cols - cb);
-      const __mmask16 cmask = static_cast<__mmask16>((1u << nc) - 1);
-      __m512 v[16];
-      for (int64_t i = 0; i < 16; ++i)  // v[i] = src[rb + i, cb:cb + 16]
-        v[i] = i < nr ? _mm512_maskz_loadu_ps(cmask, src + (rb + i) * ld_src + cb)
-                      : _mm512_setzero_ps();
-      Transpose16x16(v);
-      for (int64_t j = 0; j < nc; ++j) {  // dst[cb + j, rb:rb + nr]
-        uint16_t* out = dst + (cb + j) * rows + rb;
-        if (nr == 16)
-          _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), F32ToBf16x16(v[j]));
-        else
-          _mm256_mask_storeu_epi16(out, rmask, F32ToBf16x16(v[j]));
-      }
-    }
-  }
+  ForEachTransposedTile(src, ld_src, 0, rows, cols,
+                        [&](int64_t rb, int64_t nr, int64_t cb, int64_t nc, const __m512* v) {
+                          const __mmask16 rmask = static_cast<__mmask16>((1u << nr) - 1);
+                          for (int64_t j = 0; j < nc; ++j) {  // dst[cb + j, rb:rb + nr]
+                            uint16_t* out = dst + (cb + j) * rows + rb;
+                            if (nr == 16)
+                              _mm256_storeu_si256(reinterpret_cast<__m256i*>(out),
+                                                  F32ToBf16x16(v[j]));
+                            else
+                              _mm256_mask_storeu_epi16(out, rmask, F32ToBf16x16(v[j]));
+                          }
+                        });
 }
 
 }  // namespace dsv3::ops::avx512
