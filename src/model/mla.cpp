@@ -378,9 +378,9 @@ ops::WeightView Bf16Rows(const uint16_t* data, int64_t rows, int64_t cols) {
 // Head h's blocks of queries in the decompressed form with bf16 x bf16 products
 // (Bf16AttentionProducts), on the calling thread: the softmax scale applied to q before its
 // rounding, v transposed once and each block's keys copied from it (transposing each block's
-// keys, 4.5x the values at pp512, took as long as the values' product). kv: the head's
-// [N, dn+dv] = [k_nope | v]; k16 [N, dn+dr], v16 2 x [dv, N], q_block [64, dn+dr], s [64, N],
-// o_block [64, dv] scratch.
+// keys, 4.5x the values at pp512, took 7.4 us a block against the values' product's 16.4). kv: the
+// head's [N, dn+dv] = [k_nope | v]; k16 [N, dn+dr], v16 2 x [dv, N], q_block [64, dn+dr], s [64,
+// N], o_block [64, dv] scratch.
 void BlocksInBf16(const ModelConfig& c, ops::Isa isa, const float* q, int64_t T, int64_t start_pos,
                   int64_t h, const float* kv, const LayerKvCache& cache, float scale, uint16_t* k16,
                   uint16_t* v16, float* q_block, float* s, float* o_block, float* o) {
