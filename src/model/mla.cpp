@@ -322,8 +322,10 @@ int64_t DecompressedScratchFloats(const ModelConfig& c, int64_t N, bool bf16_pro
 // 29.2868, q4_0 29.3727 -> 29.3791, BF16 --bf16-dot 29.2851 -> 29.2801. bench-medium pp512,
 // forwards alternating between both in one process: the attention 8.0 -> 6.0 ms a layer (q4_0;
 // q8_0 7.9 -> 5.9, BF16 --bf16-dot 9.4 -> 7.2), the forward 1.9-4.4 % less time.
+// KernelContext::f32_attention (--f32-attention) keeps them f32.
 bool Bf16AttentionProducts(const AttentionWeights& w, const ops::KernelContext& ctx) {
-  return ctx.isa == ops::Isa::kAvx512 && (ctx.bf16_dot || ops::UsesInt8Dot(ctx, w.kv_b_proj));
+  return ctx.isa == ops::Isa::kAvx512 && !ctx.f32_attention &&
+         (ctx.bf16_dot || ops::UsesInt8Dot(ctx, w.kv_b_proj));
 }
 
 // Whether the opt-in bf16-dot path (KernelContext::bf16_dot) takes the decompression of every

@@ -52,6 +52,9 @@ struct KernelContext {
   // float(dot) * d_x * d_w in f32. Every ISA gives the same bits. It changes the numerics: each x
   // value moves by up to d_x / 2 of its block. Other dtypes ignore it.
   bool int8_dot = false;
+  // Keeps the prefill attention's score and value products f32 where int8_dot or bf16_dot would
+  // run them as bf16 x bf16 products (model/mla.cpp, Bf16AttentionProducts).
+  bool f32_attention = false;
 };
 
 // y[t, r] = sum_c x[t, c] * W[r, c]

@@ -62,6 +62,9 @@ void AddRunOptions(CLI::App* app, RunOptions* options) {
                 "products (vdpbf16ps, AVX-512 BF16; fp8 values are exact in bf16, block scales "
                 "applied to each block's sums): up to twice as fast, activations rounded to bf16. "
                 "Off by default (f32 FMA on the exact weights)");
+  app->add_flag("--f32-attention", options->f32_attention,
+                "keep the prefill attention's score and value products f32 where --int8-dot (the "
+                "default for q8_0/q4_0) or --bf16-dot would run them as bf16 x bf16 products");
 }
 
 Result<Runtime> LoadRuntime(const RunOptions& options) {
@@ -79,6 +82,7 @@ Result<Runtime> LoadRuntime(const RunOptions& options) {
   rt.ctx.isa = isa;
   rt.ctx.int8_dot = options.int8_dot;
   rt.ctx.bf16_dot = options.bf16_dot;
+  rt.ctx.f32_attention = options.f32_attention;
   return rt;
 }
 

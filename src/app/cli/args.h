@@ -40,6 +40,9 @@ struct RunOptions {
   // vdpbf16ps (ops::KernelContext::bf16_dot), twice the f32 FMA rate. Off by default: each
   // activation moves by up to 2^-9 relative, so logits no longer match the f32 path to 1e-5.
   bool bf16_dot = false;
+  // Under int8 or bf16 activations the prefill attention's scores and values run as bf16 x bf16
+  // products (ops::KernelContext::f32_attention); --f32-attention keeps them f32.
+  bool f32_attention = false;
 };
 
 void AddRunOptions(CLI::App* app, RunOptions* options);
