@@ -265,6 +265,8 @@ void MatMulTiledArgs(benchmark::internal::Benchmark* b) {
       b->Args({d, kAvx512, 2048, 2048, 64, threads, 0, 1});
       // An expert's down projection (512 columns: 16 blocks a row) at an expert's prefill share.
       b->Args({d, kAvx512, 2048, 512, 64, threads, 0, 1});
+      // A prefill's dense product (pp512: three token chunks of the activation buffer).
+      b->Args({d, kAvx512, 2048, 2048, 512, threads, 0, 1});
     }
   }
 }

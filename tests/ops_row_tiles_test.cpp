@@ -277,7 +277,9 @@ TEST(RowTiles, ThreadsAndBatchesEqualTheRowMajorWeight) {
   ThreadPool pool(2);
   for (DType dtype : kDTypes) {
     const Pair p = MakePair(rng, dtype, 200, 512);
-    for (int64_t T : {1, 3, 40}) {
+    // From 32 tokens the threads lay out runs of whole token tiles: a last run with a rest for the
+    // GEMV (33, 40) or a padded tile (44, 60), or whole tiles only (80).
+    for (int64_t T : {1, 3, 33, 40, 44, 60, 80}) {
       const std::vector<float> x = RandomFloats(rng, T * 512);
       for (Isa isa : RunnableIsas()) {
         KernelContext ctx{&pool, isa};

@@ -367,6 +367,13 @@ void QuantizeActsInt8(const ActSource& a, int64_t T, const WeightView& w, uint8_
                         : QuantizeRowsLayout<DType::kU8>(rest_a, rest, w.cols, rest_buf);
 }
 
+// PrefillTokens(T, w) tiles every whole tile of T >= 16 tokens, so a piece of whole tiles is tiled
+// as a whole layout tiles it, and a last piece of 16 + rest tokens leaves the same rest to the
+// GEMV's layout (or pads the same last tile).
+int64_t Int8LayoutTileTokens(const WeightView& w) {
+  return QuantGroups(w.cols, kBlock) > kMaxPanelGroups ? 0 : 16;
+}
+
 void MatMulRowsInt8(const uint8_t* buf, int64_t T, const WeightView& w, int64_t row_begin,
                     int64_t row_end, float* y) {
   if (T <= 0 || row_begin >= row_end) return;
