@@ -502,6 +502,48 @@ TEST(MatMul, Bf16DotFastPathWithinBf16Rounding) {
   }
 }
 
+// The bf16-dot path turns each e4m3 byte into the bf16 of e4m3 * 2^-8 with integer steps and a
+// table for the subnormals (avx512_matmul.cpp, LoadBf16Pairs): every one of the 256 codes, one per
+// row (each row's one nonzero weight, in a full and a partial 32-column group), times x values
+// exact in bf16, must give the exact product, which the exact path also gives; the NaN codes
+// 0x7F/0xFF decode as +-480 on both paths (checkpoints never hold them).
+TEST(MatMul, Bf16DotDecodesEveryFp8Code) {
+  if (!CpuSupports(Isa::kAvx512)) GTEST_SKIP() << "needs AVX-512 BF16";
+  std::mt19937 rng(7);
+  for (int64_t cols : {64, 45}) {
+    TestWeight w = MakeWeight(rng, DType::kF8E4M3, 256, cols);
+    std::fill(w.bytes.begin(), w.bytes.end(), uint8_t{0});
+    std::fill(w.scale.begin(), w.scale.end(), 0.75f);
+    const auto column = [&](int64_t r) { return (r * 5) % cols; };
+    for (int64_t r = 0; r < 256; ++r) w.bytes[r * cols + column(r)] = static_cast<uint8_t>(r);
+    constexpr int64_t T = 8;  // the bf16-dot path's first T
+    std::vector<float> x(static_cast<size_t>(T * cols));
+    for (size_t i = 0; i < x.size(); ++i) x[i] = 0.5f * static_cast<float>(i % 13) - 2.5f;
+    // Column 0 not exact in bf16 (it rounds to 1): the bf16-dot path must have been taken.
+    for (int64_t t = 0; t < T; ++t) x[t * cols] = 1.0f + 0x1p-10f;
+    KernelContext fast{nullptr, Isa::kAvx512};
+    fast.bf16_dot = true;
+    std::vector<float> y(static_cast<size_t>(T * 256)), y_exact(y.size());
+    MatMul(fast, x.data(), T, w.View(), y.data());
+    MatMul(KernelContext{nullptr, Isa::kAvx512}, x.data(), T, w.View(), y_exact.data());
+    int64_t rounded = 0;  // outputs where x's bf16 rounding shows
+    for (int64_t t = 0; t < T; ++t) {
+      for (int64_t r = 0; r < 256; ++r) {
+        const float code = (r & 0x7f) == 0x7f ? (r & 0x80 ? -480.0f : 480.0f)
+                                              : Fp8E4M3ToF32(static_cast<uint8_t>(r));
+        const float xv = x[t * cols + column(r)];
+        // Exact products: x has at most 11 significant bits, the code 4, the scale 2.
+        const float want = Bf16ToF32(F32ToBf16(xv)) * code * 0.75f;
+        const float want_exact = xv * code * 0.75f;
+        ASSERT_EQ(y[t * 256 + r], want) << "cols " << cols << " code " << r << " t " << t;
+        ASSERT_EQ(y_exact[t * 256 + r], want_exact) << "exact path, code " << r;
+        rounded += want != want_exact;
+      }
+    }
+    EXPECT_GT(rounded, 0) << cols;
+  }
+}
+
 TEST(MatMul, ZeroColumnsGiveZeros) {
   std::mt19937 rng(5);
   const TestWeight w = MakeWeight(rng, DType::kBF16, 3, 0);

@@ -324,19 +324,31 @@ constexpr int64_t kMinPackedBf16Dot = 8;
 // columns past ncols (< 32) zero and unread. FP8: each e4m3 value becomes the bf16 of
 // e4m3 * 2^-8, which is exact (e4m3 has 4 significant bits; bf16 has 8 and a wider exponent
 // range); the block scale (times 2^8) is applied to each column block's sums by the micro-kernel.
+// The bf16 is built from the byte's bits: a normal e4m3 (exponent e >= 1, mantissa m) is
+// 2^(e - 7) * 1.m, so times 2^-8 its bf16 has exponent field e + 112 and mantissa m << 4, that is
+// (byte & 0x7f) << 4 plus 112 << 7; a subnormal m * 2^-9 (zero at m = 0) is looked up in an
+// 8-entry table; the sign is the byte's. The NaN codes 0x7F/0xFF give +-1.875 (480 * 2^-8), as
+// Fp8ToF32 decodes them. Against Fp8ToF32 and a narrowing of its f32s (the same bits, 16 against
+// ~8 operations per 32 weights), bench-medium FP8 --bf16-dot pp512, forwards alternating in one
+// process: 2.6-3.5 % less time (a control run with both sides equal: -1.0 to +0.3 %).
 template <DType D>
 __m512 LoadBf16Pairs(const uint8_t* row, int64_t c, int64_t ncols) {
+  const __mmask32 m = ncols >= 32 ? ~__mmask32{0} : (__mmask32{1} << ncols) - 1;
   if constexpr (D == DType::kBF16) {
-    const __mmask32 m = ncols >= 32 ? ~__mmask32{0} : (__mmask32{1} << ncols) - 1;
     return _mm512_castsi512_ps(_mm512_maskz_loadu_epi16(m, row + 2 * c));
   } else {
-    const __mmask16 m0 = TailMask(ncols), m1 = TailMask(std::max<int64_t>(ncols - 16, 0));
-    const __m512i lo =
-        _mm512_srli_epi32(_mm512_castps_si512(Fp8ToF32(_mm_maskz_loadu_epi8(m0, row + c))), 16);
-    const __m512i hi = _mm512_srli_epi32(
-        _mm512_castps_si512(Fp8ToF32(_mm_maskz_loadu_epi8(m1, row + c + 16))), 16);
-    return _mm512_castsi512_ps(_mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtepi32_epi16(lo)),
-                                                  _mm512_cvtepi32_epi16(hi), 1));
+    const __m512i b = _mm512_cvtepi8_epi16(_mm256_maskz_loadu_epi8(m, row + c));  // sign-extended
+    const __m512i magnitude = _mm512_and_si512(b, _mm512_set1_epi16(0x7f));
+    const __m512i normal =
+        _mm512_add_epi16(_mm512_slli_epi16(magnitude, 4), _mm512_set1_epi16(112 << 7));
+    // words 0..7: bf16 of m * 2^-17 (the subnormal m * 2^-9 times 2^-8), m = 0 .. 7
+    const __m512i subnormals = _mm512_setr_epi32(0x37000000, 0x37c03780, 0x38203800, 0x38603840, 0,
+                                                 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+    const __mmask32 exponent_zero = _mm512_testn_epi16_mask(b, _mm512_set1_epi16(0x78));
+    const __m512i value =
+        _mm512_mask_permutexvar_epi16(normal, exponent_zero, magnitude, subnormals);
+    const __m512i sign = _mm512_and_si512(b, _mm512_set1_epi16(static_cast<short>(0x8000)));
+    return _mm512_castsi512_ps(_mm512_or_si512(value, sign));
   }
 }
 
