@@ -534,12 +534,15 @@ void MatMulPackedBf16(const float* x, int64_t T, const WeightView& w, int64_t ro
           const __mmask16 m0 = TailMask(std::min<int64_t>(valid, 16));
           const __mmask16 m1 = TailMask(std::max<int64_t>(valid - 16, 0));
           if constexpr (kFp8) {
+            // scale[r / br, kc0 / bc] * 2^8 for the strip's rows r, the block row stepped: one
+            // division a strip instead of two a row (bench-medium FP8 --bf16-dot pp512, forwards
+            // alternating in one process: 3.3-5.3 % less time).
+            const int64_t first = mc0 + s * kStrip;
+            const float* column = w.scale + kc0 / w.block_cols;
+            int64_t block_row = first / w.block_rows, next = (block_row + 1) * w.block_rows;
             for (int64_t l = 0; l < kStrip; ++l) {
-              const int64_t r = mc0 + s * kStrip + l;  // scale[r / br, kc0 / bc] * 2^8
-              row_scale[l] =
-                  l < valid
-                      ? w.scale[(r / w.block_rows) * scale_cols + kc0 / w.block_cols] * kFp8Rescale
-                      : 0.0f;
+              if (first + l == next) ++block_row, next += w.block_rows;
+              row_scale[l] = l < valid ? column[block_row * scale_cols] * kFp8Rescale : 0.0f;
             }
           }
           for (int64_t t0 = 0; t0 < tbn; t0 += kNt) {
