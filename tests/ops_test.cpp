@@ -445,8 +445,9 @@ TEST(MatMul, ThreadCountDoesNotChangeResults) {
 // The opt-in BF16 (and FP8) fast path rounds x to bf16 (8 significant bits: relative error <=
 // u_bf16 = 2^-8 per value), which moves the exact result by at most 2^-8 * S; the f32 summation of
 // the changed terms adds gamma_m * S(1 + 2^-8) as for the exact path. Below its T threshold (8) it
-// must be the exact AVX-512 path, bitwise. x is rounded to bf16 as F32ToBf16 does (nearest even):
-// the result must not change when x is rounded that way beforehand.
+// must be the exact AVX-512 path, bitwise. x is rounded to bf16 as F32ToBf16 does (nearest even;
+// subnormal x flushed to zero, their products far below the bound): the result must not change
+// when x is rounded that way beforehand.
 TEST(MatMul, Bf16DotFastPathWithinBf16Rounding) {
   if (!CpuSupports(Isa::kAvx512)) GTEST_SKIP() << "needs AVX-512 BF16";
   std::mt19937 rng(6);
@@ -471,8 +472,10 @@ TEST(MatMul, Bf16DotFastPathWithinBf16Rounding) {
                                    std::to_string(f.block_rows) + "x" +
                                    std::to_string(f.block_cols);
           std::vector<float> x = RandomFloats(rng, T * cols);
-          // Exact ties between two bf16 values, which round to the even one: down, up, negative.
-          const float ties[] = {1.0f + 0x1p-8f, 1.0f + 3 * 0x1p-8f, -0.5f - 0x1p-9f};
+          // Exact ties between two bf16 values, which round to the even one: down, up, negative;
+          // subnormals, which the fast path flushes to zero (so do the pre-rounded ones below).
+          const float ties[] = {1.0f + 0x1p-8f, 1.0f + 3 * 0x1p-8f, -0.5f - 0x1p-9f, 0x1p-130f,
+                                -0x1.8p-140f};
           for (size_t i = 0; i < std::size(ties) && i < x.size(); ++i)
             x[i * 7 % x.size()] = ties[i];
           std::vector<double> exact, abs_sum;

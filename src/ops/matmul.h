@@ -39,7 +39,8 @@ struct WeightView {
 struct KernelContext {
   ThreadPool* pool = nullptr;  // nullptr: run on the calling thread
   Isa isa = Isa::kScalar;
-  // Opt-in fast path for BF16 and FP8 weights: x is rounded to bf16 and products are summed with
+  // Opt-in fast path for BF16 and FP8 weights: x is rounded to bf16 (nearest even; subnormal x,
+  // below 2^-126, to zero) and products are summed with
   // vdpbf16ps (about twice the f32 FMA rate; FP8 values are exact in bf16, and each column
   // block's sums are multiplied by its block scale). Used only by the AVX-512 kernel at prefill
   // sizes (T >= 8; FP8 with even block_cols <= 512); elsewhere ignored. It changes the numerics:

@@ -1,5 +1,5 @@
-// f32 -> bf16 rounding on AVX-512, shared by the bf16-dot MatMul (avx512_matmul.cpp) and the bf16
-// copies (avx512_transpose.cpp).
+// f32 -> bf16 rounding on AVX-512 as F32ToBf16 rounds, subnormals kept, for the bf16 copies
+// (avx512_transpose.cpp). (The bf16-dot MatMul's x takes vcvtne2ps2bf16, which flushes them.)
 //
 // Internal linkage on purpose, as ops/isa/transpose8x8.h explains: include it only from files
 // built with the AVX-512 flags.

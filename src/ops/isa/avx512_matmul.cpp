@@ -15,7 +15,6 @@
 #include <array>
 #include <utility>
 
-#include "ops/isa/avx512_bf16.h"
 #include "ops/isa/avx512_gemm_tile.h"
 #include "ops/isa/avx512_transpose16.h"
 #include "ops/isa/simd_intrinsics.h"
@@ -383,7 +382,12 @@ void PackWeightsPairs(const WeightView& w, int64_t r0, int64_t nrows, int64_t c0
   }
 }
 
-// xpanel: [ceil(nt / kNt)][ceil(kc / 2)][kNt] pairs of x rounded to bf16 (the odd tail padded 0).
+// xpanel: [ceil(nt / kNt)][ceil(kc / 2)][kNt] pairs of x rounded to bf16 (the odd tail padded 0)
+// by vcvtne2ps2bf16: nearest even as F32ToBf16 rounds, NaN made quiet, and subnormal x (below
+// 2^-126, whose products no f32 sum of this path would keep anyway) flushed to zero, where
+// F32ToBf16 keeps them. One instruction per 32 values instead of ~20 integer operations: bench-
+// medium FP8 --bf16-dot pp512, forwards alternating in one process, 0.2 % slower to 3.4 % faster
+// in 5 runs (1.7 % on average; a control with both sides equal moved -1.0 to +0.3 %).
 // Per group of kNt tokens, 16 pairs (32 columns) of each token are rounded and narrowed into one
 // vector, and a 16x16 transpose turns them into 16 pair-columns of the group's tokens.
 void PackXBf16(const float* x, int64_t cols, int64_t t0, int64_t nt, int64_t c0, int64_t kc,
@@ -403,11 +407,10 @@ void PackXBf16(const float* x, int64_t cols, int64_t t0, int64_t nt, int64_t c0,
           continue;
         }
         const float* row = src + i * cols + 2 * pb;
-        // Little-endian: word 2p of the narrowed columns is the low half of pair p's dword.
-        const __m256i lo = _mm512_cvtepi32_epi16(F32ToBf16Lanes(_mm512_maskz_loadu_ps(m0, row)));
-        const __m256i hi =
-            _mm512_cvtepi32_epi16(F32ToBf16Lanes(_mm512_maskz_loadu_ps(m1, row + 16)));
-        v[i] = _mm512_castsi512_ps(_mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1));
+        // vcvtne2ps2bf16: 32 floats to bf16 in column order (the second operand's 16 first), so
+        // word 2p is the low half of pair p's dword (little-endian).
+        v[i] = _mm512_castsi512_ps(reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(
+            _mm512_maskz_loadu_ps(m1, row + 16), _mm512_maskz_loadu_ps(m0, row))));
       }
       Transpose16x16(v);  // moves 32-bit pairs; the bits are never read as f32
       const int64_t np = std::min<int64_t>(16, kp - pb);
