@@ -209,7 +209,8 @@ constexpr int64_t kMinParallelQuantize = 16384;
 // the same bytes. On the calling thread alone, a prefill chunk (192 tokens x 2048 columns) kept the
 // other thread waiting ~8 % of the product's time. bench-medium q4_0 and q8_0 shapes, 2 threads,
 // calls alternating with the serial layout in one process: 2048x2048 at T = 64 2-4 % less time,
-// T = 512 5-6 %, 768x3072 at T = 512 7-12 %, T = 32 0-2 %; pp512 forwards -0.5 to +2.7 %.
+// T = 512 5-6 %, 768x3072 at T = 512 7-12 %, T = 32 0-2 %. pp512 forwards alternating: 0.5 %
+// slower and 2.7 % faster (2 runs); whole pp512 runs against the previous commit level.
 void QuantizeChunk(const KernelContext& ctx, const Int8Kernels& k, const ActSource& a, int64_t T,
                    const WeightView& w, uint8_t* buf) {
   const int64_t tiles = k.tile_tokens > 0 ? T / k.tile_tokens : 0;

@@ -86,11 +86,6 @@ void QuantizeActBlocks(const float* x, int64_t cols, int8_t* q, float* d, int32_
 void QuantizeActsInt8(const ActSource& a, int64_t T, const WeightView& w, uint8_t* buf);
 void MatMulRowsInt8(const uint8_t* buf, int64_t T, const WeightView& w, int64_t row_begin,
                     int64_t row_end, float* y);
-// Tokens per tile of QuantizeActsInt8's layout for w where whole tiles can be laid out apart: the
-// tokens [a, b) (a a multiple of it, b - a >= it, or b - a a multiple of it) laid out on their own
-// at buf + Int8ActBytes(a, w.cols) give the bytes the whole layout has there. 0 where the layout
-// is not made of such tiles (rows too wide for the prefill panels: the GEMV's layout only).
-int64_t Int8LayoutTileTokens(const WeightView& w);
 void RmsNorm(const float* x, const float* w, int64_t n, double eps, float* out);
 float Dot(const float* a, const float* b, int64_t n);
 void Axpy(float alpha, const float* x, int64_t n, float* y);

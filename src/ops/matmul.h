@@ -40,12 +40,11 @@ struct KernelContext {
   ThreadPool* pool = nullptr;  // nullptr: run on the calling thread
   Isa isa = Isa::kScalar;
   // Opt-in fast path for BF16 and FP8 weights: x is rounded to bf16 (nearest even; subnormal x,
-  // below 2^-126, to zero) and products are summed with
-  // vdpbf16ps (about twice the f32 FMA rate; FP8 values are exact in bf16, and each column
-  // block's sums are multiplied by its block scale). Used only by the AVX-512 kernel at prefill
-  // sizes (T >= 8; FP8 with even block_cols <= 512); elsewhere ignored. It changes the numerics:
-  // each x value gets a relative error up to 2^-8, so results no longer match an f32/f64 reference
-  // to 1e-5. Off by default.
+  // below 2^-126, to zero) and products are summed with vdpbf16ps (about twice the f32 FMA rate;
+  // FP8 values are exact in bf16, and each column block's sums are multiplied by its block
+  // scale). Used only by the AVX-512 kernel at prefill sizes (T >= 8; FP8 with even block_cols
+  // <= 512); elsewhere ignored. It changes the numerics: each x value gets a relative error up to
+  // 2^-8, so results no longer match an f32/f64 reference to 1e-5. Off by default.
   bool bf16_dot = false;
   // Opt-in int8 path for q8_0 / q4_0 weights (group size 32; ops/int8_dot.h): each token's x is
   // quantized per 32-column block to int8 (d = max|x| / 127, once per token per matrix), block
