@@ -1,14 +1,30 @@
 // AVX-512 transpose: 16x16 tiles through registers, masked at the ragged edges; and the bf16
-// copies, rounded as F32ToBf16 rounds (ops/isa/avx512_bf16.h).
+// copies, rounded as F32ToBf16 rounds.
 #include <algorithm>
 
-#include "ops/isa/avx512_bf16.h"
 #include "ops/isa/avx512_transpose16.h"
+#include "ops/isa/simd_intrinsics.h"
 #include "ops/transpose.h"
 
 namespace dsv3::ops::avx512 {
 
 namespace {
+
+// 16 floats rounded to bf16 as F32ToBf16 does (nearest even; NaN stays NaN, made quiet) and
+// narrowed to 16 contiguous bf16. Integer arithmetic on the bits, so every input (subnormals and
+// overflow to inf included) gives the scalar function's bits (vcvtne2ps2bf16, which the bf16-dot
+// MatMul's x takes, flushes subnormals).
+__m256i F32ToBf16x16(__m512 v) {
+  const __m512i u = _mm512_castps_si512(v);
+  const __m512i high = _mm512_srli_epi32(u, 16);
+  const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)),
+                                                _mm512_set1_epi32(0x7f800000));
+  const __m512i bias =
+      _mm512_add_epi32(_mm512_and_si512(high, _mm512_set1_epi32(1)), _mm512_set1_epi32(0x7fff));
+  const __m512i rounded = _mm512_srli_epi32(_mm512_add_epi32(u, bias), 16);
+  return _mm512_cvtepi32_epi16(
+      _mm512_mask_mov_epi32(rounded, nan, _mm512_or_si512(high, _mm512_set1_epi32(0x40))));
+}
 
 // Calls tile(rb, nr, cb, nc, v) for every 16x16 block of src's rows [r0, r1) (row stride ld,
 // cols columns), v[j] = src[rb : rb + nr, cb + j] for j < nc (lanes past nr and columns past nc
