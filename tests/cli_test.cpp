@@ -331,7 +331,8 @@ std::vector<float> LogitsWith(const TempDir& dir, const std::string& model,
 
 // The int8 path is the default for q8_0 models: bench names the path, and logits move by
 // activation quantisation only (close to the f32 path's, not equal); --no-int8-dot gives the f32
-// path, and the last of the two flags wins. Other formats always report the f32 path. On the
+// path, and the last of the two flags wins. --int8-dot leaves other formats on their own path
+// (a BF16 model: the bf16-dot default on AVX-512, else f32). On the
 // dense preset: a random MoE's near-tied expert choices flip under int8 activations, which moves
 // its logits by whatever the other expert gives (tiny-v3 2 % or 11 % of their scale depending on
 // the scales' f16 rounding, tiny-v2 40 %; tiny-dense 1.4 %). The trained model's held-out loss
@@ -359,7 +360,8 @@ TEST(Cli, Int8DotIsTheDefaultForQuantizedModels) {
   const std::pair<std::string, std::vector<std::string>> runs[] = {
       {vnni ? "int8-vnni" : "int8", {"-m", dir / "q8"}},
       {"f32", {"-m", dir / "q8", "--no-int8-dot"}},
-      {"f32", {"-m", dir / "bf16", "--int8-dot"}}};
+      {ops::BestIsa() == ops::Isa::kAvx512 ? "bf16" : "f32", {"-m", dir / "bf16", "--int8-dot"}},
+      {"f32", {"-m", dir / "bf16", "--int8-dot", "--no-bf16-dot"}}};
   for (const auto& [dot, extra] : runs) {
     std::vector<std::string> args = {"bench", "-p", "16",     "-n",         "2",
                                      "-r",    "1",  "--json", "--no-limits"};
@@ -370,13 +372,13 @@ TEST(Cli, Int8DotIsTheDefaultForQuantizedModels) {
   }
 }
 
-// --bf16-dot (opt-in) runs a BF16 model's prefill products on bf16-rounded activations: logits
-// move by that rounding only, bench names the path where the CPU has AVX-512 BF16, and it is off
-// by default (the exact f32 path).
-// --bf16-dot changes BF16 and FP8 prefill products (on AVX-512), only when asked for. FP8 runs
-// on the dense preset: the tiny MoE's FP8 weights give a few tokens near-tied expert choices that
-// bf16 activations flip (0.17 of the logits' scale for those tokens, 0.005 for the rest).
-TEST(Cli, Bf16DotIsOptIn) {
+// --bf16-dot runs BF16 and FP8 prefill products on bf16-rounded activations (AVX-512 BF16):
+// logits move by that rounding only. It is the default of every command but `dsv3 logits`, whose
+// default stays the exact f32 path (checked against the reference to FP32 rounding); bench names
+// the path. FP8 runs on the dense preset: the tiny MoE's FP8 weights give a few tokens near-tied
+// expert choices that bf16 activations flip (0.17 of the logits' scale for those tokens, 0.005
+// for the rest).
+TEST(Cli, Bf16DotIsTheDefaultButForLogits) {
   TempDir dir;
   for (const auto& [dtype, preset] :
        {std::pair<std::string, std::string>{"bf16", "tiny-v3"}, {"fp8", "tiny-dense"}}) {
@@ -397,6 +399,7 @@ TEST(Cli, Bf16DotIsOptIn) {
     EXPECT_EQ(logits[2], logits[0]) << dtype;
     for (const auto& [dot, flag] :
          {std::pair<std::string, std::string>{avx512 ? "bf16" : "f32", "--bf16-dot"},
+          {avx512 ? "bf16" : "f32", "--threads=2"},
           {"f32", "--no-bf16-dot"}}) {
       auto r = RunDsv3(
           {"bench", "-m", model, "-p", "40", "-n", "2", "-r", "1", "--json", "--no-limits", flag});

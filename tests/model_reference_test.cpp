@@ -227,7 +227,7 @@ TEST_P(ModelVsReference, CachedDecodeChunkedPrefillAndNaiveAgree) {
   EXPECT_EQ(RunModel(tokens, 4, AttentionPath::kDecompressed, 0, nullptr), decompressed_chunked);
 }
 
-// The opt-in bf16-dot path (AVX-512) decompresses a prefill's keys and values with a bf16 x bf16
+// The bf16-dot path (AVX-512) decompresses a prefill's keys and values with a bf16 x bf16
 // product on kv_b_proj as stored (BF16, or FP8 whose heads start on scale blocks), the latent
 // rounded to bf16 (relative error <= u = 2^-8 per value), and runs the scores and values as bf16
 // x bf16 products too (q, k, the softmax weights and v rounded by u each); the absorbed form

@@ -315,7 +315,7 @@ int64_t DecompressedScratchFloats(const ModelConfig& c, int64_t N, bool bf16_pro
 // products (vdpbf16ps through MatMul's bf16-dot kernel, about twice the f32 FMA rate; AVX-512):
 // q, k, the softmax weights and v each rounded to bf16 (relative error <= 2^-8 per value; a block
 // of fewer than 8 queries takes MatMul's dot form, which keeps q and the weights f32). Under
-// the opt-in bf16-dot path, and wherever kv_b_proj's products already run on int8 activations
+// the bf16-dot path, and wherever kv_b_proj's products already run on int8 activations
 // (q8_0 / q4_0 with int8-dot, the CLI's default): their per-block rounding of every product's
 // input (half a code, 2^-8 of the block's largest value) is as coarse as bf16's for the largest
 // value and coarser for the rest. Held-out perplexity of dsv3-tiny (--ctx 256): q8_0 29.2914 ->
@@ -328,7 +328,7 @@ bool Bf16AttentionProducts(const AttentionWeights& w, const ops::KernelContext& 
          (ctx.bf16_dot || ops::UsesInt8Dot(ctx, w.kv_b_proj));
 }
 
-// Whether the opt-in bf16-dot path (KernelContext::bf16_dot) takes the decompression of every
+// Whether the bf16-dot path (KernelContext::bf16_dot) takes the decompression of every
 // head's keys and values: AVX-512, kv_b_proj BF16 as stored, or FP8 with every head's rows
 // starting on a scale block (the product reads a head's rows as a weight of their own). Where
 // MatMul's bf16-dot kernel takes the product (8 or more positions; FP8 blocks of even width up to

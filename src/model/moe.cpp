@@ -142,7 +142,7 @@ void MoeForward(const ModelConfig& c, const MoeWeights& w, const ops::KernelCont
 
   // gate_logits: [T, E]; routing: [T, k] experts and weights
   // The router's scores pick discrete experts, so they keep exact products even under the
-  // opt-in bf16-dot path (a flipped choice moves a token's output far more than rounding does);
+  // bf16-dot path (a flipped choice moves a token's output far more than rounding does);
   // the gate is tiny next to the experts.
   float* gate_logits = s.gate_logits.Get(T * E);
   ops::KernelContext exact = ctx;

@@ -44,7 +44,8 @@ struct KernelContext {
   // FP8 values are exact in bf16, and each column block's sums are multiplied by its block
   // scale). Used only by the AVX-512 kernel at prefill sizes (T >= 8; FP8 with even block_cols
   // <= 512); elsewhere ignored. It changes the numerics: each x value gets a relative error up to
-  // 2^-8, so results no longer match an f32/f64 reference to 1e-5. Off by default.
+  // 2^-8, so results no longer match an f32/f64 reference to 1e-5. Off here; the CLI turns it on
+  // for every command but `dsv3 logits` (app/cli/args.h).
   bool bf16_dot = false;
   // Opt-in int8 path for q8_0 / q4_0 weights (group size 32; ops/int8_dot.h): each token's x is
   // quantized per 32-column block to int8 (d = max|x| / 127, once per token per matrix), block

@@ -46,8 +46,9 @@ Result<io::LoadMode> ParseLoadMode(const std::string& name) {
   return Err("--load: '{}' is not one of mmap, read", name);
 }
 
-void AddRunOptions(CLI::App* app, RunOptions* options) {
+void AddRunOptions(CLI::App* app, RunOptions* options, bool exact_default) {
   options->model_dir = DefaultModelDir();
+  options->bf16_dot = !exact_default;
   app->add_option("-m,--model", options->model_dir, "model directory (Hugging Face layout)");
   app->add_option("-t,--threads", options->threads, "threads (default: all cores)");
   app->add_option("--load", options->load, "how weights get into memory: read | mmap");
@@ -61,7 +62,8 @@ void AddRunOptions(CLI::App* app, RunOptions* options) {
                 "bf16 and fp8 weights: run prefill products (8+ tokens) as bf16 x bf16 dot "
                 "products (vdpbf16ps, AVX-512 BF16; fp8 values are exact in bf16, block scales "
                 "applied to each block's sums): up to twice as fast, activations rounded to bf16. "
-                "Off by default (f32 FMA on the exact weights)");
+                "On by default but for `dsv3 logits`; --no-bf16-dot: f32 FMA on the exact "
+                "weights");
   app->add_flag("--f32-attention", options->f32_attention,
                 "keep the prefill attention's score and value products f32 where --int8-dot (the "
                 "default for q8_0/q4_0) or --bf16-dot would run them as bf16 x bf16 products");

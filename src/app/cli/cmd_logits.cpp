@@ -75,7 +75,7 @@ Status RunLogits(const LogitsOptions& o) {
 Command RegisterLogits(CLI::App& root) {
   auto o = std::make_shared<LogitsOptions>();
   CLI::App* app = root.add_subcommand("logits", "write float32 logits [T, vocab] as .npy");
-  AddRunOptions(app, &o->run);
+  AddRunOptions(app, &o->run, /*exact_default=*/true);
   app->add_option("--tokens", o->tokens, "token ids, e.g. 1,2,3")->required();
   app->add_option("--out", o->out, "output .npy");
   app->add_option("--mtp-out", o->mtp_out, "also write the MTP head's logits [T-1, vocab]");
