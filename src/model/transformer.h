@@ -29,6 +29,11 @@ struct LoadOptions {
   // the tiled one (bench-medium q8_0 tg64 on avx2, 5 interleaved pairs: row-major 61.2 tok/s
   // median, tiled 53.4), while its q4_0 gains (75.4 -> 85.9).
   bool tile_q8_0_rows = true;
+  // Reorder BF16 routed experts into the bf16-dot kernel's 32-row tiles (TileBf16Experts), which
+  // its prefill products then read in place instead of packing each expert's weight per call: for
+  // runs on AVX-512 BF16 with bf16_dot, whose exact kernels read the tiles too (other ISAs: the
+  // scalar reference). Ignored for kMmap.
+  bool tile_bf16_experts = false;
 };
 
 class Model {

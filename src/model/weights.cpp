@@ -6,6 +6,7 @@
 
 #include <fmt/ranges.h>
 
+#include "ops/bf16_tiles.h"
 #include "ops/isa.h"
 #include "ops/row_tiles.h"
 
@@ -274,6 +275,29 @@ void ForEachProductMatrix(LayerWeights& layer, Fn&& fn) {
 }
 
 }  // namespace
+
+int64_t TileBf16Experts(ModelWeights* weights) {
+  std::set<const void*> tiled;  // a tensor two views share is tiled once
+  auto tile = [&](WeightView* w) {
+    if (w->data == nullptr) return;
+    if (tiled.count(w->data) > 0) {
+      w->row_tiles = ops::kBf16Tile;
+      return;
+    }
+    if (!ops::CanTileBf16Rows(*w)) return;
+    // Writable by the contract above: the bytes live in the checkpoint's read buffer.
+    ops::TileBf16Rows(w, const_cast<void*>(w->data));
+    tiled.insert(w->data);
+  };
+  auto experts = [&](LayerWeights& layer) {
+    if (!layer.is_moe) return;
+    for (MlpWeights& e : layer.moe.experts)
+      for (WeightView* w : {&e.gate_proj, &e.up_proj, &e.down_proj}) tile(w);
+  };
+  for (LayerWeights& layer : weights->layers) experts(layer);
+  for (MtpWeights& m : weights->mtp) experts(m.layer);
+  return static_cast<int64_t>(tiled.size());
+}
 
 int64_t TileInt8Weights(ModelWeights* weights, bool q8_0) {
   // Views of one tensor (a tied head) must agree: a tensor an embedding or kv_b_proj's row reads

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <limits>
 
+#include "ops/bf16_tiles.h"
 #include "ops/int8_dot.h"
 #include "ops/kernels_internal.h"
 #include "ops/row_tiles.h"
@@ -72,6 +73,16 @@ void ConvertRowSegment(const WeightView& w, int64_t row, int64_t col, int64_t n,
     }
     return;
   }
+  if (w.row_tiles != 0 && w.dtype == DType::kBF16) {
+    // Tiled rows (ops/bf16_tiles.h): the row's bits copied out 64 columns at a time.
+    uint16_t bits[64];
+    for (int64_t i = 0; i < n; i += 64) {
+      const int64_t m = std::min<int64_t>(64, n - i);
+      CopyBf16Row(w, row, col + i, m, bits);
+      for (int64_t k = 0; k < m; ++k) out[i + k] = Bf16ToF32(bits[k]);
+    }
+    return;
+  }
   if (w.dtype == DType::kU8) {
     // q4_0 rows are ceil(cols / 2) bytes; the low nibble holds the even column.
     const uint8_t* src = static_cast<const uint8_t*>(w.data) + row * ((w.cols + 1) / 2);
@@ -119,7 +130,9 @@ using MatMulRowsFn = void (*)(const float*, int64_t, const WeightView&, int64_t,
 MatMulRowsFn SelectMatMul(const KernelContext& ctx, const WeightView& w) {
   const Isa isa = ctx.isa;
   const DType dtype = w.dtype;
-  if (w.row_tiles != 0) return scalar::MatMulRows;  // only the int8 path reads tiles natively
+  // Tiles: the int8 path reads its own natively, the AVX-512 kernels BF16's; the rest take the
+  // reference.
+  if (w.row_tiles != 0 && (dtype != DType::kBF16 || isa != Isa::kAvx512)) return scalar::MatMulRows;
   if (ctx.bf16_dot && isa == Isa::kAvx512 && (dtype == DType::kBF16 || dtype == DType::kF8E4M3))
     return avx512::MatMulRowsBf16Dot;
   // The SIMD group-quantized kernels fall back to the reference for group sizes other than 32.

@@ -15,6 +15,7 @@
 #include <array>
 #include <utility>
 
+#include "ops/bf16_tiles.h"
 #include "ops/isa/avx512_gemm_tile.h"
 #include "ops/isa/avx512_transpose16.h"
 #include "ops/isa/simd_intrinsics.h"
@@ -431,8 +432,9 @@ void MicroKernelBf16(const uint32_t* panel, const uint32_t* xpanel, int64_t kp, 
   for (int j = 0; j < NT; ++j) acc[j][0] = acc[j][1] = _mm512_setzero_ps();
   for (int64_t p = 0; p < kp; ++p) {
     if (p < prefetch_count) _mm_prefetch(reinterpret_cast<const char*>(prefetch[p]), _MM_HINT_T1);
-    const __m512bh w0 = (__m512bh)_mm512_load_si512(panel + p * kStrip);
-    const __m512bh w1 = (__m512bh)_mm512_load_si512(panel + p * kStrip + 16);
+    // Unaligned loads: a tiled weight (ops/bf16_tiles.h) is its own panel, wherever it lies.
+    const __m512bh w0 = (__m512bh)_mm512_loadu_si512(panel + p * kStrip);
+    const __m512bh w1 = (__m512bh)_mm512_loadu_si512(panel + p * kStrip + 16);
     const uint32_t* xp = xpanel + p * kNt;
     for (int j = 0; j < NT; ++j) {
       const __m512bh b = (__m512bh)_mm512_set1_epi32(static_cast<int>(xp[j]));
@@ -500,10 +502,29 @@ int64_t PanelLines(const WeightView& w, int64_t r0, int64_t rows, int64_t c0, in
 // bench-medium BF16 --bf16-dot pp512, forwards alternating with and without in one process (6
 // runs): the experts' weight packing 26-29 % less time, their micro-kernels 0-3 % more, forwards
 // 0.4-3.0 % faster in 5 of 6 runs (1.0 % slower in one).
+// The lines of a tiled BF16 weight's panel: rows [r0, r0 + rows) (r0 on a tile), columns
+// [c0, c0 + ncols) (c0 even), strip by strip; returns their count.
+int64_t TiledPanelLines(const WeightView& w, int64_t r0, int64_t rows, int64_t c0, int64_t ncols,
+                        const uint8_t** lines) {
+  int64_t n = 0;
+  for (int64_t r = r0; r < r0 + rows; r += kStrip) {
+    const uint8_t* first =
+        reinterpret_cast<const uint8_t*>(Bf16TilePairs(w, r / kBf16Tile, c0 / 2));
+    const uintptr_t end = reinterpret_cast<uintptr_t>(first + (ncols + 1) / 2 * kStrip * 4);
+    for (uintptr_t line = reinterpret_cast<uintptr_t>(first) & ~uintptr_t{63}; line < end;
+         line += 64)
+      lines[n++] = reinterpret_cast<const uint8_t*>(line);
+  }
+  return n;
+}
+
 template <DType D>
 void MatMulPackedBf16(const float* x, int64_t T, const WeightView& w, int64_t row_begin,
                       int64_t row_end, float* y) {
   constexpr bool kFp8 = D == DType::kF8E4M3;
+  // Tiled BF16 rows [row_begin, tiled) are read in place (row_begin on a tile, MatMulRowsBf16Dot);
+  // rows past the last tile are packed as a row-major weight's.
+  const int64_t tiled = kFp8 ? 0 : Bf16TiledRows(w);
   // 64 KB + 192 KB of stack, as MatMulPacked, and up to 8.5 KB of line addresses.
   alignas(64) uint32_t panel[kMc * kKcPairs];
   alignas(64) uint32_t xpanel[kTb * kKcPairs];
@@ -519,15 +540,20 @@ void MatMulPackedBf16(const float* x, int64_t T, const WeightView& w, int64_t ro
       const int64_t kc = std::min(kc_step, cols - kc0);
       const int64_t kp = (kc + 1) / 2;
       PackXBf16(x, cols, tb0, tbn, kc0, kc, xpanel);
-      for (int64_t mc0 = row_begin; mc0 < row_end; mc0 += kMc) {
-        const int64_t mn = std::min(kMc, row_end - mc0);
-        PackWeightsPairs<D>(w, mc0, mn, kc0, kc, panel);
-        int64_t next_r0 = mc0 + kMc, next_c0 = kc0;
+      for (int64_t mc0 = row_begin, mn = 0; mc0 < row_end; mc0 += mn) {
+        const bool in_tiles = mc0 < tiled;  // blocks never straddle the last tile's end
+        mn = std::min(kMc, (in_tiles ? std::min(row_end, tiled) : row_end) - mc0);
+        if (!in_tiles) PackWeightsPairs<D>(w, mc0, mn, kc0, kc, panel);
+        int64_t next_r0 = mc0 + mn, next_c0 = kc0;
         if (next_r0 >= row_end) next_r0 = row_begin, next_c0 = kc0 + kc_step;
+        const int64_t next_rows =
+            std::min(kMc, (next_r0 < tiled ? std::min(row_end, tiled) : row_end) - next_r0);
+        const int64_t next_cols = std::min(kc_step, cols - next_c0);
         const int64_t next_count =
-            next_c0 < cols ? PanelLines<D>(w, next_r0, std::min(kMc, row_end - next_r0), next_c0,
-                                           std::min(kc_step, cols - next_c0), next_lines)
-                           : 0;
+            next_c0 >= cols ? 0
+            : next_r0 < tiled
+                ? TiledPanelLines(w, next_r0, next_rows, next_c0, next_cols, next_lines)
+                : PanelLines<D>(w, next_r0, next_rows, next_c0, next_cols, next_lines);
         // Spread over the panel's micro-kernel calls, at most one line per column pair.
         const int64_t calls = ((mn + kStrip - 1) / kStrip) * ((tbn + kNt - 1) / kNt);
         const int64_t per_call = (next_count + calls - 1) / calls;
@@ -551,7 +577,10 @@ void MatMulPackedBf16(const float* x, int64_t T, const WeightView& w, int64_t ro
           for (int64_t t0 = 0; t0 < tbn; t0 += kNt) {
             const int64_t nt = std::min<int64_t>(kNt, tbn - t0);
             const int64_t pf = std::min({per_call, kp, next_count - requested});
-            kMicroKernelsBf16[nt - 1](panel + s * kp * kStrip, xpanel + (t0 / kNt) * kp * kNt, kp,
+            const uint32_t* strip = in_tiles
+                                        ? Bf16TilePairs(w, (mc0 + s * kStrip) / kBf16Tile, kc0 / 2)
+                                        : panel + s * kp * kStrip;
+            kMicroKernelsBf16[nt - 1](strip, xpanel + (t0 / kNt) * kp * kNt, kp,
                                       y + (tb0 + t0) * w.rows + mc0 + s * kStrip, w.rows, m0, m1,
                                       kc0 > 0, kFp8 ? row_scale : nullptr, next_lines + requested,
                                       pf);
@@ -566,7 +595,9 @@ void MatMulPackedBf16(const float* x, int64_t T, const WeightView& w, int64_t ro
 template <DType D>
 void MatMulTyped(const float* x, int64_t T, const WeightView& w, int64_t row_begin, int64_t row_end,
                  float* y) {
-  if (T < kMinPackedT<D>)
+  if (D == DType::kBF16 && w.row_tiles != 0)
+    MatMulBf16TiledRows(x, T, w, row_begin, row_end, y);
+  else if (T < kMinPackedT<D>)
     MatMulDot<D>(x, T, w, row_begin, row_end, y);
   else
     MatMulPacked<D>(x, T, w, row_begin, row_end, y);
@@ -598,8 +629,11 @@ void MatMulRows(const float* x, int64_t T, const WeightView& w, int64_t row_begi
 void MatMulRowsBf16Dot(const float* x, int64_t T, const WeightView& w, int64_t row_begin,
                        int64_t row_end, float* y) {
   if (w.cols == 0 || T < kMinPackedBf16Dot) return MatMulRows(x, T, w, row_begin, row_end, y);
-  if (w.dtype == DType::kBF16)
+  if (w.dtype == DType::kBF16) {
+    if (row_begin < Bf16TiledRows(w) && row_begin % kBf16Tile != 0)
+      return MatMulRows(x, T, w, row_begin, row_end, y);
     return MatMulPackedBf16<DType::kBF16>(x, T, w, row_begin, row_end, y);
+  }
   if (w.dtype == DType::kF8E4M3 && Fp8PacksAsBf16(w))
     return MatMulPackedBf16<DType::kF8E4M3>(x, T, w, row_begin, row_end, y);
   MatMulRows(x, T, w, row_begin, row_end, y);

@@ -1,0 +1,94 @@
+// A BF16 model loaded with its routed experts in the bf16-dot kernel's 32-row tiles
+// (LoadOptions::tile_bf16_experts, ops/bf16_tiles.h) against the same model row-major.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "backend/thread_pool.h"
+#include "model/presets.h"
+#include "model/random_checkpoint.h"
+#include "model/transformer.h"
+#include "ops/bf16_tiles.h"
+#include "ops/isa.h"
+#include "test_util.h"
+
+namespace dsv3 {
+namespace {
+
+// Logits of a 40-token prefill and then one decoded token, [41, vocab].
+std::vector<float> PrefillAndDecode(const Model& model, const ops::KernelContext& ctx) {
+  const int64_t V = model.config().vocab_size;
+  std::vector<int32_t> tokens(41);
+  for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = static_cast<int32_t>(i * 37 % V);
+  InferenceState state(model, 41);
+  std::vector<float> logits(static_cast<size_t>(41 * V));
+  const std::span<const int32_t> all(tokens);
+  EXPECT_TRUE(Forward(model, ctx, state, all.first(40), ForwardOptions{}, logits.data()).ok());
+  EXPECT_TRUE(
+      Forward(model, ctx, state, all.subspan(40), ForwardOptions{}, logits.data() + 40 * V).ok());
+  return logits;
+}
+
+// Only the routed experts are tiled (the MTP layer's too), never a read-only mapping. With
+// bf16-dot on, an expert's products of 8+ tokens give the row-major weight's bits; those of fewer
+// tokens (decode, rare experts) sum even and odd columns apart, which moves each output by f32
+// rounding only: the logits within 1e-5 of their largest value, as the other exact paths'
+// orderings are held (model_reference_test). Every ISA: AVX-512 reads the tiles natively, the
+// others through the scalar reference (bitwise the row-major weight's on the scalar ISA).
+TEST(ModelBf16Tiles, TiledExpertsGiveTheSameLogits) {
+  auto config = PresetConfig("tiny-v3");
+  ASSERT_TRUE(config.ok());
+  config->moe_intermediate_size = 64;  // two tiles of 32 rows (gate, up); down: 2 x 32 columns
+  testing::TempDir dir;
+  RandomCheckpointOptions options;
+  options.seed = 9;
+  options.dtype = DType::kBF16;
+  options.mtp = true;
+  ASSERT_TRUE(WriteRandomCheckpoint(*config, options, dir.path()).ok());
+  LoadOptions tiled;
+  tiled.tile_bf16_experts = true;
+  auto plain = Model::Load(dir.path(), LoadOptions{});
+  auto model = Model::Load(dir.path(), tiled);
+  ASSERT_TRUE(plain.ok() && model.ok());
+  const ModelWeights& w = (*model)->weights();
+  const LayerWeights& moe = w.layers[config->first_k_dense_replace];
+  ASSERT_TRUE(moe.is_moe);
+  for (const WeightView* v :
+       {&moe.moe.experts[0].gate_proj, &moe.moe.experts[1].up_proj,
+        &moe.moe.experts.back().down_proj, &w.mtp[0].layer.moe.experts[0].down_proj})
+    EXPECT_EQ(v->row_tiles, ops::kBf16Tile);
+  EXPECT_EQ(moe.moe.shared_experts.gate_proj.row_tiles, 0);
+  EXPECT_EQ(moe.attn.q_b_proj.row_tiles, 0);
+  EXPECT_EQ(w.lm_head.row_tiles, 0);
+  LoadOptions mapped = tiled;
+  mapped.load_mode = io::LoadMode::kMmap;
+  auto mapped_model = Model::Load(dir.path(), mapped);
+  ASSERT_TRUE(mapped_model.ok());
+  EXPECT_EQ(mapped_model.value()->weights().layers[1].moe.experts[0].gate_proj.row_tiles, 0);
+
+  ThreadPool pool(2);
+  for (ops::Isa isa : ops::RunnableIsas()) {
+    for (bool bf16_dot : {false, true}) {
+      SCOPED_TRACE(std::string(ops::IsaName(isa)) + (bf16_dot ? " bf16-dot" : " exact"));
+      ops::KernelContext ctx{&pool, isa};
+      ctx.bf16_dot = bf16_dot;
+      const std::vector<float> want = PrefillAndDecode(**plain, ctx);
+      const std::vector<float> got = PrefillAndDecode(**model, ctx);
+      double err = 0, top = 0;
+      for (size_t i = 0; i < want.size(); ++i) {
+        err = std::max(err, std::fabs(static_cast<double>(got[i]) - want[i]));
+        top = std::max(top, std::fabs(static_cast<double>(want[i])));
+      }
+      EXPECT_LE(err, 1e-5 * top);
+      if (isa == ops::Isa::kScalar) {
+        EXPECT_EQ(got, want);  // the reference reads either layout in the same order
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace dsv3
