@@ -15,7 +15,12 @@
 //
 //   build/bench/matmul_bench --benchmark_filter='BM_MoePrefill'
 //
-// And decode's GEMV against the read-bandwidth probe in the same process (BM_GemvVsRead):
+// And BF16 weights in the bf16-dot kernel's tiles against the same weights row-major
+// (BM_Bf16Tiles), and decode's GEMV against the read-bandwidth probe in the same process
+// (BM_GemvVsRead):
+//
+//   build/bench/matmul_bench --benchmark_filter='BM_Bf16Tiles'
+//
 //
 //   build/bench/matmul_bench --benchmark_filter='BM_GemvVsRead'
 #include <benchmark/benchmark.h>
@@ -33,6 +38,7 @@
 #include "model/moe.h"
 #include "model/phase_profile.h"
 #include "model/presets.h"
+#include "ops/bf16_tiles.h"
 #include "ops/isa.h"
 #include "ops/matmul.h"
 #include "ops/quant.h"
@@ -272,6 +278,60 @@ void MatMulTiledArgs(benchmark::internal::Benchmark* b) {
 }
 
 BENCHMARK(BM_MatMulTiled)->Apply(MatMulTiledArgs)->Unit(benchmark::kMicrosecond)->UseRealTime();
+
+// BF16 in the bf16-dot kernel's 32-row tiles (ops/bf16_tiles.h, as Model::Load tiles the routed
+// experts) against the same weight row-major, alternating in each iteration (first one, then the
+// other, the order swapped every iteration) on 2 threads, AVX-512, bf16-dot on (T >= 8 runs it;
+// below, the exact kernels). Counters: each form's time per call and tiled / row_major.
+//   Arguments: {rows, cols, T}
+void BM_Bf16Tiles(benchmark::State& state) {
+  const int64_t rows = state.range(0), cols = state.range(1), T = state.range(2);
+  state.SetLabel("BF16/avx512/" + std::to_string(rows) + "x" + std::to_string(cols) +
+                 "/T=" + std::to_string(T) + "/threads=2/bf16_dot");
+  if (!dsv3::ops::CpuSupports(Isa::kAvx512)) {
+    state.SkipWithError("needs AVX-512");
+    return;
+  }
+  BenchWeight plain(DType::kBF16, rows, cols), tiled(DType::kBF16, rows, cols);
+  dsv3::ops::TileBf16Rows(&tiled.view, tiled.bytes.data());
+  std::vector<float> x(static_cast<size_t>(T * cols)), y(static_cast<size_t>(T * rows));
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<float> value(-1.0f, 1.0f);
+  for (auto& v : x) v = value(rng);
+  dsv3::ThreadPool pool(2);
+  dsv3::ops::KernelContext ctx{&pool, Isa::kAvx512};
+  ctx.bf16_dot = true;
+  using Clock = std::chrono::steady_clock;
+  double seconds[2] = {0, 0};  // row-major, tiled
+  int64_t n = 0;
+  for (auto _ : state) {
+    for (int k = 0; k < 2; ++k) {
+      const int form = (n + k) % 2;
+      const Clock::time_point t0 = Clock::now();
+      dsv3::ops::MatMul(ctx, x.data(), T, form == 0 ? plain.view : tiled.view, y.data());
+      benchmark::DoNotOptimize(y.data());
+      benchmark::ClobberMemory();
+      seconds[form] += std::chrono::duration<double>(Clock::now() - t0).count();
+    }
+    ++n;
+  }
+  state.counters["row_major_us"] = seconds[0] / static_cast<double>(n) * 1e6;
+  state.counters["tiled_us"] = seconds[1] / static_cast<double>(n) * 1e6;
+  state.counters["tiled/row_major"] = seconds[1] / seconds[0];
+}
+
+BENCHMARK(BM_Bf16Tiles)
+    ->ArgNames({"rows", "cols", "T"})
+    // decode: an expert's gate (L3), a dense matrix, a vocabulary head (DRAM); an expert's
+    // prefill share (gate, down); a dense prefill product.
+    ->Args({512, 2048, 1})
+    ->Args({2048, 2048, 1})
+    ->Args({32000, 2048, 1})
+    ->Args({512, 2048, 4})
+    ->Args({512, 2048, 64})
+    ->Args({2048, 512, 64})
+    ->Args({2048, 2048, 512})
+    ->Unit(benchmark::kMicrosecond);
 
 // Rows [r0, r0 + rows) of a q8_0 / q4_0 matrix as a matrix of its own.
 dsv3::ops::WeightView RowSlice(const dsv3::ops::WeightView& w, int64_t r0, int64_t rows) {

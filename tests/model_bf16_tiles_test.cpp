@@ -1,5 +1,5 @@
-// A BF16 model loaded with its routed experts in the bf16-dot kernel's 32-row tiles
-// (LoadOptions::tile_bf16_experts, ops/bf16_tiles.h) against the same model row-major.
+// A BF16 model loaded with its product matrices in the bf16-dot kernel's 32-row tiles
+// (LoadOptions::tile_bf16_rows, ops/bf16_tiles.h) against the same model row-major.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -32,11 +32,12 @@ std::vector<float> PrefillAndDecode(const Model& model, const ops::KernelContext
   return logits;
 }
 
-// Only the routed experts are tiled (the MTP layer's too), never a read-only mapping. With
-// bf16-dot on, an expert's products of 8+ tokens give the row-major weight's bits; those of fewer
-// tokens (decode, rare experts) sum even and odd columns apart, which moves each output by f32
-// rounding only: the logits within 1e-5 of their largest value, as the other exact paths'
-// orderings are held (model_reference_test). Every ISA: AVX-512 reads the tiles natively, the
+// The product matrices are tiled (the MTP layer's too), never the embeddings, kv_b_proj (read row
+// by row), the router or a read-only mapping. With bf16-dot on, a product of 8+ tokens gives the
+// row-major weight's bits; those of fewer tokens (decode, rare experts) sum even and odd columns
+// apart, which moves each output by f32 rounding only: the logits within 1e-5 of their largest
+// value, as the other exact paths' orderings are held (model_reference_test). Without bf16-dot
+// every product on tiles takes that dot form. Every ISA: AVX-512 reads the tiles natively, the
 // others through the scalar reference (bitwise the row-major weight's on the scalar ISA).
 TEST(ModelBf16Tiles, TiledExpertsGiveTheSameLogits) {
   auto config = PresetConfig("tiny-v3");
@@ -49,7 +50,7 @@ TEST(ModelBf16Tiles, TiledExpertsGiveTheSameLogits) {
   options.mtp = true;
   ASSERT_TRUE(WriteRandomCheckpoint(*config, options, dir.path()).ok());
   LoadOptions tiled;
-  tiled.tile_bf16_experts = true;
+  tiled.tile_bf16_rows = true;
   auto plain = Model::Load(dir.path(), LoadOptions{});
   auto model = Model::Load(dir.path(), tiled);
   ASSERT_TRUE(plain.ok() && model.ok());
@@ -60,9 +61,13 @@ TEST(ModelBf16Tiles, TiledExpertsGiveTheSameLogits) {
        {&moe.moe.experts[0].gate_proj, &moe.moe.experts[1].up_proj,
         &moe.moe.experts.back().down_proj, &w.mtp[0].layer.moe.experts[0].down_proj})
     EXPECT_EQ(v->row_tiles, ops::kBf16Tile);
-  EXPECT_EQ(moe.moe.shared_experts.gate_proj.row_tiles, 0);
-  EXPECT_EQ(moe.attn.q_b_proj.row_tiles, 0);
-  EXPECT_EQ(w.lm_head.row_tiles, 0);
+  ASSERT_NE(w.lm_head.data, w.embed_tokens.data);
+  for (const WeightView* v :
+       {&moe.moe.shared_experts.gate_proj, &moe.attn.q_b_proj, &moe.attn.o_proj,
+        &w.layers[0].mlp.down_proj, &w.lm_head, &w.mtp[0].eh_proj, &w.mtp[0].shared_head_head})
+    EXPECT_EQ(v->row_tiles, ops::kBf16Tile);
+  for (const WeightView* v : {&moe.attn.kv_b_proj, &moe.moe.gate, &w.embed_tokens})
+    EXPECT_EQ(v->row_tiles, 0);
   LoadOptions mapped = tiled;
   mapped.load_mode = io::LoadMode::kMmap;
   auto mapped_model = Model::Load(dir.path(), mapped);

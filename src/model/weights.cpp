@@ -274,63 +274,65 @@ void ForEachProductMatrix(LayerWeights& layer, Fn&& fn) {
   if (layer.moe.has_shared) mlp(layer.moe.shared_experts);
 }
 
-}  // namespace
-
-int64_t TileBf16Experts(ModelWeights* weights) {
-  std::set<const void*> tiled;  // a tensor two views share is tiled once
-  auto tile = [&](WeightView* w) {
-    if (w->data == nullptr) return;
-    if (tiled.count(w->data) > 0) {
-      w->row_tiles = ops::kBf16Tile;
-      return;
-    }
-    if (!ops::CanTileBf16Rows(*w)) return;
-    // Writable by the contract above: the bytes live in the checkpoint's read buffer.
-    ops::TileBf16Rows(w, const_cast<void*>(w->data));
-    tiled.insert(w->data);
-  };
-  auto experts = [&](LayerWeights& layer) {
-    if (!layer.is_moe) return;
-    for (MlpWeights& e : layer.moe.experts)
-      for (WeightView* w : {&e.gate_proj, &e.up_proj, &e.down_proj}) tile(w);
-  };
-  for (LayerWeights& layer : weights->layers) experts(layer);
-  for (MtpWeights& m : weights->mtp) experts(m.layer);
-  return static_cast<int64_t>(tiled.size());
-}
-
-int64_t TileInt8Weights(ModelWeights* weights, bool q8_0) {
-  // Views of one tensor (a tied head) must agree: a tensor an embedding or kv_b_proj's row reads
-  // use is never tiled, and a second view of a tiled tensor is marked tiled too.
+// Calls fn on every matrix only products read (the attention projections but kv_b_proj, the MLPs
+// and experts, lm_head, the MTP's), skipping the tensors an embedding's or kv_b_proj's row reads
+// use (a tied head). fn(w, seen): seen is true for a second view of a tensor already visited, so
+// views of one tensor agree.
+template <typename Fn>
+void ForEachTileableMatrix(ModelWeights* weights, Fn&& fn) {
   std::set<const void*> row_major = {weights->embed_tokens.data};
   for (const LayerWeights& layer : weights->layers) row_major.insert(layer.attn.kv_b_proj.data);
   for (const MtpWeights& m : weights->mtp) {
     row_major.insert(m.embed_tokens.data);
     row_major.insert(m.layer.attn.kv_b_proj.data);
   }
-  std::map<const void*, bool> tiled;  // data -> f16_tile_scales
-  int64_t count = 0;
-  auto tile = [&](WeightView* w) {
+  std::set<const void*> seen;
+  auto visit = [&](WeightView* w) {
     if (w->data == nullptr || row_major.count(w->data) > 0) return;
-    if (const auto it = tiled.find(w->data); it != tiled.end()) {
-      w->row_tiles = ops::kRowTile;
-      w->f16_tile_scales = it->second;
+    fn(w, !seen.insert(w->data).second);
+  };
+  for (LayerWeights& layer : weights->layers) ForEachProductMatrix(layer, visit);
+  visit(&weights->lm_head);
+  for (MtpWeights& m : weights->mtp) {
+    visit(&m.eh_proj);
+    ForEachProductMatrix(m.layer, visit);
+    visit(&m.shared_head_head);
+  }
+}
+
+}  // namespace
+
+int64_t TileInt8Weights(ModelWeights* weights, bool q8_0) {
+  std::map<const void*, WeightView> tiled;  // data -> the tiled view's layout
+  ForEachTileableMatrix(weights, [&](WeightView* w, bool seen) {
+    if (seen) {
+      if (const auto it = tiled.find(w->data); it != tiled.end()) {
+        w->row_tiles = it->second.row_tiles;
+        w->f16_tile_scales = it->second.f16_tile_scales;
+      }
       return;
     }
     if (!ops::CanTileRows(*w) || (!q8_0 && w->dtype == DType::kI8)) return;
     // Writable by the contract above: the bytes live in the checkpoint's read buffer.
     ops::TileRows(w, const_cast<void*>(w->data), const_cast<float*>(w->scale));
-    tiled[w->data] = w->f16_tile_scales;
-    ++count;
-  };
-  for (LayerWeights& layer : weights->layers) ForEachProductMatrix(layer, tile);
-  tile(&weights->lm_head);
-  for (MtpWeights& m : weights->mtp) {
-    tile(&m.eh_proj);
-    ForEachProductMatrix(m.layer, tile);
-    tile(&m.shared_head_head);
-  }
-  return count;
+    tiled[w->data] = *w;
+  });
+  return static_cast<int64_t>(tiled.size());
+}
+
+int64_t TileBf16Weights(ModelWeights* weights) {
+  std::set<const void*> tiled;
+  ForEachTileableMatrix(weights, [&](WeightView* w, bool seen) {
+    if (seen) {
+      if (tiled.count(w->data) > 0) w->row_tiles = ops::kBf16Tile;
+      return;
+    }
+    if (!ops::CanTileBf16Rows(*w)) return;
+    // Writable by the contract above: the bytes live in the checkpoint's read buffer.
+    ops::TileBf16Rows(w, const_cast<void*>(w->data));
+    tiled.insert(w->data);
+  });
+  return static_cast<int64_t>(tiled.size());
 }
 
 }  // namespace dsv3

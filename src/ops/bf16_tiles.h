@@ -13,8 +13,8 @@
 // kernel reads tiles natively too (16 rows' pairs a vector, even and odd columns summed apart:
 // decode and the few-token products); every other reader (the scalar reference, DequantizeRow,
 // AccumulateRows, other ISAs) reads tiles through CopyBf16Row.
-// Model::Load tiles the routed experts' matrices only when the bf16-dot path will run them on
-// AVX-512 (LoadOptions::tile_bf16_experts).
+// Model::Load tiles a model's BF16 product matrices (those the int8 path would tile) only when
+// the bf16-dot path will run them on AVX-512 (LoadOptions::tile_bf16_rows).
 #pragma once
 
 #include <cstdint>

@@ -78,7 +78,7 @@ Result<Runtime> LoadRuntime(const RunOptions& options) {
   // The int8 kernels' tiled layout where they read it natively (AVX-512 VNNI, AVX2).
   load.tile_int8_rows = options.int8_dot && (isa == ops::Isa::kAvx512 || isa == ops::Isa::kAvx2);
   load.tile_q8_0_rows = isa == ops::Isa::kAvx512;
-  load.tile_bf16_experts = options.bf16_dot && isa == ops::Isa::kAvx512;
+  load.tile_bf16_rows = options.bf16_dot && isa == ops::Isa::kAvx512;
   DSV3_ASSIGN_OR_RETURN(rt.model, Model::Load(options.model_dir, load));
   rt.pool = std::make_unique<ThreadPool>(options.threads);
   rt.ctx.pool = rt.pool.get();
