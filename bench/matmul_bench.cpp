@@ -283,17 +283,18 @@ BENCHMARK(BM_MatMulTiled)->Apply(MatMulTiledArgs)->Unit(benchmark::kMicrosecond)
 // experts) against the same weight row-major, alternating in each iteration (first one, then the
 // other, the order swapped every iteration) on 2 threads, AVX-512, bf16-dot on (T >= 8 runs it;
 // below, the exact kernels). Counters: each form's time per call and tiled / row_major.
-//   Arguments: {rows, cols, T}
+//   Arguments: {dtype (2 BF16, 3 FP8), rows, cols, T}
 void BM_Bf16Tiles(benchmark::State& state) {
-  const int64_t rows = state.range(0), cols = state.range(1), T = state.range(2);
-  state.SetLabel("BF16/avx512/" + std::to_string(rows) + "x" + std::to_string(cols) +
-                 "/T=" + std::to_string(T) + "/threads=2/bf16_dot");
+  const DType dtype = kDTypes[state.range(0)];
+  const int64_t rows = state.range(1), cols = state.range(2), T = state.range(3);
+  state.SetLabel(std::string(dsv3::DTypeName(dtype)) + "/avx512/" + std::to_string(rows) + "x" +
+                 std::to_string(cols) + "/T=" + std::to_string(T) + "/threads=2/bf16_dot");
   if (!dsv3::ops::CpuSupports(Isa::kAvx512)) {
     state.SkipWithError("needs AVX-512");
     return;
   }
-  BenchWeight plain(DType::kBF16, rows, cols), tiled(DType::kBF16, rows, cols);
-  dsv3::ops::TileBf16Rows(&tiled.view, tiled.bytes.data());
+  BenchWeight plain(dtype, rows, cols), tiled(dtype, rows, cols);
+  dsv3::ops::TilePairRows(&tiled.view, tiled.bytes.data());
   std::vector<float> x(static_cast<size_t>(T * cols)), y(static_cast<size_t>(T * rows));
   std::mt19937 rng(7);
   std::uniform_real_distribution<float> value(-1.0f, 1.0f);
@@ -320,18 +321,22 @@ void BM_Bf16Tiles(benchmark::State& state) {
   state.counters["tiled/row_major"] = seconds[1] / seconds[0];
 }
 
-BENCHMARK(BM_Bf16Tiles)
-    ->ArgNames({"rows", "cols", "T"})
-    // decode: an expert's gate (L3), a dense matrix, a vocabulary head (DRAM); an expert's
-    // prefill share (gate, down); a dense prefill product.
-    ->Args({512, 2048, 1})
-    ->Args({2048, 2048, 1})
-    ->Args({32000, 2048, 1})
-    ->Args({512, 2048, 4})
-    ->Args({512, 2048, 64})
-    ->Args({2048, 512, 64})
-    ->Args({2048, 2048, 512})
-    ->Unit(benchmark::kMicrosecond);
+void Bf16TilesArgs(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"dtype", "rows", "cols", "T"});
+  // decode: an expert's gate (L3), a dense matrix, a vocabulary head (DRAM); an expert's
+  // prefill share (gate, down); a dense prefill product.
+  for (int64_t d : {2, 3}) {
+    b->Args({d, 512, 2048, 1});
+    b->Args({d, 2048, 2048, 1});
+    b->Args({d, 32000, 2048, 1});
+    b->Args({d, 512, 2048, 4});
+    b->Args({d, 512, 2048, 64});
+    b->Args({d, 2048, 512, 64});
+    b->Args({d, 2048, 2048, 512});
+  }
+}
+
+BENCHMARK(BM_Bf16Tiles)->Apply(Bf16TilesArgs)->Unit(benchmark::kMicrosecond);
 
 // Rows [r0, r0 + rows) of a q8_0 / q4_0 matrix as a matrix of its own.
 dsv3::ops::WeightView RowSlice(const dsv3::ops::WeightView& w, int64_t r0, int64_t rows) {

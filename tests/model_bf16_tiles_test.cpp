@@ -1,5 +1,5 @@
-// A BF16 model loaded with its product matrices in the bf16-dot kernel's 32-row tiles
-// (LoadOptions::tile_bf16_rows, ops/bf16_tiles.h) against the same model row-major.
+// BF16 and FP8 models loaded with their product matrices in the bf16-dot kernel's 32-row pair
+// tiles (LoadOptions::tile_bf16_rows, ops/bf16_tiles.h) against the same models row-major.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -39,14 +39,16 @@ std::vector<float> PrefillAndDecode(const Model& model, const ops::KernelContext
 // value, as the other exact paths' orderings are held (model_reference_test). Without bf16-dot
 // every product on tiles takes that dot form. Every ISA: AVX-512 reads the tiles natively, the
 // others through the scalar reference (bitwise the row-major weight's on the scalar ISA).
-TEST(ModelBf16Tiles, TiledExpertsGiveTheSameLogits) {
+class ModelBf16Tiles : public ::testing::TestWithParam<DType> {};
+
+TEST_P(ModelBf16Tiles, TiledMatricesGiveTheSameLogits) {
   auto config = PresetConfig("tiny-v3");
   ASSERT_TRUE(config.ok());
   config->moe_intermediate_size = 64;  // two tiles of 32 rows (gate, up); down: 2 x 32 columns
   testing::TempDir dir;
   RandomCheckpointOptions options;
   options.seed = 9;
-  options.dtype = DType::kBF16;
+  options.dtype = GetParam();
   options.mtp = true;
   ASSERT_TRUE(WriteRandomCheckpoint(*config, options, dir.path()).ok());
   LoadOptions tiled;
@@ -94,6 +96,9 @@ TEST(ModelBf16Tiles, TiledExpertsGiveTheSameLogits) {
     }
   }
 }
+
+INSTANTIATE_TEST_SUITE_P(Formats, ModelBf16Tiles, ::testing::Values(DType::kBF16, DType::kF8E4M3),
+                         [](const auto& info) { return std::string(DTypeName(info.param)); });
 
 }  // namespace
 }  // namespace dsv3

@@ -1,10 +1,11 @@
-// BF16 weights in the bf16-dot kernel's 32-row tiles (ops/bf16_tiles.h): the layout, and every
-// reader of a tiled weight against the same weight row-major.
+// BF16 and FP8 weights in the bf16-dot kernel's 32-row pair tiles (ops/bf16_tiles.h): the layout,
+// and every reader of a tiled weight against the same weight row-major.
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstring>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "backend/thread_pool.h"
@@ -16,25 +17,70 @@
 namespace dsv3::ops {
 namespace {
 
-// A random BF16 weight [rows, cols], row-major, and x [T, cols].
+// A random BF16 or FP8 weight [rows, cols], row-major (FP8: values over the e4m3 range with a
+// random positive scale per block_rows x block_cols block).
 struct Case {
-  int64_t rows, cols;
-  std::vector<uint16_t> bits;
+  DType dtype;
+  int64_t rows, cols, block_rows, block_cols;
+  std::vector<uint8_t> bytes;
+  std::vector<float> scale;
 
-  Case(std::mt19937& rng, int64_t r, int64_t c) : rows(r), cols(c) {
+  Case(std::mt19937& rng, DType d, int64_t r, int64_t c, int64_t br = 128, int64_t bc = 128)
+      : dtype(d), rows(r), cols(c), block_rows(br), block_cols(bc) {
     std::normal_distribution<float> normal(0.0f, 1.0f);
-    bits.resize(static_cast<size_t>(rows * cols));
-    for (uint16_t& b : bits) b = F32ToBf16(normal(rng));
+    std::uniform_real_distribution<float> positive(0.5f, 2.0f);
+    const int64_t e = d == DType::kBF16 ? 2 : 1;
+    bytes.resize(static_cast<size_t>(rows * cols * e));
+    for (int64_t i = 0; i < rows * cols; ++i) {
+      if (d == DType::kBF16) {
+        const uint16_t b = F32ToBf16(normal(rng));
+        std::memcpy(&bytes[static_cast<size_t>(2 * i)], &b, 2);
+      } else {
+        bytes[static_cast<size_t>(i)] = F32ToFp8E4M3(100.0f * normal(rng));
+      }
+    }
+    if (d == DType::kF8E4M3)
+      for (int64_t i = 0; i < ((rows + br - 1) / br) * ((cols + bc - 1) / bc); ++i)
+        scale.push_back(positive(rng) / 100.0f);
   }
-  WeightView View(const std::vector<uint16_t>& data) const {
+  WeightView View(const std::vector<uint8_t>& data) const {
     WeightView v;
-    v.dtype = DType::kBF16;
+    v.dtype = dtype;
     v.rows = rows;
     v.cols = cols;
     v.data = data.data();
+    v.scale = scale.empty() ? nullptr : scale.data();
+    v.block_rows = block_rows;
+    v.block_cols = block_cols;
     return v;
   }
+  double At(int64_t r, int64_t c) const {
+    if (dtype == DType::kBF16) {
+      uint16_t b;
+      std::memcpy(&b, &bytes[static_cast<size_t>(2 * (r * cols + c))], 2);
+      return Bf16ToF32(b);
+    }
+    const int64_t scale_cols = (cols + block_cols - 1) / block_cols;
+    return static_cast<double>(Fp8E4M3ToF32(bytes[static_cast<size_t>(r * cols + c)])) *
+           scale[static_cast<size_t>(r / block_rows * scale_cols + c / block_cols)];
+  }
+  std::string Name() const {
+    return std::string(DTypeName(dtype)) + " " + std::to_string(rows) + "x" + std::to_string(cols) +
+           " blocks " + std::to_string(block_rows) + "x" + std::to_string(block_cols);
+  }
 };
+
+// The formats: BF16; FP8 with the default grid, and a small one whose row blocks change inside a
+// 16-row half (8) and whose column blocks are many (32).
+std::vector<Case> Cases(std::mt19937& rng, int64_t rows, std::initializer_list<int64_t> widths) {
+  std::vector<Case> cases;
+  for (int64_t cols : widths) {
+    cases.emplace_back(rng, DType::kBF16, rows, cols);
+    cases.emplace_back(rng, DType::kF8E4M3, rows, cols);
+    cases.emplace_back(rng, DType::kF8E4M3, rows, cols, 8, 32);
+  }
+  return cases;
+}
 
 std::vector<float> RandomX(std::mt19937& rng, int64_t T, int64_t cols) {
   std::normal_distribution<float> normal(0.0f, 1.0f);
@@ -43,58 +89,61 @@ std::vector<float> RandomX(std::mt19937& rng, int64_t T, int64_t cols) {
   return x;
 }
 
-// The tiled weight: the same bits, tiled in place in a copy.
-std::pair<std::vector<uint16_t>, WeightView> Tiled(const Case& c) {
-  std::pair<std::vector<uint16_t>, WeightView> out{c.bits, {}};
+// The tiled weight: the same bytes, tiled in place in a copy.
+std::pair<std::vector<uint8_t>, WeightView> Tiled(const Case& c) {
+  std::pair<std::vector<uint8_t>, WeightView> out{c.bytes, {}};
   out.second = c.View(out.first);
-  EXPECT_TRUE(CanTileBf16Rows(out.second));
-  TileBf16Rows(&out.second, out.first.data());
+  EXPECT_TRUE(CanTilePairRows(out.second));
+  TilePairRows(&out.second, out.first.data());
   return out;
 }
 
 // 2 tiles and a 16-row tail; 70 columns (not a multiple of 32: a partial pair block), 518.
 TEST(Bf16Tiles, LayoutAndRowCopies) {
   std::mt19937 rng(1);
-  for (int64_t cols : {2, 70, 518}) {
-    const Case c(rng, 80, cols);
+  for (const Case& c : Cases(rng, 80, {2, 70, 518})) {
+    SCOPED_TRACE(c.Name());
     auto [tiled, w] = Tiled(c);
+    const int64_t e = c.dtype == DType::kBF16 ? 2 : 1, cols = c.cols;
     EXPECT_EQ(w.row_tiles, kBf16Tile);
-    EXPECT_EQ(Bf16TiledRows(w), 64);
-    // Pair j of row 32 t + i at dword j * 32 + i of tile t; the tail where it was.
+    EXPECT_EQ(PairTiledRows(w), 64);
+    // Pair j of row 32 t + i at pair j * 32 + i of tile t; the tail where it was.
     for (int64_t r = 0; r < 64; ++r)
-      for (int64_t j = 0; j < cols / 2; ++j) {
-        uint32_t pair, want;
-        std::memcpy(&pair, Bf16TilePairs(w, r / 32, j) + r % 32, 4);
-        std::memcpy(&want, &c.bits[static_cast<size_t>(r * cols + 2 * j)], 4);
-        ASSERT_EQ(pair, want) << r << " " << j;
-      }
-    EXPECT_EQ(0, std::memcmp(tiled.data() + 64 * cols, c.bits.data() + 64 * cols,
-                             static_cast<size_t>(16 * cols) * 2));
-    std::vector<uint16_t> row(static_cast<size_t>(cols));
+      for (int64_t j = 0; j < cols / 2; ++j)
+        ASSERT_EQ(0, std::memcmp(TilePairs(w, r / 32, j) + r % 32 * 2 * e,
+                                 &c.bytes[static_cast<size_t>((r * cols + 2 * j) * e)],
+                                 static_cast<size_t>(2 * e)))
+            << r << " " << j;
+    EXPECT_EQ(0, std::memcmp(tiled.data() + 64 * cols * e, c.bytes.data() + 64 * cols * e,
+                             static_cast<size_t>(16 * cols * e)));
+    std::vector<uint8_t> row(static_cast<size_t>(cols * e));
     for (int64_t r = 0; r < c.rows; ++r) {
-      CopyBf16Row(w, r, 1, cols - 1, row.data());
-      ASSERT_EQ(0, std::memcmp(row.data(), &c.bits[static_cast<size_t>(r * cols + 1)],
-                               static_cast<size_t>(cols - 1) * 2))
+      CopyTiledRow(w, r, 1, cols - 1, row.data());
+      ASSERT_EQ(0, std::memcmp(row.data(), &c.bytes[static_cast<size_t>((r * cols + 1) * e)],
+                               static_cast<size_t>((cols - 1) * e)))
           << r;
     }
   }
-  WeightView odd = Case(rng, 64, 7).View({});
-  odd.data = &odd;                     // not read
-  EXPECT_FALSE(CanTileBf16Rows(odd));  // an odd column count has no whole pairs
+  // No whole pairs: an odd column count, or FP8 blocks of an odd width.
+  EXPECT_FALSE(CanTilePairRows(Case(rng, DType::kBF16, 64, 7).View({1})));
+  EXPECT_FALSE(CanTilePairRows(Case(rng, DType::kF8E4M3, 64, 66, 128, 33).View({1})));
+  EXPECT_TRUE(CanTilePairRows(Case(rng, DType::kF8E4M3, 64, 66, 128, 32).View({1})));
 }
 
 // Every ISA's exact path on the tiled weight against the same path on the row-major one: the
 // scalar reference (which other ISAs take for tiles) bitwise, as it reads the same values in the
-// same order; AVX-512's tiled kernel sums even and odd columns apart, so against an fp64 sum
-// within the f32 summation bound gamma_n * sum |w x| (n = cols terms, u = 2^-24). Row ranges
-// that start or end inside a 16-row half take the reference for those rows. DequantizeRow reads
-// the tiled rows bitwise as the row-major ones.
+// same order; AVX-512's tiled kernels sum even and odd columns apart, so against an fp64 sum
+// within the f32 summation bound gamma_n * sum |w x| (n = cols terms and, FP8, one product with a
+// block scale per block: u = 2^-24, doubled for slack). Row ranges that start or end inside a
+// 16-row half take the reference for those rows. DequantizeRow reads tiled rows bitwise as
+// row-major ones.
 TEST(Bf16Tiles, ExactPathsMatchTheRowMajorWeight) {
   std::mt19937 rng(2);
   ThreadPool pool(2);
-  for (int64_t cols : {70, 518}) {
-    const Case c(rng, 80, cols);
-    const WeightView plain = c.View(c.bits);
+  for (const Case& c : Cases(rng, 80, {70, 518})) {
+    SCOPED_TRACE(c.Name());
+    const int64_t cols = c.cols;
+    const WeightView plain = c.View(c.bytes);
     auto [tiled, w] = Tiled(c);
     for (int64_t T : {1, 2, 3, 4, 7, 9}) {
       const std::vector<float> x = RandomX(rng, T, cols);
@@ -115,12 +164,11 @@ TEST(Bf16Tiles, ExactPathsMatchTheRowMajorWeight) {
           for (int64_t r = 0; r < c.rows; ++r) {
             double sum = 0, mag = 0;
             for (int64_t k = 0; k < cols; ++k) {
-              const double p = static_cast<double>(Bf16ToF32(c.bits[r * cols + k])) *
-                               x[static_cast<size_t>(t * cols + k)];
+              const double p = c.At(r, k) * x[static_cast<size_t>(t * cols + k)];
               sum += p;
               mag += std::fabs(p);
             }
-            const double bound = cols * std::ldexp(1.0, -24) * mag * 1.01 + 1e-30;
+            const double bound = 2 * (cols + 2) * std::ldexp(1.0, -24) * mag + 1e-30;
             const size_t i = static_cast<size_t>(t * c.rows + r);
             ASSERT_NEAR(got[i], sum, bound) << "T=" << T << " t=" << t << " r=" << r;
             if (r >= 8 && r < 72) {
@@ -139,16 +187,18 @@ TEST(Bf16Tiles, ExactPathsMatchTheRowMajorWeight) {
   }
 }
 
-// The bf16-dot path (AVX-512 BF16, T >= 8) multiplies the tiles in place: the bits of the
-// row-major weight's packed panels, on 1 and 2 threads, for the whole weight and for row ranges
-// that start on a tile; a range starting inside a tile takes the exact path instead.
+// The bf16-dot path (AVX-512 BF16, T >= 8) multiplies BF16 tiles in place and converts FP8 tiles
+// with no transpose: the bits of the row-major weight's packed panels, on 1 and 2 threads, for
+// the whole weight and for row ranges that start on a tile; a range starting inside a tile takes
+// the exact path instead.
 TEST(Bf16Tiles, Bf16DotReadsTilesInPlace) {
   if (!CpuSupports(Isa::kAvx512)) GTEST_SKIP() << "the bf16-dot path runs on AVX-512 BF16";
   std::mt19937 rng(3);
   ThreadPool pool(2);
-  for (int64_t cols : {70, 518, 1100}) {
-    const Case c(rng, 80, cols);
-    const WeightView plain = c.View(c.bits);
+  for (const Case& c : Cases(rng, 80, {70, 518, 1100})) {
+    SCOPED_TRACE(c.Name());
+    const int64_t cols = c.cols;
+    const WeightView plain = c.View(c.bytes);
     auto [tiled, w] = Tiled(c);
     for (int64_t T : {8, 13, 64, 200}) {
       const std::vector<float> x = RandomX(rng, T, cols);
@@ -158,11 +208,11 @@ TEST(Bf16Tiles, Bf16DotReadsTilesInPlace) {
         std::vector<float> got(static_cast<size_t>(T * c.rows)), want(got.size());
         MatMul(ctx, x.data(), T, w, got.data());
         MatMul(ctx, x.data(), T, plain, want.data());
-        ASSERT_EQ(got, want) << "cols=" << cols << " T=" << T;
+        ASSERT_EQ(got, want) << "T=" << T;
         std::vector<float> part(got.size(), 0.0f), part_want(got.size(), 0.0f);
         MatMulRowRange(ctx, x.data(), T, w, 32, 80, part.data());
         MatMulRowRange(ctx, x.data(), T, plain, 32, 80, part_want.data());
-        ASSERT_EQ(part, part_want) << "rows [32, 80), cols=" << cols << " T=" << T;
+        ASSERT_EQ(part, part_want) << "rows [32, 80), T=" << T;
       }
       // Rows [16, 48): not on a tile, so the exact path (which differs from bf16-dot's bits).
       KernelContext ctx{nullptr, Isa::kAvx512};
@@ -171,7 +221,7 @@ TEST(Bf16Tiles, Bf16DotReadsTilesInPlace) {
       std::vector<float> got(static_cast<size_t>(T * c.rows), 0.0f), want(got.size(), 0.0f);
       MatMulRowRange(ctx, x.data(), T, w, 16, 48, got.data());
       MatMulRowRange(exact, x.data(), T, w, 16, 48, want.data());
-      ASSERT_EQ(got, want) << "cols=" << cols << " T=" << T;
+      ASSERT_EQ(got, want) << "T=" << T;
     }
   }
 }

@@ -327,9 +327,9 @@ int64_t TileBf16Weights(ModelWeights* weights) {
       if (tiled.count(w->data) > 0) w->row_tiles = ops::kBf16Tile;
       return;
     }
-    if (!ops::CanTileBf16Rows(*w)) return;
+    if (!ops::CanTilePairRows(*w)) return;
     // Writable by the contract above: the bytes live in the checkpoint's read buffer.
-    ops::TileBf16Rows(w, const_cast<void*>(w->data));
+    ops::TilePairRows(w, const_cast<void*>(w->data));
     tiled.insert(w->data);
   });
   return static_cast<int64_t>(tiled.size());

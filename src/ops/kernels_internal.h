@@ -111,14 +111,15 @@ void MatMulRows(const float* x, int64_t T, const WeightView& w, int64_t row_begi
                 float* y);
 // KernelContext::bf16_dot for BF16 and FP8 weights: x rounded to bf16, vdpbf16ps (for T >= 8;
 // smaller T, other dtypes and FP8 grids with odd or > 512-column blocks take the exact path).
-// Tiled BF16 (ops/bf16_tiles.h) is read in place; its row ranges start on a tile (MatMul's and
-// MatMulBatch's 64-row chunks), else they take the exact path.
+// Tiled weights (ops/bf16_tiles.h) are read in place (FP8: converted with no transpose); their
+// row ranges start on a tile (MatMul's and MatMulBatch's 64-row chunks), else they take the exact
+// path.
 void MatMulRowsBf16Dot(const float* x, int64_t T, const WeightView& w, int64_t row_begin,
                        int64_t row_end, float* y);
-// BF16 weights in 32-row tiles (ops/bf16_tiles.h), exact path, any T (avx512_bf16_tiles.cpp):
-// even and odd columns summed apart per row; rows outside whole 16-row halves of tiles take the
-// scalar reference.
-void MatMulBf16TiledRows(const float* x, int64_t T, const WeightView& w, int64_t row_begin,
+// BF16 and FP8 weights in 32-row pair tiles (ops/bf16_tiles.h), exact path, any T
+// (avx512_bf16_tiles.cpp): even and odd columns summed apart per row; rows outside whole 16-row
+// halves of tiles take the scalar reference.
+void MatMulPairTiledRows(const float* x, int64_t T, const WeightView& w, int64_t row_begin,
                          int64_t row_end, float* y);
 // q8_0 (kI8) and q4_0 (kU8) weights, exact path (src/ops/isa/avx512_quant_matmul.cpp).
 void MatMulRowsQuant(const float* x, int64_t T, const WeightView& w, int64_t row_begin,

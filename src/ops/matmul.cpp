@@ -73,13 +73,18 @@ void ConvertRowSegment(const WeightView& w, int64_t row, int64_t col, int64_t n,
     }
     return;
   }
-  if (w.row_tiles != 0 && w.dtype == DType::kBF16) {
-    // Tiled rows (ops/bf16_tiles.h): the row's bits copied out 64 columns at a time.
-    uint16_t bits[64];
+  if (w.row_tiles != 0 && (w.dtype == DType::kBF16 || w.dtype == DType::kF8E4M3)) {
+    // Tiled rows (ops/bf16_tiles.h): the row's bytes copied out 64 columns at a time.
+    uint8_t bytes[128];
+    const bool bf16 = w.dtype == DType::kBF16;
     for (int64_t i = 0; i < n; i += 64) {
       const int64_t m = std::min<int64_t>(64, n - i);
-      CopyBf16Row(w, row, col + i, m, bits);
-      for (int64_t k = 0; k < m; ++k) out[i + k] = Bf16ToF32(bits[k]);
+      CopyTiledRow(w, row, col + i, m, bytes);
+      for (int64_t k = 0; k < m; ++k) {
+        uint16_t bits;
+        if (bf16) std::memcpy(&bits, bytes + 2 * k, 2);
+        out[i + k] = bf16 ? Bf16ToF32(bits) : kFp8E4M3Table[bytes[k]];
+      }
     }
     return;
   }
@@ -132,7 +137,8 @@ MatMulRowsFn SelectMatMul(const KernelContext& ctx, const WeightView& w) {
   const DType dtype = w.dtype;
   // Tiles: the int8 path reads its own natively, the AVX-512 kernels BF16's; the rest take the
   // reference.
-  if (w.row_tiles != 0 && (dtype != DType::kBF16 || isa != Isa::kAvx512)) return scalar::MatMulRows;
+  const bool pair_tiles = dtype == DType::kBF16 || dtype == DType::kF8E4M3;
+  if (w.row_tiles != 0 && (!pair_tiles || isa != Isa::kAvx512)) return scalar::MatMulRows;
   if (ctx.bf16_dot && isa == Isa::kAvx512 && (dtype == DType::kBF16 || dtype == DType::kF8E4M3))
     return avx512::MatMulRowsBf16Dot;
   // The SIMD group-quantized kernels fall back to the reference for group sizes other than 32.

@@ -493,6 +493,41 @@ int64_t PanelLines(const WeightView& w, int64_t r0, int64_t rows, int64_t c0, in
   return n;
 }
 
+// The lines of a tiled weight's panel (ops/bf16_tiles.h): rows [r0, r0 + rows) (r0 on a tile),
+// columns [c0, c0 + ncols) (c0 even), strip by strip; returns their count.
+int64_t TiledPanelLines(const WeightView& w, int64_t r0, int64_t rows, int64_t c0, int64_t ncols,
+                        const uint8_t** lines) {
+  int64_t n = 0;
+  for (int64_t r = r0; r < r0 + rows; r += kStrip) {
+    const uint8_t* first = TilePairs(w, r / kBf16Tile, c0 / 2);
+    const int64_t pair_bytes = w.dtype == DType::kBF16 ? 4 : 2;
+    const uintptr_t end =
+        reinterpret_cast<uintptr_t>(first + (ncols + 1) / 2 * kStrip * pair_bytes);
+    for (uintptr_t line = reinterpret_cast<uintptr_t>(first) & ~uintptr_t{63}; line < end;
+         line += 64)
+      lines[n++] = reinterpret_cast<const uint8_t*>(line);
+  }
+  return n;
+}
+
+// An FP8 weight's tiled rows [r0, r0 + nrows) (r0 on a tile), columns [c0, c0 + kc) (c0 and kc
+// even) as the panel PackWeightsPairs makes: each pair step's 32 rows are 64 bytes in a row, so
+// they convert (LoadBf16Pairs) with no transpose.
+void PackTiledFp8(const WeightView& w, int64_t r0, int64_t nrows, int64_t c0, int64_t kc,
+                  uint32_t* panel) {
+  const int64_t kp = kc / 2;
+  for (int64_t s = 0; s * kStrip < nrows; ++s) {
+    const uint8_t* src = TilePairs(w, (r0 + s * kStrip) / kBf16Tile, c0 / 2);
+    uint32_t* dst = panel + s * kp * kStrip;
+    for (int64_t p = 0; p < kp; ++p) {
+      const __m512 rows0 = LoadBf16Pairs<DType::kF8E4M3>(src + p * 64, 0, 32);
+      const __m512 rows16 = LoadBf16Pairs<DType::kF8E4M3>(src + p * 64 + 32, 0, 32);
+      _mm512_store_si512(dst + p * kStrip, _mm512_castps_si512(rows0));
+      _mm512_store_si512(dst + p * kStrip + 16, _mm512_castps_si512(rows16));
+    }
+  }
+}
+
 // BF16 weights, or FP8 weights (Fp8PacksAsBf16) whose block scales multiply each column block's
 // sums: y[t, r] = sum over blocks of scale[r / br, b] * 2^8 * sum_c bf16(e4m3 * 2^-8) * bf16(x).
 // While a panel is multiplied, the micro-kernels request the lines of the next one (the next
@@ -502,29 +537,14 @@ int64_t PanelLines(const WeightView& w, int64_t r0, int64_t rows, int64_t c0, in
 // bench-medium BF16 --bf16-dot pp512, forwards alternating with and without in one process (6
 // runs): the experts' weight packing 26-29 % less time, their micro-kernels 0-3 % more, forwards
 // 0.4-3.0 % faster in 5 of 6 runs (1.0 % slower in one).
-// The lines of a tiled BF16 weight's panel: rows [r0, r0 + rows) (r0 on a tile), columns
-// [c0, c0 + ncols) (c0 even), strip by strip; returns their count.
-int64_t TiledPanelLines(const WeightView& w, int64_t r0, int64_t rows, int64_t c0, int64_t ncols,
-                        const uint8_t** lines) {
-  int64_t n = 0;
-  for (int64_t r = r0; r < r0 + rows; r += kStrip) {
-    const uint8_t* first =
-        reinterpret_cast<const uint8_t*>(Bf16TilePairs(w, r / kBf16Tile, c0 / 2));
-    const uintptr_t end = reinterpret_cast<uintptr_t>(first + (ncols + 1) / 2 * kStrip * 4);
-    for (uintptr_t line = reinterpret_cast<uintptr_t>(first) & ~uintptr_t{63}; line < end;
-         line += 64)
-      lines[n++] = reinterpret_cast<const uint8_t*>(line);
-  }
-  return n;
-}
-
 template <DType D>
 void MatMulPackedBf16(const float* x, int64_t T, const WeightView& w, int64_t row_begin,
                       int64_t row_end, float* y) {
   constexpr bool kFp8 = D == DType::kF8E4M3;
-  // Tiled BF16 rows [row_begin, tiled) are read in place (row_begin on a tile, MatMulRowsBf16Dot);
-  // rows past the last tile are packed as a row-major weight's.
-  const int64_t tiled = kFp8 ? 0 : Bf16TiledRows(w);
+  // Tiled rows [row_begin, tiled) are read in place (BF16) or converted with no transpose (FP8),
+  // row_begin on a tile (MatMulRowsBf16Dot); rows past the last tile are packed as a row-major
+  // weight's.
+  const int64_t tiled = PairTiledRows(w);
   // 64 KB + 192 KB of stack, as MatMulPacked, and up to 8.5 KB of line addresses.
   alignas(64) uint32_t panel[kMc * kKcPairs];
   alignas(64) uint32_t xpanel[kTb * kKcPairs];
@@ -543,7 +563,10 @@ void MatMulPackedBf16(const float* x, int64_t T, const WeightView& w, int64_t ro
       for (int64_t mc0 = row_begin, mn = 0; mc0 < row_end; mc0 += mn) {
         const bool in_tiles = mc0 < tiled;  // blocks never straddle the last tile's end
         mn = std::min(kMc, (in_tiles ? std::min(row_end, tiled) : row_end) - mc0);
-        if (!in_tiles) PackWeightsPairs<D>(w, mc0, mn, kc0, kc, panel);
+        if (!in_tiles)
+          PackWeightsPairs<D>(w, mc0, mn, kc0, kc, panel);
+        else if (kFp8)
+          PackTiledFp8(w, mc0, mn, kc0, kc, panel);
         int64_t next_r0 = mc0 + mn, next_c0 = kc0;
         if (next_r0 >= row_end) next_r0 = row_begin, next_c0 = kc0 + kc_step;
         const int64_t next_rows =
@@ -577,8 +600,9 @@ void MatMulPackedBf16(const float* x, int64_t T, const WeightView& w, int64_t ro
           for (int64_t t0 = 0; t0 < tbn; t0 += kNt) {
             const int64_t nt = std::min<int64_t>(kNt, tbn - t0);
             const int64_t pf = std::min({per_call, kp, next_count - requested});
-            const uint32_t* strip = in_tiles
-                                        ? Bf16TilePairs(w, (mc0 + s * kStrip) / kBf16Tile, kc0 / 2)
+            const uint32_t* strip = in_tiles && !kFp8
+                                        ? reinterpret_cast<const uint32_t*>(
+                                              TilePairs(w, (mc0 + s * kStrip) / kBf16Tile, kc0 / 2))
                                         : panel + s * kp * kStrip;
             kMicroKernelsBf16[nt - 1](strip, xpanel + (t0 / kNt) * kp * kNt, kp,
                                       y + (tb0 + t0) * w.rows + mc0 + s * kStrip, w.rows, m0, m1,
@@ -595,8 +619,8 @@ void MatMulPackedBf16(const float* x, int64_t T, const WeightView& w, int64_t ro
 template <DType D>
 void MatMulTyped(const float* x, int64_t T, const WeightView& w, int64_t row_begin, int64_t row_end,
                  float* y) {
-  if (D == DType::kBF16 && w.row_tiles != 0)
-    MatMulBf16TiledRows(x, T, w, row_begin, row_end, y);
+  if ((D == DType::kBF16 || D == DType::kF8E4M3) && w.row_tiles != 0)
+    MatMulPairTiledRows(x, T, w, row_begin, row_end, y);
   else if (T < kMinPackedT<D>)
     MatMulDot<D>(x, T, w, row_begin, row_end, y);
   else
@@ -629,11 +653,10 @@ void MatMulRows(const float* x, int64_t T, const WeightView& w, int64_t row_begi
 void MatMulRowsBf16Dot(const float* x, int64_t T, const WeightView& w, int64_t row_begin,
                        int64_t row_end, float* y) {
   if (w.cols == 0 || T < kMinPackedBf16Dot) return MatMulRows(x, T, w, row_begin, row_end, y);
-  if (w.dtype == DType::kBF16) {
-    if (row_begin < Bf16TiledRows(w) && row_begin % kBf16Tile != 0)
-      return MatMulRows(x, T, w, row_begin, row_end, y);
+  if (row_begin < PairTiledRows(w) && row_begin % kBf16Tile != 0)
+    return MatMulRows(x, T, w, row_begin, row_end, y);
+  if (w.dtype == DType::kBF16)
     return MatMulPackedBf16<DType::kBF16>(x, T, w, row_begin, row_end, y);
-  }
   if (w.dtype == DType::kF8E4M3 && Fp8PacksAsBf16(w))
     return MatMulPackedBf16<DType::kF8E4M3>(x, T, w, row_begin, row_end, y);
   MatMulRows(x, T, w, row_begin, row_end, y);
