@@ -20,8 +20,6 @@
 // (BM_GemvVsRead):
 //
 //   build/bench/matmul_bench --benchmark_filter='BM_Bf16Tiles'
-//
-//
 //   build/bench/matmul_bench --benchmark_filter='BM_GemvVsRead'
 #include <benchmark/benchmark.h>
 
@@ -279,10 +277,10 @@ void MatMulTiledArgs(benchmark::internal::Benchmark* b) {
 
 BENCHMARK(BM_MatMulTiled)->Apply(MatMulTiledArgs)->Unit(benchmark::kMicrosecond)->UseRealTime();
 
-// BF16 in the bf16-dot kernel's 32-row tiles (ops/bf16_tiles.h, as Model::Load tiles the routed
-// experts) against the same weight row-major, alternating in each iteration (first one, then the
-// other, the order swapped every iteration) on 2 threads, AVX-512, bf16-dot on (T >= 8 runs it;
-// below, the exact kernels). Counters: each form's time per call and tiled / row_major.
+// BF16 or FP8 in the bf16-dot kernel's 32-row pair tiles (ops/bf16_tiles.h, as Model::Load tiles
+// every product matrix) against the same weight row-major, alternating in each iteration (first
+// one, then the other, the order swapped every iteration) on 2 threads, AVX-512, bf16-dot on (T >=
+// 8 runs it; below, the exact kernels). Counters: each form's time per call and tiled / row_major.
 //   Arguments: {dtype (2 BF16, 3 FP8), rows, cols, T}
 void BM_Bf16Tiles(benchmark::State& state) {
   const DType dtype = kDTypes[state.range(0)];

@@ -29,11 +29,11 @@ struct LoadOptions {
   // the tiled one (bench-medium q8_0 tg64 on avx2, 5 interleaved pairs: row-major 61.2 tok/s
   // median, tiled 53.4), while its q4_0 gains (75.4 -> 85.9).
   bool tile_q8_0_rows = true;
-  // Reorder BF16 product matrices into the bf16-dot kernel's 32-row tiles (TileBf16Weights),
-  // which its prefill products read in place instead of packing each weight per call, and the
-  // AVX-512 exact kernel reads with no reduction across lanes (decode): for runs on AVX-512 BF16
-  // with bf16_dot. A product of 8+ tokens on tiles without bf16_dot takes the dot form, and other
-  // ISAs the scalar reference (correct, slow). Ignored for kMmap.
+  // Reorder BF16 and FP8 product matrices into the bf16-dot kernel's 32-row tiles
+  // (TileBf16Weights), which its prefill products read in place instead of packing each weight per
+  // call, and the AVX-512 exact kernel reads with no reduction across lanes (decode): for runs on
+  // AVX-512 BF16 with bf16_dot. A product of 8+ tokens on tiles without bf16_dot takes the dot
+  // form, and other ISAs the scalar reference (correct, slow). Ignored for kMmap.
   bool tile_bf16_rows = false;
 };
 

@@ -84,9 +84,9 @@ Result<ModelWeights> BindWeights(const ModelConfig& config, const io::Checkpoint
 // matrices are tiled too (q4_0 always are). Returns the number of matrices tiled.
 int64_t TileInt8Weights(ModelWeights* weights, bool q8_0 = true);
 
-// Reorders the BF16 matrices among those TileInt8Weights would tile into the bf16-dot kernel's
-// 32-row tiles (ops/bf16_tiles.h), in place, under the same contract (an FP8 checkpoint's BF16
-// lm_head among them). Returns the number of matrices tiled.
+// Reorders the BF16 and FP8 matrices among those TileInt8Weights would tile into the bf16-dot
+// kernel's 32-row tiles (ops/bf16_tiles.h), in place, under the same contract (an FP8 checkpoint's
+// BF16 lm_head among them). Returns the number of matrices tiled.
 int64_t TileBf16Weights(ModelWeights* weights);
 
 }  // namespace dsv3

@@ -74,17 +74,18 @@ void ConvertRowSegment(const WeightView& w, int64_t row, int64_t col, int64_t n,
     return;
   }
   if (w.row_tiles != 0 && (w.dtype == DType::kBF16 || w.dtype == DType::kF8E4M3)) {
-    // Tiled rows (ops/bf16_tiles.h): the row's bytes copied out 64 columns at a time.
+    // Tiled rows (ops/bf16_tiles.h): the row's bytes copied out 64 columns at a time, converted
+    // as a one-row row-major weight.
     uint8_t bytes[128];
-    const bool bf16 = w.dtype == DType::kBF16;
+    WeightView segment = w;
+    segment.row_tiles = 0;
+    segment.rows = 1;
+    segment.data = bytes;
     for (int64_t i = 0; i < n; i += 64) {
       const int64_t m = std::min<int64_t>(64, n - i);
       CopyTiledRow(w, row, col + i, m, bytes);
-      for (int64_t k = 0; k < m; ++k) {
-        uint16_t bits;
-        if (bf16) std::memcpy(&bits, bytes + 2 * k, 2);
-        out[i + k] = bf16 ? Bf16ToF32(bits) : kFp8E4M3Table[bytes[k]];
-      }
+      segment.cols = m;
+      ConvertRowSegment(segment, 0, 0, m, out + i);
     }
     return;
   }
@@ -135,12 +136,11 @@ using MatMulRowsFn = void (*)(const float*, int64_t, const WeightView&, int64_t,
 MatMulRowsFn SelectMatMul(const KernelContext& ctx, const WeightView& w) {
   const Isa isa = ctx.isa;
   const DType dtype = w.dtype;
-  // Tiles: the int8 path reads its own natively, the AVX-512 kernels BF16's; the rest take the
-  // reference.
-  const bool pair_tiles = dtype == DType::kBF16 || dtype == DType::kF8E4M3;
-  if (w.row_tiles != 0 && (!pair_tiles || isa != Isa::kAvx512)) return scalar::MatMulRows;
-  if (ctx.bf16_dot && isa == Isa::kAvx512 && (dtype == DType::kBF16 || dtype == DType::kF8E4M3))
-    return avx512::MatMulRowsBf16Dot;
+  // Tiles: the int8 path reads its own natively, the AVX-512 kernels BF16's and FP8's; the rest
+  // take the reference.
+  const bool bf16_or_fp8 = dtype == DType::kBF16 || dtype == DType::kF8E4M3;
+  if (w.row_tiles != 0 && (!bf16_or_fp8 || isa != Isa::kAvx512)) return scalar::MatMulRows;
+  if (ctx.bf16_dot && isa == Isa::kAvx512 && bf16_or_fp8) return avx512::MatMulRowsBf16Dot;
   // The SIMD group-quantized kernels fall back to the reference for group sizes other than 32.
   if (IsGroupQuantized(dtype)) {
     switch (isa) {

@@ -28,7 +28,7 @@ struct WeightView {
   int64_t block_cols = 128;
   int64_t group_size = 32;  // kI8 / kU8 only
   // kI8 / kU8: 0 = row-major as above; kRowTile (16) = rows in tiles of 16 for the int8 kernels
-  // (ops/row_tiles.h; set only by TileRows). kBF16: kBf16Tile (32) = rows in the bf16-dot
+  // (ops/row_tiles.h; set only by TileRows). kBF16 / kF8E4M3: kBf16Tile (32) = rows in the bf16-dot
   // kernel's pair-major tiles (ops/bf16_tiles.h; set only by TilePairRows).
   int64_t row_tiles = 0;
   // Tiled weights only: the tiles' scales are held as f16 (TileRows, when every tiled row's scale

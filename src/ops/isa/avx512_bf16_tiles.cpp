@@ -176,7 +176,8 @@ void MatMulPairTiledRows(const float* x, int64_t T, const WeightView& w, int64_t
   const int64_t tiled = PairTiledRows(w);
   // Rows outside whole half-tiles (a range that does not start or end on 16 rows, or rows past
   // the last tile): the reference, which reads either layout; the rest natively.
-  const int64_t r0 = std::min(std::max(row_begin, (row_begin + kHalf - 1) / kHalf * kHalf), tiled);
+  // (Rows past the last tile exist only where rows % 32 != 0, no real model's shape.)
+  const int64_t r0 = std::min((row_begin + kHalf - 1) / kHalf * kHalf, tiled);
   const int64_t r1 = std::max(r0, std::min(row_end, tiled) / kHalf * kHalf);
   if (row_begin < r0) scalar::MatMulRows(x, T, w, row_begin, std::min(r0, row_end), y);
   if (r1 < row_end) scalar::MatMulRows(x, T, w, std::max(r1, row_begin), row_end, y);

@@ -1,7 +1,8 @@
 // AVX-512 MatMul (compiled with AVX-512 flags; reached only through ops/matmul.cpp's dispatch).
 //
 // Two shapes of kernel, chosen by T only (never by the row range, so thread splits cannot change
-// results):
+// results; tiled BF16/FP8 weights, ops/bf16_tiles.h, take the bf16-dot form only for ranges
+// starting on a tile, which every thread split's 64-row chunks do):
 // - T < kMinPackedT (decode, small expert batches): dot-product form. A tile of rows x tokens
 // streams each weight row
 //   once, converting 16 weights per load to f32 and accumulating 16-lane partial dots that are
@@ -500,9 +501,8 @@ int64_t TiledPanelLines(const WeightView& w, int64_t r0, int64_t rows, int64_t c
   int64_t n = 0;
   for (int64_t r = r0; r < r0 + rows; r += kStrip) {
     const uint8_t* first = TilePairs(w, r / kBf16Tile, c0 / 2);
-    const int64_t pair_bytes = w.dtype == DType::kBF16 ? 4 : 2;
     const uintptr_t end =
-        reinterpret_cast<uintptr_t>(first + (ncols + 1) / 2 * kStrip * pair_bytes);
+        reinterpret_cast<uintptr_t>(TilePairs(w, r / kBf16Tile, (c0 + ncols) / 2));
     for (uintptr_t line = reinterpret_cast<uintptr_t>(first) & ~uintptr_t{63}; line < end;
          line += 64)
       lines[n++] = reinterpret_cast<const uint8_t*>(line);
