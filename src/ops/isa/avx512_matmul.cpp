@@ -422,48 +422,67 @@ void PackXBf16(const float* x, int64_t cols, int64_t t0, int64_t nt, int64_t c0,
   }
 }
 
-// scale: nullptr, or 32 per-row multipliers applied to the sums before they are stored / added
-// (FP8 block scales). prefetch[0 .. prefetch_count), count <= kp: lines requested into the L2,
-// one per column pair.
+// scale: nullptr, or per-row multipliers of each block of block_pairs column pairs (32 floats a
+// block: FP8 block scales) applied to the block's sums before they are added. Each block's scaled
+// sums are added to those before it in order, y (when accumulating) first: the same operations as
+// one call per block, but the sums so far wait in `partial` (contiguous, in L1) between blocks
+// instead of in y, whose token rows lie w.rows floats apart (8 KB for 2048 rows: every line of
+// the tile in the same two L1 sets). FP8 as one call per 128-column block had spent a quarter
+// of its micro-kernel time adding to y (perf annotate, 2048x2048 T=512). prefetch[0 ..
+// prefetch_count), count <= kp: lines requested into the L2, one per column pair.
 template <int NT>
-void MicroKernelBf16(const uint32_t* panel, const uint32_t* xpanel, int64_t kp, float* y,
-                     int64_t ldy, __mmask16 m0, __mmask16 m1, bool accumulate, const float* scale,
-                     const uint8_t* const* prefetch, int64_t prefetch_count) {
-  __m512 acc[NT][2];
-  for (int j = 0; j < NT; ++j) acc[j][0] = acc[j][1] = _mm512_setzero_ps();
-  for (int64_t p = 0; p < kp; ++p) {
-    if (p < prefetch_count) _mm_prefetch(reinterpret_cast<const char*>(prefetch[p]), _MM_HINT_T1);
-    // Unaligned loads: a tiled weight (ops/bf16_tiles.h) is its own panel, wherever it lies.
-    const __m512bh w0 = (__m512bh)_mm512_loadu_si512(panel + p * kStrip);
-    const __m512bh w1 = (__m512bh)_mm512_loadu_si512(panel + p * kStrip + 16);
-    const uint32_t* xp = xpanel + p * kNt;
+void MicroKernelBf16(const uint32_t* panel, const uint32_t* xpanel, int64_t kp, int64_t block_pairs,
+                     float* y, int64_t ldy, __mmask16 m0, __mmask16 m1, bool accumulate,
+                     const float* scale, const uint8_t* const* prefetch, int64_t prefetch_count) {
+  alignas(64) float partial[NT][kStrip];
+  for (int64_t p0 = 0; p0 < kp; p0 += block_pairs) {
+    const int64_t p1 = std::min(kp, p0 + block_pairs);
+    __m512 acc[NT][2];
+    for (int j = 0; j < NT; ++j) acc[j][0] = acc[j][1] = _mm512_setzero_ps();
+    for (int64_t p = p0; p < p1; ++p) {
+      if (p < prefetch_count) _mm_prefetch(reinterpret_cast<const char*>(prefetch[p]), _MM_HINT_T1);
+      // Unaligned loads: a tiled weight (ops/bf16_tiles.h) is its own panel, wherever it lies.
+      const __m512bh w0 = (__m512bh)_mm512_loadu_si512(panel + p * kStrip);
+      const __m512bh w1 = (__m512bh)_mm512_loadu_si512(panel + p * kStrip + 16);
+      const uint32_t* xp = xpanel + p * kNt;
+      for (int j = 0; j < NT; ++j) {
+        const __m512bh b = (__m512bh)_mm512_set1_epi32(static_cast<int>(xp[j]));
+        acc[j][0] = _mm512_dpbf16_ps(acc[j][0], w0, b);
+        acc[j][1] = _mm512_dpbf16_ps(acc[j][1], w1, b);
+      }
+    }
+    if (scale != nullptr) {
+      const float* s = scale + (p0 / block_pairs) * kStrip;
+      const __m512 s0 = _mm512_load_ps(s), s1 = _mm512_load_ps(s + 16);
+      for (int j = 0; j < NT; ++j) {
+        acc[j][0] = _mm512_mul_ps(acc[j][0], s0);
+        acc[j][1] = _mm512_mul_ps(acc[j][1], s1);
+      }
+    }
+    const bool first = p0 == 0, last = p1 == kp;
     for (int j = 0; j < NT; ++j) {
-      const __m512bh b = (__m512bh)_mm512_set1_epi32(static_cast<int>(xp[j]));
-      acc[j][0] = _mm512_dpbf16_ps(acc[j][0], w0, b);
-      acc[j][1] = _mm512_dpbf16_ps(acc[j][1], w1, b);
+      float* yj = y + j * ldy;  // y[t0 + j, r:r + 32]
+      if (!first) {
+        acc[j][0] = _mm512_add_ps(acc[j][0], _mm512_load_ps(partial[j]));
+        acc[j][1] = _mm512_add_ps(acc[j][1], _mm512_load_ps(partial[j] + 16));
+      } else if (accumulate) {
+        acc[j][0] = _mm512_add_ps(acc[j][0], _mm512_maskz_loadu_ps(m0, yj));
+        acc[j][1] = _mm512_add_ps(acc[j][1], _mm512_maskz_loadu_ps(m1, yj + 16));
+      }
+      if (last) {
+        _mm512_mask_storeu_ps(yj, m0, acc[j][0]);
+        _mm512_mask_storeu_ps(yj + 16, m1, acc[j][1]);
+      } else {
+        _mm512_store_ps(partial[j], acc[j][0]);
+        _mm512_store_ps(partial[j] + 16, acc[j][1]);
+      }
     }
-  }
-  if (scale != nullptr) {
-    const __m512 s0 = _mm512_load_ps(scale), s1 = _mm512_load_ps(scale + 16);
-    for (int j = 0; j < NT; ++j) {
-      acc[j][0] = _mm512_mul_ps(acc[j][0], s0);
-      acc[j][1] = _mm512_mul_ps(acc[j][1], s1);
-    }
-  }
-  for (int j = 0; j < NT; ++j) {
-    float* yj = y + j * ldy;  // y[t0 + j, r:r + 32]
-    if (accumulate) {
-      acc[j][0] = _mm512_add_ps(acc[j][0], _mm512_maskz_loadu_ps(m0, yj));
-      acc[j][1] = _mm512_add_ps(acc[j][1], _mm512_maskz_loadu_ps(m1, yj + 16));
-    }
-    _mm512_mask_storeu_ps(yj, m0, acc[j][0]);
-    _mm512_mask_storeu_ps(yj + 16, m1, acc[j][1]);
   }
 }
 
-using MicroKernelBf16Fn = void (*)(const uint32_t*, const uint32_t*, int64_t, float*, int64_t,
-                                   __mmask16, __mmask16, bool, const float*, const uint8_t* const*,
-                                   int64_t);
+using MicroKernelBf16Fn = void (*)(const uint32_t*, const uint32_t*, int64_t, int64_t, float*,
+                                   int64_t, __mmask16, __mmask16, bool, const float*,
+                                   const uint8_t* const*, int64_t);
 
 template <int... Ns>
 constexpr auto MakeMicroKernelsBf16(std::integer_sequence<int, Ns...>) {
@@ -471,8 +490,10 @@ constexpr auto MakeMicroKernelsBf16(std::integer_sequence<int, Ns...>) {
 }
 constexpr auto kMicroKernelsBf16 = MakeMicroKernelsBf16(std::make_integer_sequence<int, kNt>{});
 
-// FP8 weights on this path: one packed block per column block of the scale grid (its sums are
-// scaled once), so the block width must be even (pairs never straddle two blocks) and fit.
+// FP8 weights on this path: a packed block holds whole column blocks of the scale grid (each
+// block's sums are scaled once), so the block width must be even (pairs never straddle two
+// blocks) and fit; at most kMaxScaleBlocks of them a packed block.
+constexpr int64_t kMaxScaleBlocks = 8;
 bool Fp8PacksAsBf16(const WeightView& w) {
   return w.block_cols % 2 == 0 && w.block_cols <= 2 * kKcPairs;
 }
@@ -548,11 +569,15 @@ void MatMulPackedBf16(const float* x, int64_t T, const WeightView& w, int64_t ro
   // 64 KB + 192 KB of stack, as MatMulPacked, and up to 8.5 KB of line addresses.
   alignas(64) uint32_t panel[kMc * kKcPairs];
   alignas(64) uint32_t xpanel[kTb * kKcPairs];
-  alignas(64) float row_scale[kStrip];
+  alignas(64) float row_scale[kMaxScaleBlocks * kStrip];  // [block][row]
   // A row's columns of one block span at most kc * bytes / 64 + 1 lines.
   const uint8_t* next_lines[kMc * (2 * kKcPairs * (kFp8 ? 1 : 2) / 64 + 1)];
   const int64_t cols = w.cols;
-  const int64_t kc_step = kFp8 ? w.block_cols : 2 * kKcPairs;
+  // FP8: whole column blocks, as many as fit (DeepSeek-V3's 128 columns: 4 a packed block; one
+  // a packed block had run bench-medium FP8 pp512 8-11 % slower, forwards alternating in one
+  // process).
+  const int64_t kc_step =
+      kFp8 ? w.block_cols * std::min(kMaxScaleBlocks, 2 * kKcPairs / w.block_cols) : 2 * kKcPairs;
   const int64_t scale_cols = kFp8 ? (cols + w.block_cols - 1) / w.block_cols : 0;
   for (int64_t tb0 = 0; tb0 < T; tb0 += kTb) {
     const int64_t tbn = std::min(kTb, T - tb0);
@@ -586,15 +611,18 @@ void MatMulPackedBf16(const float* x, int64_t T, const WeightView& w, int64_t ro
           const __mmask16 m0 = TailMask(std::min<int64_t>(valid, 16));
           const __mmask16 m1 = TailMask(std::max<int64_t>(valid - 16, 0));
           if constexpr (kFp8) {
-            // scale[r / br, kc0 / bc] * 2^8 for the strip's rows r, the block row stepped: one
-            // division a strip instead of two a row (bench-medium FP8 --bf16-dot pp512, forwards
-            // alternating in one process: 3.3-5.3 % less time).
-            const int64_t first = mc0 + s * kStrip;
+            // scale[r / br, c / bc] * 2^8 for the strip's rows r and the column blocks c of the
+            // packed block, the block row stepped: one division a strip instead of two a row
+            // (bench-medium FP8 --bf16-dot pp512, forwards alternating in one process: 3.3-5.3 %
+            // less time).
+            const int64_t first = mc0 + s * kStrip, blocks = (kc + w.block_cols - 1) / w.block_cols;
             const float* column = w.scale + kc0 / w.block_cols;
             int64_t block_row = first / w.block_rows, next = (block_row + 1) * w.block_rows;
             for (int64_t l = 0; l < kStrip; ++l) {
               if (first + l == next) ++block_row, next += w.block_rows;
-              row_scale[l] = l < valid ? column[block_row * scale_cols] * kFp8Rescale : 0.0f;
+              for (int64_t b = 0; b < blocks; ++b)
+                row_scale[b * kStrip + l] =
+                    l < valid ? column[block_row * scale_cols + b] * kFp8Rescale : 0.0f;
             }
           }
           for (int64_t t0 = 0; t0 < tbn; t0 += kNt) {
@@ -604,10 +632,10 @@ void MatMulPackedBf16(const float* x, int64_t T, const WeightView& w, int64_t ro
                                         ? reinterpret_cast<const uint32_t*>(
                                               TilePairs(w, (mc0 + s * kStrip) / kBf16Tile, kc0 / 2))
                                         : panel + s * kp * kStrip;
-            kMicroKernelsBf16[nt - 1](strip, xpanel + (t0 / kNt) * kp * kNt, kp,
-                                      y + (tb0 + t0) * w.rows + mc0 + s * kStrip, w.rows, m0, m1,
-                                      kc0 > 0, kFp8 ? row_scale : nullptr, next_lines + requested,
-                                      pf);
+            kMicroKernelsBf16[nt - 1](
+                strip, xpanel + (t0 / kNt) * kp * kNt, kp, kFp8 ? w.block_cols / 2 : kp,
+                y + (tb0 + t0) * w.rows + mc0 + s * kStrip, w.rows, m0, m1, kc0 > 0,
+                kFp8 ? row_scale : nullptr, next_lines + requested, pf);
             requested += pf;
           }
         }
