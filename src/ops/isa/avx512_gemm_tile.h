@@ -26,18 +26,30 @@ inline __mmask16 LaneMask(int64_t n) {
 template <int NT>
 void MicroKernelF32(const float* panel, const float* xpanel, int64_t kc, float* y, int64_t ldy,
                     __mmask16 m0, __mmask16 m1, bool accumulate) {
+  // y's lines requested into the L2 for the adds at the end, as MicroKernelBf16 does (y's token
+  // rows alias in the caches). bench-medium BF16 and FP8 --no-bf16-dot pp512, forwards
+  // alternating in one process: 0.5-3.8 % less time (6 of 6). The token loops are unrolled so
+  // the accumulators stay in registers only.
+#pragma GCC unroll 16
+  for (int j = 0; j < NT; ++j) {
+    _mm_prefetch(reinterpret_cast<const char*>(y + j * ldy), _MM_HINT_T1);
+    _mm_prefetch(reinterpret_cast<const char*>(y + j * ldy + 16), _MM_HINT_T1);
+  }
   __m512 acc[NT][2];
+#pragma GCC unroll 16
   for (int j = 0; j < NT; ++j) acc[j][0] = acc[j][1] = _mm512_setzero_ps();
   for (int64_t c = 0; c < kc; ++c) {
     const __m512 w0 = _mm512_load_ps(panel + c * kTileRows);
     const __m512 w1 = _mm512_load_ps(panel + c * kTileRows + 16);
     const float* xc = xpanel + c * kTileTokens;
+#pragma GCC unroll 16
     for (int j = 0; j < NT; ++j) {
       const __m512 b = _mm512_set1_ps(xc[j]);
       acc[j][0] = _mm512_fmadd_ps(w0, b, acc[j][0]);
       acc[j][1] = _mm512_fmadd_ps(w1, b, acc[j][1]);
     }
   }
+#pragma GCC unroll 16
   for (int j = 0; j < NT; ++j) {
     float* yj = y + j * ldy;  // y[t0 + j, r:r + 32]
     if (accumulate) {
