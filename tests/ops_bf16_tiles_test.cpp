@@ -2,6 +2,7 @@
 // and every reader of a tiled weight against the same weight row-major.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -222,6 +223,47 @@ TEST(Bf16Tiles, Bf16DotReadsTilesInPlace) {
       MatMulRowRange(ctx, x.data(), T, w, 16, 48, got.data());
       MatMulRowRange(exact, x.data(), T, w, 16, 48, want.data());
       ASSERT_EQ(got, want) << "T=" << T;
+    }
+  }
+}
+
+// A product's tokens given as rows of a larger x (MatMulJob::x_rows, the MoE layer's tokens of one
+// expert): the bf16-dot path's packed form (8+ tokens) reads them in place, the bits of the same
+// rows copied out first; fewer tokens, and ranges off a tile, take the copy. Tiled and row-major.
+TEST(Bf16Tiles, RowsOfXReadInPlace) {
+  if (!CpuSupports(Isa::kAvx512)) GTEST_SKIP() << "the bf16-dot path runs on AVX-512 BF16";
+  std::mt19937 rng(5);
+  ThreadPool pool(2);
+  for (const Case& c : Cases(rng, 80, {70, 518})) {
+    SCOPED_TRACE(c.Name());
+    const int64_t cols = c.cols;
+    auto [tiled, tiled_view] = Tiled(c);
+    for (const WeightView& w : {c.View(c.bytes), tiled_view}) {
+      for (int64_t T : {3, 8, 13, 45}) {
+        const int64_t all_rows = 2 * T + 5;
+        const std::vector<float> x = RandomX(rng, all_rows, cols);
+        std::uniform_int_distribution<int32_t> pick(0, static_cast<int32_t>(all_rows - 1));
+        std::vector<int32_t> rows(static_cast<size_t>(T));
+        for (int32_t& r : rows) r = pick(rng);
+        std::vector<float> gathered(static_cast<size_t>(T * cols));
+        for (int64_t t = 0; t < T; ++t)
+          std::copy_n(x.begin() + rows[t] * cols, cols, gathered.begin() + t * cols);
+        KernelContext ctx{&pool, Isa::kAvx512};
+        ctx.bf16_dot = true;
+        EXPECT_EQ(ReadsRowsInPlace(ctx, w, T), T >= 8) << "T=" << T;
+        std::vector<float> got(static_cast<size_t>(T * c.rows), NAN), want(got.size(), NAN);
+        const MatMulJob by_rows{x.data(), T, &w, got.data(), rows.data()};
+        const MatMulJob copied{gathered.data(), T, &w, want.data()};
+        MatMulBatch(ctx, &by_rows, 1);
+        MatMulBatch(ctx, &copied, 1);
+        ASSERT_EQ(got, want) << "T=" << T << " tiled=" << (w.row_tiles != 0);
+        // Rows [16, 48): off a tile of the tiled weight.
+        std::fill(got.begin(), got.end(), 0.0f);
+        std::fill(want.begin(), want.end(), 0.0f);
+        MatMulRowRangeOfRows(ctx, x.data(), rows.data(), T, w, 16, 48, got.data());
+        MatMulRowRange(ctx, gathered.data(), T, w, 16, 48, want.data());
+        ASSERT_EQ(got, want) << "rows [16, 48), T=" << T << " tiled=" << (w.row_tiles != 0);
+      }
     }
   }
 }

@@ -6,6 +6,7 @@
 #include <cassert>
 #include <cstring>
 #include <limits>
+#include <vector>
 
 #include "ops/bf16_tiles.h"
 #include "ops/int8_dot.h"
@@ -323,6 +324,30 @@ void MatMulRowRange(const KernelContext& ctx, const float* x, int64_t T, const W
   }
   const MatMulRowsFn kernel = SelectMatMul(ctx, w);
   kernel(x, T, w, row_begin, row_end, y);
+}
+
+namespace {
+bool Bf16DotRowsInPlace(const KernelContext& ctx, const WeightView& w, int64_t T) {
+  return ctx.bf16_dot && ctx.isa == Isa::kAvx512 &&
+         (w.dtype == DType::kBF16 || w.dtype == DType::kF8E4M3) && avx512::Bf16DotReadsRows(w, T);
+}
+}  // namespace
+
+bool ReadsRowsInPlace(const KernelContext& ctx, const WeightView& w, int64_t T) {
+  return UsesInt8Dot(ctx, w) || Bf16DotRowsInPlace(ctx, w, T);
+}
+
+void MatMulRowRangeOfRows(const KernelContext& ctx, const float* x, const int32_t* x_rows,
+                          int64_t T, const WeightView& w, int64_t row_begin, int64_t row_end,
+                          float* y) {
+  if (T <= 0 || row_begin >= row_end) return;
+  if (Bf16DotRowsInPlace(ctx, w, T))
+    return avx512::MatMulRowsBf16DotRows(x, x_rows, T, w, row_begin, row_end, y);
+  const int64_t cols = w.cols;
+  std::vector<float> gathered(static_cast<size_t>(T * cols));
+  for (int64_t t = 0; t < T; ++t)
+    std::copy(x + x_rows[t] * cols, x + (x_rows[t] + 1) * cols, gathered.begin() + t * cols);
+  MatMulRowRange(ctx, gathered.data(), T, w, row_begin, row_end, y);
 }
 
 namespace scalar {

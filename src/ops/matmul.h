@@ -88,6 +88,14 @@ void AccumulateRows(Isa isa, const WeightView& w, int64_t row0, int64_t n, const
 // The building block for callers that schedule many products in one parallel region.
 void MatMulRowRange(const KernelContext& ctx, const float* x, int64_t T, const WeightView& w,
                     int64_t row_begin, int64_t row_end, float* y);
+// MatMulRowRange with token t at row x_rows[t] of x. The bf16-dot path's packed form reads the
+// rows in place (ReadsRowsInPlace); other paths get them copied into a temporary first.
+void MatMulRowRangeOfRows(const KernelContext& ctx, const float* x, const int32_t* x_rows,
+                          int64_t T, const WeightView& w, int64_t row_begin, int64_t row_end,
+                          float* y);
+// Whether T tokens of w given as rows of a larger x (MatMulJob::x_rows) are read in place, with
+// no copy: the int8 path (UsesInt8Dot) and the bf16-dot path's packed form.
+bool ReadsRowsInPlace(const KernelContext& ctx, const WeightView& w, int64_t T);
 
 // Several independent products y_i = x_i W_i^T run in one parallel region: row chunks of all
 // jobs are spread over the pool's threads, so a batch of small matrices (the experts a decoded
@@ -102,8 +110,9 @@ struct MatMulJob {
   const WeightView* w = nullptr;
   float* y = nullptr;  // [T, w.rows]
   // Optional: token t is row x_rows[t] of x. The int8 path (UsesInt8Dot) reads the rows in place
-  // as it quantizes them (the MoE layer's tokens of one expert, not copied out); other paths copy
-  // them into a temporary first.
+  // as it quantizes them, the bf16-dot path's packed form as it rounds them (the MoE layer's
+  // tokens of one expert, not copied out; ReadsRowsInPlace); other paths copy them into a
+  // temporary first.
   const int32_t* x_rows = nullptr;
   // Optional, int8 path only: x's rows quantized ahead (ops/int8_dot.h, QuantizeActivations),
   // read instead of quantizing them in this job; ignored elsewhere.

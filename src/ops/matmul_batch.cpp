@@ -17,15 +17,10 @@ constexpr int64_t kChunkRows = 64;
 int64_t ChunkWork(const MatMulJob& job) {
   return std::max<int64_t>(1, job.T * job.w->cols);
 }
-// A job's product on the exact / bf16 path, rows [lo, hi): x gathered first when it has x_rows.
+// A job's product on the exact / bf16 path, rows [lo, hi), x given by rows where it has x_rows.
 void RunRowRange(const KernelContext& ctx, const MatMulJob& job, int64_t lo, int64_t hi) {
   if (job.x_rows == nullptr) return MatMulRowRange(ctx, job.x, job.T, *job.w, lo, hi, job.y);
-  const int64_t cols = job.w->cols;
-  std::vector<float> x(static_cast<size_t>(job.T * cols));
-  for (int64_t t = 0; t < job.T; ++t)
-    std::copy(job.x + job.x_rows[t] * cols, job.x + (job.x_rows[t] + 1) * cols,
-              x.begin() + t * cols);
-  MatMulRowRange(ctx, x.data(), job.T, *job.w, lo, hi, job.y);
+  MatMulRowRangeOfRows(ctx, job.x, job.x_rows, job.T, *job.w, lo, hi, job.y);
 }
 // Rows [lo, hi) of a job on the calling thread: an int8 job through the thread's runner (which
 // keeps x's layout for the next job on the same x), any other as RunRowRange.

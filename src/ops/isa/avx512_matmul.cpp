@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <array>
 #include <utility>
+#include <vector>
 
 #include "ops/bf16_tiles.h"
 #include "ops/isa/avx512_gemm_tile.h"
@@ -391,14 +392,19 @@ void PackWeightsPairs(const WeightView& w, int64_t r0, int64_t nrows, int64_t c0
 // medium FP8 --bf16-dot pp512, forwards alternating in one process, 0.2 % slower to 3.4 % faster
 // in 5 runs (1.7 % on average; a control with both sides equal moved -1.0 to +0.3 %).
 // Per group of kNt tokens, 16 pairs (32 columns) of each token are rounded and narrowed into one
-// vector, and a 16x16 transpose turns them into 16 pair-columns of the group's tokens.
-void PackXBf16(const float* x, int64_t cols, int64_t t0, int64_t nt, int64_t c0, int64_t kc,
-               uint32_t* xpanel) {
+// vector, and a 16x16 transpose turns them into 16 pair-columns of the group's tokens. Token t is
+// row t of x, or row x_rows[t] where x_rows is given.
+void PackXBf16(const float* x, const int32_t* x_rows, int64_t cols, int64_t t0, int64_t nt,
+               int64_t c0, int64_t kc, uint32_t* xpanel) {
   const int64_t kp = (kc + 1) / 2;
   for (int64_t g = 0; g * kNt < nt; ++g) {
     const int64_t valid = std::min<int64_t>(kNt, nt - g * kNt);
     uint32_t* dst = xpanel + g * kp * kNt;
-    const float* src = x + (t0 + g * kNt) * cols + c0;  // x[t0 + g kNt, c0:c0 + kc]
+    const float* src[kNt];  // x[token t0 + g kNt + i, c0:c0 + kc]
+    for (int64_t i = 0; i < valid; ++i) {
+      const int64_t t = t0 + g * kNt + i;
+      src[i] = x + (x_rows != nullptr ? int64_t{x_rows[t]} : t) * cols + c0;
+    }
     for (int64_t pb = 0; pb < kp; pb += 16) {
       const int64_t ncols = std::min<int64_t>(32, kc - 2 * pb);
       const __mmask16 m0 = TailMask(ncols), m1 = TailMask(std::max<int64_t>(ncols - 16, 0));
@@ -408,7 +414,7 @@ void PackXBf16(const float* x, int64_t cols, int64_t t0, int64_t nt, int64_t c0,
           v[i] = _mm512_setzero_ps();
           continue;
         }
-        const float* row = src + i * cols + 2 * pb;
+        const float* row = src[i] + 2 * pb;
         // vcvtne2ps2bf16: 32 floats to bf16 in column order (the second operand's 16 first), so
         // word 2p is the low half of pair p's dword (little-endian).
         v[i] = _mm512_castsi512_ps(reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(
@@ -575,8 +581,8 @@ void PackTiledFp8(const WeightView& w, int64_t r0, int64_t nrows, int64_t c0, in
 // runs): the experts' weight packing 26-29 % less time, their micro-kernels 0-3 % more, forwards
 // 0.4-3.0 % faster in 5 of 6 runs (1.0 % slower in one).
 template <DType D>
-void MatMulPackedBf16(const float* x, int64_t T, const WeightView& w, int64_t row_begin,
-                      int64_t row_end, float* y) {
+void MatMulPackedBf16(const float* x, const int32_t* x_rows, int64_t T, const WeightView& w,
+                      int64_t row_begin, int64_t row_end, float* y) {
   constexpr bool kFp8 = D == DType::kF8E4M3;
   // Tiled rows [row_begin, tiled) are read in place (BF16) or converted with no transpose (FP8),
   // row_begin on a tile (MatMulRowsBf16Dot); rows past the last tile are packed as a row-major
@@ -600,7 +606,7 @@ void MatMulPackedBf16(const float* x, int64_t T, const WeightView& w, int64_t ro
     for (int64_t kc0 = 0; kc0 < cols; kc0 += kc_step) {
       const int64_t kc = std::min(kc_step, cols - kc0);
       const int64_t kp = (kc + 1) / 2;
-      PackXBf16(x, cols, tb0, tbn, kc0, kc, xpanel);
+      PackXBf16(x, x_rows, cols, tb0, tbn, kc0, kc, xpanel);
       for (int64_t mc0 = row_begin, mn = 0; mc0 < row_end; mc0 += mn) {
         const bool in_tiles = mc0 < tiled;  // blocks never straddle the last tile's end
         mn = std::min(kMc, (in_tiles ? std::min(row_end, tiled) : row_end) - mc0);
@@ -700,10 +706,30 @@ void MatMulRowsBf16Dot(const float* x, int64_t T, const WeightView& w, int64_t r
   if (row_begin < PairTiledRows(w) && row_begin % kBf16Tile != 0)
     return MatMulRows(x, T, w, row_begin, row_end, y);
   if (w.dtype == DType::kBF16)
-    return MatMulPackedBf16<DType::kBF16>(x, T, w, row_begin, row_end, y);
+    return MatMulPackedBf16<DType::kBF16>(x, nullptr, T, w, row_begin, row_end, y);
   if (w.dtype == DType::kF8E4M3 && Fp8PacksAsBf16(w))
-    return MatMulPackedBf16<DType::kF8E4M3>(x, T, w, row_begin, row_end, y);
+    return MatMulPackedBf16<DType::kF8E4M3>(x, nullptr, T, w, row_begin, row_end, y);
   MatMulRows(x, T, w, row_begin, row_end, y);
+}
+
+bool Bf16DotReadsRows(const WeightView& w, int64_t T) {
+  return w.cols > 0 && T >= kMinPackedBf16Dot &&
+         (w.dtype == DType::kBF16 || (w.dtype == DType::kF8E4M3 && Fp8PacksAsBf16(w)));
+}
+
+void MatMulRowsBf16DotRows(const float* x, const int32_t* x_rows, int64_t T, const WeightView& w,
+                           int64_t row_begin, int64_t row_end, float* y) {
+  if (row_begin < PairTiledRows(w) && row_begin % kBf16Tile != 0) {
+    // A tiled weight's range off a tile (no caller cuts one): the rows gathered, as
+    // MatMulRowsBf16Dot takes them.
+    std::vector<float> gathered(static_cast<size_t>(T * w.cols));
+    for (int64_t t = 0; t < T; ++t)
+      std::copy_n(x + int64_t{x_rows[t]} * w.cols, w.cols, gathered.begin() + t * w.cols);
+    return MatMulRowsBf16Dot(gathered.data(), T, w, row_begin, row_end, y);
+  }
+  if (w.dtype == DType::kBF16)
+    return MatMulPackedBf16<DType::kBF16>(x, x_rows, T, w, row_begin, row_end, y);
+  MatMulPackedBf16<DType::kF8E4M3>(x, x_rows, T, w, row_begin, row_end, y);
 }
 
 }  // namespace dsv3::ops::avx512
