@@ -196,10 +196,11 @@ void MoeForward(const ModelConfig& c, const MoeWeights& w, const ops::KernelCont
     uint8_t* buf = reinterpret_cast<uint8_t*>(s.x_int8.Get((bytes + 3) / 4));
     x_int8 = ops::QuantizeActivations(ctx, x, T, H, buf);
   }
-  // Otherwise the experts whose products read their rows in place (bf16-dot, 8+ tokens) skip
-  // the gathering: a prefill's T * k rows (33 MB for bench-medium's pp512) were copied out, then
-  // read back by the gate and the up product. bench-medium pp512, forwards alternating in one
-  // process: BF16 0.6-3.0 % less time (5 runs), FP8 level (3).
+  // Otherwise the experts whose products read their rows in place (ops::ReadsRowsInPlace:
+  // bf16-dot with 8+ tokens, or int8 in a model whose experts mix formats) skip the gathering: a
+  // prefill's T * k rows (33 MB for bench-medium's pp512) were copied out, then read back by the
+  // gate and the up product. bench-medium pp512, forwards alternating in one process: BF16
+  // 0.6-3.0 % less time (5 runs), FP8 level (3).
   s.rows_in_place.assign(static_cast<size_t>(E), 0);
   for (int64_t e = 0; e < E && !in_place; ++e) {
     const int64_t n = s.expert_offsets[e + 1] - s.expert_offsets[e];

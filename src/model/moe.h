@@ -36,7 +36,8 @@ struct MoeScratch {
   // row_token[i] its token.
   std::vector<int32_t> routing_experts, token_order, position, row_token, expert_offsets,
       expert_cursor;
-  // Per expert, 1 where its gate and up products read its rows of x in place (bf16-dot).
+  // Per expert, 1 where its gate and up products read its rows of x in place
+  // (ops::ReadsRowsInPlace: bf16-dot with 8+ tokens, or int8 when not all experts are).
   std::vector<uint8_t> rows_in_place;
 };
 

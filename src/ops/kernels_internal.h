@@ -120,7 +120,8 @@ void MatMulRowsBf16Dot(const float* x, int64_t T, const WeightView& w, int64_t r
 // FP8 with an even block width).
 bool Bf16DotReadsRows(const WeightView& w, int64_t T);
 // MatMulRowsBf16Dot's bits with token t at row x_rows[t] of x, the rows read in place (no copy
-// of x): for Bf16DotReadsRows(w, T) only.
+// of x; a tiled weight's range not starting on a tile, which no caller cuts, copies them): for
+// Bf16DotReadsRows(w, T) only.
 void MatMulRowsBf16DotRows(const float* x, const int32_t* x_rows, int64_t T, const WeightView& w,
                            int64_t row_begin, int64_t row_end, float* y);
 // BF16 and FP8 weights in 32-row pair tiles (ops/bf16_tiles.h), exact path, any T

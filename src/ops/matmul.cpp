@@ -328,8 +328,7 @@ void MatMulRowRange(const KernelContext& ctx, const float* x, int64_t T, const W
 
 namespace {
 bool Bf16DotRowsInPlace(const KernelContext& ctx, const WeightView& w, int64_t T) {
-  return ctx.bf16_dot && ctx.isa == Isa::kAvx512 &&
-         (w.dtype == DType::kBF16 || w.dtype == DType::kF8E4M3) && avx512::Bf16DotReadsRows(w, T);
+  return ctx.bf16_dot && ctx.isa == Isa::kAvx512 && avx512::Bf16DotReadsRows(w, T);
 }
 }  // namespace
 

@@ -88,13 +88,14 @@ void AccumulateRows(Isa isa, const WeightView& w, int64_t row0, int64_t n, const
 // The building block for callers that schedule many products in one parallel region.
 void MatMulRowRange(const KernelContext& ctx, const float* x, int64_t T, const WeightView& w,
                     int64_t row_begin, int64_t row_end, float* y);
-// MatMulRowRange with token t at row x_rows[t] of x. The bf16-dot path's packed form reads the
-// rows in place (ReadsRowsInPlace); other paths get them copied into a temporary first.
+// MatMulRowRange with token t at row x_rows[t] of x, off the int8 path (MatMulBatch runs those
+// through its int8 runner). The bf16-dot path's packed form reads the rows in place; other paths
+// get them copied into a temporary first.
 void MatMulRowRangeOfRows(const KernelContext& ctx, const float* x, const int32_t* x_rows,
                           int64_t T, const WeightView& w, int64_t row_begin, int64_t row_end,
                           float* y);
-// Whether T tokens of w given as rows of a larger x (MatMulJob::x_rows) are read in place, with
-// no copy: the int8 path (UsesInt8Dot) and the bf16-dot path's packed form.
+// Whether MatMulBatch reads T tokens of w given as rows of a larger x (MatMulJob::x_rows) in
+// place, with no copy: the int8 path (UsesInt8Dot) and the bf16-dot path's packed form.
 bool ReadsRowsInPlace(const KernelContext& ctx, const WeightView& w, int64_t T);
 
 // Several independent products y_i = x_i W_i^T run in one parallel region: row chunks of all

@@ -1,7 +1,6 @@
 // MatMulBatch: many small products in one parallel region (see matmul.h).
 #include <algorithm>
 #include <functional>
-#include <vector>
 
 #include "ops/int8_dot.h"
 #include "ops/matmul.h"

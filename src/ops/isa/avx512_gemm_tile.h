@@ -27,9 +27,9 @@ template <int NT>
 void MicroKernelF32(const float* panel, const float* xpanel, int64_t kc, float* y, int64_t ldy,
                     __mmask16 m0, __mmask16 m1, bool accumulate) {
   // y's lines requested into the L2 for the adds at the end, as MicroKernelBf16 does (y's token
-  // rows alias in the caches). bench-medium BF16 and FP8 --no-bf16-dot pp512, forwards
-  // alternating in one process: 0.5-3.8 % less time (6 of 6). The token loops are unrolled so
-  // the accumulators stay in registers only.
+  // rows alias in the caches; MatMul's and Gemm's). bench-medium BF16 and FP8 --no-bf16-dot pp512,
+  // forwards alternating in one process: 0.5-3.8 % less time (6 of 6). The token loops are unrolled
+  // so the accumulators stay in registers only.
 #pragma GCC unroll 16
   for (int j = 0; j < NT; ++j) {
     _mm_prefetch(reinterpret_cast<const char*>(y + j * ldy), _MM_HINT_T1);

@@ -428,17 +428,18 @@ void PackXBf16(const float* x, const int32_t* x_rows, int64_t cols, int64_t t0, 
   }
 }
 
-// scale: nullptr, or per-row multipliers of each block of block_pairs column pairs (32 floats a
-// block: FP8 block scales) applied to the block's sums before they are added. Each block's scaled
-// sums are added to those before it in order, y (when accumulating) first: the same operations as
-// one call per block, but the sums so far wait in `partial` (contiguous, in L1) between blocks
-// instead of in y, whose token rows lie w.rows floats apart (8 KB for 2048 rows: every line of
-// the tile in the same two L1 sets). FP8 as one call per 128-column block had spent a quarter
-// of its micro-kernel time adding to y (perf annotate, 2048x2048 T=512). The token loops are
-// unrolled so the accumulators live in registers only (without, GCC also kept them on the stack,
-// zeroing 24 of them there each block): bench-medium FP8 pp512 1.4-12 % less forward time in 5
-// runs alternating in one process, BF16 level. prefetch[0 ..
-// prefetch_count), count <= kp: lines requested into the L2, one per column pair.
+// y[t0 + j, r:r + 32] (+)= the tile's sums over kp column pairs. scale: nullptr, or per-row
+// multipliers of each block of block_pairs column pairs (32 floats a block: FP8 block scales)
+// applied to the block's sums before they are added. Each block's scaled sums are added to those
+// before it in order, y (when accumulating) first. prefetch[0 .. prefetch_count), count <= kp:
+// lines requested into the L2, one per column pair.
+// The same operations as one call per block, but the sums so far wait in `partial` (contiguous,
+// in L1) between blocks instead of in y, whose token rows lie w.rows floats apart (8 KB for 2048
+// rows: every line of the tile in the same two L1 sets). FP8 as one call per 128-column block had
+// spent a quarter of its micro-kernel time adding to y (perf annotate, 2048x2048 T=512). The
+// token loops are unrolled so the accumulators live in registers only (without, GCC also kept
+// them on the stack, zeroing 24 of them there each block): bench-medium FP8 pp512 1.4-12 % less
+// forward time in 5 runs alternating in one process, BF16 level.
 template <int NT>
 void MicroKernelBf16(const uint32_t* panel, const uint32_t* xpanel, int64_t kp, int64_t block_pairs,
                      float* y, int64_t ldy, __mmask16 m0, __mmask16 m1, bool accumulate,
@@ -517,7 +518,7 @@ constexpr auto kMicroKernelsBf16 = MakeMicroKernelsBf16(std::make_integer_sequen
 // blocks) and fit; at most kMaxScaleBlocks of them a packed block.
 constexpr int64_t kMaxScaleBlocks = 8;
 bool Fp8PacksAsBf16(const WeightView& w) {
-  return w.block_cols % 2 == 0 && w.block_cols <= 2 * kKcPairs;
+  return w.block_cols > 0 && w.block_cols % 2 == 0 && w.block_cols <= 2 * kKcPairs;
 }
 
 // The cache lines of W's rows [r0, r0 + rows), columns [c0, c0 + ncols) (the panel
