@@ -701,36 +701,45 @@ void MatMulRows(const float* x, int64_t T, const WeightView& w, int64_t row_begi
   }
 }
 
-void MatMulRowsBf16Dot(const float* x, int64_t T, const WeightView& w, int64_t row_begin,
-                       int64_t row_end, float* y) {
-  if (w.cols == 0 || T < kMinPackedBf16Dot) return MatMulRows(x, T, w, row_begin, row_end, y);
-  if (row_begin < PairTiledRows(w) && row_begin % kBf16Tile != 0)
-    return MatMulRows(x, T, w, row_begin, row_end, y);
-  if (w.dtype == DType::kBF16)
-    return MatMulPackedBf16<DType::kBF16>(x, nullptr, T, w, row_begin, row_end, y);
-  if (w.dtype == DType::kF8E4M3 && Fp8PacksAsBf16(w))
-    return MatMulPackedBf16<DType::kF8E4M3>(x, nullptr, T, w, row_begin, row_end, y);
-  MatMulRows(x, T, w, row_begin, row_end, y);
+namespace {
+
+// A row range of a tiled weight that does not start on a tile: the bf16-dot path reads tiles from
+// their first row only, so it takes the exact path (no caller cuts one: MatMul and MatMulBatch
+// cut at 64 rows).
+bool OffTile(const WeightView& w, int64_t row_begin) {
+  return row_begin < PairTiledRows(w) && row_begin % kBf16Tile != 0;
 }
+
+void PackedBf16Dot(const float* x, const int32_t* x_rows, int64_t T, const WeightView& w,
+                   int64_t row_begin, int64_t row_end, float* y) {
+  if (w.dtype == DType::kBF16)
+    return MatMulPackedBf16<DType::kBF16>(x, x_rows, T, w, row_begin, row_end, y);
+  MatMulPackedBf16<DType::kF8E4M3>(x, x_rows, T, w, row_begin, row_end, y);
+}
+
+}  // namespace
 
 bool Bf16DotReadsRows(const WeightView& w, int64_t T) {
   return w.cols > 0 && T >= kMinPackedBf16Dot &&
          (w.dtype == DType::kBF16 || (w.dtype == DType::kF8E4M3 && Fp8PacksAsBf16(w)));
 }
 
+void MatMulRowsBf16Dot(const float* x, int64_t T, const WeightView& w, int64_t row_begin,
+                       int64_t row_end, float* y) {
+  if (!Bf16DotReadsRows(w, T) || OffTile(w, row_begin))
+    return MatMulRows(x, T, w, row_begin, row_end, y);
+  PackedBf16Dot(x, nullptr, T, w, row_begin, row_end, y);
+}
+
 void MatMulRowsBf16DotRows(const float* x, const int32_t* x_rows, int64_t T, const WeightView& w,
                            int64_t row_begin, int64_t row_end, float* y) {
-  if (row_begin < PairTiledRows(w) && row_begin % kBf16Tile != 0) {
-    // A tiled weight's range off a tile (no caller cuts one): the rows gathered, as
-    // MatMulRowsBf16Dot takes them.
+  if (OffTile(w, row_begin)) {
     std::vector<float> gathered(static_cast<size_t>(T * w.cols));
     for (int64_t t = 0; t < T; ++t)
       std::copy_n(x + int64_t{x_rows[t]} * w.cols, w.cols, gathered.begin() + t * w.cols);
-    return MatMulRowsBf16Dot(gathered.data(), T, w, row_begin, row_end, y);
+    return MatMulRows(gathered.data(), T, w, row_begin, row_end, y);
   }
-  if (w.dtype == DType::kBF16)
-    return MatMulPackedBf16<DType::kBF16>(x, x_rows, T, w, row_begin, row_end, y);
-  MatMulPackedBf16<DType::kF8E4M3>(x, x_rows, T, w, row_begin, row_end, y);
+  PackedBf16Dot(x, x_rows, T, w, row_begin, row_end, y);
 }
 
 }  // namespace dsv3::ops::avx512
