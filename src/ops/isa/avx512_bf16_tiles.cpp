@@ -30,6 +30,13 @@ void TiledDot(const float* x, const WeightView& w, int64_t r0, float* y, int64_t
     const int64_t r = r0 + h * kHalf;
     half[h] = reinterpret_cast<const uint32_t*>(TilePairs(w, r / kBf16Tile, 0)) + r % kBf16Tile;
   }
+  // The lines the loop's prefetches never request (the first kBf16AheadPairs pair steps) are
+  // requested together up front rather than missed one by one: decode's expert chunks are 64
+  // rows, so each call starts a new stream (bench-medium BF16 tg64, tokens alternating with and
+  // without in one process: 0.9-3.2 % less time in 6 of 6).
+  for (int h = 0; h < H; ++h)
+    for (int64_t j = 0; j < std::min(kBf16AheadPairs, pairs); ++j)
+      _mm_prefetch(reinterpret_cast<const char*>(half[h] + j * kBf16Tile), _MM_HINT_T0);
   const __m512i high = _mm512_set1_epi32(static_cast<int>(0xffff0000u));
   __m512 even[H][NT], odd[H][NT];
   for (int h = 0; h < H; ++h)
@@ -93,6 +100,11 @@ void TiledDotFp8(const float* x, const WeightView& w, int64_t r0, float* y, int6
     at_hi[h] = _mm512_load_si512(at + 16);
   }
   const int64_t pairs = cols / 2;
+  // The first kFp8AheadLines lines requested up front, as TiledDot does (a pair step's line holds
+  // both halves; bench-medium FP8 tg64, tokens alternating: 4.2-5.7 % less time in 3 of 3).
+  for (int h = 0; h < H; h += 2)
+    for (int64_t j = 0; j < std::min(kFp8AheadLines, pairs); ++j)
+      _mm_prefetch(reinterpret_cast<const char*>(half[h] + j * 64), _MM_HINT_T0);
   for (int64_t b0 = 0; b0 < cols; b0 += bc) {
     const int64_t p1 = std::min(cols, b0 + bc) / 2;
     __m512 part_lo[H][NT], part_hi[H][NT];
