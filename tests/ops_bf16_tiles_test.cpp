@@ -188,6 +188,51 @@ TEST(Bf16Tiles, ExactPathsMatchTheRowMajorWeight) {
   }
 }
 
+// Every e4m3 code through the exact tiled path, one product per row so each result is exact:
+// row r (256 rows, 8 tiles) holds code r at column k = (r + shift) % 64 and +0 elsewhere (shift 0
+// and 1: every code in an even and an odd column), x is a signed power of two in [2^-40, 2^40]
+// and the block scales are 0.75 * 2^k, so y[t, r] = e4m3(r) * x[t, k] * scale (at most 7
+// significant bits) must come out bitwise on every ISA, NaN codes aside. Pins
+// the decoding of each code (subnormals, signs), the 2^60 rescaling of AVX-512's line kernel over
+// that range of x, and which row's scale each lane takes (the 3 x 32 grid changes scale every 3
+// rows, so between a lane's even and odd row too, and every 32 columns).
+TEST(Bf16Tiles, EveryFp8CodeExactOnTiles) {
+  std::mt19937 rng(5);
+  ThreadPool pool(2);
+  for (int64_t br : {128, 3})
+    for (int64_t shift : {0, 1}) {
+      const int64_t bc = br == 128 ? 128 : 32, rows = 256, cols = 64;
+      Case c(rng, DType::kF8E4M3, rows, cols, br, bc);
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t k = 0; k < cols; ++k)
+          c.bytes[static_cast<size_t>(r * cols + k)] =
+              k == (r + shift) % cols ? static_cast<uint8_t>(r) : 0;
+      for (size_t i = 0; i < c.scale.size(); ++i)
+        c.scale[i] = std::ldexp(0.75f, static_cast<int>(i % 9) - 4);
+      auto [tiled, w] = Tiled(c);
+      for (int64_t T : {1, 2, 3}) {
+        std::vector<float> x(static_cast<size_t>(T * cols));
+        for (size_t i = 0; i < x.size(); ++i)
+          x[i] = std::ldexp(i % 3 == 0 ? -1.0f : 1.0f,
+                            static_cast<int>((i * 7 + rng() % 3) % 81) - 40);
+        for (Isa isa : RunnableIsas()) {
+          KernelContext ctx{&pool, isa};
+          std::vector<float> got(static_cast<size_t>(T * rows));
+          MatMul(ctx, x.data(), T, w, got.data());
+          for (int64_t t = 0; t < T; ++t)
+            for (int64_t r = 0; r < rows; ++r) {
+              if ((r & 0x7f) == 0x7f) continue;  // NaN codes
+              const int64_t k = (r + shift) % cols;
+              const double want = c.At(r, k) * x[static_cast<size_t>(t * cols + k)];
+              ASSERT_EQ(got[static_cast<size_t>(t * rows + r)], static_cast<float>(want))
+                  << IsaName(isa) << " grid " << br << " shift " << shift << " T=" << T
+                  << " t=" << t << " code " << r;
+            }
+        }
+      }
+    }
+}
+
 // The bf16-dot path (AVX-512 BF16, T >= 8) multiplies BF16 tiles in place and converts FP8 tiles
 // with no transpose: the bits of the row-major weight's packed panels, on 1 and 2 threads, for
 // the whole weight and for row ranges that start on a tile; a range starting inside a tile takes

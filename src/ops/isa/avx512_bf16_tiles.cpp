@@ -71,7 +71,9 @@ void TiledDot(const float* x, const WeightView& w, int64_t r0, float* y, int64_t
 // 16 rows' pairs convert to two vectors of 8 rows' (even, odd) lanes, multiplied by each token's
 // x pair broadcast; per column block each lane's partial sum is scaled by its row's block scale
 // and added to the lane's total; a row's even and odd lanes are added at the end. A row's result
-// never depends on H, NT or the other rows and tokens. Each tile's line kFp8AheadLines on is
+// never depends on H, NT or the other rows and tokens. Whole tiles take TiledDotFp8Lines (below,
+// the same bits but at the edges it names); this form is left the lone 16-row halves of a range
+// that starts or ends inside a tile. Each tile's line kFp8AheadLines on is
 // requested per pair step: matmul_bench BM_Bf16Tiles, 32000x2048 (65 MB, from DRAM) 1.15 of the
 // row-major kernel's prefetched rows' time without, 0.94 with 40 lines (16: 1.01, 80: 1.02).
 constexpr int64_t kFp8AheadLines = 40;
@@ -161,17 +163,135 @@ void TiledDotFp8(const float* x, const WeightView& w, int64_t r0, float* y, int6
                                      _mm512_permutex2var_ps(lo[h][t], odds, hi[h][t])));
 }
 
+// FP8 over whole tiles (r0 a multiple of 32), the form decode takes: y[t, r0 + 32 i + l] for
+// i < NTL tiles, l < 32, t < NT. A pair step's 64-byte line (the tile's 32 rows' byte pairs) is
+// read as 16 dwords, dword k = rows 2k and 2k + 1's (even, odd) column bytes, and each byte
+// position becomes a vector of 16 rows' f32s by shifts alone, no widening shuffle or vcvtph2ps:
+// ((v << (24 - 8 b)) >>arith 4) & 0x87f00000 puts a byte's sign on bit 31 and its 7 exponent and
+// mantissa bits on bits 26-20, an f32 worth e4m3 * 2^-120 (e4m3 subnormals as f32 subnormals, so
+// exact). x is multiplied by 2^60 where it is broadcast and the block scale by 2^60, so every
+// product and partial sum is the f16 form's (TiledDotFp8) times 2^-52: the same bits, unless a
+// block's partial sum of e4m3 * x lies under 2^-66 in magnitude (then rounded as an f32
+// subnormal) or |x| reaches 2^68 (then infinite). Lanes: q = 0 even rows' even columns, 1 even
+// rows' odd columns, 2 odd rows' even columns, 3 odd rows' odd columns; a row's even and odd
+// column totals are added at the end, as in TiledDotFp8. Decode's FP8 products had been bound
+// by the conversion, not by DRAM: in one core's L1 the f16 form took 0.92 ns per 32 bytes (34
+// GB/s), this one 0.62; matmul_bench BM_Bf16Tiles/dtype:3 T=1, 2 threads: 512x2048 19.6 -> 14.8
+// us, 2048x2048 70.3 -> 54.5 us, 32000x2048 (65 MB, from DRAM) 1197 -> 1103 us.
+constexpr float kFp8LineX = 0x1p60f;      // x times 2^60
+constexpr float kFp8LineScale = 0x1p60f;  // block scale times 2^120 / 2^60
+
+template <int NTL, int NT>
+void TiledDotFp8Lines(const float* x, const WeightView& w, int64_t r0, float* y, int64_t ldy) {
+  const int64_t cols = w.cols, bc = w.block_cols, scale_cols = (cols + bc - 1) / bc;
+  const int64_t pairs = cols / 2;
+  const uint8_t* line[NTL];  // [pairs][64] bytes
+  // Each tile's row block scales: one broadcast where its 32 rows share a row block, else
+  // gathered per column block for the even and the odd rows' lanes.
+  bool uniform[NTL];
+  const float* scale_row[NTL];
+  __m512i at_even[NTL], at_odd[NTL];
+  __m512 total[NTL][4][NT];
+  for (int i = 0; i < NTL; ++i) {
+    const int64_t r = r0 + i * kBf16Tile;
+    line[i] = TilePairs(w, r / kBf16Tile, 0);
+    for (int q = 0; q < 4; ++q)
+      for (int t = 0; t < NT; ++t) total[i][q][t] = _mm512_setzero_ps();
+    uniform[i] = r / w.block_rows == (r + kBf16Tile - 1) / w.block_rows;
+    scale_row[i] = w.scale + r / w.block_rows * scale_cols;
+    if (uniform[i]) continue;
+    alignas(64) int32_t at[32];
+    for (int64_t k = 0; k < 16; ++k) {
+      at[k] = static_cast<int32_t>((r + 2 * k) / w.block_rows * scale_cols);
+      at[16 + k] = static_cast<int32_t>((r + 2 * k + 1) / w.block_rows * scale_cols);
+    }
+    at_even[i] = _mm512_load_si512(at);
+    at_odd[i] = _mm512_load_si512(at + 16);
+  }
+  for (int i = 0; i < NTL; ++i)
+    for (int64_t j = 0; j < std::min(kFp8AheadLines, pairs); ++j)
+      _mm_prefetch(reinterpret_cast<const char*>(line[i] + j * 64), _MM_HINT_T0);
+  const __m512i bits = _mm512_set1_epi32(static_cast<int>(0x87f00000u));
+  const __m512 x_mul = _mm512_set1_ps(kFp8LineX);
+  for (int64_t b0 = 0; b0 < cols; b0 += bc) {
+    const int64_t p1 = std::min(cols, b0 + bc) / 2;
+    __m512 part[NTL][4][NT];
+    for (int i = 0; i < NTL; ++i)
+      for (int q = 0; q < 4; ++q)
+        for (int t = 0; t < NT; ++t) part[i][q][t] = _mm512_setzero_ps();
+    for (int64_t j = b0 / 2; j < p1; ++j) {
+      __m512 xe[NT], xo[NT];  // x[t, 2 j] and x[t, 2 j + 1] times 2^60
+      for (int t = 0; t < NT; ++t) {
+        xe[t] = _mm512_mul_ps(_mm512_set1_ps(x[t * cols + 2 * j]), x_mul);
+        xo[t] = _mm512_mul_ps(_mm512_set1_ps(x[t * cols + 2 * j + 1]), x_mul);
+      }
+      for (int i = 0; i < NTL; ++i) {
+        if (j + kFp8AheadLines < pairs)
+          _mm_prefetch(reinterpret_cast<const char*>(line[i] + (j + kFp8AheadLines) * 64),
+                       _MM_HINT_T0);
+        const __m512i v = _mm512_loadu_si512(line[i] + j * 64);
+        const __m512 wq[4] = {_mm512_castsi512_ps(_mm512_and_si512(
+                                  _mm512_srai_epi32(_mm512_slli_epi32(v, 24), 4), bits)),
+                              _mm512_castsi512_ps(_mm512_and_si512(
+                                  _mm512_srai_epi32(_mm512_slli_epi32(v, 16), 4), bits)),
+                              _mm512_castsi512_ps(_mm512_and_si512(
+                                  _mm512_srai_epi32(_mm512_slli_epi32(v, 8), 4), bits)),
+                              _mm512_castsi512_ps(_mm512_and_si512(_mm512_srai_epi32(v, 4), bits))};
+        for (int t = 0; t < NT; ++t) {
+          part[i][0][t] = _mm512_fmadd_ps(wq[0], xe[t], part[i][0][t]);
+          part[i][1][t] = _mm512_fmadd_ps(wq[1], xo[t], part[i][1][t]);
+          part[i][2][t] = _mm512_fmadd_ps(wq[2], xe[t], part[i][2][t]);
+          part[i][3][t] = _mm512_fmadd_ps(wq[3], xo[t], part[i][3][t]);
+        }
+      }
+    }
+    const __m512 rescale = _mm512_set1_ps(kFp8LineScale);
+    for (int i = 0; i < NTL; ++i) {
+      __m512 s_even, s_odd;  // each lane's row scale * 2^60
+      if (uniform[i]) {
+        s_even = s_odd = _mm512_set1_ps(scale_row[i][b0 / bc] * kFp8LineScale);
+      } else {
+        const __m512i b = _mm512_set1_epi32(static_cast<int32_t>(b0 / bc));
+        s_even = _mm512_mul_ps(_mm512_i32gather_ps(_mm512_add_epi32(at_even[i], b), w.scale, 4),
+                               rescale);
+        s_odd =
+            _mm512_mul_ps(_mm512_i32gather_ps(_mm512_add_epi32(at_odd[i], b), w.scale, 4), rescale);
+      }
+      for (int t = 0; t < NT; ++t) {
+        total[i][0][t] = _mm512_fmadd_ps(part[i][0][t], s_even, total[i][0][t]);
+        total[i][1][t] = _mm512_fmadd_ps(part[i][1][t], s_even, total[i][1][t]);
+        total[i][2][t] = _mm512_fmadd_ps(part[i][2][t], s_odd, total[i][2][t]);
+        total[i][3][t] = _mm512_fmadd_ps(part[i][3][t], s_odd, total[i][3][t]);
+      }
+    }
+  }
+  // Rows 2k (lane k of even) and 2k + 1 (lane k of odd) interleaved: rows 0-15, then 16-31.
+  const __m512i first = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+  const __m512i second =
+      _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+  for (int i = 0; i < NTL; ++i)
+    for (int t = 0; t < NT; ++t) {
+      const __m512 even = _mm512_add_ps(total[i][0][t], total[i][1][t]);
+      const __m512 odd = _mm512_add_ps(total[i][2][t], total[i][3][t]);
+      float* out = y + t * ldy + r0 + i * kBf16Tile;
+      _mm512_storeu_ps(out, _mm512_permutex2var_ps(even, first, odd));
+      _mm512_storeu_ps(out + kHalf, _mm512_permutex2var_ps(even, second, odd));
+    }
+}
+
 // Up to 3 tokens from t0 on, over the half-tiles [r0, r1) (multiples of 16): 4 half-tiles at a
 // time for one token (8 accumulator chains), 2 for more.
 template <int NT>
 void TiledDotRows(const float* x, const WeightView& w, int64_t r0, int64_t r1, float* y) {
   const int64_t ldy = w.rows;
   if (w.dtype == DType::kF8E4M3) {
+    // Whole tiles by lines (two at a time for one token), a lone half on either side by halves.
     int64_t r = r0;
+    if (r % kBf16Tile != 0 && r < r1) TiledDotFp8<1, NT>(x, w, r, y, ldy), r += kHalf;
     if constexpr (NT == 1)
-      for (; r + 4 * kHalf <= r1; r += 4 * kHalf) TiledDotFp8<4, NT>(x, w, r, y, ldy);
-    for (; r + 2 * kHalf <= r1; r += 2 * kHalf) TiledDotFp8<2, NT>(x, w, r, y, ldy);
-    for (; r < r1; r += kHalf) TiledDotFp8<1, NT>(x, w, r, y, ldy);
+      for (; r + 2 * kBf16Tile <= r1; r += 2 * kBf16Tile) TiledDotFp8Lines<2, NT>(x, w, r, y, ldy);
+    for (; r + kBf16Tile <= r1; r += kBf16Tile) TiledDotFp8Lines<1, NT>(x, w, r, y, ldy);
+    if (r < r1) TiledDotFp8<1, NT>(x, w, r, y, ldy);
     return;
   }
   int64_t r = r0;
