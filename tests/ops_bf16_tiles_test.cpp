@@ -192,10 +192,12 @@ TEST(Bf16Tiles, ExactPathsMatchTheRowMajorWeight) {
 // row r (256 rows, 8 tiles) holds code r at column k = (r + shift) % 64 and +0 elsewhere (shift 0
 // and 1: every code in an even and an odd column), x is a signed power of two in [2^-40, 2^40]
 // and the block scales are 0.75 * 2^k, so y[t, r] = e4m3(r) * x[t, k] * scale (at most 7
-// significant bits) must come out bitwise on every ISA, NaN codes aside. Pins
-// the decoding of each code (subnormals, signs), the 2^60 rescaling of AVX-512's line kernel over
-// that range of x, and which row's scale each lane takes (the 3 x 32 grid changes scale every 3
-// rows, so between a lane's even and odd row too, and every 32 columns).
+// significant bits) must come out bitwise on every ISA, NaN codes aside. Pins the decoding of
+// each code (subnormals, signs; every line here holds zeros, so AVX-512's line kernel mends
+// zero-exponent codes in all of them, where the random weights above mostly take its fast
+// loop), its rescaling over that range of x, and which row's scale each lane takes (the 3 x 32
+// grid changes scale every 3 rows, so between a lane's even and odd row too, and every 32
+// columns).
 TEST(Bf16Tiles, EveryFp8CodeExactOnTiles) {
   std::mt19937 rng(5);
   ThreadPool pool(2);

@@ -166,20 +166,53 @@ void TiledDotFp8(const float* x, const WeightView& w, int64_t r0, float* y, int6
 // FP8 over whole tiles (r0 a multiple of 32), the form decode takes: y[t, r0 + 32 i + l] for
 // i < NTL tiles, l < 32, t < NT. A pair step's 64-byte line (the tile's 32 rows' byte pairs) is
 // read as 16 dwords, dword k = rows 2k and 2k + 1's (even, odd) column bytes, and each byte
-// position becomes a vector of 16 rows' f32s by shifts alone, no widening shuffle or vcvtph2ps:
-// ((v << (24 - 8 b)) >>arith 4) & 0x87f00000 puts a byte's sign on bit 31 and its 7 exponent and
-// mantissa bits on bits 26-20, an f32 worth e4m3 * 2^-120 (e4m3 subnormals as f32 subnormals, so
-// exact). x is multiplied by 2^60 where it is broadcast and the block scale by 2^60, so every
-// product and partial sum is the f16 form's (TiledDotFp8) times 2^-52: the same bits, unless a
-// block's partial sum of e4m3 * x lies under 2^-66 in magnitude (then rounded as an f32
-// subnormal) or |x| reaches 2^68 (then infinite). Lanes: q = 0 even rows' even columns, 1 even
-// rows' odd columns, 2 odd rows' even columns, 3 odd rows' odd columns; a row's even and odd
-// column totals are added at the end, as in TiledDotFp8. Decode's FP8 products had been bound
-// by the conversion, not by DRAM: in one core's L1 the f16 form took 0.92 ns per 32 bytes (34
-// GB/s), this one 0.62; matmul_bench BM_Bf16Tiles/dtype:3 T=1, 2 threads: 512x2048 19.6 -> 14.8
-// us, 2048x2048 70.3 -> 54.5 us, 32000x2048 (65 MB, from DRAM) 1197 -> 1103 us.
-constexpr float kFp8LineX = 0x1p60f;      // x times 2^60
-constexpr float kFp8LineScale = 0x1p60f;  // block scale times 2^120 / 2^60
+// position becomes a vector of 16 rows' f32s by shifts and one ternary-logic op, no widening
+// shuffle or vcvtph2ps: ((v << (24 - 8 b)) >>arith 4) & 0x87f00000 | 0x20000000 puts a byte's
+// sign on bit 31 and its 4 exponent and 3 mantissa bits under an f32 exponent offset by 64, an
+// f32 worth e4m3 * 2^-56 for every code with a nonzero exponent (always a normal f32). Codes
+// with a zero exponent (zeros and subnormals) come out as sign * 2^-63 (1 + m/8) and are mended
+// to 2 * that - sign * 2^-62 = sign * m * 2^-65 (exact) in the rare lines that hold one, off the
+// fast loop (a branch inside it made GCC keep the sums in memory). No operand is ever an f32
+// subnormal: Intel cores take a microcode assist on those (AMD's do not), and real e4m3 weights
+// hold subnormal codes. The block scale is multiplied by 2^56, so every product and partial sum
+// is the f16 form's (TiledDotFp8) times 2^-48: the same bits, unless a block's partial sum of
+// e4m3 * x lies under 2^-70 in magnitude (then an f32 subnormal) or a block scale reaches 2^72
+// (then infinite). Lanes: q = 0 even rows' even columns, 1 even rows' odd columns, 2 odd rows'
+// even columns, 3 odd rows' odd columns; a row's even and odd column totals are added at the
+// end, as in TiledDotFp8. Decode's FP8 products had been bound by the conversion, not by DRAM:
+// in one core's L1 the f16 form took 0.92 ns per 32 bytes (34 GB/s), this one 0.63 (0.65 with
+// 2 % of lines mended, as e4m3-quantized normal weights give). matmul_bench
+// BM_Bf16Tiles/dtype:3 T=1, 2 threads (host busy): 512x2048 19.6 -> 13.7-18.0 us, 2048x2048
+// 70.3 -> 49.6-62.2 us (32000x2048, 65 MB from DRAM: 1197 -> 1126-1234 us, level). bench-medium
+// FP8 tg64, tokens alternating with the f16 form in one process: 6.9-7.7 % less time a token.
+constexpr float kFp8LineScale = 0x1p56f;  // block scale times 2^56
+
+// The 4 byte positions of a line as f32 (q as TiledDotFp8Lines's lanes); kMend: a line with a
+// zero-exponent code.
+template <bool kMend>
+void Fp8LineValues(__m512i v, __m512 wq[4]) {
+  const __m512i bits = _mm512_set1_epi32(static_cast<int>(0x87f00000u));
+  const __m512i offset = _mm512_set1_epi32(0x20000000);  // exponent + 64
+  // (a & b) | c
+  wq[0] = _mm512_castsi512_ps(_mm512_ternarylogic_epi32(
+      _mm512_srai_epi32(_mm512_slli_epi32(v, 24), 4), bits, offset, 0xEA));
+  wq[1] = _mm512_castsi512_ps(_mm512_ternarylogic_epi32(
+      _mm512_srai_epi32(_mm512_slli_epi32(v, 16), 4), bits, offset, 0xEA));
+  wq[2] = _mm512_castsi512_ps(
+      _mm512_ternarylogic_epi32(_mm512_srai_epi32(_mm512_slli_epi32(v, 8), 4), bits, offset, 0xEA));
+  wq[3] =
+      _mm512_castsi512_ps(_mm512_ternarylogic_epi32(_mm512_srai_epi32(v, 4), bits, offset, 0xEA));
+  if constexpr (kMend) {
+    const __m512i sign = _mm512_set1_epi32(static_cast<int>(0x80000000u));
+    const __m512i low = _mm512_castps_si512(_mm512_set1_ps(0x1p-62f));
+    for (int q = 0; q < 4; ++q) {
+      const __m512i u = _mm512_castps_si512(wq[q]);
+      const __mmask16 zero_exponent = _mm512_testn_epi32_mask(u, _mm512_set1_epi32(0x07800000));
+      const __m512 c = _mm512_castsi512_ps(_mm512_ternarylogic_epi32(u, sign, low, 0xEA));
+      wq[q] = _mm512_mask_fmsub_ps(wq[q], zero_exponent, _mm512_set1_ps(2.0f), c);
+    }
+  }
+}
 
 template <int NTL, int NT>
 void TiledDotFp8Lines(const float* x, const WeightView& w, int64_t r0, float* y, int64_t ldy) {
@@ -211,32 +244,23 @@ void TiledDotFp8Lines(const float* x, const WeightView& w, int64_t r0, float* y,
   for (int i = 0; i < NTL; ++i)
     for (int64_t j = 0; j < std::min(kFp8AheadLines, pairs); ++j)
       _mm_prefetch(reinterpret_cast<const char*>(line[i] + j * 64), _MM_HINT_T0);
-  const __m512i bits = _mm512_set1_epi32(static_cast<int>(0x87f00000u));
-  const __m512 x_mul = _mm512_set1_ps(kFp8LineX);
+  const __m512i exponent = _mm512_set1_epi8(0x78);
   for (int64_t b0 = 0; b0 < cols; b0 += bc) {
     const int64_t p1 = std::min(cols, b0 + bc) / 2;
     __m512 part[NTL][4][NT];
     for (int i = 0; i < NTL; ++i)
       for (int q = 0; q < 4; ++q)
         for (int t = 0; t < NT; ++t) part[i][q][t] = _mm512_setzero_ps();
-    for (int64_t j = b0 / 2; j < p1; ++j) {
-      __m512 xe[NT], xo[NT];  // x[t, 2 j] and x[t, 2 j + 1] times 2^60
+    // Pair step j's lines v into the partial sums.
+    const auto step = [&](int64_t j, const __m512i* v, auto mend) {
+      __m512 xe[NT], xo[NT];  // x[t, 2 j] and x[t, 2 j + 1]
       for (int t = 0; t < NT; ++t) {
-        xe[t] = _mm512_mul_ps(_mm512_set1_ps(x[t * cols + 2 * j]), x_mul);
-        xo[t] = _mm512_mul_ps(_mm512_set1_ps(x[t * cols + 2 * j + 1]), x_mul);
+        xe[t] = _mm512_set1_ps(x[t * cols + 2 * j]);
+        xo[t] = _mm512_set1_ps(x[t * cols + 2 * j + 1]);
       }
       for (int i = 0; i < NTL; ++i) {
-        if (j + kFp8AheadLines < pairs)
-          _mm_prefetch(reinterpret_cast<const char*>(line[i] + (j + kFp8AheadLines) * 64),
-                       _MM_HINT_T0);
-        const __m512i v = _mm512_loadu_si512(line[i] + j * 64);
-        const __m512 wq[4] = {_mm512_castsi512_ps(_mm512_and_si512(
-                                  _mm512_srai_epi32(_mm512_slli_epi32(v, 24), 4), bits)),
-                              _mm512_castsi512_ps(_mm512_and_si512(
-                                  _mm512_srai_epi32(_mm512_slli_epi32(v, 16), 4), bits)),
-                              _mm512_castsi512_ps(_mm512_and_si512(
-                                  _mm512_srai_epi32(_mm512_slli_epi32(v, 8), 4), bits)),
-                              _mm512_castsi512_ps(_mm512_and_si512(_mm512_srai_epi32(v, 4), bits))};
+        __m512 wq[4];
+        Fp8LineValues<decltype(mend)::value>(v[i], wq);
         for (int t = 0; t < NT; ++t) {
           part[i][0][t] = _mm512_fmadd_ps(wq[0], xe[t], part[i][0][t]);
           part[i][1][t] = _mm512_fmadd_ps(wq[1], xo[t], part[i][1][t]);
@@ -244,10 +268,27 @@ void TiledDotFp8Lines(const float* x, const WeightView& w, int64_t r0, float* y,
           part[i][3][t] = _mm512_fmadd_ps(wq[3], xo[t], part[i][3][t]);
         }
       }
+    };
+    for (int64_t j = b0 / 2; j < p1; ++j) {
+      __m512i v[NTL];
+      // Lines with no zero-exponent code, until one has.
+      for (; j < p1; ++j) {
+        __mmask64 special = 0;
+        for (int i = 0; i < NTL; ++i) {
+          if (j + kFp8AheadLines < pairs)
+            _mm_prefetch(reinterpret_cast<const char*>(line[i] + (j + kFp8AheadLines) * 64),
+                         _MM_HINT_T0);
+          v[i] = _mm512_loadu_si512(line[i] + j * 64);
+          special |= _mm512_testn_epi8_mask(v[i], exponent);
+        }
+        if (special != 0) break;
+        step(j, v, std::false_type{});
+      }
+      if (j < p1) step(j, v, std::true_type{});
     }
     const __m512 rescale = _mm512_set1_ps(kFp8LineScale);
     for (int i = 0; i < NTL; ++i) {
-      __m512 s_even, s_odd;  // each lane's row scale * 2^60
+      __m512 s_even, s_odd;  // each lane's row scale * 2^56
       if (uniform[i]) {
         s_even = s_odd = _mm512_set1_ps(scale_row[i][b0 / bc] * kFp8LineScale);
       } else {
