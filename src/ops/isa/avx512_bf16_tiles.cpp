@@ -180,8 +180,9 @@ void TiledDotFp8(const float* x, const WeightView& w, int64_t r0, float* y, int6
 // (then infinite). Lanes: q = 0 even rows' even columns, 1 even rows' odd columns, 2 odd rows'
 // even columns, 3 odd rows' odd columns; a row's even and odd column totals are added at the
 // end, as in TiledDotFp8. Decode's FP8 products had been bound by the conversion, not by DRAM:
-// in one core's L1 the f16 form took 0.92 ns per 32 bytes (34 GB/s), this one 0.63 (0.65 with
-// 2 % of lines mended, as e4m3-quantized normal weights give). matmul_bench
+// in one core's L1 the f16 form took 0.92 ns per 32 bytes (34 GB/s), this one 0.63 (1.01 with a
+// zero code every 500 bytes, a quarter of the pair steps mended; e4m3-quantized normal weights
+// hold a zero or subnormal code in a few per cent of lines). matmul_bench
 // BM_Bf16Tiles/dtype:3 T=1, 2 threads (host busy): 512x2048 19.6 -> 13.7-18.0 us, 2048x2048
 // 70.3 -> 49.6-62.2 us (32000x2048, 65 MB from DRAM: 1197 -> 1126-1234 us, level). bench-medium
 // FP8 tg64, tokens alternating with the f16 form in one process: 6.9-7.7 % less time a token.
