@@ -107,7 +107,7 @@ void TiledDotFp8(const float* x, const WeightView& w, int64_t r0, float* y, int6
   for (int h = 0; h < H; h += 2)
     for (int64_t j = 0; j < std::min(kFp8AheadLines, pairs); ++j)
       _mm_prefetch(reinterpret_cast<const char*>(half[h] + j * 64), _MM_HINT_T0);
-  for (int64_t b0 = 0; b0 < cols; b0 += bc) {
+  for (int64_t b0 = 0, block = 0; b0 < cols; b0 += bc, ++block) {  // block = b0 / bc
     const int64_t p1 = std::min(cols, b0 + bc) / 2;
     __m512 part_lo[H][NT], part_hi[H][NT];
     for (int h = 0; h < H; ++h)
@@ -139,9 +139,9 @@ void TiledDotFp8(const float* x, const WeightView& w, int64_t r0, float* y, int6
     for (int h = 0; h < H; ++h) {
       __m512 s_lo, s_hi;  // each lane's row scale * 2^8
       if (uniform[h]) {
-        s_lo = s_hi = _mm512_set1_ps(scale_row[h][b0 / bc] * 256.0f);
+        s_lo = s_hi = _mm512_set1_ps(scale_row[h][block] * 256.0f);
       } else {
-        const __m512i b = _mm512_set1_epi32(static_cast<int32_t>(b0 / bc));
+        const __m512i b = _mm512_set1_epi32(static_cast<int32_t>(block));
         s_lo =
             _mm512_mul_ps(_mm512_i32gather_ps(_mm512_add_epi32(at_lo[h], b), w.scale, 4), rescale);
         s_hi =
@@ -231,8 +231,9 @@ void TiledDotFp8Lines(const float* x, const WeightView& w, int64_t r0, float* y,
     line[i] = TilePairs(w, r / kBf16Tile, 0);
     for (int q = 0; q < 4; ++q)
       for (int t = 0; t < NT; ++t) total[i][q][t] = _mm512_setzero_ps();
-    uniform[i] = r / w.block_rows == (r + kBf16Tile - 1) / w.block_rows;
-    scale_row[i] = w.scale + r / w.block_rows * scale_cols;
+    const int64_t block_row = r / w.block_rows;  // one division a tile (decode calls are short)
+    uniform[i] = r - block_row * w.block_rows + kBf16Tile <= w.block_rows;
+    scale_row[i] = w.scale + block_row * scale_cols;
     if (uniform[i]) continue;
     alignas(64) int32_t at[32];
     for (int64_t k = 0; k < 16; ++k) {
@@ -246,7 +247,7 @@ void TiledDotFp8Lines(const float* x, const WeightView& w, int64_t r0, float* y,
     for (int64_t j = 0; j < std::min(kFp8AheadLines, pairs); ++j)
       _mm_prefetch(reinterpret_cast<const char*>(line[i] + j * 64), _MM_HINT_T0);
   const __m512i exponent = _mm512_set1_epi8(0x78);
-  for (int64_t b0 = 0; b0 < cols; b0 += bc) {
+  for (int64_t b0 = 0, block = 0; b0 < cols; b0 += bc, ++block) {  // block = b0 / bc
     const int64_t p1 = std::min(cols, b0 + bc) / 2;
     __m512 part[NTL][4][NT];
     for (int i = 0; i < NTL; ++i)
@@ -291,9 +292,9 @@ void TiledDotFp8Lines(const float* x, const WeightView& w, int64_t r0, float* y,
     for (int i = 0; i < NTL; ++i) {
       __m512 s_even, s_odd;  // each lane's row scale * 2^56
       if (uniform[i]) {
-        s_even = s_odd = _mm512_set1_ps(scale_row[i][b0 / bc] * kFp8LineScale);
+        s_even = s_odd = _mm512_set1_ps(scale_row[i][block] * kFp8LineScale);
       } else {
-        const __m512i b = _mm512_set1_epi32(static_cast<int32_t>(b0 / bc));
+        const __m512i b = _mm512_set1_epi32(static_cast<int32_t>(block));
         s_even = _mm512_mul_ps(_mm512_i32gather_ps(_mm512_add_epi32(at_even[i], b), w.scale, 4),
                                rescale);
         s_odd =
