@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "ops/bf16_tiles.h"
+#include "ops/isa/avx512_fp8_lines.h"
 #include "ops/isa/simd_intrinsics.h"
 #include "ops/kernels_internal.h"
 
@@ -165,56 +166,22 @@ void TiledDotFp8(const float* x, const WeightView& w, int64_t r0, float* y, int6
 
 // FP8 over whole tiles (r0 a multiple of 32), the form decode takes: y[t, r0 + 32 i + l] for
 // i < NTL tiles, l < 32, t < NT. A pair step's 64-byte line (the tile's 32 rows' byte pairs) is
-// read as 16 dwords, dword k = rows 2k and 2k + 1's (even, odd) column bytes, and each byte
-// position becomes a vector of 16 rows' f32s by shifts and one ternary-logic op, no widening
-// shuffle or vcvtph2ps: ((v << (24 - 8 b)) >>arith 4) & 0x87f00000 | 0x20000000 puts a byte's
-// sign on bit 31 and its 4 exponent and 3 mantissa bits under an f32 exponent offset by 64, an
-// f32 worth e4m3 * 2^-56 for every code with a nonzero exponent (always a normal f32). Codes
-// with a zero exponent (zeros and subnormals) come out as sign * 2^-63 (1 + m/8) and are mended
-// to 2 * that - sign * 2^-62 = sign * m * 2^-65 (exact) in the rare lines that hold one, off the
-// fast loop (a branch inside it made GCC keep the sums in memory). No operand is ever an f32
-// subnormal: Intel cores take a microcode assist on those (AMD's do not), and real e4m3 weights
-// hold subnormal codes. The block scale is multiplied by 2^56, so every product and partial sum
-// is the f16 form's (TiledDotFp8) times 2^-48: the same bits, unless a block's partial sum of
-// e4m3 * x lies under 2^-70 in magnitude (then an f32 subnormal) or a block scale reaches 2^72
-// (then infinite). Lanes: q = 0 even rows' even columns, 1 even rows' odd columns, 2 odd rows'
-// even columns, 3 odd rows' odd columns; a row's even and odd column totals are added at the
-// end, as in TiledDotFp8. Decode's FP8 products had been bound by the conversion, not by DRAM:
-// in one core's L1 the f16 form took 0.92 ns per 32 bytes (34 GB/s), this one 0.63 (1.01 with a
-// zero code every 500 bytes, a quarter of the pair steps mended; e4m3-quantized normal weights
-// hold a zero or subnormal code in a few per cent of lines). matmul_bench
-// BM_Bf16Tiles/dtype:3 T=1, 2 threads (host busy): 512x2048 19.6 -> 13.7-18.0 us, 2048x2048
-// 70.3 -> 49.6-62.2 us (32000x2048, 65 MB from DRAM: 1197 -> 1126-1234 us, level). bench-medium
-// FP8 tg64, tokens alternating with the f16 form in one process: 6.9-7.7 % less time a token.
-constexpr float kFp8LineScale = 0x1p56f;  // block scale times 2^56
-
-// The 4 byte positions of a line as f32 (q as TiledDotFp8Lines's lanes); kMend: a line with a
-// zero-exponent code.
-template <bool kMend>
-void Fp8LineValues(__m512i v, __m512 wq[4]) {
-  const __m512i bits = _mm512_set1_epi32(static_cast<int>(0x87f00000u));
-  const __m512i offset = _mm512_set1_epi32(0x20000000);  // exponent + 64
-  // (a & b) | c
-  wq[0] = _mm512_castsi512_ps(_mm512_ternarylogic_epi32(
-      _mm512_srai_epi32(_mm512_slli_epi32(v, 24), 4), bits, offset, 0xEA));
-  wq[1] = _mm512_castsi512_ps(_mm512_ternarylogic_epi32(
-      _mm512_srai_epi32(_mm512_slli_epi32(v, 16), 4), bits, offset, 0xEA));
-  wq[2] = _mm512_castsi512_ps(
-      _mm512_ternarylogic_epi32(_mm512_srai_epi32(_mm512_slli_epi32(v, 8), 4), bits, offset, 0xEA));
-  wq[3] =
-      _mm512_castsi512_ps(_mm512_ternarylogic_epi32(_mm512_srai_epi32(v, 4), bits, offset, 0xEA));
-  if constexpr (kMend) {
-    const __m512i sign = _mm512_set1_epi32(static_cast<int>(0x80000000u));
-    const __m512i low = _mm512_castps_si512(_mm512_set1_ps(0x1p-62f));
-    for (int q = 0; q < 4; ++q) {
-      const __m512i u = _mm512_castps_si512(wq[q]);
-      const __mmask16 zero_exponent = _mm512_testn_epi32_mask(u, _mm512_set1_epi32(0x07800000));
-      const __m512 c = _mm512_castsi512_ps(_mm512_ternarylogic_epi32(u, sign, low, 0xEA));
-      wq[q] = _mm512_mask_fmsub_ps(wq[q], zero_exponent, _mm512_set1_ps(2.0f), c);
-    }
-  }
-}
-
+// read as 16 dwords, dword k = rows 2k and 2k + 1's (even, odd) column bytes, and decoded by
+// Fp8LineValues (ops/isa/avx512_fp8_lines.h) into 4 vectors, one per byte position, of values
+// worth e4m3 * 2^-56; the block scale is multiplied by 2^56, so every product and partial sum is
+// the f16 form's (TiledDotFp8) times 2^-48: the same bits, unless a block's partial sum of e4m3 *
+// x lies under 2^-70 in magnitude (then an f32 subnormal) or a block scale reaches 2^72 (then
+// infinite). Lanes: q = 0 even rows' even columns, 1 even rows' odd columns, 2 odd rows' even
+// columns, 3 odd rows' odd columns; a row's even and odd column totals are added at the end, as
+// in TiledDotFp8. Lines with a zero-exponent code are decoded with the mending off the fast loop
+// (a branch inside it made GCC keep the sums in memory). Decode's FP8 products had been bound by
+// the conversion, not by DRAM: in one core's L1 the f16 form took 0.92 ns per 32 bytes (34 GB/s),
+// this one 0.63 (1.01 with a zero code every 500 bytes, a quarter of the pair steps mended;
+// e4m3-quantized normal weights hold a zero or subnormal code in a few per cent of lines).
+// matmul_bench BM_Bf16Tiles/dtype:3 T=1, 2 threads (host busy): 512x2048 19.6 -> 13.7-18.0 us,
+// 2048x2048 70.3 -> 49.6-62.2 us (32000x2048, 65 MB from DRAM: 1197 -> 1126-1234 us, level).
+// bench-medium FP8 tg64, tokens alternating with the f16 form in one process: 6.9-7.7 % less
+// time a token.
 template <int NTL, int NT>
 void TiledDotFp8Lines(const float* x, const WeightView& w, int64_t r0, float* y, int64_t ldy) {
   const int64_t cols = w.cols, bc = w.block_cols, scale_cols = (cols + bc - 1) / bc;
@@ -246,7 +213,6 @@ void TiledDotFp8Lines(const float* x, const WeightView& w, int64_t r0, float* y,
   for (int i = 0; i < NTL; ++i)
     for (int64_t j = 0; j < std::min(kFp8AheadLines, pairs); ++j)
       _mm_prefetch(reinterpret_cast<const char*>(line[i] + j * 64), _MM_HINT_T0);
-  const __m512i exponent = _mm512_set1_epi8(0x78);
   for (int64_t b0 = 0, block = 0; b0 < cols; b0 += bc, ++block) {  // block = b0 / bc
     const int64_t p1 = std::min(cols, b0 + bc) / 2;
     __m512 part[NTL][4][NT];
@@ -275,15 +241,15 @@ void TiledDotFp8Lines(const float* x, const WeightView& w, int64_t r0, float* y,
       __m512i v[NTL];
       // Lines with no zero-exponent code, until one has.
       for (; j < p1; ++j) {
-        __mmask64 special = 0;
+        bool special = false;
         for (int i = 0; i < NTL; ++i) {
           if (j + kFp8AheadLines < pairs)
             _mm_prefetch(reinterpret_cast<const char*>(line[i] + (j + kFp8AheadLines) * 64),
                          _MM_HINT_T0);
           v[i] = _mm512_loadu_si512(line[i] + j * 64);
-          special |= _mm512_testn_epi8_mask(v[i], exponent);
+          special |= LineHasZeroExponent(v[i]);
         }
-        if (special != 0) break;
+        if (special) break;
         step(j, v, std::false_type{});
       }
       if (j < p1) step(j, v, std::true_type{});
