@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <limits>
 #include <random>
 #include <string>
@@ -327,9 +328,12 @@ TEST(MatMul, ScalarMatchesDoubleNaive) {
 
 // MatMul on every ISA variant against the scalar twin, for one random case: both evaluations are
 // within gamma of exact, so twice the bound between them.
+// `codes`, for FP8: rewrites the weight's bytes first (the default draws every code).
 void ExpectEveryIsaMatchesScalar(std::mt19937& rng, DType dtype, int64_t rows, int64_t cols,
-                                 int64_t T, BlockShape block) {
-  const TestWeight w = MakeWeight(rng, dtype, rows, cols, block.rows, block.cols);
+                                 int64_t T, BlockShape block,
+                                 const std::function<void(TestWeight*)>& codes = nullptr) {
+  TestWeight w = MakeWeight(rng, dtype, rows, cols, block.rows, block.cols);
+  if (codes) codes(&w);
   const std::vector<float> x = RandomFloats(rng, T * cols);
   std::vector<double> exact, abs_sum;
   NaiveMatMul(x, T, w, &exact, &abs_sum);
@@ -358,6 +362,68 @@ TEST(MatMul, EveryIsaMatchesScalar) {
             ExpectEveryIsaMatchesScalar(rng, dtype, rows, cols, T, block);
     }
   }
+}
+
+// FP8 rows as AVX-512's row-major decode form reads them (ops/isa/avx512_fp8_lines.h): whole
+// 64-byte lines, most with no zero-exponent code (its fast loop; uniformly drawn codes put one in
+// nearly every line), some with one (mended), and the rest of a block past its last whole line.
+// 9 rows (a tile of 8 and one more), widths with and without a partial line, blocks of 128 and
+// 100 columns (a block's last line partial), T = 1 to 4.
+TEST(MatMul, Fp8LinesMatchScalar) {
+  std::mt19937 rng(21);
+  for (const BlockShape block : {BlockShape{128, 128}, BlockShape{3, 100}})
+    for (int64_t cols : {64, 228, 1000})
+      for (int64_t T : {1, 2, 3, 4})
+        for (int every : {0, 5}) {  // a zero-exponent code in every `every`-th line (0: none)
+          ExpectEveryIsaMatchesScalar(rng, DType::kF8E4M3, 9, cols, T, block, [&](TestWeight* w) {
+            for (size_t i = 0; i < w->bytes.size(); ++i) {
+              uint8_t& b = w->bytes[i];
+              if ((b & 0x78) == 0) b |= 0x08;  // exponent 1
+              if (every > 0 && i % 64 == 7 && (i / 64) % every == 0)
+                b = static_cast<uint8_t>(i / 64 % 3 == 0 ? 0x00 : i / 64 % 3 == 1 ? 0x83 : 0x05);
+            }
+          });
+        }
+}
+
+// Every e4m3 code through the row-major exact path, one product per row so each result is
+// exact: row r (256 rows) holds code r at column k = (r * 7 + shift) % cols and +0 elsewhere
+// (120 columns: k in AVX-512's whole lines or in the 56 past them), x a signed power of two in
+// [2^-40, 2^40], block scales 0.75 * 2^j: y[t, r] = e4m3(r) * x[t, k] * scale (at most 7
+// significant bits) must come out bitwise on every ISA, NaN codes aside. Every line holds zeros,
+// so AVX-512 mends zero-exponent codes in all of them (a wrong decoding of a zero or subnormal
+// code is far below the rounding bound of the test above).
+TEST(MatMul, EveryFp8CodeExactRowMajor) {
+  std::mt19937 rng(22);
+  for (const BlockShape block : {BlockShape{128, 128}, BlockShape{3, 32}})
+    for (int64_t shift : {0, 61}) {
+      const int64_t rows = 256, cols = 120;
+      TestWeight w = MakeWeight(rng, DType::kF8E4M3, rows, cols, block.rows, block.cols);
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t k = 0; k < cols; ++k)
+          w.bytes[static_cast<size_t>(r * cols + k)] =
+              k == (r * 7 + shift) % cols ? static_cast<uint8_t>(r) : 0;
+      for (size_t i = 0; i < w.scale.size(); ++i)
+        w.scale[i] = std::ldexp(0.75f, static_cast<int>(i % 9) - 4);
+      for (int64_t T : {1, 2, 3, 4}) {
+        std::vector<float> x(static_cast<size_t>(T * cols));
+        for (size_t i = 0; i < x.size(); ++i)
+          x[i] = std::ldexp(i % 3 == 0 ? -1.0f : 1.0f,
+                            static_cast<int>((i * 7 + rng() % 3) % 81) - 40);
+        for (Isa isa : RunnableIsas()) {
+          std::vector<float> y(static_cast<size_t>(T * rows), NAN);
+          MatMul(KernelContext{nullptr, isa}, x.data(), T, w.View(), y.data());
+          for (int64_t t = 0; t < T; ++t)
+            for (int64_t r = 0; r < rows; ++r) {
+              if ((r & 0x7f) == 0x7f) continue;  // NaN codes
+              const int64_t k = (r * 7 + shift) % cols;
+              const double want = w.At(r, k) * x[static_cast<size_t>(t * cols + k)];
+              ASSERT_EQ(y[static_cast<size_t>(t * rows + r)], static_cast<float>(want))
+                  << IsaName(isa) << " grid " << block.rows << " T=" << T << " code " << r;
+            }
+        }
+      }
+    }
 }
 
 // The packed (prefill) forms' edges: every micro-kernel width (T mod the tile), several token
