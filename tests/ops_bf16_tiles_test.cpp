@@ -191,7 +191,7 @@ TEST(Bf16Tiles, ExactPathsMatchTheRowMajorWeight) {
 // Every e4m3 code through the exact tiled path, one product per row so each result is exact:
 // row r (256 rows, 8 tiles) holds code r at column k = (r + shift) % 64 and +0 elsewhere (shift 0
 // and 1: every code in an even and an odd column), x is a signed power of two in [2^-40, 2^40]
-// and the block scales are 0.75 * 2^k, so y[t, r] = e4m3(r) * x[t, k] * scale (at most 7
+// and the block scales are 0.75 * 2^k, so y[t, r] = e4m3(r) * x[t, k] * scale (at most 6
 // significant bits) must come out bitwise on every ISA, NaN codes aside. Pins the decoding of
 // each code (subnormals, signs; every line here holds zeros, so AVX-512's line kernel mends
 // zero-exponent codes in all of them, where the random weights above mostly take its fast
@@ -229,6 +229,59 @@ TEST(Bf16Tiles, EveryFp8CodeExactOnTiles) {
               ASSERT_EQ(got[static_cast<size_t>(t * rows + r)], static_cast<float>(want))
                   << IsaName(isa) << " grid " << br << " shift " << shift << " T=" << T
                   << " t=" << t << " code " << r;
+            }
+        }
+      }
+    }
+}
+
+// The zero-exponent codes (zeros, subnormals), each the only one in its pair-step line: 16 tiles,
+// tile t holding zero-exponent code t (negative ones first) in row (13 t + 5) % 32 (either half
+// of the line) and nonzero-exponent codes in its other rows, all in column k0; every other column
+// holds 0x38 (1.0) and x is 0 there, so y[t, r] = e4m3 * x[t, k0] * scale exactly. AVX-512's line
+// kernel must notice a lone code anywhere in a line, of either sign, and mend it (the test above
+// has +0 in every line). The 48 x 32 grid has tiles inside one row block and tiles across two.
+TEST(Bf16Tiles, LoneZeroExponentCodesExactOnTiles) {
+  std::mt19937 rng(6);
+  ThreadPool pool(2);
+  const int64_t rows = 512, cols = 64;
+  std::vector<uint8_t> codes(static_cast<size_t>(rows));
+  for (int64_t r = 0, next = 0; r < rows; ++r) {
+    const int64_t tile = r / 32;
+    if (r % 32 == (13 * tile + 5) % 32) {
+      codes[static_cast<size_t>(r)] = static_cast<uint8_t>(tile < 8 ? 0x80 + tile : tile - 8);
+      continue;
+    }
+    uint8_t code;
+    do code = static_cast<uint8_t>(next++ % 256);
+    while ((code & 0x78) == 0 || (code & 0x7f) == 0x7f);  // nonzero exponent, not NaN
+    codes[static_cast<size_t>(r)] = code;
+  }
+  for (int64_t br : {128, 48})
+    for (int64_t k0 : {0, 1, 45, 63}) {
+      Case c(rng, DType::kF8E4M3, rows, cols, br, br == 128 ? 128 : 32);
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t k = 0; k < cols; ++k)
+          c.bytes[static_cast<size_t>(r * cols + k)] =
+              k == k0 ? codes[static_cast<size_t>(r)] : 0x38;
+      for (size_t i = 0; i < c.scale.size(); ++i)
+        c.scale[i] = std::ldexp(0.75f, static_cast<int>(i % 9) - 4);
+      auto [tiled, w] = Tiled(c);
+      for (int64_t T : {1, 2, 3}) {
+        std::vector<float> x(static_cast<size_t>(T * cols), 0.0f);
+        for (int64_t t = 0; t < T; ++t)
+          x[static_cast<size_t>(t * cols + k0)] =
+              std::ldexp(t % 2 == 0 ? 1.0f : -1.0f, static_cast<int>(rng() % 41) - 20);
+        for (Isa isa : RunnableIsas()) {
+          KernelContext ctx{&pool, isa};
+          std::vector<float> got(static_cast<size_t>(T * rows));
+          MatMul(ctx, x.data(), T, w, got.data());
+          for (int64_t t = 0; t < T; ++t)
+            for (int64_t r = 0; r < rows; ++r) {
+              const double want = c.At(r, k0) * x[static_cast<size_t>(t * cols + k0)];
+              ASSERT_EQ(got[static_cast<size_t>(t * rows + r)], static_cast<float>(want))
+                  << IsaName(isa) << " grid " << br << " k0 " << k0 << " T=" << T << " row " << r
+                  << " code " << int{codes[static_cast<size_t>(r)]};
             }
         }
       }

@@ -389,7 +389,7 @@ TEST(MatMul, Fp8LinesMatchScalar) {
 // Every e4m3 code through the row-major exact path, one product per row so each result is
 // exact: row r (256 rows) holds code r at column k = (r * 7 + shift) % cols and +0 elsewhere
 // (120 columns: k in AVX-512's whole lines or in the 56 past them), x a signed power of two in
-// [2^-40, 2^40], block scales 0.75 * 2^j: y[t, r] = e4m3(r) * x[t, k] * scale (at most 7
+// [2^-40, 2^40], block scales 0.75 * 2^j: y[t, r] = e4m3(r) * x[t, k] * scale (at most 6
 // significant bits) must come out bitwise on every ISA, NaN codes aside. Every line holds zeros,
 // so AVX-512 mends zero-exponent codes in all of them (a wrong decoding of a zero or subnormal
 // code is far below the rounding bound of the test above).
@@ -424,6 +424,42 @@ TEST(MatMul, EveryFp8CodeExactRowMajor) {
         }
       }
     }
+}
+
+// The zero-exponent codes (zeros, subnormals) alone in their rows' lines: row r holds zero-exponent
+// code r (0x00-0x07, 0x80-0x87) or a nonzero-exponent code (rows 16-40) in column k0 and 0x38
+// (1.0) elsewhere, x is 0 but at k0: y[t, r] = e4m3 * x[t, k0] * scale exactly. k0 in the low and
+// the high half of a 64-byte line, and past the whole lines (100 of 120 columns). AVX-512's line
+// decoding must notice a lone code of either sign anywhere in a line and mend it.
+TEST(MatMul, LoneZeroExponentCodesExactRowMajor) {
+  std::mt19937 rng(23);
+  const int64_t rows = 41, cols = 120;
+  for (int64_t k0 : {3, 40, 63, 100}) {
+    TestWeight w = MakeWeight(rng, DType::kF8E4M3, rows, cols, 128, 128);
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t k = 0; k < cols; ++k) {
+        const uint8_t code = r < 16 ? static_cast<uint8_t>(r < 8 ? 0x80 + r : r - 8)
+                                    : static_cast<uint8_t>(r * 5 + 8);
+        w.bytes[static_cast<size_t>(r * cols + k)] = k == k0 ? code : 0x38;
+      }
+    w.scale[0] = 0.375f;
+    for (int64_t T : {1, 2, 3}) {
+      std::vector<float> x(static_cast<size_t>(T * cols), 0.0f);
+      for (int64_t t = 0; t < T; ++t)
+        x[static_cast<size_t>(t * cols + k0)] =
+            std::ldexp(t % 2 == 0 ? -1.0f : 1.0f, static_cast<int>(rng() % 41) - 20);
+      for (Isa isa : RunnableIsas()) {
+        std::vector<float> y(static_cast<size_t>(T * rows), NAN);
+        MatMul(KernelContext{nullptr, isa}, x.data(), T, w.View(), y.data());
+        for (int64_t t = 0; t < T; ++t)
+          for (int64_t r = 0; r < rows; ++r) {
+            const double want = w.At(r, k0) * x[static_cast<size_t>(t * cols + k0)];
+            ASSERT_EQ(y[static_cast<size_t>(t * rows + r)], static_cast<float>(want))
+                << IsaName(isa) << " k0 " << k0 << " T=" << T << " row " << r;
+          }
+      }
+    }
+  }
 }
 
 // The packed (prefill) forms' edges: every micro-kernel width (T mod the tile), several token
