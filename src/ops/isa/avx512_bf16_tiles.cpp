@@ -74,7 +74,7 @@ void TiledDot(const float* x, const WeightView& w, int64_t r0, float* y, int64_t
 // and added to the lane's total; a row's even and odd lanes are added at the end. A row's result
 // never depends on H, NT or the other rows and tokens. Whole tiles take TiledDotFp8Lines (below,
 // the same bits but at the edges it names); this form is left the lone 16-row halves of a range
-// that starts or ends inside a tile. Each tile's line kFp8AheadLines on is
+// that starts or ends inside a tile (H = 1 only now). Each tile's line kFp8AheadLines on is
 // requested per pair step: matmul_bench BM_Bf16Tiles, 32000x2048 (65 MB, from DRAM) 1.15 of the
 // row-major kernel's prefetched rows' time without, 0.94 with 40 lines (16: 1.01, 80: 1.02).
 constexpr int64_t kFp8AheadLines = 40;
@@ -169,8 +169,9 @@ void TiledDotFp8(const float* x, const WeightView& w, int64_t r0, float* y, int6
 // read as 16 dwords, dword k = rows 2k and 2k + 1's (even, odd) column bytes, and decoded by
 // Fp8LineValues (ops/isa/avx512_fp8_lines.h) into 4 vectors, one per byte position, of values
 // worth e4m3 * 2^-56; the block scale is multiplied by 2^56, so every product and partial sum is
-// the f16 form's (TiledDotFp8) times 2^-48: the same bits, unless a block's partial sum of e4m3 *
-// x lies under 2^-70 in magnitude (then an f32 subnormal) or a block scale reaches 2^72 (then
+// the f16 form's (TiledDotFp8) times 2^-48: the same bits, unless a lane's product or running
+// partial sum of e4m3 * x lies under 2^-70 in magnitude (then an f32 subnormal, where the f16
+// form's threshold was 2^-118: activations under about 2^-60) or a block scale reaches 2^72 (then
 // infinite). Lanes: q = 0 even rows' even columns, 1 even rows' odd columns, 2 odd rows' even
 // columns, 3 odd rows' odd columns; a row's even and odd column totals are added at the end, as
 // in TiledDotFp8. Lines with a zero-exponent code are decoded with the mending off the fast loop

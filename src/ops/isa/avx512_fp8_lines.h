@@ -9,8 +9,10 @@
 // every code with a nonzero exponent (always a normal f32). Codes with a zero exponent (zeros and
 // subnormals) come out as sign * 2^-63 (1 + m/8); with kMend they are mended to 2 * that - sign *
 // 2^-62 = sign * m * 2^-65 (exact), for the rare lines that hold one (LineHasZeroExponent). No
-// value is ever an f32 subnormal: Intel cores take a microcode assist on a subnormal operand (AMD
-// cores do not), and real e4m3 weights hold subnormal codes. The NaN codes 0x7F/0xFF decode as
+// decoded value is ever an f32 subnormal: Intel cores take a microcode assist on a subnormal
+// operand (AMD cores do not), and real e4m3 weights hold subnormal codes. (A product or sum can
+// still be one when x is tiny, under about 2^-60, as in any f32 arithmetic.) The NaN codes
+// 0x7F/0xFF decode as
 // +-480 * 2^-56, as the f16 form's +-480 * 2^-8.
 //
 // Internal linkage on purpose, as ops/isa/transpose8x8.h explains: include it only from files

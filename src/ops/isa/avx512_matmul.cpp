@@ -4,9 +4,9 @@
 // results; tiled BF16/FP8 weights, ops/bf16_tiles.h, take the bf16-dot form only for ranges
 // starting on a tile, which every thread split's 64-row chunks do):
 // - T < kMinPackedT (decode, small expert batches): dot-product form. A tile of rows x tokens
-// streams each weight row
-//   once, converting 16 weights per load to f32 and accumulating 16-lane partial dots that are
-//   reduced at the end. Bandwidth-bound; the weights are touched exactly once.
+//   streams each weight row once, converting 16 weights per load to f32 (FP8: a 64-byte line at
+//   a time, ops/isa/avx512_fp8_lines.h) and accumulating 16-lane partial dots that are reduced at
+//   the end. Bandwidth-bound; the weights are touched exactly once.
 // - T >= kMinPackedT (prefill): outer-product form, as in BLAS. Blocks of W [kMc rows, kKc cols]
 //   are converted to f32 (FP8 block scale applied) and transposed into a panel [kKc][32 rows];
 //   blocks of x are transposed into [kKc][kNt tokens]. The micro-kernel keeps a 32-row x kNt-token
