@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <random>
 #include <string>
 #include <vector>
@@ -188,6 +189,25 @@ TEST(Bf16Tiles, ExactPathsMatchTheRowMajorWeight) {
   }
 }
 
+// MatMul of x [T, w.cols] on every ISA, bitwise against want(t, r) (rows where it is NaN: the
+// NaN codes, skipped).
+void ExpectExactOnEveryIsa(ThreadPool& pool, const WeightView& w, const std::vector<float>& x,
+                           int64_t T, const std::function<double(int64_t, int64_t)>& want,
+                           const std::string& trace) {
+  for (Isa isa : RunnableIsas()) {
+    KernelContext ctx{&pool, isa};
+    std::vector<float> got(static_cast<size_t>(T * w.rows));
+    MatMul(ctx, x.data(), T, w, got.data());
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t r = 0; r < w.rows; ++r) {
+        const double v = want(t, r);
+        if (std::isnan(v)) continue;
+        ASSERT_EQ(got[static_cast<size_t>(t * w.rows + r)], static_cast<float>(v))
+            << IsaName(isa) << " " << trace << " T=" << T << " t=" << t << " row " << r;
+      }
+  }
+}
+
 // Every e4m3 code through the exact tiled path, one product per row so each result is exact:
 // row r (256 rows, 8 tiles) holds code r at column k = (r + shift) % 64 and +0 elsewhere (shift 0
 // and 1: every code in an even and an odd column), x is a signed power of two in [2^-40, 2^40]
@@ -217,20 +237,13 @@ TEST(Bf16Tiles, EveryFp8CodeExactOnTiles) {
         for (size_t i = 0; i < x.size(); ++i)
           x[i] = std::ldexp(i % 3 == 0 ? -1.0f : 1.0f,
                             static_cast<int>((i * 7 + rng() % 3) % 81) - 40);
-        for (Isa isa : RunnableIsas()) {
-          KernelContext ctx{&pool, isa};
-          std::vector<float> got(static_cast<size_t>(T * rows));
-          MatMul(ctx, x.data(), T, w, got.data());
-          for (int64_t t = 0; t < T; ++t)
-            for (int64_t r = 0; r < rows; ++r) {
-              if ((r & 0x7f) == 0x7f) continue;  // NaN codes
+        ExpectExactOnEveryIsa(
+            pool, w, x, T,
+            [&](int64_t t, int64_t r) {
               const int64_t k = (r + shift) % cols;
-              const double want = c.At(r, k) * x[static_cast<size_t>(t * cols + k)];
-              ASSERT_EQ(got[static_cast<size_t>(t * rows + r)], static_cast<float>(want))
-                  << IsaName(isa) << " grid " << br << " shift " << shift << " T=" << T
-                  << " t=" << t << " code " << r;
-            }
-        }
+              return (r & 0x7f) == 0x7f ? NAN : c.At(r, k) * x[static_cast<size_t>(t * cols + k)];
+            },
+            "grid " + std::to_string(br) + " shift " + std::to_string(shift));
       }
     }
 }
@@ -272,18 +285,12 @@ TEST(Bf16Tiles, LoneZeroExponentCodesExactOnTiles) {
         for (int64_t t = 0; t < T; ++t)
           x[static_cast<size_t>(t * cols + k0)] =
               std::ldexp(t % 2 == 0 ? 1.0f : -1.0f, static_cast<int>(rng() % 41) - 20);
-        for (Isa isa : RunnableIsas()) {
-          KernelContext ctx{&pool, isa};
-          std::vector<float> got(static_cast<size_t>(T * rows));
-          MatMul(ctx, x.data(), T, w, got.data());
-          for (int64_t t = 0; t < T; ++t)
-            for (int64_t r = 0; r < rows; ++r) {
-              const double want = c.At(r, k0) * x[static_cast<size_t>(t * cols + k0)];
-              ASSERT_EQ(got[static_cast<size_t>(t * rows + r)], static_cast<float>(want))
-                  << IsaName(isa) << " grid " << br << " k0 " << k0 << " T=" << T << " row " << r
-                  << " code " << int{codes[static_cast<size_t>(r)]};
-            }
-        }
+        ExpectExactOnEveryIsa(
+            pool, w, x, T,
+            [&](int64_t t, int64_t r) {
+              return c.At(r, k0) * x[static_cast<size_t>(t * cols + k0)];
+            },
+            "grid " + std::to_string(br) + " k0 " + std::to_string(k0));
       }
     }
 }
