@@ -364,11 +364,11 @@ TEST(MatMul, EveryIsaMatchesScalar) {
   }
 }
 
-// FP8 rows as AVX-512's row-major decode form reads them (ops/isa/avx512_fp8_lines.h): whole
-// 64-byte lines, most with no zero-exponent code (its fast loop; uniformly drawn codes put one in
-// nearly every line), some with one (mended), and the rest of a block past its last whole line.
-// 9 rows (a tile of 8 and one more), widths with and without a partial line, blocks of 128 and
-// 100 columns (a block's last line partial), T = 1 to 4.
+// FP8 rows of realistic codes: whole 64-byte lines with no zero-exponent code (uniformly drawn
+// codes put one in nearly every line) and some lines with one, against the scalar twin. 9 rows
+// (a decode tile of 8 and one more), widths with and without a partial line, blocks of 128 and
+// 100 columns, T = 1 to 4. (Written for a row-major form of the tiled kernels' line decoding,
+// ops/isa/avx512_fp8_lines.h, measured slower and not kept; it checks whatever form runs.)
 TEST(MatMul, Fp8LinesMatchScalar) {
   std::mt19937 rng(21);
   for (const BlockShape block : {BlockShape{128, 128}, BlockShape{3, 100}})
@@ -388,11 +388,10 @@ TEST(MatMul, Fp8LinesMatchScalar) {
 
 // Every e4m3 code through the row-major exact path, one product per row so each result is
 // exact: row r (256 rows) holds code r at column k = (r * 7 + shift) % cols and +0 elsewhere
-// (120 columns: k in AVX-512's whole lines or in the 56 past them), x a signed power of two in
+// (120 columns: k in the first 64 or in the 56 past them), x a signed power of two in
 // [2^-40, 2^40], block scales 0.75 * 2^j: y[t, r] = e4m3(r) * x[t, k] * scale (at most 6
-// significant bits) must come out bitwise on every ISA, NaN codes aside. Every line holds zeros,
-// so AVX-512 mends zero-exponent codes in all of them (a wrong decoding of a zero or subnormal
-// code is far below the rounding bound of the test above).
+// significant bits) must come out bitwise on every ISA, NaN codes aside (a wrong decoding of a
+// zero or subnormal code is far below the rounding bound of the test above).
 TEST(MatMul, EveryFp8CodeExactRowMajor) {
   std::mt19937 rng(22);
   for (const BlockShape block : {BlockShape{128, 128}, BlockShape{3, 32}})
@@ -429,8 +428,8 @@ TEST(MatMul, EveryFp8CodeExactRowMajor) {
 // The zero-exponent codes (zeros, subnormals) alone in their rows' lines: row r holds zero-exponent
 // code r (0x00-0x07, 0x80-0x87) or a nonzero-exponent code (rows 16-40) in column k0 and 0x38
 // (1.0) elsewhere, x is 0 but at k0: y[t, r] = e4m3 * x[t, k0] * scale exactly. k0 in the low and
-// the high half of a 64-byte line, and past the whole lines (100 of 120 columns). AVX-512's line
-// decoding must notice a lone code of either sign anywhere in a line and mend it.
+// the high half of a 64-byte line, and past the whole lines (100 of 120 columns): a decoding that
+// treats zero-exponent codes apart must find a lone one of either sign anywhere.
 TEST(MatMul, LoneZeroExponentCodesExactRowMajor) {
   std::mt19937 rng(23);
   const int64_t rows = 41, cols = 120;

@@ -2,6 +2,7 @@
 // any T: decode and the few-token products of a model tiled for the bf16-dot path.
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 
 #include "ops/bf16_tiles.h"
 #include "ops/isa/avx512_fp8_lines.h"

@@ -1,7 +1,7 @@
 // FP8 (e4m3) weights decoded 64 bytes at a time by shifts and one ternary-logic op per 16
-// values, for the exact kernels' decode products (avx512_bf16_tiles.cpp on pair tiles,
-// avx512_matmul.cpp on row-major rows), in place of vpmovsxbw + vcvtph2ps, which bound those
-// products by their instruction count rather than by DRAM.
+// values, for the exact kernel's decode products on pair tiles (avx512_bf16_tiles.cpp), in place
+// of vpmovsxbw + vcvtph2ps, which bound those products by their instruction count rather than by
+// DRAM.
 //
 // A 64-byte line read as 16 dwords; byte position b of every dword becomes one vector:
 // ((v << (24 - 8 b)) >>arith 4) & 0x87f00000 | 0x20000000 puts a byte's sign on bit 31 and its 4
@@ -18,9 +18,6 @@
 // Internal linkage on purpose, as ops/isa/transpose8x8.h explains: include it only from files
 // built with the AVX-512 flags.
 #pragma once
-
-#include <cstdint>
-#include <type_traits>
 
 #include "ops/isa/simd_intrinsics.h"
 
@@ -57,60 +54,6 @@ void Fp8LineValues(__m512i v, __m512 wq[4]) {
       const __mmask16 zero_exponent = _mm512_testn_epi32_mask(u, _mm512_set1_epi32(0x07800000));
       const __m512 c = _mm512_castsi512_ps(_mm512_ternarylogic_epi32(u, sign, low, 0xEA));
       wq[q] = _mm512_mask_fmsub_ps(wq[q], zero_exponent, _mm512_set1_ps(2.0f), c);
-    }
-  }
-}
-
-// out[b], lane k = x[4 k + b] for the 64 floats at x: the columns a row-major line's byte
-// position b holds in lane k.
-inline void PermuteX64(const float* x, __m512 out[4]) {
-  const __m512 x0 = _mm512_loadu_ps(x), x1 = _mm512_loadu_ps(x + 16);
-  const __m512 x2 = _mm512_loadu_ps(x + 32), x3 = _mm512_loadu_ps(x + 48);
-  for (int b = 0; b < 4; ++b) {
-    // lane l: element 4 (l % 8) + b of (x0, x1) for l < 8, of (x2, x3) for l >= 8
-    const __m512i index = _mm512_add_epi32(
-        _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 0, 4, 8, 12, 16, 20, 24, 28),
-        _mm512_set1_epi32(b));
-    out[b] = _mm512_mask_blend_ps(0xff00, _mm512_permutex2var_ps(x0, index, x1),
-                                  _mm512_permutex2var_ps(x2, index, x3));
-  }
-}
-
-// Columns [c, end) (end - c a multiple of 64) of MR row-major FP8 rows dotted with NT tokens'
-// x: part[i][t] += the products, values worth e4m3 * 2^-56 (Fp8LineValues). Lane k of a line
-// step adds columns c + 4k, c + 4k + 1, c + 4k + 2, c + 4k + 3 in that order, so a row's sums
-// never depend on MR or NT. Each row's line `ahead` bytes on is requested per step. Lines with a
-// zero-exponent code take the mending off the fast loop (a branch inside it made GCC keep the
-// sums in memory).
-template <int MR, int NT>
-[[gnu::always_inline]] inline void Fp8RowLines(const uint8_t* const* wrow, const float* const* xrow,
-                                               int64_t c, int64_t end, int64_t ahead,
-                                               __m512 (&part)[MR][NT]) {
-  const auto step = [&](int64_t col, const __m512i* v, auto mend) {
-    __m512 xq[NT][4];
-    for (int t = 0; t < NT; ++t) PermuteX64(xrow[t] + col, xq[t]);
-    for (int i = 0; i < MR; ++i) {
-      __m512 wq[4];
-      Fp8LineValues<decltype(mend)::value>(v[i], wq);
-      for (int t = 0; t < NT; ++t)
-        for (int b = 0; b < 4; ++b) part[i][t] = _mm512_fmadd_ps(wq[b], xq[t][b], part[i][t]);
-    }
-  };
-  while (c < end) {
-    __m512i v[MR];
-    for (; c < end; c += 64) {
-      bool special = false;
-      for (int i = 0; i < MR; ++i) {
-        PrefetchAt(wrow[i], c + ahead);
-        v[i] = _mm512_loadu_si512(wrow[i] + c);
-        special |= LineHasZeroExponent(v[i]);
-      }
-      if (special) break;
-      step(c, v, std::false_type{});
-    }
-    if (c < end) {
-      step(c, v, std::true_type{});
-      c += 64;
     }
   }
 }

@@ -4,9 +4,9 @@
 // results; tiled BF16/FP8 weights, ops/bf16_tiles.h, take the bf16-dot form only for ranges
 // starting on a tile, which every thread split's 64-row chunks do):
 // - T < kMinPackedT (decode, small expert batches): dot-product form. A tile of rows x tokens
-//   streams each weight row once, converting 16 weights per load to f32 (FP8: a 64-byte line at
-//   a time, ops/isa/avx512_fp8_lines.h) and accumulating 16-lane partial dots that are reduced at
-//   the end. Bandwidth-bound; the weights are touched exactly once.
+//   streams each weight row once, converting 16 weights per load to f32 and accumulating 16-lane
+//   partial dots that are reduced at the end. Bandwidth-bound; the weights are touched exactly
+//   once.
 // - T >= kMinPackedT (prefill): outer-product form, as in BLAS. Blocks of W [kMc rows, kKc cols]
 //   are converted to f32 (FP8 block scale applied) and transposed into a panel [kKc][32 rows];
 //   blocks of x are transposed into [kKc][kNt tokens]. The micro-kernel keeps a 32-row x kNt-token
@@ -18,7 +18,6 @@
 #include <vector>
 
 #include "ops/bf16_tiles.h"
-#include "ops/isa/avx512_fp8_lines.h"
 #include "ops/isa/avx512_gemm_tile.h"
 #include "ops/isa/avx512_transpose16.h"
 #include "ops/isa/simd_intrinsics.h"
@@ -66,6 +65,14 @@ __m512 Fp8ToF32(__m128i bytes) {
   return _mm512_cvtph_ps(_mm256_and_si256(h, _mm256_set1_epi16(static_cast<short>(0xbfff))));
 }
 
+// Fp8ToF32 of 32 bytes at once (the integer steps on one zmm): lo = bytes 0-15, hi = 16-31.
+void Fp8ToF32x2(__m256i bytes, __m512* lo, __m512* hi) {
+  const __m512i h = _mm512_and_si512(_mm512_slli_epi16(_mm512_cvtepi8_epi16(bytes), 7),
+                                     _mm512_set1_epi16(static_cast<short>(0xbfff)));
+  *lo = _mm512_cvtph_ps(_mm512_castsi512_si256(h));
+  *hi = _mm512_cvtph_ps(_mm512_extracti64x4_epi64(h, 1));
+}
+
 // 16 weights W[row, c .. c+16) as f32 (FP8: times 2^-8, unscaled). `row` points at the row start.
 template <DType D>
 __m512 LoadWeights(const uint8_t* row, int64_t c) {
@@ -105,8 +112,7 @@ const uint8_t* RowPtr(const WeightView& w, int64_t r) {
 // ---------------------------------------------------------------------------------------------
 // Dot-product form (small T).
 
-// y[t0 + j, r + i] for i < MR, j < NT. FP8: each column block's partial dot is scaled once
-// (values e4m3 * 2^-56, the block scale times 2^56).
+// y[t0 + j, r + i] for i < MR, j < NT. FP8: each column block's partial dot is scaled once.
 template <DType D, int MR, int NT>
 void DotTile(const float* x, int64_t t0, const WeightView& w, int64_t r, float* y) {
   constexpr bool kFp8 = D == DType::kF8E4M3;
@@ -124,7 +130,6 @@ void DotTile(const float* x, int64_t t0, const WeightView& w, int64_t r, float* 
   constexpr int64_t kBytes = D == DType::kF32 ? 4 : D == DType::kF8E4M3 ? 1 : 2;
   const int64_t ahead = 2 * MR * cols * kBytes;
 
-  const __m512 line_unit = _mm512_set1_ps(0x1p-48f);  // FP8: e4m3 * 2^-8 to e4m3 * 2^-56
   __m512 acc[MR][NT];
   for (int i = 0; i < MR; ++i)
     for (int j = 0; j < NT; ++j) acc[i][j] = _mm512_setzero_ps();
@@ -134,15 +139,23 @@ void DotTile(const float* x, int64_t t0, const WeightView& w, int64_t r, float* 
     for (int i = 0; i < MR; ++i)
       for (int j = 0; j < NT; ++j) part[i][j] = _mm512_setzero_ps();
     int64_t c = b0;
-    if constexpr (kFp8) {
-      // Whole 64-byte lines decoded by shifts (ops/isa/avx512_fp8_lines.h), values e4m3 * 2^-56;
-      // the rest of the block as e4m3 * 2^-8 (LoadWeights) times 2^-48, exact. Against the f16
-      // form (vpmovsxbw + vcvtph2ps, 32 columns a step): matmul_bench BM_MatMul FP8 T=1, 2
-      // threads, 512x2048 and 2048x2048 (from the caches) 40-41 -> 49-51 GB/s; bench-medium
-      // FP8 --load mmap tg64 (all row-major, from DRAM) level within the A/B harness's noise.
-      const int64_t lines_end = b0 + (b1 - b0) / 64 * 64;
-      Fp8RowLines<MR, NT>(wrow, xrow, c, lines_end, ahead, part);
-      c = lines_end;
+    if constexpr (kFp8 && NT == 1) {
+      // Decode: 32 FP8 weights per step, converted together and prefetched once per 64 bytes
+      // (16 at a time, the FP8 GEMV was bound by its instruction count: matmul_bench
+      // 12288x7168 T=1 44-45 -> 45-50 GB/s). Each lane adds its columns in the same order.
+      // (The tiled kernels' line decoding, ops/isa/avx512_fp8_lines.h, with x permuted to the
+      // lines' column order, was slower here: BM_Bf16Tiles FP8 row_major_us 512x2048 T=1 26-28
+      // -> 33-34 us, 2048x2048 102-104 -> 132-136, T=4 64-74 -> 82-94, against this binary.)
+      for (; c + 32 <= b1; c += 32) {
+        const __m512 x0 = _mm512_loadu_ps(xrow[0] + c), x1 = _mm512_loadu_ps(xrow[0] + c + 16);
+        for (int i = 0; i < MR; ++i) {
+          if (c % 64 == 0) PrefetchAt(wrow[i], c + ahead);
+          __m512 w0, w1;
+          Fp8ToF32x2(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(wrow[i] + c)), &w0, &w1);
+          part[i][0] = _mm512_fmadd_ps(w0, x0, part[i][0]);
+          part[i][0] = _mm512_fmadd_ps(w1, x1, part[i][0]);
+        }
+      }
     }
     for (; c + 16 <= b1; c += 16) {
       __m512 xv[NT];
@@ -151,8 +164,7 @@ void DotTile(const float* x, int64_t t0, const WeightView& w, int64_t r, float* 
         // The same columns two tiles ahead (rows lie back to back): DRAM requests for the next
         // tiles are in flight while this one is summed (two tiles measured a little better).
         PrefetchAt(wrow[i], c * kBytes + ahead);
-        const __m512 wv = kFp8 ? _mm512_mul_ps(LoadWeights<D>(wrow[i], c), line_unit)
-                               : LoadWeights<D>(wrow[i], c);
+        const __m512 wv = LoadWeights<D>(wrow[i], c);
         for (int j = 0; j < NT; ++j) part[i][j] = _mm512_fmadd_ps(wv, xv[j], part[i][j]);
       }
     }
@@ -161,14 +173,13 @@ void DotTile(const float* x, int64_t t0, const WeightView& w, int64_t r, float* 
       __m512 xv[NT];
       for (int j = 0; j < NT; ++j) xv[j] = _mm512_maskz_loadu_ps(m, xrow[j] + c);
       for (int i = 0; i < MR; ++i) {
-        const __m512 wv = kFp8 ? _mm512_mul_ps(LoadWeightsMasked<D>(wrow[i], c, m), line_unit)
-                               : LoadWeightsMasked<D>(wrow[i], c, m);
+        const __m512 wv = LoadWeightsMasked<D>(wrow[i], c, m);
         for (int j = 0; j < NT; ++j) part[i][j] = _mm512_fmadd_ps(wv, xv[j], part[i][j]);
       }
     }
     if constexpr (kFp8) {
       for (int i = 0; i < MR; ++i) {
-        const __m512 s = _mm512_set1_ps(srow[i][b0 / block_cols] * kFp8LineScale);
+        const __m512 s = _mm512_set1_ps(srow[i][b0 / block_cols] * kFp8Rescale);
         for (int j = 0; j < NT; ++j) acc[i][j] = _mm512_fmadd_ps(part[i][j], s, acc[i][j]);
       }
     } else {
