@@ -33,15 +33,18 @@ namespace {
 
 constexpr double kRelTol = 1e-5;
 
-std::vector<int32_t> Tokens(int64_t vocab) {
+std::vector<int32_t> Tokens(int64_t vocab, int64_t n = 9) {
   std::mt19937_64 rng(5);
-  std::vector<int32_t> t(9);
+  std::vector<int32_t> t(static_cast<size_t>(n));
   for (auto& x : t) x = static_cast<int32_t>(rng() % static_cast<uint64_t>(vocab));
   return t;
 }
 
+// The logits of every token: one forward over all of them, or with `first` > 0 one over the
+// first `first` tokens and then one per token (decoding: the absorbed attention of one token).
 std::vector<float> Logits(const std::string& dir, const std::vector<int32_t>& tokens,
-                          const LoadOptions& load = LoadOptions{}, bool int8_dot = false) {
+                          const LoadOptions& load = LoadOptions{}, bool int8_dot = false,
+                          int64_t first = 0) {
   auto model = Model::Load(dir, load);
   EXPECT_TRUE(model.ok()) << model.status().message();
   if (!model.ok()) return {};
@@ -56,6 +59,12 @@ std::vector<float> Logits(const std::string& dir, const std::vector<int32_t>& to
       EXPECT_EQ(w.mtp[0].shared_head_head.row_tiles, ops::kRowTile);
     }
     EXPECT_EQ(layer.attn.kv_b_proj.row_tiles, 0);
+    // Decoding's copies of its halves: W_UK row-major, W_UV tiled where its columns allow.
+    const ModelConfig& c = (*model)->config();
+    EXPECT_EQ(layer.attn.kv_b_uk.rows, c.num_attention_heads * c.qk_nope_head_dim);
+    EXPECT_EQ(layer.attn.kv_b_uk.row_tiles, 0);
+    EXPECT_EQ(layer.attn.kv_b_uv.rows, c.num_attention_heads * c.v_head_dim);
+    EXPECT_EQ(layer.attn.kv_b_uv.row_tiles, c.kv_lora_rank % 32 == 0 ? ops::kRowTile : 0);
     EXPECT_EQ((*model)->weights().embed_tokens.row_tiles, 0);
     // dsv3 quantize's scales are f16 values, so the tiles hold them as f16.
     EXPECT_TRUE(layer.attn.q_a_proj.f16_tile_scales);
@@ -68,8 +77,13 @@ std::vector<float> Logits(const std::string& dir, const std::vector<int32_t>& to
   ops::KernelContext ctx{&pool, ops::BestIsa()};
   ctx.int8_dot = int8_dot;
   std::vector<float> logits(static_cast<size_t>(T * V));
-  Status s = Forward(**model, ctx, state, tokens, ForwardOptions{}, logits.data());
-  EXPECT_TRUE(s.ok()) << s.message();
+  for (int64_t t = 0; t < T;) {
+    const int64_t n = first <= 0 ? T : t == 0 ? first : 1;
+    Status s = Forward(**model, ctx, state, std::span(tokens).subspan(t, n), ForwardOptions{},
+                       logits.data() + t * V);
+    EXPECT_TRUE(s.ok()) << s.message();
+    t += n;
+  }
   return logits;
 }
 
@@ -158,9 +172,11 @@ TEST_F(QuantizeTest, EveryTypeLoadsAndMatchesItsDequantisedCopy) {
 // activations) changes the weights' byte order, never the logits: bit for bit the same, with int8
 // activations and without (tiled weights then take the scalar reference).
 TEST_F(QuantizeTest, TiledInt8WeightsGiveTheSameLogits) {
-  // o_proj (48 columns) and others stay row-major, so both kinds run side by side.
+  // o_proj (48 columns) and others stay row-major, so both kinds run side by side. kv_lora_rank
+  // 64 lets decoding's W_UV copy be tiled; its heads' 12 rows straddle the tiles.
   auto config = WideTinyV3(32);
   ASSERT_TRUE(config.ok());
+  config->kv_lora_rank = 64;
   RandomCheckpointOptions options;
   options.seed = 4;
   options.mtp = true;
@@ -176,6 +192,14 @@ TEST_F(QuantizeTest, TiledInt8WeightsGiveTheSameLogits) {
     const std::vector<float> int8_rows = Logits(q, tokens, LoadOptions{}, true);
     ASSERT_FALSE(int8_rows.empty());
     EXPECT_EQ(Logits(q, tokens, tiled, true), int8_rows);
+    // Decoding token by token: the absorbed attention reads kv_b_proj's halves from the copies
+    // (tiled) instead of kv_b_proj's rows; the same bits.
+    const std::vector<float> decoded = Logits(q, tokens, LoadOptions{}, true, 1);
+    EXPECT_EQ(Logits(q, tokens, tiled, true, 1), decoded);
+    // And past 512 cached positions, where decoding splits the positions over the threads.
+    const std::vector<int32_t> long_tokens = Tokens(config->vocab_size, 516);
+    EXPECT_EQ(Logits(q, long_tokens, tiled, true, 512),
+              Logits(q, long_tokens, LoadOptions{}, true, 512));
     const std::vector<float> f32_tiled = Logits(q, tokens, tiled, false);
     EXPECT_LE(RelError(f32_tiled, Logits(q, tokens)), kRelTol);
     // A read-only mapping is never tiled.

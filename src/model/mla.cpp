@@ -68,6 +68,32 @@ void ForEachBalancedHeadRange(const ops::KernelContext& ctx, const ModelConfig& 
   });
 }
 
+// Head h's W_UK [dn, r] and W_UV [dv, r] as rows of a weight: the halves' copies where the load
+// made them (weights.h, SplitKvBProj: each half's heads back to back, W_UV in the int8 GEMV's
+// row tiles), else kv_b_proj's rows (per head dn W_UK rows, then dv W_UV rows).
+struct HeadRows {
+  const WeightView* w;
+  int64_t first;
+};
+HeadRows KeyRows(const ModelConfig& c, const AttentionWeights& w, int64_t h) {
+  if (w.kv_b_uk.data != nullptr) return {&w.kv_b_uk, h * c.qk_nope_head_dim};
+  return {&w.kv_b_proj, h * (c.qk_nope_head_dim + c.v_head_dim)};
+}
+HeadRows ValueRows(const ModelConfig& c, const AttentionWeights& w, int64_t h) {
+  if (w.kv_b_uv.data != nullptr) return {&w.kv_b_uv, h * c.v_head_dim};
+  return {&w.kv_b_proj, h * (c.qk_nope_head_dim + c.v_head_dim) + c.qk_nope_head_dim};
+}
+
+// W_UV[h] o_lat_h -> o_h [dv] (kv_out: [kv_b_proj rows] scratch for the matrix-vector kernel's
+// output, which it writes at the rows' own places).
+void ValueProduct(const ModelConfig& c, const AttentionWeights& w, const ops::KernelContext& one,
+                  int64_t h, const float* o_lat_h, float* kv_out, float* o_h) {
+  const HeadRows v = ValueRows(c, w, h);
+  const int64_t dv = c.v_head_dim;
+  ops::MatMulRowRange(one, o_lat_h, 1, *v.w, v.first, v.first + dv, kv_out);
+  std::copy(kv_out + v.first, kv_out + v.first + dv, o_h);
+}
+
 // Absorbed attention (spec §5.4) for heads [h_begin, h_end) of one token:
 //   q_lat = W_UK[h]^T q_nope;  o_lat = sum_j softmax_j(scale (q_lat . c_j + q_pe . k_pe_j)) c_j;
 //   o = W_UV[h] o_lat.
@@ -84,11 +110,11 @@ void AbsorbedHeads(const ModelConfig& c, const RopeParams& rope, const Attention
   const int64_t dn = c.qk_nope_head_dim, dr = c.qk_rope_head_dim, dv = c.v_head_dim;
   const int64_t r = c.kv_lora_rank, qk = dn + dr, heads = h_end - h_begin;
   for (int64_t h = h_begin; h < h_end; ++h) {
-    const int64_t k_rows = h * (dn + dv);        // W_UK[h]: kv_b_proj rows [k_rows, k_rows + dn)
+    const HeadRows k = KeyRows(c, w, h);         // W_UK[h]
     const float* q_nope = q_token + h * qk;      // [dn]
     float* q_lat_h = q_lat + (h - h_begin) * r;  // [r]
     std::fill(q_lat_h, q_lat_h + r, 0.0f);
-    ops::AccumulateRows(isa, w.kv_b_proj, k_rows, dn, q_nope, q_lat_h, row);
+    ops::AccumulateRows(isa, *k.w, k.first, dn, q_nope, q_lat_h, row);
   }
   const ops::MlaQuery query{q_lat, q_token + h_begin * qk + dn, qk, heads,
                             static_cast<float>(rope.softmax_scale)};
@@ -99,13 +125,8 @@ void AbsorbedHeads(const ModelConfig& c, const RopeParams& rope, const Attention
   // batched absorbed path for T >= 2, AbsorbedBatchedBlock, multiplies the f32 copy instead.)
   ops::KernelContext one{nullptr, isa};
   one.int8_dot = int8_dot;
-  for (int64_t h = h_begin; h < h_end; ++h) {
-    const int64_t v_rows = h * (dn + dv) + dn;  // W_UV[h]: kv_b_proj rows [v_rows, v_rows + dv)
-    // kv_out[v_rows + e] = W_UV[h][e, :] . o_lat[h]: the matrix-vector kernel on the stored rows
-    ops::MatMulRowRange(one, o_lat + (h - h_begin) * r, 1, w.kv_b_proj, v_rows, v_rows + dv,
-                        kv_out);
-    std::copy(kv_out + v_rows, kv_out + v_rows + dv, o_token + h * dv);
-  }
+  for (int64_t h = h_begin; h < h_end; ++h)
+    ValueProduct(c, w, one, h, o_lat + (h - h_begin) * r, kv_out, o_token + h * dv);
 }
 
 // Decoding one token against a long cache (AbsorbedHeads otherwise): the positions are cut into
@@ -153,8 +174,8 @@ void AbsorbedSplitKeys(const ModelConfig& c, const RopeParams& rope, const Atten
     float* row = thread_scratch + t * per_thread;
     for (int64_t h = nh * t / threads; h < nh * (t + 1) / threads; ++h) {
       std::fill(q_lat + h * r, q_lat + (h + 1) * r, 0.0f);
-      ops::AccumulateRows(ctx.isa, w.kv_b_proj, h * (dn + dv), dn, q_token + h * qk, q_lat + h * r,
-                          row);
+      const HeadRows k = KeyRows(c, w, h);  // W_UK[h]
+      ops::AccumulateRows(ctx.isa, *k.w, k.first, dn, q_token + h * qk, q_lat + h * r, row);
     }
   });
   // Every head over each part of the cache: the parts split over the threads.
@@ -175,11 +196,8 @@ void AbsorbedSplitKeys(const ModelConfig& c, const RopeParams& rope, const Atten
     float* kv_out = thread_scratch + t * per_thread + lines(r);
     ops::KernelContext one{nullptr, ctx.isa};
     one.int8_dot = ctx.int8_dot;
-    for (int64_t h = h_begin; h < h_end; ++h) {
-      const int64_t v_rows = h * (dn + dv) + dn;  // W_UV[h]: kv_b_proj rows [v_rows, v_rows + dv)
-      ops::MatMulRowRange(one, o_lat + h * r, 1, w.kv_b_proj, v_rows, v_rows + dv, kv_out);
-      std::copy(kv_out + v_rows, kv_out + v_rows + dv, o_token + h * dv);
-    }
+    for (int64_t h = h_begin; h < h_end; ++h)
+      ValueProduct(c, w, one, h, o_lat + h * r, kv_out, o_token + h * dv);
   });
 }
 

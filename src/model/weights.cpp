@@ -1,6 +1,7 @@
 #include "model/weights.h"
 
 #include <cmath>
+#include <cstring>
 #include <map>
 #include <set>
 
@@ -8,6 +9,7 @@
 
 #include "ops/bf16_tiles.h"
 #include "ops/isa.h"
+#include "ops/quant.h"
 #include "ops/row_tiles.h"
 
 namespace dsv3 {
@@ -318,6 +320,62 @@ int64_t TileInt8Weights(ModelWeights* weights, bool q8_0) {
     tiled[w->data] = *w;
   });
   return static_cast<int64_t>(tiled.size());
+}
+
+namespace {
+
+// a's kv_b_uk / kv_b_uv from its row-major q8_0 / q4_0 kv_b_proj.
+void SplitKvB(AttentionWeights* a, const ModelConfig& c) {
+  const WeightView& kv = a->kv_b_proj;
+  const int64_t nh = c.num_attention_heads, dn = c.qk_nope_head_dim, dv = c.v_head_dim;
+  const int64_t row_bytes = ops::StoredRowBytes(kv),
+                groups = ops::QuantGroups(kv.cols, kv.group_size);
+  const auto line = [](int64_t n) { return (n + 63) / 64 * 64; };
+  const int64_t uk_bytes = line(nh * dn * row_bytes), uk_scales = line(nh * dn * groups);
+  auto halves = std::make_shared<AttentionWeights::KvBHalves>();
+  halves->bytes.resize(static_cast<size_t>(uk_bytes + nh * dv * row_bytes));
+  halves->scales.resize(static_cast<size_t>(uk_scales + nh * dv * groups));
+  uint8_t* uk = halves->bytes.data();
+  uint8_t* uv = uk + uk_bytes;
+  float* uk_scale = halves->scales.data();
+  float* uv_scale = uk_scale + uk_scales;
+  const uint8_t* data = static_cast<const uint8_t*>(kv.data);
+  for (int64_t h = 0; h < nh; ++h) {
+    const int64_t k_row = h * (dn + dv), v_row = k_row + dn;  // kv_b_proj's W_UK[h], W_UV[h]
+    const auto copy = [](void* to, const void* from, int64_t bytes) {
+      std::memcpy(to, from, static_cast<size_t>(bytes));
+    };
+    copy(uk + h * dn * row_bytes, data + k_row * row_bytes, dn * row_bytes);
+    copy(uv + h * dv * row_bytes, data + v_row * row_bytes, dv * row_bytes);
+    copy(uk_scale + h * dn * groups, kv.scale + k_row * groups, dn * groups * 4);
+    copy(uv_scale + h * dv * groups, kv.scale + v_row * groups, dv * groups * 4);
+  }
+  a->kv_b_uk = kv;
+  a->kv_b_uk.rows = nh * dn;
+  a->kv_b_uk.data = uk;
+  a->kv_b_uk.scale = uk_scale;
+  a->kv_b_uv = kv;
+  a->kv_b_uv.rows = nh * dv;
+  a->kv_b_uv.data = uv;
+  a->kv_b_uv.scale = uv_scale;
+  if (ops::CanTileRows(a->kv_b_uv)) ops::TileRows(&a->kv_b_uv, uv, uv_scale);
+  a->kv_b_halves = std::move(halves);
+}
+
+}  // namespace
+
+int64_t SplitKvBProj(ModelWeights* weights, const ModelConfig& config, bool q8_0) {
+  int64_t split = 0;
+  const auto visit = [&](AttentionWeights* a) {
+    const WeightView& kv = a->kv_b_proj;
+    const bool int8 = kv.dtype == DType::kU8 || (q8_0 && kv.dtype == DType::kI8);
+    if (!int8 || kv.row_tiles != 0 || kv.data == nullptr || kv.scale == nullptr) return;
+    SplitKvB(a, config);
+    ++split;
+  };
+  for (LayerWeights& layer : weights->layers) visit(&layer.attn);
+  for (MtpWeights& m : weights->mtp) visit(&m.layer.attn);
+  return split;
 }
 
 int64_t TileBf16Weights(ModelWeights* weights) {

@@ -11,6 +11,7 @@
 #include "io/safetensors.h"
 #include "model/config.h"
 #include "ops/matmul.h"
+#include "util/aligned_vector.h"
 
 namespace dsv3 {
 
@@ -42,7 +43,17 @@ struct AttentionWeights {
   // kv_b_proj dequantised, for prefill's f32 decompression; decoding streams the stored rows, and
   // so does prefill's decompression when it runs on int8 activations (q8_0 / q4_0).
   std::vector<float> kv_b_proj_f32;
-  WeightView o_proj;  // [H, nh*dv]
+  // Decoding's copy of kv_b_proj's halves (SplitKvBProj; q8_0 / q4_0 on the int8 path): every
+  // head's W_UK rows back to back (kv_b_uk [nh*dn, r], row-major, for AccumulateRows) and every
+  // head's W_UV rows back to back (kv_b_uv [nh*dv, r], in the int8 GEMV's row tiles where they
+  // fit). Null views otherwise: decoding reads kv_b_proj's rows.
+  WeightView kv_b_uk, kv_b_uv;
+  struct KvBHalves {
+    AlignedVector<uint8_t> bytes;  // kv_b_uk's rows, then kv_b_uv's from a 64-byte line
+    AlignedVector<float> scales;   // likewise
+  };
+  std::shared_ptr<const KvBHalves> kv_b_halves;  // shared by copies of these weights
+  WeightView o_proj;                             // [H, nh*dv]
 };
 
 struct LayerWeights {
@@ -83,6 +94,13 @@ Result<ModelWeights> BindWeights(const ModelConfig& config, const io::Checkpoint
 // checkpoint read into memory (LoadMode::kRead), never a read-only mapping. q8_0: whether q8_0
 // matrices are tiled too (q4_0 always are). Returns the number of matrices tiled.
 int64_t TileInt8Weights(ModelWeights* weights, bool q8_0 = true);
+
+// Copies kv_b_proj's W_UK and W_UV rows into AttentionWeights::kv_b_uk / kv_b_uv for every q4_0
+// kv_b_proj (and q8_0 with q8_0 set), tiling kv_b_uv where ops::CanTileRows allows: one token's
+// absorbed attention then streams each half in order (kv_b_proj interleaves them per head) and
+// W_UV takes the tiled GEMV. Works on any load mode (the copies are owned). Returns the number of
+// layers split.
+int64_t SplitKvBProj(ModelWeights* weights, const ModelConfig& config, bool q8_0 = true);
 
 // Reorders the BF16 and FP8 matrices among those TileInt8Weights would tile into the bf16-dot
 // kernel's 32-row tiles (ops/bf16_tiles.h), in place, under the same contract (an FP8 checkpoint's
