@@ -16,10 +16,10 @@ Result<std::unique_ptr<Model>> Model::Load(const std::string& dir, const LoadOpt
   DSV3_ASSIGN_OR_RETURN(model->weights_, BindWeights(model->config_, *model->checkpoint_));
   if (options.tile_int8_rows && options.load_mode == io::LoadMode::kRead)
     TileInt8Weights(&model->weights_, options.tile_q8_0_rows);
-  if (options.tile_int8_rows)
-    SplitKvBProj(&model->weights_, model->config_, options.tile_q8_0_rows);
   if (options.tile_bf16_rows && options.load_mode == io::LoadMode::kRead)
     TileBf16Weights(&model->weights_);
+  SplitKvBProj(&model->weights_, model->config_, options.tile_int8_rows, options.tile_q8_0_rows,
+               options.tile_bf16_rows);
   model->rope_ = MakeRopeParams(model->config_);
   return model;
 }

@@ -324,53 +324,92 @@ int64_t TileInt8Weights(ModelWeights* weights, bool q8_0) {
 
 namespace {
 
-// a's kv_b_uk / kv_b_uv from its row-major q8_0 / q4_0 kv_b_proj.
-void SplitKvB(AttentionWeights* a, const ModelConfig& c) {
+// How kv_b_proj's rows and scales lie: bytes a row; scale floats a scale row, and rows a scale
+// row (q8_0 / q4_0: a row's groups; FP8: a block row's blocks; BF16: no scales).
+struct RowLayout {
+  int64_t row_bytes, scale_width, rows_per_scale;
+};
+RowLayout KvBLayout(const WeightView& kv) {
+  switch (kv.dtype) {
+    case DType::kI8:
+    case DType::kU8:
+      return {ops::StoredRowBytes(kv), ops::QuantGroups(kv.cols, kv.group_size), 1};
+    case DType::kF8E4M3:
+      return {kv.cols, (kv.cols + kv.block_cols - 1) / kv.block_cols, kv.block_rows};
+    default:
+      return {kv.cols * 2, 0, 1};  // BF16
+  }
+}
+
+// a's kv_b_uk / kv_b_uv from its row-major kv_b_proj (q8_0, q4_0, BF16, or FP8 whose heads' halves
+// are whole block rows), kv_b_uv tiled as tile() does.
+template <typename Tile>
+void SplitKvB(AttentionWeights* a, const ModelConfig& c, Tile&& tile) {
   const WeightView& kv = a->kv_b_proj;
   const int64_t nh = c.num_attention_heads, dn = c.qk_nope_head_dim, dv = c.v_head_dim;
-  const int64_t row_bytes = ops::StoredRowBytes(kv),
-                groups = ops::QuantGroups(kv.cols, kv.group_size);
+  const RowLayout l = KvBLayout(kv);
+  const int64_t sw = l.scale_width, rps = l.rows_per_scale;
   const auto line = [](int64_t n) { return (n + 63) / 64 * 64; };
-  const int64_t uk_bytes = line(nh * dn * row_bytes), uk_scales = line(nh * dn * groups);
+  const int64_t uk_bytes = line(nh * dn * l.row_bytes), uk_scales = line(nh * dn / rps * sw);
   auto halves = std::make_shared<AttentionWeights::KvBHalves>();
-  halves->bytes.resize(static_cast<size_t>(uk_bytes + nh * dv * row_bytes));
-  halves->scales.resize(static_cast<size_t>(uk_scales + nh * dv * groups));
+  halves->bytes.resize(static_cast<size_t>(uk_bytes + nh * dv * l.row_bytes));
+  halves->scales.resize(static_cast<size_t>(uk_scales + nh * dv / rps * sw));
   uint8_t* uk = halves->bytes.data();
   uint8_t* uv = uk + uk_bytes;
   float* uk_scale = halves->scales.data();
   float* uv_scale = uk_scale + uk_scales;
   const uint8_t* data = static_cast<const uint8_t*>(kv.data);
+  const auto copy = [](void* to, const void* from, int64_t bytes) {
+    std::memcpy(to, from, static_cast<size_t>(bytes));
+  };
   for (int64_t h = 0; h < nh; ++h) {
     const int64_t k_row = h * (dn + dv), v_row = k_row + dn;  // kv_b_proj's W_UK[h], W_UV[h]
-    const auto copy = [](void* to, const void* from, int64_t bytes) {
-      std::memcpy(to, from, static_cast<size_t>(bytes));
-    };
-    copy(uk + h * dn * row_bytes, data + k_row * row_bytes, dn * row_bytes);
-    copy(uv + h * dv * row_bytes, data + v_row * row_bytes, dv * row_bytes);
-    copy(uk_scale + h * dn * groups, kv.scale + k_row * groups, dn * groups * 4);
-    copy(uv_scale + h * dv * groups, kv.scale + v_row * groups, dv * groups * 4);
+    copy(uk + h * dn * l.row_bytes, data + k_row * l.row_bytes, dn * l.row_bytes);
+    copy(uv + h * dv * l.row_bytes, data + v_row * l.row_bytes, dv * l.row_bytes);
+    if (sw == 0) continue;
+    copy(uk_scale + h * dn / rps * sw, kv.scale + k_row / rps * sw, dn / rps * sw * 4);
+    copy(uv_scale + h * dv / rps * sw, kv.scale + v_row / rps * sw, dv / rps * sw * 4);
   }
   a->kv_b_uk = kv;
   a->kv_b_uk.rows = nh * dn;
   a->kv_b_uk.data = uk;
-  a->kv_b_uk.scale = uk_scale;
+  a->kv_b_uk.scale = sw != 0 ? uk_scale : nullptr;
   a->kv_b_uv = kv;
   a->kv_b_uv.rows = nh * dv;
   a->kv_b_uv.data = uv;
-  a->kv_b_uv.scale = uv_scale;
-  if (ops::CanTileRows(a->kv_b_uv)) ops::TileRows(&a->kv_b_uv, uv, uv_scale);
+  a->kv_b_uv.scale = sw != 0 ? uv_scale : nullptr;
+  tile(&a->kv_b_uv, uv, uv_scale);
   a->kv_b_halves = std::move(halves);
 }
 
 }  // namespace
 
-int64_t SplitKvBProj(ModelWeights* weights, const ModelConfig& config, bool q8_0) {
+int64_t SplitKvBProj(ModelWeights* weights, const ModelConfig& c, bool int8, bool q8_0,
+                     bool pairs) {
   int64_t split = 0;
   const auto visit = [&](AttentionWeights* a) {
     const WeightView& kv = a->kv_b_proj;
-    const bool int8 = kv.dtype == DType::kU8 || (q8_0 && kv.dtype == DType::kI8);
-    if (!int8 || kv.row_tiles != 0 || kv.data == nullptr || kv.scale == nullptr) return;
-    SplitKvB(a, config);
+    if (kv.row_tiles != 0 || kv.data == nullptr) return;
+    const bool int8_split =
+        int8 && kv.scale != nullptr && (kv.dtype == DType::kU8 || (q8_0 && kv.dtype == DType::kI8));
+    // FP8: each head's halves whole block rows, so their scales are whole rows of the grid.
+    const bool fp8_split = kv.dtype == DType::kF8E4M3 && kv.scale != nullptr &&
+                           c.qk_nope_head_dim % kv.block_rows == 0 &&
+                           c.v_head_dim % kv.block_rows == 0;
+    // BF16 is left as it is: bench-medium BF16 tg64 was level with the copies (tokens alternating
+    // in one process, either role), and they would add 2 GB to DeepSeek-V3's weights.
+    const bool pair_split = pairs && fp8_split;
+    if (int8_split) {
+      SplitKvB(a, c, [](WeightView* w, void* data, float* scale) {
+        if (ops::CanTileRows(*w)) ops::TileRows(w, data, scale);
+      });
+    } else if (pair_split) {
+      SplitKvB(a, c, [](WeightView* w, void* data, float*) {
+        if (ops::CanTilePairRows(*w)) ops::TilePairRows(w, data);
+      });
+    } else {
+      return;
+    }
     ++split;
   };
   for (LayerWeights& layer : weights->layers) visit(&layer.attn);

@@ -1,6 +1,7 @@
 // The model's weights, bound by name from a checkpoint and checked against the config at load.
 // Large matrices stay in place (in the mapping or read buffer) in their stored dtype; small vectors
-// (norm weights, router bias) and the attention's kv_b_proj are converted to f32 copies.
+// (norm weights, router bias) and the attention's kv_b_proj are converted to f32 copies (and
+// kv_b_proj's halves copied apart for decoding where SplitKvBProj says).
 // Immutable after Load: shared by every request.
 #pragma once
 
@@ -43,10 +44,10 @@ struct AttentionWeights {
   // kv_b_proj dequantised, for prefill's f32 decompression; decoding streams the stored rows, and
   // so does prefill's decompression when it runs on int8 activations (q8_0 / q4_0).
   std::vector<float> kv_b_proj_f32;
-  // Decoding's copy of kv_b_proj's halves (SplitKvBProj; q8_0 / q4_0 on the int8 path): every
-  // head's W_UK rows back to back (kv_b_uk [nh*dn, r], row-major, for AccumulateRows) and every
-  // head's W_UV rows back to back (kv_b_uv [nh*dv, r], in the int8 GEMV's row tiles where they
-  // fit). Null views otherwise: decoding reads kv_b_proj's rows.
+  // Decoding's copy of kv_b_proj's halves (SplitKvBProj; where its format's products read tiles):
+  // every head's W_UK rows back to back (kv_b_uk [nh*dn, r], row-major, for AccumulateRows) and
+  // every head's W_UV rows back to back (kv_b_uv [nh*dv, r], tiled where they fit). Null views
+  // otherwise: decoding reads kv_b_proj's rows.
   WeightView kv_b_uk, kv_b_uv;
   struct KvBHalves {
     AlignedVector<uint8_t> bytes;  // kv_b_uk's rows, then kv_b_uv's from a 64-byte line
@@ -95,12 +96,15 @@ Result<ModelWeights> BindWeights(const ModelConfig& config, const io::Checkpoint
 // matrices are tiled too (q4_0 always are). Returns the number of matrices tiled.
 int64_t TileInt8Weights(ModelWeights* weights, bool q8_0 = true);
 
-// Copies kv_b_proj's W_UK and W_UV rows into AttentionWeights::kv_b_uk / kv_b_uv for every q4_0
-// kv_b_proj (and q8_0 with q8_0 set), tiling kv_b_uv where ops::CanTileRows allows: one token's
-// absorbed attention then streams each half in order (kv_b_proj interleaves them per head) and
-// W_UV takes the tiled GEMV. Works on any load mode (the copies are owned). Returns the number of
-// layers split.
-int64_t SplitKvBProj(ModelWeights* weights, const ModelConfig& config, bool q8_0 = true);
+// Copies kv_b_proj's W_UK and W_UV rows into AttentionWeights::kv_b_uk / kv_b_uv, kv_b_uv in the
+// tiles its format's decode kernels read: with int8, every q4_0 kv_b_proj (and q8_0 with q8_0)
+// in the int8 row tiles (ops::CanTileRows permitting); with pairs, FP8 whose heads' halves are
+// whole scale blocks (DeepSeek-V3's 128 rows each) in the bf16 pair tiles (CanTilePairRows). One
+// token's absorbed attention then streams each half in order (kv_b_proj interleaves them per
+// head) and W_UV takes the tiled kernel. Any load mode (the copies are owned). Returns the number
+// of layers split.
+int64_t SplitKvBProj(ModelWeights* weights, const ModelConfig& config, bool int8, bool q8_0,
+                     bool pairs);
 
 // Reorders the BF16 and FP8 matrices among those TileInt8Weights would tile into the bf16-dot
 // kernel's 32-row tiles (ops/bf16_tiles.h), in place, under the same contract (an FP8 checkpoint's
