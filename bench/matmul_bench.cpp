@@ -321,10 +321,11 @@ void BM_Bf16Tiles(benchmark::State& state) {
 
 void Bf16TilesArgs(benchmark::internal::Benchmark* b) {
   b->ArgNames({"dtype", "rows", "cols", "T"});
-  // decode: an expert's gate (L3), a dense matrix, a vocabulary head (DRAM); an expert's
+  // decode: an expert's gate and down (L3), a dense matrix, a vocabulary head (DRAM); an expert's
   // prefill share (gate, down); a dense prefill product.
   for (int64_t d : {2, 3}) {
     b->Args({d, 512, 2048, 1});
+    b->Args({d, 2048, 512, 1});
     b->Args({d, 2048, 2048, 1});
     b->Args({d, 32000, 2048, 1});
     b->Args({d, 512, 2048, 4});
