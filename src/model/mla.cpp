@@ -69,8 +69,8 @@ void ForEachBalancedHeadRange(const ops::KernelContext& ctx, const ModelConfig& 
 }
 
 // Head h's W_UK [dn, r] and W_UV [dv, r] as rows of a weight: the halves' copies where the load
-// made them (weights.h, SplitKvBProj: each half's heads back to back, W_UV in the int8 GEMV's
-// row tiles), else kv_b_proj's rows (per head dn W_UK rows, then dv W_UV rows).
+// made them (weights.h, SplitKvBProj: each half's heads back to back, W_UV in the tiles of its
+// format's decode kernel), else kv_b_proj's rows (per head dn W_UK rows, then dv W_UV rows).
 struct HeadRows {
   const WeightView* w;
   int64_t first;

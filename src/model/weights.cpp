@@ -324,25 +324,19 @@ int64_t TileInt8Weights(ModelWeights* weights, bool q8_0) {
 
 namespace {
 
-// How kv_b_proj's rows and scales lie: bytes a row; scale floats a scale row, and rows a scale
-// row (q8_0 / q4_0: a row's groups; FP8: a block row's blocks; BF16: no scales).
+// How a q8_0 / q4_0 / FP8 kv_b_proj's rows and scales lie: bytes a row; scale floats a scale row,
+// and rows a scale row (q8_0 / q4_0: a row's groups; FP8: a block row's blocks).
 struct RowLayout {
   int64_t row_bytes, scale_width, rows_per_scale;
 };
 RowLayout KvBLayout(const WeightView& kv) {
-  switch (kv.dtype) {
-    case DType::kI8:
-    case DType::kU8:
-      return {ops::StoredRowBytes(kv), ops::QuantGroups(kv.cols, kv.group_size), 1};
-    case DType::kF8E4M3:
-      return {kv.cols, (kv.cols + kv.block_cols - 1) / kv.block_cols, kv.block_rows};
-    default:
-      return {kv.cols * 2, 0, 1};  // BF16
-  }
+  if (kv.dtype == DType::kF8E4M3)
+    return {kv.cols, (kv.cols + kv.block_cols - 1) / kv.block_cols, kv.block_rows};
+  return {ops::StoredRowBytes(kv), ops::QuantGroups(kv.cols, kv.group_size), 1};
 }
 
-// a's kv_b_uk / kv_b_uv from its row-major kv_b_proj (q8_0, q4_0, BF16, or FP8 whose heads' halves
-// are whole block rows), kv_b_uv tiled as tile() does.
+// a's kv_b_uk / kv_b_uv from its row-major kv_b_proj (q8_0, q4_0, or FP8 whose heads' halves are
+// whole block rows), kv_b_uv tiled as tile() does.
 template <typename Tile>
 void SplitKvB(AttentionWeights* a, const ModelConfig& c, Tile&& tile) {
   const WeightView& kv = a->kv_b_proj;
@@ -366,18 +360,17 @@ void SplitKvB(AttentionWeights* a, const ModelConfig& c, Tile&& tile) {
     const int64_t k_row = h * (dn + dv), v_row = k_row + dn;  // kv_b_proj's W_UK[h], W_UV[h]
     copy(uk + h * dn * l.row_bytes, data + k_row * l.row_bytes, dn * l.row_bytes);
     copy(uv + h * dv * l.row_bytes, data + v_row * l.row_bytes, dv * l.row_bytes);
-    if (sw == 0) continue;
     copy(uk_scale + h * dn / rps * sw, kv.scale + k_row / rps * sw, dn / rps * sw * 4);
     copy(uv_scale + h * dv / rps * sw, kv.scale + v_row / rps * sw, dv / rps * sw * 4);
   }
   a->kv_b_uk = kv;
   a->kv_b_uk.rows = nh * dn;
   a->kv_b_uk.data = uk;
-  a->kv_b_uk.scale = sw != 0 ? uk_scale : nullptr;
+  a->kv_b_uk.scale = uk_scale;
   a->kv_b_uv = kv;
   a->kv_b_uv.rows = nh * dv;
   a->kv_b_uv.data = uv;
-  a->kv_b_uv.scale = sw != 0 ? uv_scale : nullptr;
+  a->kv_b_uv.scale = uv_scale;
   tile(&a->kv_b_uv, uv, uv_scale);
   a->kv_b_halves = std::move(halves);
 }
