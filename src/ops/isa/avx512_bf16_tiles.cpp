@@ -69,51 +69,45 @@ void TiledDot(const float* x, const WeightView& w, int64_t r0, float* y, int64_t
 }
 
 // FP8 (e4m3 bits shifted into f16s read as e4m3 * 2^-8, vcvtph2ps; the 2^8 folded into the block
-// scale, as avx512_matmul.cpp's dot form does): y[t, r0 + 16 h + i] for h < H, i < 16, t < NT.
-// 16 rows' pairs convert to two vectors of 8 rows' (even, odd) lanes, multiplied by each token's
-// x pair broadcast; per column block each lane's partial sum is scaled by its row's block scale
-// and added to the lane's total; a row's even and odd lanes are added at the end. A row's result
-// never depends on H, NT or the other rows and tokens. Whole tiles take TiledDotFp8Lines (below,
-// the same bits but at the edges it names); this form is left the lone 16-row halves of a range
-// that starts or ends inside a tile (H = 1 only now). Each tile's line kFp8AheadLines on is
-// requested per pair step: matmul_bench BM_Bf16Tiles, 32000x2048 (65 MB, from DRAM) 1.15 of the
-// row-major kernel's prefetched rows' time without, 0.94 with 40 lines (16: 1.01, 80: 1.02).
+// scale, as avx512_matmul.cpp's dot form does): y[t, r0 + i] for i < 16, t < NT, one 16-row half
+// of a tile. Its rows' pairs convert to two vectors of 8 rows' (even, odd) lanes, multiplied by
+// each token's x pair broadcast; per column block each lane's partial sum is scaled by its row's
+// block scale and added to the lane's total; a row's even and odd lanes are added at the end. A
+// row's result never depends on NT or the other rows and tokens. Whole tiles take
+// TiledDotFp8Lines (below, the same bits but at the edges it names); this form is left the lone
+// halves of a range that starts or ends inside a tile. Each line kFp8AheadLines on is requested
+// per pair step: matmul_bench BM_Bf16Tiles, 32000x2048 (65 MB, from DRAM) 1.15 of the row-major
+// kernel's prefetched rows' time without, 0.94 with 40 lines (16: 1.01, 80: 1.02).
 constexpr int64_t kFp8AheadLines = 40;
 
-template <int H, int NT>
-void TiledDotFp8(const float* x, const WeightView& w, int64_t r0, float* y, int64_t ldy) {
+template <int NT>
+void TiledDotFp8Half(const float* x, const WeightView& w, int64_t r0, float* y, int64_t ldy) {
   const int64_t cols = w.cols, bc = w.block_cols, scale_cols = (cols + bc - 1) / bc;
-  const uint8_t* half[H];       // [pairs][32] byte pairs, this half's 16 at offset 0
-  __m512 lo[H][NT], hi[H][NT];  // rows 0-7, 8-15 of a half: lanes (2 i, 2 i + 1) = row i's pair
+  // [pairs][32] byte pairs, this half's 16 at offset 0
+  const uint8_t* half = TilePairs(w, r0 / kBf16Tile, 0) + r0 % kBf16Tile * 2;
+  __m512 lo[NT], hi[NT];  // rows 0-7, 8-15 of the half: lanes (2 i, 2 i + 1) = row i's pair
+  for (int t = 0; t < NT; ++t) lo[t] = hi[t] = _mm512_setzero_ps();
   // Each lane's row block's first scale: one broadcast where the half's 16 rows share a row
   // block (block_rows a multiple of 16), else gathered per column block.
-  bool uniform[H];
-  const float* scale_row[H];  // the half's first row's block scales
-  __m512i at_lo[H], at_hi[H];
-  for (int h = 0; h < H; ++h) {
-    const int64_t r = r0 + h * kHalf;
-    half[h] = TilePairs(w, r / kBf16Tile, 0) + r % kBf16Tile * 2;
-    for (int t = 0; t < NT; ++t) lo[h][t] = hi[h][t] = _mm512_setzero_ps();
-    uniform[h] = r / w.block_rows == (r + kHalf - 1) / w.block_rows;
-    scale_row[h] = w.scale + r / w.block_rows * scale_cols;
-    if (uniform[h]) continue;  // (divisions per call cost a MoE decode's 64-row chunks dearly)
+  const bool uniform = r0 / w.block_rows == (r0 + kHalf - 1) / w.block_rows;
+  const float* scale_row = w.scale + r0 / w.block_rows * scale_cols;  // the first row's
+  __m512i at_lo = _mm512_setzero_si512(), at_hi = _mm512_setzero_si512();
+  if (!uniform) {  // (divisions per call cost a MoE decode's 64-row chunks dearly)
     alignas(64) int32_t at[32];
     for (int64_t l = 0; l < 32; ++l)
-      at[l] = static_cast<int32_t>((r + l / 2) / w.block_rows * scale_cols);
-    at_lo[h] = _mm512_load_si512(at);
-    at_hi[h] = _mm512_load_si512(at + 16);
+      at[l] = static_cast<int32_t>((r0 + l / 2) / w.block_rows * scale_cols);
+    at_lo = _mm512_load_si512(at);
+    at_hi = _mm512_load_si512(at + 16);
   }
   const int64_t pairs = cols / 2;
-  // The first kFp8AheadLines lines requested up front, as TiledDot does (a pair step's line holds
-  // both halves; bench-medium FP8 tg64, tokens alternating: 4.2-5.7 % less time in 3 of 3).
-  for (int h = 0; h < H; h += 2)
-    for (int64_t j = 0; j < std::min(kFp8AheadLines, pairs); ++j)
-      _mm_prefetch(reinterpret_cast<const char*>(half[h] + j * 64), _MM_HINT_T0);
+  // The first kFp8AheadLines lines requested up front, as TiledDot does (bench-medium FP8 tg64,
+  // tokens alternating: 4.2-5.7 % less time in 3 of 3).
+  for (int64_t j = 0; j < std::min(kFp8AheadLines, pairs); ++j)
+    _mm_prefetch(reinterpret_cast<const char*>(half + j * 64), _MM_HINT_T0);
   for (int64_t b0 = 0, block = 0; b0 < cols; b0 += bc, ++block) {  // block = b0 / bc
     const int64_t p1 = std::min(cols, b0 + bc) / 2;
-    __m512 part_lo[H][NT], part_hi[H][NT];
-    for (int h = 0; h < H; ++h)
-      for (int t = 0; t < NT; ++t) part_lo[h][t] = part_hi[h][t] = _mm512_setzero_ps();
+    __m512 part_lo[NT], part_hi[NT];
+    for (int t = 0; t < NT; ++t) part_lo[t] = part_hi[t] = _mm512_setzero_ps();
     for (int64_t j = b0 / 2; j < p1; ++j) {
       __m512 xp[NT];  // (x[t, 2 j], x[t, 2 j + 1]) in every lane pair
       for (int t = 0; t < NT; ++t) {
@@ -121,48 +115,38 @@ void TiledDotFp8(const float* x, const WeightView& w, int64_t r0, float* y, int6
         std::memcpy(&pair, x + t * cols + 2 * j, sizeof(pair));
         xp[t] = _mm512_castpd_ps(_mm512_set1_pd(pair));
       }
-      for (int h = 0; h < H; ++h) {
-        if (h % 2 == 0 && j + kFp8AheadLines < pairs)
-          _mm_prefetch(reinterpret_cast<const char*>(half[h] + (j + kFp8AheadLines) * 64),
-                       _MM_HINT_T0);
-        const __m256i bytes =
-            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(half[h] + j * 64));
-        const __m512i f16 = _mm512_and_si512(_mm512_slli_epi16(_mm512_cvtepi8_epi16(bytes), 7),
-                                             _mm512_set1_epi16(static_cast<short>(0xbfff)));
-        const __m512 wl = _mm512_cvtph_ps(_mm512_castsi512_si256(f16));
-        const __m512 wh = _mm512_cvtph_ps(_mm512_extracti64x4_epi64(f16, 1));
-        for (int t = 0; t < NT; ++t) {
-          part_lo[h][t] = _mm512_fmadd_ps(wl, xp[t], part_lo[h][t]);
-          part_hi[h][t] = _mm512_fmadd_ps(wh, xp[t], part_hi[h][t]);
-        }
+      if (j + kFp8AheadLines < pairs)
+        _mm_prefetch(reinterpret_cast<const char*>(half + (j + kFp8AheadLines) * 64), _MM_HINT_T0);
+      const __m256i bytes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(half + j * 64));
+      const __m512i f16 = _mm512_and_si512(_mm512_slli_epi16(_mm512_cvtepi8_epi16(bytes), 7),
+                                           _mm512_set1_epi16(static_cast<short>(0xbfff)));
+      const __m512 wl = _mm512_cvtph_ps(_mm512_castsi512_si256(f16));
+      const __m512 wh = _mm512_cvtph_ps(_mm512_extracti64x4_epi64(f16, 1));
+      for (int t = 0; t < NT; ++t) {
+        part_lo[t] = _mm512_fmadd_ps(wl, xp[t], part_lo[t]);
+        part_hi[t] = _mm512_fmadd_ps(wh, xp[t], part_hi[t]);
       }
     }
-    const __m512 rescale = _mm512_set1_ps(256.0f);
-    for (int h = 0; h < H; ++h) {
-      __m512 s_lo, s_hi;  // each lane's row scale * 2^8
-      if (uniform[h]) {
-        s_lo = s_hi = _mm512_set1_ps(scale_row[h][block] * 256.0f);
-      } else {
-        const __m512i b = _mm512_set1_epi32(static_cast<int32_t>(block));
-        s_lo =
-            _mm512_mul_ps(_mm512_i32gather_ps(_mm512_add_epi32(at_lo[h], b), w.scale, 4), rescale);
-        s_hi =
-            _mm512_mul_ps(_mm512_i32gather_ps(_mm512_add_epi32(at_hi[h], b), w.scale, 4), rescale);
-      }
-      for (int t = 0; t < NT; ++t) {
-        lo[h][t] = _mm512_fmadd_ps(part_lo[h][t], s_lo, lo[h][t]);
-        hi[h][t] = _mm512_fmadd_ps(part_hi[h][t], s_hi, hi[h][t]);
-      }
+    __m512 s_lo, s_hi;  // each lane's row scale * 2^8
+    if (uniform) {
+      s_lo = s_hi = _mm512_set1_ps(scale_row[block] * 256.0f);
+    } else {
+      const __m512 rescale = _mm512_set1_ps(256.0f);
+      const __m512i b = _mm512_set1_epi32(static_cast<int32_t>(block));
+      s_lo = _mm512_mul_ps(_mm512_i32gather_ps(_mm512_add_epi32(at_lo, b), w.scale, 4), rescale);
+      s_hi = _mm512_mul_ps(_mm512_i32gather_ps(_mm512_add_epi32(at_hi, b), w.scale, 4), rescale);
+    }
+    for (int t = 0; t < NT; ++t) {
+      lo[t] = _mm512_fmadd_ps(part_lo[t], s_lo, lo[t]);
+      hi[t] = _mm512_fmadd_ps(part_hi[t], s_hi, hi[t]);
     }
   }
   const __m512i evens =
       _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
   const __m512i odds = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-  for (int h = 0; h < H; ++h)
-    for (int t = 0; t < NT; ++t)
-      _mm512_storeu_ps(y + t * ldy + r0 + h * kHalf,
-                       _mm512_add_ps(_mm512_permutex2var_ps(lo[h][t], evens, hi[h][t]),
-                                     _mm512_permutex2var_ps(lo[h][t], odds, hi[h][t])));
+  for (int t = 0; t < NT; ++t)
+    _mm512_storeu_ps(y + t * ldy + r0, _mm512_add_ps(_mm512_permutex2var_ps(lo[t], evens, hi[t]),
+                                                     _mm512_permutex2var_ps(lo[t], odds, hi[t])));
 }
 
 // FP8 over whole tiles (r0 a multiple of 32), the form decode takes: y[t, r0 + 32 i + l] for
@@ -170,15 +154,15 @@ void TiledDotFp8(const float* x, const WeightView& w, int64_t r0, float* y, int6
 // read as 16 dwords, dword k = rows 2k and 2k + 1's (even, odd) column bytes, and decoded by
 // Fp8LineValues (ops/isa/avx512_fp8_lines.h) into 4 vectors, one per byte position, of values
 // worth e4m3 * 2^-56; the block scale is multiplied by 2^56, so every product and partial sum is
-// the f16 form's (TiledDotFp8) times 2^-48: the same bits, unless a lane's product or running
+// the f16 form's (TiledDotFp8Half) times 2^-48: the same bits, unless a lane's product or running
 // partial sum of e4m3 * x lies under 2^-70 in magnitude (then an f32 subnormal, where the f16
 // form's threshold was 2^-118: activations under about 2^-60) or a block scale reaches 2^72 (then
 // infinite). Lanes: q = 0 even rows' even columns, 1 even rows' odd columns, 2 odd rows' even
 // columns, 3 odd rows' odd columns; a row's even and odd column totals are added at the end, as
-// in TiledDotFp8. Lines with a zero-exponent code are decoded with the mending off the fast loop
-// (a branch inside it made GCC keep the sums in memory). Decode's FP8 products had been bound by
-// the conversion, not by DRAM: in one core's L1 the f16 form took 0.92 ns per 32 bytes (34 GB/s),
-// this one 0.63 (1.01 with a zero code every 500 bytes, a quarter of the pair steps mended;
+// in TiledDotFp8Half. Lines with a zero-exponent code are decoded with the mending off the fast
+// loop (a branch inside it made GCC keep the sums in memory). Decode's FP8 products had been bound
+// by the conversion, not by DRAM: in one core's L1 the f16 form took 0.92 ns per 32 bytes (34
+// GB/s), this one 0.63 (1.01 with a zero code every 500 bytes, a quarter of the pair steps mended;
 // e4m3-quantized normal weights hold a zero or subnormal code in a few per cent of lines).
 // matmul_bench BM_Bf16Tiles/dtype:3 T=1, 2 threads (host busy): 512x2048 19.6 -> 13.7-18.0 us,
 // 2048x2048 70.3 -> 49.6-62.2 us (32000x2048, 65 MB from DRAM: 1197 -> 1126-1234 us, level).
@@ -298,11 +282,11 @@ void TiledDotRows(const float* x, const WeightView& w, int64_t r0, int64_t r1, f
   if (w.dtype == DType::kF8E4M3) {
     // Whole tiles by lines (two at a time for one token), a lone half on either side by halves.
     int64_t r = r0;
-    if (r % kBf16Tile != 0 && r < r1) TiledDotFp8<1, NT>(x, w, r, y, ldy), r += kHalf;
+    if (r % kBf16Tile != 0 && r < r1) TiledDotFp8Half<NT>(x, w, r, y, ldy), r += kHalf;
     if constexpr (NT == 1)
       for (; r + 2 * kBf16Tile <= r1; r += 2 * kBf16Tile) TiledDotFp8Lines<2, NT>(x, w, r, y, ldy);
     for (; r + kBf16Tile <= r1; r += kBf16Tile) TiledDotFp8Lines<1, NT>(x, w, r, y, ldy);
-    if (r < r1) TiledDotFp8<1, NT>(x, w, r, y, ldy);
+    if (r < r1) TiledDotFp8Half<NT>(x, w, r, y, ldy);
     return;
   }
   int64_t r = r0;
