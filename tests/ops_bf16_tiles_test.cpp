@@ -295,6 +295,33 @@ TEST(Bf16Tiles, LoneZeroExponentCodesExactOnTiles) {
     }
 }
 
+// AVX-512's exact FP8 kernels on tiles: a range that starts and ends inside tiles takes its lone
+// 16-row halves through the f16 decoding (TiledDotFp8Half) and its whole tiles through the line
+// decoding; both give a row the bits the whole weight's product (whole tiles only) gives it, for
+// ordinary magnitudes (no product or partial sum near 2^-70), with the halves' rows in one scale
+// block (128 x 128) or across two (8 x 32).
+TEST(Bf16Tiles, Fp8LoneHalvesGiveTheWholeTilesBits) {
+  if (!CpuSupports(Isa::kAvx512)) GTEST_SKIP() << "needs AVX-512";
+  std::mt19937 rng(8);
+  for (const auto& [br, bc] : {std::pair<int64_t, int64_t>{128, 128}, {8, 32}}) {
+    const Case c(rng, DType::kF8E4M3, 128, 256, br, bc);
+    auto [tiled, w] = Tiled(c);
+    for (int64_t T : {1, 2, 3}) {
+      SCOPED_TRACE("grid " + std::to_string(br) + " T=" + std::to_string(T));
+      const std::vector<float> x = RandomX(rng, T, c.cols);
+      const KernelContext ctx{nullptr, Isa::kAvx512};
+      std::vector<float> whole(static_cast<size_t>(T * c.rows)), part(whole.size(), NAN);
+      MatMul(ctx, x.data(), T, w, whole.data());
+      MatMulRowRange(ctx, x.data(), T, w, 16, c.rows - 16, part.data());
+      for (int64_t t = 0; t < T; ++t)
+        for (int64_t r = 16; r < c.rows - 16; ++r) {
+          const size_t i = static_cast<size_t>(t * c.rows + r);
+          ASSERT_EQ(part[i], whole[i]) << "t=" << t << " r=" << r;
+        }
+    }
+  }
+}
+
 // The bf16-dot path (AVX-512 BF16, T >= 8) multiplies BF16 tiles in place and converts FP8 tiles
 // with no transpose: the bits of the row-major weight's packed panels, on 1 and 2 threads, for
 // the whole weight and for row ranges that start on a tile; a range starting inside a tile takes
