@@ -6,6 +6,7 @@
 
 #include "model/parallel_rows.h"
 #include "ops/gemm.h"
+#include "ops/int8_columns.h"
 #include "ops/int8_dot.h"
 #include "ops/mla_attention.h"
 #include "ops/row_tiles.h"
@@ -84,6 +85,23 @@ HeadRows ValueRows(const ModelConfig& c, const AttentionWeights& w, int64_t h) {
   return {&w.kv_b_proj, h * (c.qk_nope_head_dim + c.v_head_dim) + c.qk_nope_head_dim};
 }
 
+// q_lat_h [r] = W_UK[h]^T q_nope [dn]: on int8 activations from the int8 column layout where the
+// load made it (ops/int8_columns.h, vpdpbusd), else W_UK's rows decoded into registers and summed
+// in f32 (AccumulateRows; row: [r] scratch).
+void KeyProduct(const ModelConfig& c, const AttentionWeights& w, bool int8_dot, ops::Isa isa,
+                int64_t h, const float* q_nope, float* q_lat_h, float* row) {
+  const ops::Int8Columns& columns = w.kv_b_uk_columns;
+  if (int8_dot && columns.codes != nullptr) {
+    ops::Int8Columns head = columns;  // W_UK[h]
+    head.codes += h * ops::Int8ColumnsBytes(columns.dtype, columns.n, columns.m);
+    head.scale += h * ops::Int8ColumnsScales(columns.n, columns.m);
+    return ops::VecMatInt8(isa, head, q_nope, q_lat_h);
+  }
+  const HeadRows k = KeyRows(c, w, h);  // W_UK[h]
+  std::fill(q_lat_h, q_lat_h + c.kv_lora_rank, 0.0f);
+  ops::AccumulateRows(isa, *k.w, k.first, c.qk_nope_head_dim, q_nope, q_lat_h, row);
+}
+
 // W_UV[h] o_lat_h -> o_h [dv] (kv_out: [kv_b_proj rows] scratch for the matrix-vector kernel's
 // output, which it writes at the rows' own places).
 void ValueProduct(const ModelConfig& c, const AttentionWeights& w, const ops::KernelContext& one,
@@ -98,7 +116,7 @@ void ValueProduct(const ModelConfig& c, const AttentionWeights& w, const ops::Ke
 //   q_lat = W_UK[h]^T q_nope;  o_lat = sum_j softmax_j(scale (q_lat . c_j + q_pe . k_pe_j)) c_j;
 //   o = W_UV[h] o_lat.
 // The heads share one pass over the latent cache (ops::MlaAttention). W_UK and W_UV are read as
-// stored (W_UK's rows decoded into registers, W_UV by the matrix-vector kernel of its format), so
+// stored (W_UK by KeyProduct, W_UV by the matrix-vector kernel of its format), so
 // decoding reads kv_b_proj's bytes in its format instead of an f32 copy (2x the bytes of BF16,
 // 4x FP8 and q8_0, 8x q4_0).
 //   q_token: [nh, dn+dr]   o_token: [nh, dv]   q_lat, o_lat: [h_end - h_begin, r]   row: [r]
@@ -109,13 +127,8 @@ void AbsorbedHeads(const ModelConfig& c, const RopeParams& rope, const Attention
                    float* o_lat, float* row, float* kv_out, float* o_token) {
   const int64_t dn = c.qk_nope_head_dim, dr = c.qk_rope_head_dim, dv = c.v_head_dim;
   const int64_t r = c.kv_lora_rank, qk = dn + dr, heads = h_end - h_begin;
-  for (int64_t h = h_begin; h < h_end; ++h) {
-    const HeadRows k = KeyRows(c, w, h);         // W_UK[h]
-    const float* q_nope = q_token + h * qk;      // [dn]
-    float* q_lat_h = q_lat + (h - h_begin) * r;  // [r]
-    std::fill(q_lat_h, q_lat_h + r, 0.0f);
-    ops::AccumulateRows(isa, *k.w, k.first, dn, q_nope, q_lat_h, row);
-  }
+  for (int64_t h = h_begin; h < h_end; ++h)
+    KeyProduct(c, w, int8_dot, isa, h, q_token + h * qk, q_lat + (h - h_begin) * r, row);
   const ops::MlaQuery query{q_lat, q_token + h_begin * qk + dn, qk, heads,
                             static_cast<float>(rope.softmax_scale)};
   const ops::LatentCacheView view{cache.latent.data(), cache.rope_key.data(), num_keys, r, dr};
@@ -172,11 +185,8 @@ void AbsorbedSplitKeys(const ModelConfig& c, const RopeParams& rope, const Atten
   // q_lat[h] = W_UK[h]^T q_nope[h]: the heads split over the threads.
   on_threads([&](int t) {
     float* row = thread_scratch + t * per_thread;
-    for (int64_t h = nh * t / threads; h < nh * (t + 1) / threads; ++h) {
-      std::fill(q_lat + h * r, q_lat + (h + 1) * r, 0.0f);
-      const HeadRows k = KeyRows(c, w, h);  // W_UK[h]
-      ops::AccumulateRows(ctx.isa, *k.w, k.first, dn, q_token + h * qk, q_lat + h * r, row);
-    }
+    for (int64_t h = nh * t / threads; h < nh * (t + 1) / threads; ++h)
+      KeyProduct(c, w, ctx.int8_dot, ctx.isa, h, q_token + h * qk, q_lat + h * r, row);
   });
   // Every head over each part of the cache: the parts split over the threads.
   on_threads([&](int t) {

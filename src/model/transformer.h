@@ -35,6 +35,9 @@ struct LoadOptions {
   // AVX-512 BF16 with bf16_dot. A product of 8+ tokens on tiles without bf16_dot takes the dot
   // form, and other ISAs the scalar reference (correct, slow). Ignored for kMmap.
   bool tile_bf16_rows = false;
+  // Decoding will run on int8 activations (ops::KernelContext::int8_dot): q8_0 / q4_0 kv_b_proj's
+  // W_UK halves get the int8 column layout (SplitKvBProj, KvBSplit::int8_dot) on any ISA.
+  bool int8_dot = false;
 };
 
 class Model {

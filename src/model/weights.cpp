@@ -335,16 +335,21 @@ RowLayout KvBLayout(const WeightView& kv) {
   return {ops::StoredRowBytes(kv), ops::QuantGroups(kv.cols, kv.group_size), 1};
 }
 
-// a's kv_b_uk / kv_b_uv from its row-major kv_b_proj (q8_0, q4_0, or FP8 whose heads' halves are
-// whole block rows), kv_b_uv tiled as tile() does.
+// a's copies of its row-major kv_b_proj's halves (q8_0, q4_0, or FP8 whose heads' halves are
+// whole block rows): W_UK in the int8 column layout with columns (kv_b_uk_columns), else row-major
+// (kv_b_uk); W_UV row-major (kv_b_uv), then tiled as tile() does.
 template <typename Tile>
-void SplitKvB(AttentionWeights* a, const ModelConfig& c, Tile&& tile) {
+void SplitKvB(AttentionWeights* a, const ModelConfig& c, bool columns, Tile&& tile) {
   const WeightView& kv = a->kv_b_proj;
   const int64_t nh = c.num_attention_heads, dn = c.qk_nope_head_dim, dv = c.v_head_dim;
+  const int64_t r = kv.cols;
   const RowLayout l = KvBLayout(kv);
   const int64_t sw = l.scale_width, rps = l.rows_per_scale;
   const auto line = [](int64_t n) { return (n + 63) / 64 * 64; };
-  const int64_t uk_bytes = line(nh * dn * l.row_bytes), uk_scales = line(nh * dn / rps * sw);
+  // One head's W_UK: bytes and scale floats.
+  const int64_t head_bytes = columns ? ops::Int8ColumnsBytes(kv.dtype, dn, r) : dn * l.row_bytes;
+  const int64_t head_scales = columns ? ops::Int8ColumnsScales(dn, r) : dn / rps * sw;
+  const int64_t uk_bytes = line(nh * head_bytes), uk_scales = line(nh * head_scales);
   auto halves = std::make_shared<AttentionWeights::KvBHalves>();
   halves->bytes.resize(static_cast<size_t>(uk_bytes + nh * dv * l.row_bytes));
   halves->scales.resize(static_cast<size_t>(uk_scales + nh * dv / rps * sw));
@@ -358,15 +363,23 @@ void SplitKvB(AttentionWeights* a, const ModelConfig& c, Tile&& tile) {
   };
   for (int64_t h = 0; h < nh; ++h) {
     const int64_t k_row = h * (dn + dv), v_row = k_row + dn;  // kv_b_proj's W_UK[h], W_UV[h]
-    copy(uk + h * dn * l.row_bytes, data + k_row * l.row_bytes, dn * l.row_bytes);
+    if (columns) {
+      ops::LayOutInt8Columns(kv, k_row, dn, uk + h * head_bytes, uk_scale + h * head_scales);
+    } else {
+      copy(uk + h * head_bytes, data + k_row * l.row_bytes, head_bytes);
+      copy(uk_scale + h * head_scales, kv.scale + k_row / rps * sw, head_scales * 4);
+    }
     copy(uv + h * dv * l.row_bytes, data + v_row * l.row_bytes, dv * l.row_bytes);
-    copy(uk_scale + h * dn / rps * sw, kv.scale + k_row / rps * sw, dn / rps * sw * 4);
     copy(uv_scale + h * dv / rps * sw, kv.scale + v_row / rps * sw, dv / rps * sw * 4);
   }
-  a->kv_b_uk = kv;
-  a->kv_b_uk.rows = nh * dn;
-  a->kv_b_uk.data = uk;
-  a->kv_b_uk.scale = uk_scale;
+  if (columns) {
+    a->kv_b_uk_columns = {kv.dtype, dn, r, uk, uk_scale};
+  } else {
+    a->kv_b_uk = kv;
+    a->kv_b_uk.rows = nh * dn;
+    a->kv_b_uk.data = uk;
+    a->kv_b_uk.scale = uk_scale;
+  }
   a->kv_b_uv = kv;
   a->kv_b_uv.rows = nh * dv;
   a->kv_b_uv.data = uv;
@@ -377,27 +390,28 @@ void SplitKvB(AttentionWeights* a, const ModelConfig& c, Tile&& tile) {
 
 }  // namespace
 
-int64_t SplitKvBProj(ModelWeights* weights, const ModelConfig& c, bool int8, bool q8_0,
-                     bool pairs) {
+int64_t SplitKvBProj(ModelWeights* weights, const ModelConfig& c, const KvBSplit& how) {
   int64_t split = 0;
   const auto visit = [&](AttentionWeights* a) {
     const WeightView& kv = a->kv_b_proj;
     if (kv.row_tiles != 0 || kv.data == nullptr) return;
-    const bool int8_split =
-        int8 && kv.scale != nullptr && (kv.dtype == DType::kU8 || (q8_0 && kv.dtype == DType::kI8));
+    const bool int8 = kv.scale != nullptr && (kv.dtype == DType::kU8 || kv.dtype == DType::kI8);
+    // q4_0 only: q8_0 was level or slower with the column layout (below, KvBSplit).
+    const bool columns = how.int8_dot && int8 && kv.dtype == DType::kU8 &&
+                         ops::CanLayOutInt8Columns(kv, c.qk_nope_head_dim);
+    const bool int8_tiles = how.int8_tiles && int8 && (kv.dtype == DType::kU8 || how.q8_0_tiles);
     // FP8: each head's halves whole block rows, so their scales are whole rows of the grid.
     const bool fp8_split = kv.dtype == DType::kF8E4M3 && kv.scale != nullptr &&
                            c.qk_nope_head_dim % kv.block_rows == 0 &&
                            c.v_head_dim % kv.block_rows == 0;
     // BF16 is left as it is: bench-medium BF16 tg64 was level with the copies (tokens alternating
     // in one process, either role), and they would add 2 GB to DeepSeek-V3's weights.
-    const bool pair_split = pairs && fp8_split;
-    if (int8_split) {
-      SplitKvB(a, c, [](WeightView* w, void* data, float* scale) {
-        if (ops::CanTileRows(*w)) ops::TileRows(w, data, scale);
+    if (columns || int8_tiles) {
+      SplitKvB(a, c, columns, [int8_tiles](WeightView* w, void* data, float* scale) {
+        if (int8_tiles && ops::CanTileRows(*w)) ops::TileRows(w, data, scale);
       });
-    } else if (pair_split) {
-      SplitKvB(a, c, [](WeightView* w, void* data, float*) {
+    } else if (how.pairs && fp8_split) {
+      SplitKvB(a, c, false, [](WeightView* w, void* data, float*) {
         if (ops::CanTilePairRows(*w)) ops::TilePairRows(w, data);
       });
     } else {

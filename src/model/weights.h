@@ -11,6 +11,7 @@
 
 #include "io/safetensors.h"
 #include "model/config.h"
+#include "ops/int8_columns.h"
 #include "ops/matmul.h"
 #include "util/aligned_vector.h"
 
@@ -49,8 +50,13 @@ struct AttentionWeights {
   // every head's W_UV rows back to back (kv_b_uv [nh*dv, r], tiled where they fit). Null views
   // otherwise: decoding reads kv_b_proj's rows.
   WeightView kv_b_uk, kv_b_uv;
+  // Or, for decoding on int8 activations (a q4_0 kv_b_proj, SplitKvBProj with int8_dot),
+  // W_UK in the int8 column layout instead of kv_b_uk (ops/int8_columns.h, q_lat = q_nope W_UK[h]
+  // on vpdpbusd): head 0's [dn, r] here, head h's codes Int8ColumnsBytes and scales
+  // Int8ColumnsScales further on (KeyColumns, model/mla.cpp). Null codes otherwise.
+  ops::Int8Columns kv_b_uk_columns;
   struct KvBHalves {
-    AlignedVector<uint8_t> bytes;  // kv_b_uk's rows, then kv_b_uv's from a 64-byte line
+    AlignedVector<uint8_t> bytes;  // W_UK's copy, then kv_b_uv's rows from a 64-byte line
     AlignedVector<float> scales;   // likewise
   };
   std::shared_ptr<const KvBHalves> kv_b_halves;  // shared by copies of these weights
@@ -96,15 +102,29 @@ Result<ModelWeights> BindWeights(const ModelConfig& config, const io::Checkpoint
 // matrices are tiled too (q4_0 always are). Returns the number of matrices tiled.
 int64_t TileInt8Weights(ModelWeights* weights, bool q8_0 = true);
 
-// Copies kv_b_proj's W_UK and W_UV rows into AttentionWeights::kv_b_uk / kv_b_uv, kv_b_uv in the
-// tiles its format's decode kernels read: with int8, every q4_0 kv_b_proj (and q8_0 with q8_0)
-// in the int8 row tiles (ops::CanTileRows permitting); with pairs, FP8 whose heads' halves are
-// whole scale blocks (DeepSeek-V3's 128 rows each) in the bf16 pair tiles (CanTilePairRows). One
+// Which copies of kv_b_proj's halves SplitKvBProj makes.
+struct KvBSplit {
+  // Decoding runs on int8 activations (ops::KernelContext::int8_dot): a q4_0 kv_b_proj's W_UK
+  // goes into the int8 column layout (kv_b_uk_columns, where ops::CanLayOutInt8Columns takes it)
+  // on every ISA, so the logits do not depend on the ISA; W_UV is copied with it. bench-medium
+  // q4_0 decode, tokens alternating between both forms in one process: 1.2-1.7 % less time a
+  // token. Not q8_0: level to 1.6 % slower (its W_UK, twice the bytes, streams no faster).
+  bool int8_dot = false;
+  // W_UV's copy in the int8 row tiles (ops::CanTileRows permitting): q4_0, and q8_0 with
+  // q8_0_tiles. Without int8_dot (or where the column layout does not fit) W_UK is copied
+  // row-major (kv_b_uk, for AccumulateRows).
+  bool int8_tiles = false;
+  bool q8_0_tiles = false;
+  // FP8 whose heads' halves are whole scale blocks (DeepSeek-V3's 128 rows each): both halves
+  // copied, W_UV in the bf16 pair tiles (CanTilePairRows).
+  bool pairs = false;
+};
+
+// Copies kv_b_proj's W_UK and W_UV rows apart for decoding, as `how` says (KvBSplit): one
 // token's absorbed attention then streams each half in order (kv_b_proj interleaves them per
-// head) and W_UV takes the tiled kernel. Any load mode (the copies are owned). Returns the number
-// of layers split.
-int64_t SplitKvBProj(ModelWeights* weights, const ModelConfig& config, bool int8, bool q8_0,
-                     bool pairs);
+// head) in the layout its format's decode kernel reads. Any load mode (the copies are owned).
+// Returns the number of layers split.
+int64_t SplitKvBProj(ModelWeights* weights, const ModelConfig& config, const KvBSplit& how);
 
 // Reorders the BF16 and FP8 matrices among those TileInt8Weights would tile into the bf16-dot
 // kernel's 32-row tiles (ops/bf16_tiles.h), in place, under the same contract (an FP8 checkpoint's

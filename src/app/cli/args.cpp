@@ -79,6 +79,7 @@ Result<Runtime> LoadRuntime(const RunOptions& options) {
   load.tile_int8_rows = options.int8_dot && (isa == ops::Isa::kAvx512 || isa == ops::Isa::kAvx2);
   load.tile_q8_0_rows = isa == ops::Isa::kAvx512;
   load.tile_bf16_rows = options.bf16_dot && isa == ops::Isa::kAvx512;
+  load.int8_dot = options.int8_dot;
   DSV3_ASSIGN_OR_RETURN(rt.model, Model::Load(options.model_dir, load));
   rt.pool = std::make_unique<ThreadPool>(options.threads);
   rt.ctx.pool = rt.pool.get();
