@@ -224,16 +224,16 @@ TEST_F(QuantizeTest, TiledInt8WeightsGiveTheSameLogits) {
   }
 }
 
-// A q4_0 model loaded for int8 activations (LoadOptions::int8_dot, the CLI's default) decodes with
-// q_lat = W_UK[h]^T q_nope formed from W_UK's int8 column layout (ops/int8_columns.h): the same
-// bits with the weights tiled or not, on every ISA (the f32 parts of the model, attention and
-// router, differ between ISAs; the kernel's own bits do not: ops_int8_columns_test.cpp), token by
-// token and past 512 positions (the split-keys path). Against W_UK's f32 product the logits move
+// A q8_0 / q4_0 model loaded for int8 activations (LoadOptions::int8_dot, the CLI's default)
+// decodes with q_lat = W_UK[h]^T q_nope formed from W_UK's int8 column layout (ops/int8_columns.h):
+// the same bits with the weights tiled or not, on every ISA (the f32 parts of the model, attention
+// and router, differ between ISAs; the kernel's own bits do not: ops_int8_columns_test.cpp), token
+// by token and past 512 positions (the split-keys path). Against W_UK's f32 product the logits move
 // by the order of what the int8 path's other activation quantisations (the same kind of error, in
-// every other product) move them: measured 3.7 % of max|logit| against 2.8 % (a random tiny model
-// amplifies small changes to q_lat through its attention), so the check allows twice the latter;
-// W_UK of the next head moved them by 97 %. The kernel's own bound is checked in
-// ops_int8_columns_test.cpp. q8_0 keeps the f32 product (weights.h, KvBSplit).
+// every other product) move them: measured 3.7 % of max|logit| against 2.8-3.0 % (a random tiny
+// model amplifies small changes to q_lat through its attention), so the check allows twice the
+// latter; W_UK of the next head moved them by 97 %. The kernel's own bound is checked in
+// ops_int8_columns_test.cpp.
 TEST_F(QuantizeTest, Int8KeyColumnsDecodeTheSameTiledOrNot) {
   auto config = WideTinyV3(32);
   ASSERT_TRUE(config.ok());
@@ -253,10 +253,6 @@ TEST_F(QuantizeTest, Int8KeyColumnsDecodeTheSameTiledOrNot) {
     auto model = Model::Load(q, columns);
     ASSERT_TRUE(model.ok()) << model.status().message();
     const AttentionWeights& a = (*model)->weights().layers[1].attn;
-    if (type == QuantType::kQ8_0) {
-      EXPECT_EQ(a.kv_b_uk_columns.codes, nullptr);
-      continue;
-    }
     ASSERT_NE(a.kv_b_uk_columns.codes, nullptr);
     EXPECT_EQ(a.kv_b_uk_columns.n, 40);
     EXPECT_EQ(a.kv_b_uk_columns.m, 64);

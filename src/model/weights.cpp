@@ -396,9 +396,7 @@ int64_t SplitKvBProj(ModelWeights* weights, const ModelConfig& c, const KvBSplit
     const WeightView& kv = a->kv_b_proj;
     if (kv.row_tiles != 0 || kv.data == nullptr) return;
     const bool int8 = kv.scale != nullptr && (kv.dtype == DType::kU8 || kv.dtype == DType::kI8);
-    // q4_0 only: q8_0 was level or slower with the column layout (below, KvBSplit).
-    const bool columns = how.int8_dot && int8 && kv.dtype == DType::kU8 &&
-                         ops::CanLayOutInt8Columns(kv, c.qk_nope_head_dim);
+    const bool columns = how.int8_dot && int8 && ops::CanLayOutInt8Columns(kv, c.qk_nope_head_dim);
     const bool int8_tiles = how.int8_tiles && int8 && (kv.dtype == DType::kU8 || how.q8_0_tiles);
     // FP8: each head's halves whole block rows, so their scales are whole rows of the grid.
     const bool fp8_split = kv.dtype == DType::kF8E4M3 && kv.scale != nullptr &&

@@ -50,10 +50,10 @@ struct AttentionWeights {
   // every head's W_UV rows back to back (kv_b_uv [nh*dv, r], tiled where they fit). Null views
   // otherwise: decoding reads kv_b_proj's rows.
   WeightView kv_b_uk, kv_b_uv;
-  // Or, for decoding on int8 activations (a q4_0 kv_b_proj, SplitKvBProj with int8_dot),
+  // Or, for decoding on int8 activations (a q8_0 / q4_0 kv_b_proj, SplitKvBProj with int8_dot),
   // W_UK in the int8 column layout instead of kv_b_uk (ops/int8_columns.h, q_lat = q_nope W_UK[h]
   // on vpdpbusd): head 0's [dn, r] here, head h's codes Int8ColumnsBytes and scales
-  // Int8ColumnsScales further on (KeyColumns, model/mla.cpp). Null codes otherwise.
+  // Int8ColumnsScales further on (KeyProduct, model/mla.cpp). Null codes otherwise.
   ops::Int8Columns kv_b_uk_columns;
   struct KvBHalves {
     AlignedVector<uint8_t> bytes;  // W_UK's copy, then kv_b_uv's rows from a 64-byte line
@@ -104,11 +104,12 @@ int64_t TileInt8Weights(ModelWeights* weights, bool q8_0 = true);
 
 // Which copies of kv_b_proj's halves SplitKvBProj makes.
 struct KvBSplit {
-  // Decoding runs on int8 activations (ops::KernelContext::int8_dot): a q4_0 kv_b_proj's W_UK
-  // goes into the int8 column layout (kv_b_uk_columns, where ops::CanLayOutInt8Columns takes it)
-  // on every ISA, so the logits do not depend on the ISA; W_UV is copied with it. bench-medium
-  // q4_0 decode, tokens alternating between both forms in one process: 1.2-1.7 % less time a
-  // token. Not q8_0: level to 1.6 % slower (its W_UK, twice the bytes, streams no faster).
+  // Decoding runs on int8 activations (ops::KernelContext::int8_dot): a q8_0 / q4_0 kv_b_proj's
+  // W_UK goes into the int8 column layout (kv_b_uk_columns, where ops::CanLayOutInt8Columns takes
+  // it) on every ISA, so the logits do not depend on the ISA; W_UV is copied with it.
+  // bench-medium decode, tokens alternating between both forms of W_UK's product in one process,
+  // either role: AVX-512 q4_0 1.2-1.7 % less time a token, q8_0 1.2-2.5 %; AVX2 q4_0 8-9.5 %,
+  // q8_0 3.5-3.8 %.
   bool int8_dot = false;
   // W_UV's copy in the int8 row tiles (ops::CanTileRows permitting): q4_0, and q8_0 with
   // q8_0_tiles. Without int8_dot (or where the column layout does not fit) W_UK is copied
