@@ -93,9 +93,9 @@ Laid LayOut(const WeightView& v, int64_t row0, int64_t n) {
 int32_t LaidCode(const Int8Columns& c, int64_t i, int64_t j) {
   const int64_t blocks = (c.n + 31) / 32, k = i / 32, ib = i % 32;
   const bool q8 = c.dtype == DType::kI8;
-  const uint8_t* block = c.codes + ((j / 16) * blocks + k) * (q8 ? 512 : 256);
-  if (q8) return block[(ib / 4) * 64 + (j % 16) * 4 + ib % 4] - 128;
-  const uint8_t byte = block[((ib % 16) / 4) * 64 + (j % 16) * 4 + ib % 4];
+  const uint8_t* block = c.codes + ((j / 32) * blocks + k) * (q8 ? 1024 : 512);
+  if (q8) return block[(ib / 4) * 128 + (j % 32) * 4 + ib % 4] - 128;
+  const uint8_t byte = block[((ib % 16) / 4) * 128 + (j % 32) * 4 + ib % 4];
   return (ib < 16 ? (byte & 15) : (byte >> 4)) - 8;
 }
 

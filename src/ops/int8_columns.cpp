@@ -14,7 +14,7 @@ namespace dsv3::ops {
 namespace {
 
 constexpr int64_t kBlock = 32;
-constexpr int64_t kTile = 16;
+constexpr int64_t kLine = 128;  // one block's line: 4 bytes of each of a group's 32 columns
 
 int64_t LinesPerBlock(DType dtype) {
   return dtype == DType::kI8 ? 8 : 4;
@@ -27,11 +27,11 @@ int32_t WeightOffset(DType dtype) {
 int32_t StoredCode(const Int8Columns& w, int64_t i, int64_t j) {
   const int64_t blocks = (w.n + kBlock - 1) / kBlock, lines = LinesPerBlock(w.dtype);
   const int64_t k = i / kBlock, ib = i % kBlock;
-  const uint8_t* block = w.codes + ((j / kTile) * blocks + k) * lines * 64;
-  const int64_t c = j % kTile;
-  if (w.dtype == DType::kI8) return block[(ib / 4) * 64 + c * 4 + ib % 4];
+  const uint8_t* block = w.codes + ((j / kBlock) * blocks + k) * lines * kLine;
+  const int64_t c = j % kBlock;
+  if (w.dtype == DType::kI8) return block[(ib / 4) * kLine + c * 4 + ib % 4];
   const int64_t half = ib / 16, r = ib % 16;
-  const uint8_t byte = block[(r / 4) * 64 + c * 4 + r % 4];
+  const uint8_t byte = block[(r / 4) * kLine + c * 4 + r % 4];
   return half == 0 ? (byte & 15) : (byte >> 4);
 }
 
@@ -44,7 +44,7 @@ bool CanLayOutInt8Columns(const WeightView& w, int64_t n) {
 }
 
 int64_t Int8ColumnsBytes(DType dtype, int64_t n, int64_t m) {
-  return m / kTile * ((n + kBlock - 1) / kBlock) * LinesPerBlock(dtype) * 64;
+  return m / kBlock * ((n + kBlock - 1) / kBlock) * LinesPerBlock(dtype) * kLine;
 }
 
 void LayOutInt8Columns(const WeightView& w, int64_t row0, int64_t n, uint8_t* codes, float* scale) {
@@ -58,15 +58,15 @@ void LayOutInt8Columns(const WeightView& w, int64_t row0, int64_t n, uint8_t* co
     for (int64_t g = 0; g < m / kBlock; ++g) scale[g * n + i] = GroupScale(w, row0 + i, g);
     const int64_t k = i / kBlock, ib = i % kBlock;
     for (int64_t j = 0; j < m; ++j) {
-      uint8_t* block = codes + ((j / kTile) * blocks + k) * lines * 64;
-      const int64_t c = j % kTile;
+      uint8_t* block = codes + ((j / kBlock) * blocks + k) * lines * kLine;
+      const int64_t c = j % kBlock;
       if (q8) {
-        block[(ib / 4) * 64 + c * 4 + ib % 4] = static_cast<uint8_t>(row[j] ^ 0x80);
+        block[(ib / 4) * kLine + c * 4 + ib % 4] = static_cast<uint8_t>(row[j] ^ 0x80);
         continue;
       }
       const uint8_t nibble = (row[j / 2] >> (4 * (j % 2))) & 15;  // low nibble: even column
       const int64_t half = ib / 16, r = ib % 16;
-      uint8_t& byte = block[(r / 4) * 64 + c * 4 + r % 4];
+      uint8_t& byte = block[(r / 4) * kLine + c * 4 + r % 4];
       byte = half == 0 ? static_cast<uint8_t>((byte & 0xF0) | nibble)
                        : static_cast<uint8_t>((byte & 0x0F) | (nibble << 4));
     }

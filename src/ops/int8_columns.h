@@ -14,14 +14,19 @@
 // d_a / 2 of its block, as the int8 path's x is. Each output group costs one quantisation of n
 // values, so the form pays where n is small against the bytes read (W_UK: n = dn = 128, m = 512).
 //
-// The layout (LayOutInt8Columns) holds W by columns, for vpdpbusd: tiles of 16 columns, each
-// ceil(n / 32) blocks of 32 rows, each block lines of 64 bytes with column c's 4 bytes at byte 4 c:
+// The layout (LayOutInt8Columns) holds W by columns, for vpdpbusd: per output group of 32
+// columns, ceil(n / 32) blocks of 32 rows, each block lines of 128 bytes with the group's column c
+// at bytes 4 c .. 4 c + 3:
 //   q8_0: 8 lines; line l, byte b: c[32 k + 4 l + b, j] + 128 (unsigned);
 //   q4_0: 4 lines; line l, byte b: the stored nibble (c + 8) of row 32 k + 4 l + b in the low
 //         half, of row 32 k + 16 + 4 l + b in the high half.
-// So one line times 4 broadcast activation codes gives 16 outputs' partial dots; the unsigned
-// weights owe offset * sum(q_a) per block (offset 128 or 8). Rows past n hold code 0. Scales as
-// f32 [m / 32][n] (group-major: one group's s[., g] contiguous, multiplied into x as a vector).
+// So each 64-byte half of a line times 4 broadcast activation codes gives 16 outputs' partial
+// dots, and a group's kernel reads its bytes front to back: one stream for the whole matrix. (With
+// each group's 16-column halves in tiles of their own, two streams jumping at every group, 8 heads
+// of W_UK from DRAM took AVX-512 28.0 us (q8_0) and 11.1 (q4_0) on one core, now 21.8 and 7.3-9.0:
+// bench/key_product_bench.cpp.) The unsigned weights owe offset * sum(q_a) per block
+// (offset 128 or 8). Rows past n hold code 0. Scales as f32 [m / 32][n] (group-major: one
+// group's s[., g] contiguous, multiplied into x as a vector).
 #pragma once
 
 #include <cstdint>

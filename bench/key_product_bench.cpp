@@ -1,0 +1,138 @@
+// Decoding's absorbed query, q_lat = W_UK[h]^T q_nope for one thread's 8 heads of bench-medium /
+// DeepSeek-V3's W_UK ([dn = 128, r = 512] a head), q8_0 and q4_0: the int8 column layout
+// (ops::VecMatInt8, what decoding on int8 activations runs since session 25) against W_UK's rows
+// decoded into registers and summed in f32 (ops::AccumulateRows, what it ran before and what the
+// exact path runs).
+//
+//   build/bench/key_product_bench --benchmark_min_time=0.3
+//
+// Arguments: {isa (0 scalar, 1 avx2, 2 avx512), dtype (4 q8_0, 5 q4_0), heads stored}. Each call
+// takes the next 8 of the stored heads: with 8 they stay in the L2 (the kernels' arithmetic),
+// with 2048 (80-150 MB) they come from DRAM, as in a decode step. bytes_per_second counts the
+// codes and scales one call reads (the same for both forms).
+#include <benchmark/benchmark.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <random>
+#include <vector>
+
+#include "ops/int8_columns.h"
+#include "ops/isa.h"
+#include "ops/matmul.h"
+#include "ops/quant.h"
+#include "util/aligned_vector.h"
+#include "util/dtype.h"
+
+namespace {
+
+using dsv3::DType;
+using dsv3::ops::Isa;
+
+constexpr int64_t kDn = 128, kR = 512, kHeadsPerCall = 8;
+
+struct Case {
+  Isa isa;
+  DType dtype;
+  int64_t heads, row_bytes, groups;
+  std::vector<uint8_t> rows;  // W_UK of every head, row-major [heads * dn, r]
+  std::vector<float> row_scales;
+  dsv3::AlignedVector<uint8_t> codes;  // the same in the column layout, head after head
+  std::vector<float> column_scales;
+  std::vector<float> x, y, row_buf;
+
+  explicit Case(const benchmark::State& state)
+      : isa(static_cast<Isa>(state.range(0))),
+        dtype(static_cast<DType>(state.range(1))),
+        heads(state.range(2)),
+        row_bytes(dtype == DType::kI8 ? kR : kR / 2),
+        groups(kR / 32) {
+    std::mt19937 rng(1);
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    rows.resize(static_cast<size_t>(heads * kDn * row_bytes));
+    row_scales.resize(static_cast<size_t>(heads * kDn * groups));
+    std::vector<float> row(kR);
+    for (int64_t i = 0; i < heads * kDn; ++i) {
+      for (float& v : row) v = normal(rng);
+      if (dtype == DType::kI8)
+        dsv3::ops::QuantizeRowQ8_0(row.data(), kR, 32,
+                                   reinterpret_cast<int8_t*>(rows.data()) + i * row_bytes,
+                                   row_scales.data() + i * groups);
+      else
+        dsv3::ops::QuantizeRowQ4_0(row.data(), kR, 32, rows.data() + i * row_bytes,
+                                   row_scales.data() + i * groups);
+    }
+    const dsv3::ops::WeightView w = View();
+    codes.resize(static_cast<size_t>(heads * HeadBytes()));
+    column_scales.resize(static_cast<size_t>(heads * HeadScales()));
+    for (int64_t h = 0; h < heads; ++h)
+      dsv3::ops::LayOutInt8Columns(w, h * kDn, kDn, codes.data() + h * HeadBytes(),
+                                   column_scales.data() + h * HeadScales());
+    x.resize(static_cast<size_t>(kHeadsPerCall * kDn));
+    for (float& v : x) v = normal(rng);
+    y.resize(static_cast<size_t>(kHeadsPerCall * kR));
+    row_buf.resize(kR);
+  }
+  dsv3::ops::WeightView View() const {
+    dsv3::ops::WeightView w;
+    w.dtype = dtype;
+    w.rows = heads * kDn;
+    w.cols = kR;
+    w.data = rows.data();
+    w.scale = row_scales.data();
+    w.group_size = 32;
+    return w;
+  }
+  int64_t HeadBytes() const { return dsv3::ops::Int8ColumnsBytes(dtype, kDn, kR); }
+  int64_t HeadScales() const { return dsv3::ops::Int8ColumnsScales(kDn, kR); }
+  int64_t BytesPerCall() const { return kHeadsPerCall * (HeadBytes() + HeadScales() * 4); }
+};
+
+bool Skip(benchmark::State& state, Isa isa) {
+  if (dsv3::ops::CpuSupports(isa)) return false;
+  state.SkipWithError("ISA not supported on this CPU");
+  return true;
+}
+
+void BM_Columns(benchmark::State& state) {
+  Case c(state);
+  if (Skip(state, c.isa)) return;
+  int64_t next = 0;
+  for (auto _ : state) {
+    for (int64_t i = 0; i < kHeadsPerCall; ++i, next = (next + 1) % c.heads) {
+      const dsv3::ops::Int8Columns head{c.dtype, kDn, kR, c.codes.data() + next * c.HeadBytes(),
+                                        c.column_scales.data() + next * c.HeadScales()};
+      dsv3::ops::VecMatInt8(c.isa, head, c.x.data() + i * kDn, c.y.data() + i * kR);
+    }
+    benchmark::DoNotOptimize(c.y.data());
+  }
+  state.SetBytesProcessed(state.iterations() * c.BytesPerCall());
+}
+
+void BM_Rows(benchmark::State& state) {
+  Case c(state);
+  if (Skip(state, c.isa)) return;
+  const dsv3::ops::WeightView w = c.View();
+  int64_t next = 0;
+  for (auto _ : state) {
+    for (int64_t i = 0; i < kHeadsPerCall; ++i, next = (next + 1) % c.heads) {
+      float* y = c.y.data() + i * kR;
+      std::fill(y, y + kR, 0.0f);
+      dsv3::ops::AccumulateRows(c.isa, w, next * kDn, kDn, c.x.data() + i * kDn, y,
+                                c.row_buf.data());
+    }
+    benchmark::DoNotOptimize(c.y.data());
+  }
+  state.SetBytesProcessed(state.iterations() * c.BytesPerCall());
+}
+
+void Shapes(benchmark::internal::Benchmark* b) {
+  for (int64_t isa : {1, 2})
+    for (int64_t dtype : {static_cast<int64_t>(DType::kI8), static_cast<int64_t>(DType::kU8)})
+      for (int64_t heads : {8, 2048}) b->Args({isa, dtype, heads});
+}
+
+}  // namespace
+
+BENCHMARK(BM_Columns)->Apply(Shapes)->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_Rows)->Apply(Shapes)->Unit(benchmark::kMicrosecond);
