@@ -23,31 +23,15 @@
 #include "ops/kernels_internal.h"
 #include "ops/quant.h"
 #include "ops/row_tiles.h"
+#include "quant_weight.h"
 #include "util/aligned_vector.h"
 #include "util/dtype.h"
 
 namespace dsv3::ops {
 namespace {
 
-struct Weight {
-  DType dtype;
-  int64_t rows, cols;
-  std::vector<uint8_t> bytes;
-  std::vector<float> scale;
-  WeightView View() {
-    WeightView v;
-    v.dtype = dtype;
-    v.rows = rows;
-    v.cols = cols;
-    v.data = bytes.data();
-    v.scale = scale.data();
-    v.group_size = kQuantGroupSize;
-    return v;
-  }
-};
-
-Weight RandomWeight(DType dtype, int64_t rows, int64_t cols, std::mt19937& rng) {
-  Weight w{dtype, rows, cols, {}, {}};
+QuantWeight RandomWeight(DType dtype, int64_t rows, int64_t cols, std::mt19937& rng) {
+  QuantWeight w{dtype, rows, cols, {}, {}};
   const int64_t groups = QuantGroups(cols), row_bytes = dtype == DType::kI8 ? cols : cols / 2;
   w.bytes.resize(static_cast<size_t>(rows * row_bytes));
   w.scale.resize(static_cast<size_t>(rows * groups));
@@ -66,12 +50,6 @@ Weight RandomWeight(DType dtype, int64_t rows, int64_t cols, std::mt19937& rng) 
                       w.scale.data() + r * groups);
   }
   return w;
-}
-
-// The signed code of W[i, j] as stored row-major.
-int32_t Code(const Weight& w, int64_t i, int64_t j) {
-  if (w.dtype == DType::kI8) return static_cast<int8_t>(w.bytes[i * w.cols + j]);
-  return ((w.bytes[i * w.cols / 2 + j / 2] >> (4 * (j % 2))) & 15) - 8;
 }
 
 struct Laid {
@@ -120,18 +98,18 @@ TEST(Int8Columns, LayoutKeepsEveryCodeAndScaleFromEitherRowLayout) {
     for (const Shape s : {Shape{37, 64}, Shape{128, 96}}) {
       SCOPED_TRACE(std::string(DTypeName(dtype)) + " n=" + std::to_string(s.n));
       const int64_t row0 = 5;
-      Weight w = RandomWeight(dtype, 176, s.m, rng);
+      QuantWeight w = RandomWeight(dtype, 176, s.m, rng);
       const Laid l = LayOut(w.View(), row0, s.n);
       for (int64_t i = 0; i < s.n; ++i) {
         for (int64_t j = 0; j < s.m; ++j)
-          ASSERT_EQ(LaidCode(l.cols, i, j), Code(w, row0 + i, j)) << i << "," << j;
+          ASSERT_EQ(LaidCode(l.cols, i, j), w.Code(row0 + i, j)) << i << "," << j;
         for (int64_t g = 0; g < s.m / 32; ++g)
           ASSERT_EQ(l.scale[g * s.n + i], w.scale[(row0 + i) * (s.m / 32) + g]);
       }
       // Rows past n hold code 0.
       for (int64_t i = s.n; i < (s.n + 31) / 32 * 32; ++i) ASSERT_EQ(LaidCode(l.cols, i, 3), 0);
       // The same layout from the weight in 16-row tiles (ops/row_tiles.h).
-      Weight tiled = w;
+      QuantWeight tiled = w;
       WeightView tv = tiled.View();
       ASSERT_TRUE(CanTileRows(tv));
       TileRows(&tv, tiled.bytes.data(), tiled.scale.data());
@@ -148,7 +126,7 @@ TEST(Int8Columns, EveryIsaGivesTheScalarTwinsBits) {
   std::normal_distribution<float> normal(0.0f, 1.0f);
   for (DType dtype : {DType::kI8, DType::kU8}) {
     for (const Shape s : kShapes) {
-      Weight w = RandomWeight(dtype, s.n + 3, s.m, rng);
+      QuantWeight w = RandomWeight(dtype, s.n + 3, s.m, rng);
       const Laid l = LayOut(w.View(), 3, s.n);
       std::vector<float> x(static_cast<size_t>(s.n));
       for (float& v : x) v = normal(rng);
@@ -175,7 +153,7 @@ TEST(Int8Columns, ScalarTwinIsWithinTheActivationsQuantisation) {
     for (const Shape s : kShapes) {
       SCOPED_TRACE(std::string(DTypeName(dtype)) + " n=" + std::to_string(s.n) +
                    " m=" + std::to_string(s.m));
-      Weight w = RandomWeight(dtype, s.n, s.m, rng);
+      QuantWeight w = RandomWeight(dtype, s.n, s.m, rng);
       const Laid l = LayOut(w.View(), 0, s.n);
       std::vector<float> x(static_cast<size_t>(s.n));
       for (float& v : x) v = normal(rng);
@@ -194,7 +172,7 @@ TEST(Int8Columns, ScalarTwinIsWithinTheActivationsQuantisation) {
           double block = 0.0, block_abs = 0.0;
           for (int64_t i = 32 * k; i < std::min(s.n, 32 * k + 32); ++i) {
             const double a = double{x[i]} * w.scale[i * groups + g];
-            const double c = Code(w, i, j);
+            const double c = w.Code(i, j);
             block += a * c;
             block_abs += std::fabs(a * c);
             // d / 2 for the rounding to a code, plus the f32 product and the division's rounding.

@@ -32,6 +32,7 @@
 #include "ops/matmul.h"
 #include "ops/quant.h"
 #include "ops/row_tiles.h"
+#include "quant_weight.h"
 #include "util/dtype.h"
 
 namespace dsv3::ops {
@@ -62,32 +63,6 @@ std::string FirstDifference(const std::vector<float>& a, const std::vector<float
   }
   return "sizes " + std::to_string(a.size()) + " vs " + std::to_string(b.size());
 }
-
-struct QuantWeight {
-  DType dtype = DType::kI8;
-  int64_t rows = 0, cols = 0;
-  std::vector<uint8_t> bytes;
-  std::vector<float> scale;  // [rows, groups]
-
-  int64_t Groups() const { return QuantGroups(cols); }
-  WeightView View() const {
-    WeightView v;
-    v.dtype = dtype;
-    v.rows = rows;
-    v.cols = cols;
-    v.data = bytes.data();
-    v.scale = scale.data();
-    v.group_size = kQuantGroupSize;
-    return v;
-  }
-  int Code(int64_t r, int64_t c) const {
-    if (dtype == DType::kI8) return static_cast<int8_t>(bytes[r * cols + c]);
-    const uint8_t b = bytes[r * Q4RowBytes(cols) + c / 2];
-    return ((c & 1) ? b >> 4 : b & 0xf) - 8;
-  }
-  double Scale(int64_t r, int64_t c) const { return scale[r * Groups() + c / kB]; }
-  double At(int64_t r, int64_t c) const { return Code(r, c) * Scale(r, c); }
-};
 
 QuantWeight MakeQuantWeight(std::mt19937& rng, DType dtype, int64_t rows, int64_t cols) {
   QuantWeight w;

@@ -22,6 +22,7 @@
 #include "ops/matmul.h"
 #include "ops/quant.h"
 #include "ops/vector_ops.h"
+#include "quant_weight.h"
 #include "util/dtype.h"
 
 namespace dsv3::ops {
@@ -39,38 +40,12 @@ std::vector<float> RandomFloats(std::mt19937& rng, int64_t n, float lo = -1.0f, 
 }
 
 // A quantized matrix produced by the library's own quantisers from random values.
-struct QuantWeight {
-  DType dtype = DType::kI8;
-  int64_t rows = 0, cols = 0;
+struct SourcedWeight : QuantWeight {
   std::vector<float> source;  // [rows, cols] the values that were quantised
-  std::vector<uint8_t> bytes;
-  std::vector<float> scale;  // [rows, groups]
-
-  int64_t Groups() const { return QuantGroups(cols); }
-  WeightView View() const {
-    WeightView v;
-    v.dtype = dtype;
-    v.rows = rows;
-    v.cols = cols;
-    v.data = bytes.data();
-    v.scale = scale.data();
-    v.group_size = kQuantGroupSize;
-    return v;
-  }
-  // The code of W[r, c] (q8_0: q; q4_0: nibble - 8).
-  int Code(int64_t r, int64_t c) const {
-    if (dtype == DType::kI8) return static_cast<int8_t>(bytes[r * cols + c]);
-    const uint8_t b = bytes[r * Q4RowBytes(cols) + c / 2];
-    return ((c & 1) ? b >> 4 : b & 0xf) - 8;
-  }
-  // W[r, c] exactly (a small integer times an f32 is exact in double).
-  double At(int64_t r, int64_t c) const {
-    return static_cast<double>(Code(r, c)) * scale[r * Groups() + c / kQuantGroupSize];
-  }
 };
 
-QuantWeight MakeQuantWeight(std::mt19937& rng, DType dtype, int64_t rows, int64_t cols) {
-  QuantWeight w;
+SourcedWeight MakeQuantWeight(std::mt19937& rng, DType dtype, int64_t rows, int64_t cols) {
+  SourcedWeight w;
   w.dtype = dtype;
   w.rows = rows;
   w.cols = cols;
@@ -105,7 +80,7 @@ std::string CaseName(DType dtype, int64_t rows, int64_t cols, int64_t T) {
 TEST(Quantize, Q8ErrorWithinHalfStep) {
   std::mt19937 rng(11);
   for (int64_t cols : {1, 31, 32, 33, 100, 1000}) {
-    const QuantWeight w = MakeQuantWeight(rng, DType::kI8, 5, cols);
+    const SourcedWeight w = MakeQuantWeight(rng, DType::kI8, 5, cols);
     for (int64_t r = 0; r < w.rows; ++r) {
       for (int64_t c = 0; c < cols; ++c) {
         const double d = w.scale[r * w.Groups() + c / kQuantGroupSize];
@@ -121,7 +96,7 @@ TEST(Quantize, Q8ErrorWithinHalfStep) {
 TEST(Quantize, Q4ErrorWithinHalfStepExceptClampedEnd) {
   std::mt19937 rng(12);
   for (int64_t cols : {1, 31, 32, 33, 101, 1000}) {
-    const QuantWeight w = MakeQuantWeight(rng, DType::kU8, 5, cols);
+    const SourcedWeight w = MakeQuantWeight(rng, DType::kU8, 5, cols);
     for (int64_t r = 0; r < w.rows; ++r) {
       for (int64_t c = 0; c < cols; ++c) {
         const double d = w.scale[r * w.Groups() + c / kQuantGroupSize];
@@ -192,7 +167,7 @@ TEST(Quantize, Q4ExtremeIsExact) {
 TEST(DequantizeRow, QuantFormatsExact) {
   std::mt19937 rng(13);
   for (DType dtype : kQuantDTypes) {
-    const QuantWeight w = MakeQuantWeight(rng, dtype, 6, 259);
+    const SourcedWeight w = MakeQuantWeight(rng, dtype, 6, 259);
     std::vector<float> out(static_cast<size_t>(w.cols));
     for (int64_t r = 0; r < w.rows; ++r) {
       DequantizeRow(w.View(), r, out.data());
@@ -212,7 +187,7 @@ TEST(DequantizeRow, EveryIsaBitwiseEqualsScalarQuant) {
     for (int64_t group : {16, 20, 32, 48}) {
       for (int64_t cols : {1, 5, 8, 15, 16, 17, 31, 33, 100, 259}) {
         const int64_t rows = 3, groups = (cols + group - 1) / group;
-        QuantWeight q = MakeQuantWeight(rng, dtype, rows, cols);
+        SourcedWeight q = MakeQuantWeight(rng, dtype, rows, cols);
         for (auto& b : q.bytes) b = static_cast<uint8_t>(byte(rng));  // every code
         const std::vector<float> scale = RandomFloats(rng, rows * groups);
         WeightView v = q.View();
@@ -242,7 +217,7 @@ TEST(AccumulateRows, QuantFormatsEqualDequantizeRowThenAxpy) {
     for (int64_t group : {32, 48, 20}) {
       for (int64_t cols : {1, 31, 33, 130, 300, 416, 544, 704}) {
         const int64_t rows = 7, groups = (cols + group - 1) / group;
-        const QuantWeight q = MakeQuantWeight(rng, dtype, rows, cols);
+        const SourcedWeight q = MakeQuantWeight(rng, dtype, rows, cols);
         const std::vector<float> scale = RandomFloats(rng, rows * groups);
         WeightView v = q.View();
         v.scale = scale.data();
@@ -290,7 +265,7 @@ TEST(MatMulQuant, ScalarMatchesDoubleNaive) {
     for (int64_t rows : {1, 7, 130}) {
       for (int64_t cols : {1, 5, 31, 33, 129, 257, 1000}) {
         for (int64_t T : {1, 3, 17}) {
-          const QuantWeight w = MakeQuantWeight(rng, dtype, rows, cols);
+          const SourcedWeight w = MakeQuantWeight(rng, dtype, rows, cols);
           const std::vector<float> x = RandomFloats(rng, T * cols);
           std::vector<double> exact, abs_sum;
           NaiveMatMul(x, T, w, &exact, &abs_sum);
@@ -312,7 +287,7 @@ TEST(MatMulQuant, EveryIsaMatchesScalar) {
     for (int64_t rows : {1, 7, 130, 300}) {
       for (int64_t cols : {1, 5, 31, 32, 33, 129, 257, 1000}) {
         for (int64_t T : {1, 2, 3, 4, 5, 13, 17, 40}) {
-          const QuantWeight w = MakeQuantWeight(rng, dtype, rows, cols);
+          const SourcedWeight w = MakeQuantWeight(rng, dtype, rows, cols);
           const std::vector<float> x = RandomFloats(rng, T * cols);
           std::vector<double> exact, abs_sum;
           NaiveMatMul(x, T, w, &exact, &abs_sum);
@@ -337,7 +312,7 @@ TEST(MatMulQuant, ThreadCountIndependent) {
   std::mt19937 rng(16);
   ThreadPool pool(2);
   for (DType dtype : kQuantDTypes) {
-    const QuantWeight w = MakeQuantWeight(rng, dtype, 333, 517);
+    const SourcedWeight w = MakeQuantWeight(rng, dtype, 333, 517);
     const std::vector<float> x = RandomFloats(rng, 5 * 517);
     for (Isa isa : RunnableIsas()) {
       std::vector<float> y1(5 * 333), y2(5 * 333);
