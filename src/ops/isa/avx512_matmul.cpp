@@ -103,10 +103,15 @@ __m512 LoadWeightsMasked(const uint8_t* row, int64_t c, __mmask16 m) {
   }
 }
 
+// Bytes of one stored weight (F32, F16/BF16, FP8).
+template <DType D>
+constexpr int64_t kWeightBytes = D == DType::kF32      ? 4
+                                 : D == DType::kF8E4M3 ? 1
+                                                       : 2;
+
 template <DType D>
 const uint8_t* RowPtr(const WeightView& w, int64_t r) {
-  constexpr int64_t kBytes = D == DType::kF32 ? 4 : D == DType::kF8E4M3 ? 1 : 2;
-  return static_cast<const uint8_t*>(w.data) + r * w.cols * kBytes;
+  return static_cast<const uint8_t*>(w.data) + r * w.cols * kWeightBytes<D>;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -130,7 +135,7 @@ void DotTile(const float* x, int64_t t0, const WeightView& w, int64_t r, float* 
   }
   const float* xrow[NT];
   for (int j = 0; j < NT; ++j) xrow[j] = x + (t0 + j) * cols;  // x[t0 + j, :]
-  constexpr int64_t kBytes = D == DType::kF32 ? 4 : D == DType::kF8E4M3 ? 1 : 2;
+  constexpr int64_t kBytes = kWeightBytes<D>;
 
   __m512 acc[MR][NT];
   for (int i = 0; i < MR; ++i)
@@ -201,8 +206,7 @@ template <DType D, int MR>
 void DotTileTokens(const float* x, int64_t t0, int64_t nt, const WeightView& w, int64_t r,
                    float* y) {
   static_assert(kDirectNt == 3);
-  constexpr int64_t kBytes = D == DType::kF32 ? 4 : D == DType::kF8E4M3 ? 1 : 2;
-  const int64_t ahead = 2 * MR * w.cols * kBytes;
+  const int64_t ahead = 2 * MR * w.cols * kWeightBytes<D>;
   switch (nt) {
     case 1:
       return DotTile<D, MR, 1>(x, t0, w, r, y, ahead, 0);
@@ -223,8 +227,7 @@ void MatMulDot(const float* x, int64_t T, const WeightView& w, int64_t row_begin
   // 2 threads, tokens alternating with 4-row tiles in one process: BF16 7-8 %, FP8 (its BF16
   // lm_head included) 8.6-11.5 % less time per token in 3 of 3 runs each; 12 rows was slower.
   if (T == 1) {
-    constexpr int64_t kBytes = D == DType::kF32 ? 4 : D == DType::kF8E4M3 ? 1 : 2;
-    const int64_t two_tiles = 2 * 8 * w.cols * kBytes;
+    const int64_t two_tiles = 2 * 8 * w.cols * kWeightBytes<D>;
     // The tile two on is requested only within the range (beyond it the rows are another
     // thread's, or no product's); the range's first two tiles, which no earlier tile requested,
     // request their own rows 1 KB ahead. bench-medium q4_0 decode, its BF16 router (64 x 2048, 32
@@ -255,7 +258,7 @@ template <DType D>
 void PackWeights(const WeightView& w, int64_t r0, int64_t nrows, int64_t c0, int64_t kc,
                  float* panel) {
   constexpr bool kFp8 = D == DType::kF8E4M3;
-  constexpr int64_t kBytes = D == DType::kF32 ? 4 : kFp8 ? 1 : 2;
+  constexpr int64_t kBytes = kWeightBytes<D>;
   const int64_t bc = kFp8 ? w.block_cols : 1;
   const int64_t scale_cols = kFp8 ? (w.cols + bc - 1) / bc : 0;
   for (int64_t first = 0; first < nrows; first += 16) {
