@@ -1,6 +1,6 @@
 // AVX-512 VNNI VecMatInt8 (ops/int8_columns.h has the arithmetic and the layout; the scalar twin
 // is in ops/int8_columns.cpp). Per output group: a_g = x * s[g] in vectors, quantized block by
-// block (avx512_int8_blocks.h's QuantizeBlock, the int8 path's bits), then the group's two
+// block (QuantizeActBlocks, the int8 path's bits), then the group's two
 // halves of 16 columns together: per block, each line's half times 4 broadcast codes (vpdpbusd)
 // into two chains per half (q8_0: even and odd lines; q4_0: low and high nibbles), so four
 // independent chains hide vpdpbusd's latency; then the block's f32 step per half.
@@ -36,12 +36,8 @@ void QuantizeGroup(const float* x, const float* s_g, int64_t n, int32_t offset, 
   for (; i + 16 <= n; i += 16)
     _mm512_store_ps(a + i, _mm512_mul_ps(_mm512_loadu_ps(x + i), _mm512_loadu_ps(s_g + i)));
   for (; i < n; ++i) a[i] = x[i] * s_g[i];
-  for (int64_t k = 0; k * kBlock < n; ++k) {
-    const QuantizedBlock qb = QuantizeBlock(a + k * kBlock, std::min(kBlock, n - k * kBlock));
-    _mm256_store_si256(reinterpret_cast<__m256i*>(acts.q + k * kBlock), qb.codes);
-    acts.d[k] = qb.d;
-    acts.bias[k] = -offset * qb.sum;
-  }
+  QuantizeActBlocks(a, n, acts.q, acts.d, acts.bias);
+  for (int64_t k = 0; k * kBlock < n; ++k) acts.bias[k] *= -offset;  // the codes' sum until here
 }
 
 __m512i Bcast(const int8_t* q) {
