@@ -105,14 +105,22 @@ TEST(ThreadPool, StealingRelievesASlowThread) {
   // fewer if the other thread already took some) it stalls until every other unit has run (or 20 s
   // pass): the other thread's own 20, then the back halves of what thread 0 has left, again and
   // again. So thread 0 runs its first claim only, however the threads are scheduled; without
-  // stealing it would run all 20.
+  // stealing it would run all 20. Thread 1 starts once thread 0 has made that claim: started
+  // first on a loaded host (an ASan run in CI), it had taken every unit before thread 0 came.
   ThreadPool pool(2);
   std::vector<std::atomic<int>> hits(40);
   std::atomic<int64_t> ran[2] = {0, 0};
+  std::atomic<bool> claimed{false};
   pool.ParallelForStealing(40, nullptr, [&](int t, UnitQueue& queue) {
     int64_t b = 0, e = 0;
     bool first = true;
+    if (t == 1) {
+      const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+      while (!claimed.load() && std::chrono::steady_clock::now() < give_up)
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
     while (queue.Next(&b, &e)) {
+      if (t == 0) claimed.store(true);
       for (int64_t u = b; u < e; ++u) hits[static_cast<size_t>(u)].fetch_add(1);
       ran[t].fetch_add(e - b);
       if (t == 0 && first) {
