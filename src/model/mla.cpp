@@ -86,8 +86,9 @@ HeadRows ValueRows(const ModelConfig& c, const AttentionWeights& w, int64_t h) {
 }
 
 // q_lat_h [r] = W_UK[h]^T q_nope [dn]: on int8 activations from the int8 column layout where the
-// load made it (ops/int8_columns.h, vpdpbusd), else W_UK's rows decoded into registers and summed
-// in f32 (AccumulateRows; row: [r] scratch).
+// load made it (ops/int8_columns.h, vpdpbusd), from the FP8 column layout where it made that
+// (ops/fp8_columns.h, f32), else W_UK's rows decoded into registers and summed in f32
+// (AccumulateRows; row: [r] scratch).
 void KeyProduct(const ModelConfig& c, const AttentionWeights& w, bool int8_dot, ops::Isa isa,
                 int64_t h, const float* q_nope, float* q_lat_h, float* row) {
   const ops::Int8Columns& columns = w.kv_b_uk_columns;
@@ -96,6 +97,13 @@ void KeyProduct(const ModelConfig& c, const AttentionWeights& w, bool int8_dot, 
     head.codes += h * ops::Int8ColumnsBytes(columns.dtype, columns.n, columns.m);
     head.scale += h * ops::Int8ColumnsScales(columns.n, columns.m);
     return ops::VecMatInt8(isa, head, q_nope, q_lat_h);
+  }
+  const ops::Fp8Columns& fp8 = w.kv_b_uk_fp8;
+  if (fp8.codes != nullptr) {
+    ops::Fp8Columns head = fp8;  // W_UK[h]
+    head.codes += h * ops::Fp8ColumnsBytes(fp8.n, fp8.m);
+    head.scale += h * ops::Fp8ColumnsScales(fp8.n, fp8.m, fp8.block_rows);
+    return ops::VecMatFp8(isa, head, q_nope, q_lat_h);
   }
   const HeadRows k = KeyRows(c, w, h);  // W_UK[h]
   std::fill(q_lat_h, q_lat_h + c.kv_lora_rank, 0.0f);

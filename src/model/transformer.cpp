@@ -23,6 +23,7 @@ Result<std::unique_ptr<Model>> Model::Load(const std::string& dir, const LoadOpt
   split.int8_tiles = options.tile_int8_rows;
   split.q8_0_tiles = options.tile_q8_0_rows;
   split.pairs = options.tile_bf16_rows;
+  split.fp8_columns = options.fp8_columns;
   SplitKvBProj(&model->weights_, model->config_, split);
   model->rope_ = MakeRopeParams(model->config_);
   return model;

@@ -38,6 +38,10 @@ struct LoadOptions {
   // Decoding will run on int8 activations (ops::KernelContext::int8_dot): q8_0 / q4_0 kv_b_proj's
   // W_UK halves get the int8 column layout (SplitKvBProj, KvBSplit::int8_dot) on any ISA.
   bool int8_dot = false;
+  // An FP8 kv_b_proj's W_UK halves get the FP8 column layout (SplitKvBProj, KvBSplit::fp8_columns)
+  // on any ISA: decoding's q_lat = W_UK^T q_nope in f32 with the block scales taken out of the
+  // sums, read front to back. Off: AccumulateRows on W_UK's rows (each code scaled, then summed).
+  bool fp8_columns = true;
 };
 
 class Model {

@@ -335,20 +335,30 @@ RowLayout KvBLayout(const WeightView& kv) {
   return {ops::StoredRowBytes(kv), ops::QuantGroups(kv.cols, kv.group_size), 1};
 }
 
+// W_UK's copy: row-major (kv_b_uk), the int8 column layout (kv_b_uk_columns) or the FP8 one
+// (kv_b_uk_fp8).
+enum class UkLayout { kRows, kInt8Columns, kFp8Columns };
+
 // a's copies of its row-major kv_b_proj's halves (q8_0, q4_0, or FP8 whose heads' halves are
-// whole block rows): W_UK in the int8 column layout with columns (kv_b_uk_columns), else row-major
-// (kv_b_uk); W_UV row-major (kv_b_uv), then tiled as tile() does.
+// whole block rows): W_UK as uk_layout says; with copy_uv W_UV row-major (kv_b_uv), then tiled
+// as tile() does.
 template <typename Tile>
-void SplitKvB(AttentionWeights* a, const ModelConfig& c, bool columns, Tile&& tile) {
+void SplitKvB(AttentionWeights* a, const ModelConfig& c, UkLayout uk_layout, bool copy_uv,
+              Tile&& tile) {
   const WeightView& kv = a->kv_b_proj;
-  const int64_t nh = c.num_attention_heads, dn = c.qk_nope_head_dim, dv = c.v_head_dim;
+  const int64_t nh = c.num_attention_heads, dn = c.qk_nope_head_dim;
+  const int64_t dv = copy_uv ? c.v_head_dim : 0;
   const int64_t r = kv.cols;
   const RowLayout l = KvBLayout(kv);
   const int64_t sw = l.scale_width, rps = l.rows_per_scale;
   const auto line = [](int64_t n) { return (n + 63) / 64 * 64; };
   // One head's W_UK: bytes and scale floats.
-  const int64_t head_bytes = columns ? ops::Int8ColumnsBytes(kv.dtype, dn, r) : dn * l.row_bytes;
-  const int64_t head_scales = columns ? ops::Int8ColumnsScales(dn, r) : dn / rps * sw;
+  int64_t head_bytes = dn * l.row_bytes, head_scales = dn / rps * sw;
+  if (uk_layout == UkLayout::kInt8Columns)
+    head_bytes = ops::Int8ColumnsBytes(kv.dtype, dn, r),
+    head_scales = ops::Int8ColumnsScales(dn, r);
+  if (uk_layout == UkLayout::kFp8Columns)
+    head_bytes = ops::Fp8ColumnsBytes(dn, r), head_scales = ops::Fp8ColumnsScales(dn, r, rps);
   const int64_t uk_bytes = line(nh * head_bytes), uk_scales = line(nh * head_scales);
   auto halves = std::make_shared<AttentionWeights::KvBHalves>();
   halves->bytes.resize(static_cast<size_t>(uk_bytes + nh * dv * l.row_bytes));
@@ -362,30 +372,38 @@ void SplitKvB(AttentionWeights* a, const ModelConfig& c, bool columns, Tile&& ti
     std::memcpy(to, from, static_cast<size_t>(bytes));
   };
   for (int64_t h = 0; h < nh; ++h) {
-    const int64_t k_row = h * (dn + dv), v_row = k_row + dn;  // kv_b_proj's W_UK[h], W_UV[h]
-    if (columns) {
-      ops::LayOutInt8Columns(kv, k_row, dn, uk + h * head_bytes, uk_scale + h * head_scales);
+    // kv_b_proj's W_UK[h], W_UV[h]
+    const int64_t k_row = h * (dn + c.v_head_dim), v_row = k_row + dn;
+    uint8_t* uk_h = uk + h * head_bytes;
+    float* uk_scale_h = uk_scale + h * head_scales;
+    if (uk_layout == UkLayout::kInt8Columns) {
+      ops::LayOutInt8Columns(kv, k_row, dn, uk_h, uk_scale_h);
+    } else if (uk_layout == UkLayout::kFp8Columns) {
+      ops::LayOutFp8Columns(kv, k_row, dn, uk_h, uk_scale_h);
     } else {
-      copy(uk + h * head_bytes, data + k_row * l.row_bytes, head_bytes);
-      copy(uk_scale + h * head_scales, kv.scale + k_row / rps * sw, head_scales * 4);
+      copy(uk_h, data + k_row * l.row_bytes, head_bytes);
+      copy(uk_scale_h, kv.scale + k_row / rps * sw, head_scales * 4);
     }
     copy(uv + h * dv * l.row_bytes, data + v_row * l.row_bytes, dv * l.row_bytes);
     copy(uv_scale + h * dv / rps * sw, kv.scale + v_row / rps * sw, dv / rps * sw * 4);
   }
-  if (columns) {
+  if (uk_layout == UkLayout::kInt8Columns) {
     a->kv_b_uk_columns = {kv.dtype, dn, r, uk, uk_scale};
+  } else if (uk_layout == UkLayout::kFp8Columns) {
+    a->kv_b_uk_fp8 = {dn, r, rps, uk, uk_scale};
   } else {
     a->kv_b_uk = kv;
     a->kv_b_uk.rows = nh * dn;
     a->kv_b_uk.data = uk;
     a->kv_b_uk.scale = uk_scale;
   }
+  a->kv_b_halves = std::move(halves);
+  if (!copy_uv) return;
   a->kv_b_uv = kv;
   a->kv_b_uv.rows = nh * dv;
   a->kv_b_uv.data = uv;
   a->kv_b_uv.scale = uv_scale;
   tile(&a->kv_b_uv, uv, uv_scale);
-  a->kv_b_halves = std::move(halves);
 }
 
 }  // namespace
@@ -402,14 +420,21 @@ int64_t SplitKvBProj(ModelWeights* weights, const ModelConfig& c, const KvBSplit
     const bool fp8_split = kv.dtype == DType::kF8E4M3 && kv.scale != nullptr &&
                            c.qk_nope_head_dim % kv.block_rows == 0 &&
                            c.v_head_dim % kv.block_rows == 0;
+    // FP8 W_UK by columns: its rows whole block rows for every head (W_UV's need not be).
+    bool fp8_columns = how.fp8_columns && kv.dtype == DType::kF8E4M3;
+    for (int64_t h = 0; fp8_columns && h < c.num_attention_heads; ++h)
+      fp8_columns =
+          ops::CanLayOutFp8Columns(kv, h * (c.qk_nope_head_dim + c.v_head_dim), c.qk_nope_head_dim);
     // BF16 is left as it is: bench-medium BF16 tg64 was level with the copies (tokens alternating
     // in one process, either role), and they would add 2 GB to DeepSeek-V3's weights.
     if (columns || int8_tiles) {
-      SplitKvB(a, c, columns, [int8_tiles](WeightView* w, void* data, float* scale) {
+      const UkLayout uk = columns ? UkLayout::kInt8Columns : UkLayout::kRows;
+      SplitKvB(a, c, uk, true, [int8_tiles](WeightView* w, void* data, float* scale) {
         if (int8_tiles && ops::CanTileRows(*w)) ops::TileRows(w, data, scale);
       });
-    } else if (how.pairs && fp8_split) {
-      SplitKvB(a, c, false, [](WeightView* w, void* data, float*) {
+    } else if ((how.pairs && fp8_split) || fp8_columns) {
+      const UkLayout uk = fp8_columns ? UkLayout::kFp8Columns : UkLayout::kRows;
+      SplitKvB(a, c, uk, how.pairs && fp8_split, [](WeightView* w, void* data, float*) {
         if (ops::CanTilePairRows(*w)) ops::TilePairRows(w, data);
       });
     } else {

@@ -11,6 +11,7 @@
 
 #include "io/safetensors.h"
 #include "model/config.h"
+#include "ops/fp8_columns.h"
 #include "ops/int8_columns.h"
 #include "ops/matmul.h"
 #include "util/aligned_vector.h"
@@ -55,6 +56,10 @@ struct AttentionWeights {
   // on vpdpbusd): head 0's [dn, r] here, head h's codes Int8ColumnsBytes and scales
   // Int8ColumnsScales further on (KeyProduct, model/mla.cpp). Null codes otherwise.
   ops::Int8Columns kv_b_uk_columns;
+  // Or, for an FP8 kv_b_proj (SplitKvBProj with fp8_columns), W_UK in the FP8 column layout
+  // (ops/fp8_columns.h, f32 sums with the block scales taken out): head 0's [dn, r] here, head
+  // h's codes Fp8ColumnsBytes and scales Fp8ColumnsScales further on. Null codes otherwise.
+  ops::Fp8Columns kv_b_uk_fp8;
   struct KvBHalves {
     AlignedVector<uint8_t> bytes;  // W_UK's copy, then kv_b_uv's rows from a 64-byte line
     AlignedVector<float> scales;   // likewise
@@ -119,6 +124,10 @@ struct KvBSplit {
   // FP8 whose heads' halves are whole scale blocks (DeepSeek-V3's 128 rows each): both halves
   // copied, W_UV in the bf16 pair tiles (CanTilePairRows).
   bool pairs = false;
+  // FP8 whose W_UK halves ops::CanLayOutFp8Columns takes: W_UK in the FP8 column layout
+  // (kv_b_uk_fp8) instead of kv_b_uk, on every ISA, so the logits do not depend on the ISA; W_UV
+  // copied only with pairs (else decoding reads kv_b_proj's W_UV rows).
+  bool fp8_columns = false;
 };
 
 // Copies kv_b_proj's W_UK and W_UV rows apart for decoding, as `how` says (KvBSplit): one

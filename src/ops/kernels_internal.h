@@ -66,13 +66,16 @@ inline const float* ActRow(const ActSource& a, int64_t t, int64_t cols) {
 }  // namespace
 
 struct Int8Columns;  // ops/int8_columns.h
+struct Fp8Columns;   // ops/fp8_columns.h
 
 // VecMatInt8 (ops/int8_columns.h): y [w.m] = x [w.n] W on int8 activations, one per ISA, each
 // bitwise equal to the scalar twin (AVX-512: vpdpbusd on the layout's lines; AVX2: vpmaddubsw with
-// the operand split of its int8 GEMV).
+// the operand split of its int8 GEMV). VecMatFp8 (ops/fp8_columns.h): y = x W in f32 from an
+// FP8 W's column layout, likewise bitwise equal to its scalar twin in every variant.
 
 namespace scalar {
 void VecMatInt8(const Int8Columns& w, const float* x, float* y);
+void VecMatFp8(const Fp8Columns& w, const float* x, float* y);
 void QuantizeActBlocks(const float* x, int64_t cols, int8_t* q, float* d, int32_t* sum);
 void QuantizeActsInt8(const ActSource& a, int64_t T, const WeightView& w, uint8_t* buf);
 void MatMulRowsInt8(const uint8_t* buf, int64_t T, const WeightView& w, int64_t row_begin,
@@ -94,6 +97,7 @@ void QuantizeActsInt8(const ActSource& a, int64_t T, const WeightView& w, uint8_
 void MatMulRowsInt8(const uint8_t* buf, int64_t T, const WeightView& w, int64_t row_begin,
                     int64_t row_end, float* y);
 void VecMatInt8(const Int8Columns& w, const float* x, float* y);
+void VecMatFp8(const Fp8Columns& w, const float* x, float* y);
 void RmsNorm(const float* x, const float* w, int64_t n, double eps, float* out);
 float Dot(const float* a, const float* b, int64_t n);
 void Axpy(float alpha, const float* x, int64_t n, float* y);
@@ -147,6 +151,7 @@ void QuantizeActsInt8(const ActSource& a, int64_t T, const WeightView& w, uint8_
 void MatMulRowsInt8(const uint8_t* buf, int64_t T, const WeightView& w, int64_t row_begin,
                     int64_t row_end, float* y);
 void VecMatInt8(const Int8Columns& w, const float* x, float* y);
+void VecMatFp8(const Fp8Columns& w, const float* x, float* y);
 // Tokens per tile of QuantizeActsInt8's layout for w where whole tiles can be laid out apart: the
 // tokens [a, b) (a a multiple of it, b - a >= it, or b - a a multiple of it) laid out on their own
 // at buf + Int8ActBytes(a, w.cols) give the bytes the whole layout has there. 0 where the layout
