@@ -25,13 +25,22 @@ constexpr int64_t kHalf = 16;  // rows a vector holds: half a tile
 constexpr int64_t kBf16AheadPairs = 20;
 
 template <int H, int NT>
-void TiledDot(const float* x, const WeightView& w, int64_t r0, float* y, int64_t ldy) {
+void TiledDot(const float* x, const WeightView& w, int64_t r0, int64_t ahead_end, float* y,
+              int64_t ldy) {
   const int64_t cols = w.cols, pairs = cols / 2;
   const uint32_t* half[H];  // [pairs][32] dwords, this half's 16 at offset 0
+  // Pair steps each half's stream requests: its own, then (H even), where the half H on (the next
+  // call's: H / 2 tiles further, tiles pairs * 32 dwords back to back) lies below ahead_end,
+  // that half's first ones, so the next call does not start on lines not yet requested.
+  // bench-medium BF16 tg64, tokens alternating in one process: 1.5-2.1 % less time a token with
+  // the new form second, 0.2-0.8 % with it first (8 runs, busy host).
+  int64_t ahead_pairs[H];
   for (int h = 0; h < H; ++h) {
     const int64_t r = r0 + h * kHalf;
     half[h] = reinterpret_cast<const uint32_t*>(TilePairs(w, r / kBf16Tile, 0)) + r % kBf16Tile;
+    ahead_pairs[h] = H % 2 == 0 && r + (H + 1) * kHalf <= ahead_end ? 2 * pairs : pairs;
   }
+  const int64_t skip = (H / 2 - 1) * pairs * kBf16Tile;  // dwords from tile + 1 to tile + H / 2
   // The lines the loop's prefetches never request (the first kBf16AheadPairs pair steps) are
   // requested together up front rather than missed one by one: decode's expert chunks are 64
   // rows, so each call starts a new stream (bench-medium BF16 tg64, tokens alternating with and
@@ -50,8 +59,10 @@ void TiledDot(const float* x, const WeightView& w, int64_t r0, float* y, int64_t
       xo[t] = _mm512_set1_ps(x[t * cols + 2 * j + 1]);
     }
     for (int h = 0; h < H; ++h) {
-      if (j + kBf16AheadPairs < pairs)
-        _mm_prefetch(reinterpret_cast<const char*>(half[h] + (j + kBf16AheadPairs) * kBf16Tile),
+      const int64_t ahead = j + kBf16AheadPairs;
+      if (ahead < ahead_pairs[h])
+        _mm_prefetch(reinterpret_cast<const char*>(half[h] + ahead * kBf16Tile +
+                                                   (ahead >= pairs ? skip : 0)),
                      _MM_HINT_T0);
       // 16 rows' (W[r, 2 j], W[r, 2 j + 1]): the low half is the even column's bf16
       const __m512i v = _mm512_loadu_si512(half[h] + j * kBf16Tile);
@@ -305,9 +316,9 @@ void TiledDotRows(const float* x, const WeightView& w, int64_t r0, int64_t r1, f
   }
   int64_t r = r0;
   if constexpr (NT == 1)
-    for (; r + 4 * kHalf <= r1; r += 4 * kHalf) TiledDot<4, NT>(x, w, r, y, ldy);
-  for (; r + 2 * kHalf <= r1; r += 2 * kHalf) TiledDot<2, NT>(x, w, r, y, ldy);
-  for (; r < r1; r += kHalf) TiledDot<1, NT>(x, w, r, y, ldy);
+    for (; r + 4 * kHalf <= r1; r += 4 * kHalf) TiledDot<4, NT>(x, w, r, r1, y, ldy);
+  for (; r + 2 * kHalf <= r1; r += 2 * kHalf) TiledDot<2, NT>(x, w, r, r1, y, ldy);
+  for (; r < r1; r += kHalf) TiledDot<1, NT>(x, w, r, r1, y, ldy);
 }
 
 }  // namespace
