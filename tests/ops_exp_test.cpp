@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "float_test_util.h"
 #include "ops/exp_kernels.h"
 #include "ops/isa.h"
 #include "ops/vector_ops.h"
@@ -27,23 +28,14 @@
 namespace dsv3::ops {
 namespace {
 
-constexpr double kUnitRoundoff = 0x1p-24;
+using testing::GammaBound;
+using testing::RandomFloats;
+
 constexpr float kInf = std::numeric_limits<float>::infinity();
 constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
 
-double GammaBound(double m) {
-  return 1.01 * m * kUnitRoundoff;
-}
-
 // Sizes around the vector widths (8, 16) and their multiples, never only multiples.
 const int64_t kSizes[] = {0, 1, 5, 7, 8, 9, 15, 16, 17, 31, 33, 100, 1000, 4099};
-
-std::vector<float> RandomFloats(std::mt19937& rng, int64_t n, float lo, float hi) {
-  std::uniform_real_distribution<float> dist(lo, hi);
-  std::vector<float> v(static_cast<size_t>(n));
-  for (auto& f : v) f = dist(rng);
-  return v;
-}
 
 // Equal bits (so +0 and -0 differ), or both NaN.
 bool SameFloat(float a, float b) {

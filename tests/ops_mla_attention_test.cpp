@@ -28,6 +28,7 @@
 #include <string>
 #include <vector>
 
+#include "float_test_util.h"
 #include "ops/exp_kernels.h"
 #include "ops/isa.h"
 #include "ops/mla_attention.h"
@@ -36,11 +37,8 @@
 namespace dsv3::ops {
 namespace {
 
-constexpr double kUnitRoundoff = 0x1p-24;
-
-double GammaBound(double m) {
-  return 1.01 * m * kUnitRoundoff;
-}
+using testing::GammaBound;
+using testing::kUnitRoundoff;
 
 struct Problem {
   int64_t heads = 0, r = 0, dr = 0, rope_stride = 0, n = 0;

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "backend/thread_pool.h"
+#include "float_test_util.h"
 #include "ops/int8_dot.h"
 #include "ops/isa.h"
 #include "ops/kernels_internal.h"
@@ -38,22 +39,11 @@
 namespace dsv3::ops {
 namespace {
 
+using testing::BitwiseEqual;
+using testing::GammaBound;
+using testing::RandomFloats;
+
 constexpr int64_t kB = kInt8Block;
-
-double GammaBound(double m) {
-  return 1.01 * m * 0x1p-24;
-}
-
-std::vector<float> RandomFloats(std::mt19937& rng, int64_t n, float lo = -1.0f, float hi = 1.0f) {
-  std::uniform_real_distribution<float> dist(lo, hi);
-  std::vector<float> v(static_cast<size_t>(n));
-  for (auto& f : v) f = dist(rng);
-  return v;
-}
-
-bool BitwiseEqual(const std::vector<float>& a, const std::vector<float>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * 4) == 0;
-}
 
 // Index and values of the first differing element, for failure messages.
 std::string FirstDifference(const std::vector<float>& a, const std::vector<float>& b) {

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "backend/thread_pool.h"
+#include "float_test_util.h"
 #include "ops/isa.h"
 #include "ops/matmul.h"
 #include "ops/quant.h"
@@ -28,16 +29,8 @@
 namespace dsv3::ops {
 namespace {
 
-double GammaBound(double m) {
-  return 1.01 * m * 0x1p-24;
-}
-
-std::vector<float> RandomFloats(std::mt19937& rng, int64_t n, float lo = -1.0f, float hi = 1.0f) {
-  std::uniform_real_distribution<float> dist(lo, hi);
-  std::vector<float> v(static_cast<size_t>(n));
-  for (auto& f : v) f = dist(rng);
-  return v;
-}
+using testing::GammaBound;
+using testing::RandomFloats;
 
 // A quantized matrix produced by the library's own quantisers from random values.
 struct SourcedWeight : QuantWeight {

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "backend/thread_pool.h"
+#include "float_test_util.h"
 #include "ops/isa.h"
 #include "ops/matmul.h"
 #include "ops/quant.h"
@@ -20,12 +21,7 @@
 namespace dsv3::ops {
 namespace {
 
-std::vector<float> RandomFloats(std::mt19937& rng, int64_t n) {
-  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
-  std::vector<float> v(static_cast<size_t>(n));
-  for (float& x : v) x = dist(rng);
-  return v;
-}
+using testing::RandomFloats;
 
 // A quantized weight and a tiled copy of it. The quantizers round scales to f16 values, so the
 // tiles hold them as f16 (f16_tile_scales); with f16_scales false one scale of the first tile is
