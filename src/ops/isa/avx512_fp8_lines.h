@@ -37,15 +37,23 @@ template <bool kMend>
 void Fp8LineValues(__m512i v, __m512 wq[4]) {
   const __m512i bits = _mm512_set1_epi32(static_cast<int>(0x87f00000u));
   const __m512i offset = _mm512_set1_epi32(0x20000000);  // exponent + 64
-  // (a & b) | c
-  wq[0] = _mm512_castsi512_ps(_mm512_ternarylogic_epi32(
-      _mm512_srai_epi32(_mm512_slli_epi32(v, 24), 4), bits, offset, 0xEA));
-  wq[1] = _mm512_castsi512_ps(_mm512_ternarylogic_epi32(
-      _mm512_srai_epi32(_mm512_slli_epi32(v, 16), 4), bits, offset, 0xEA));
-  wq[2] = _mm512_castsi512_ps(
-      _mm512_ternarylogic_epi32(_mm512_srai_epi32(_mm512_slli_epi32(v, 8), 4), bits, offset, 0xEA));
-  wq[3] =
-      _mm512_castsi512_ps(_mm512_ternarylogic_epi32(_mm512_srai_epi32(v, 4), bits, offset, 0xEA));
+  // (a & b) | c keeps the sign (bit 31) and bits 26..20 and sets the offset.
+  const auto value = [&](__m512i a) {
+    return _mm512_castsi512_ps(_mm512_ternarylogic_epi32(a, bits, offset, 0xEA));
+  };
+  // Each word's high byte arithmetic-shifted down by 4 within its word: the high word's (bytes 3
+  // and, after v << 8 per word, 2) lies at bits 27..20 with its sign at 31..28, as the whole
+  // dword shifted would put it; the low word's (bytes 1 and 0) at 11..4, 16 below. 9 operations
+  // for the 4 vectors instead of 11 (each byte moved to the top of its dword, then shifted): an
+  // FP8 GEMV from the L2/L3, 2 threads, 2048x512 22.2-24.7 -> 20.0-22.3 us, 2048x2048 90.6 ->
+  // 80.9-82.7 us; bench-medium FP8 tg64, tokens alternating in one process, either role (busy
+  // host): 1.2-3.7 % less time a token (4 runs).
+  const __m512i odd = _mm512_srai_epi16(v, 4);                         // bytes 3, 1
+  const __m512i even = _mm512_srai_epi16(_mm512_slli_epi16(v, 8), 4);  // bytes 2, 0
+  wq[0] = value(_mm512_slli_epi32(even, 16));
+  wq[1] = value(_mm512_slli_epi32(odd, 16));
+  wq[2] = value(even);
+  wq[3] = value(odd);
   if constexpr (kMend) {
     const __m512i sign = _mm512_set1_epi32(static_cast<int>(0x80000000u));
     const __m512i low = _mm512_castps_si512(_mm512_set1_ps(0x1p-62f));
