@@ -50,11 +50,30 @@ struct Case {
         heads(state.range(2)),
         row_bytes(dtype == DType::kU8 ? kR / 2 : kR),
         groups(kR / 32) {
-    if (dtype == DType::kF8E4M3) {
-      MakeFp8();
-      return;
-    }
     std::mt19937 rng(1);
+    if (dtype == DType::kF8E4M3)
+      MakeFp8Rows(rng);
+    else
+      MakeQuantRows(rng);
+    const dsv3::ops::WeightView w = View();
+    codes.resize(static_cast<size_t>(heads * HeadBytes()));
+    column_scales.resize(static_cast<size_t>(heads * HeadScales()));
+    for (int64_t h = 0; h < heads; ++h) {
+      uint8_t* head_codes = codes.data() + h * HeadBytes();
+      float* head_scales = column_scales.data() + h * HeadScales();
+      if (dtype == DType::kF8E4M3)
+        dsv3::ops::LayOutFp8Columns(w, h * kDn, kDn, head_codes, head_scales);
+      else
+        dsv3::ops::LayOutInt8Columns(w, h * kDn, kDn, head_codes, head_scales);
+    }
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    x.resize(static_cast<size_t>(kHeadsPerCall * kDn));
+    for (float& v : x) v = normal(rng);
+    y.resize(static_cast<size_t>(kHeadsPerCall * kR));
+    row_buf.resize(kR);
+  }
+  // q8_0 / q4_0: rows of normal values quantized.
+  void MakeQuantRows(std::mt19937& rng) {
     std::normal_distribution<float> normal(0.0f, 1.0f);
     rows.resize(static_cast<size_t>(heads * kDn * row_bytes));
     row_scales.resize(static_cast<size_t>(heads * kDn * groups));
@@ -69,35 +88,13 @@ struct Case {
         dsv3::ops::QuantizeRowQ4_0(row.data(), kR, 32, rows.data() + i * row_bytes,
                                    row_scales.data() + i * groups);
     }
-    const dsv3::ops::WeightView w = View();
-    codes.resize(static_cast<size_t>(heads * HeadBytes()));
-    column_scales.resize(static_cast<size_t>(heads * HeadScales()));
-    for (int64_t h = 0; h < heads; ++h)
-      dsv3::ops::LayOutInt8Columns(w, h * kDn, kDn, codes.data() + h * HeadBytes(),
-                                   column_scales.data() + h * HeadScales());
-    x.resize(static_cast<size_t>(kHeadsPerCall * kDn));
-    for (float& v : x) v = normal(rng);
-    y.resize(static_cast<size_t>(kHeadsPerCall * kR));
-    row_buf.resize(kR);
   }
   // FP8: random codes (no NaN) and 128 x 128 block scales.
-  void MakeFp8() {
-    std::mt19937 rng(1);
-    std::normal_distribution<float> normal(0.0f, 1.0f);
+  void MakeFp8Rows(std::mt19937& rng) {
     rows.resize(static_cast<size_t>(heads * kDn * kR));
     for (uint8_t& b : rows) b = static_cast<uint8_t>(rng() % 0x7f | (rng() & 0x80));
     row_scales.resize(static_cast<size_t>(heads * kDn / 128 * kR / 128));
     for (float& v : row_scales) v = std::exp2(-8.0f * static_cast<float>(rng() % 1000) / 1000.0f);
-    const dsv3::ops::WeightView w = View();
-    codes.resize(static_cast<size_t>(heads * HeadBytes()));
-    column_scales.resize(static_cast<size_t>(heads * HeadScales()));
-    for (int64_t h = 0; h < heads; ++h)
-      dsv3::ops::LayOutFp8Columns(w, h * kDn, kDn, codes.data() + h * HeadBytes(),
-                                  column_scales.data() + h * HeadScales());
-    x.resize(static_cast<size_t>(kHeadsPerCall * kDn));
-    for (float& v : x) v = normal(rng);
-    y.resize(static_cast<size_t>(kHeadsPerCall * kR));
-    row_buf.resize(kR);
   }
   dsv3::ops::WeightView View() const {
     dsv3::ops::WeightView w;
