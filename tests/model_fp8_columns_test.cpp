@@ -104,13 +104,17 @@ TEST_P(ModelFp8Columns, LayoutMadeWhereAsked) {
   }
   LoadOptions tiles;
   tiles.tile_bf16_rows = true;
-  for (const AttentionWeights* a : Attentions(*Load(tiles))) {
+  const auto tiled = Load(tiles);  // held: the views below point into it
+  ASSERT_NE(tiled, nullptr);
+  for (const AttentionWeights* a : Attentions(*tiled)) {
     EXPECT_NE(a->kv_b_uk_fp8.codes, nullptr);
     EXPECT_NE(a->kv_b_uv.data, nullptr);  // W_UV's pair tiles
   }
   LoadOptions off;
   off.fp8_columns = false;
-  for (const AttentionWeights* a : Attentions(*Load(off))) EXPECT_EQ(a->kv_b_uk_fp8.codes, nullptr);
+  const auto rows = Load(off);
+  ASSERT_NE(rows, nullptr);
+  for (const AttentionWeights* a : Attentions(*rows)) EXPECT_EQ(a->kv_b_uk_fp8.codes, nullptr);
 }
 
 TEST_P(ModelFp8Columns, DecodeMatchesFloat64Reference) {
