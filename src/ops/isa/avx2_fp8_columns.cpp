@@ -9,6 +9,7 @@
 #include <cstdint>
 
 #include "ops/fp8_columns.h"
+#include "ops/isa/avx2_fp8_f16.h"
 #include "ops/kernels_internal.h"
 
 namespace dsv3::ops::avx2 {
@@ -20,13 +21,6 @@ namespace {
 // DRAM on one core (key_product_bench): each pass requesting its own columns 8 rows on 78 us,
 // the first pass whole rows 50-56 (8 or 16 rows on), from the L2 32.
 constexpr int64_t kAheadRows = 16;
-
-// The f16 bits of 16 codes' e4m3 * 2^-8.
-__m256i F16Words(const uint8_t* p) {
-  const __m256i h = _mm256_slli_epi16(
-      _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), 7);
-  return _mm256_and_si256(h, _mm256_set1_epi16(static_cast<short>(0xbfff)));
-}
 
 // y [16 P] of the pass whose columns start at byte p of the group's first row (rows `width`
 // apart), requesting ahead_bytes of each row kAheadRows on; scale: S of the pass's first 16
@@ -44,10 +38,10 @@ void Pass(const uint8_t* p, int64_t width, int64_t ahead_bytes, const float* x, 
           _mm_prefetch(reinterpret_cast<const char*>(row + kAheadRows * width + l), _MM_HINT_T0);
       const __m256 xi = _mm256_set1_ps(x[i]);
       for (int q = 0; q < P; ++q) {
-        const __m256i h = F16Words(row + 16 * q);
-        acc[2 * q] = _mm256_fmadd_ps(xi, _mm256_cvtph_ps(_mm256_castsi256_si128(h)), acc[2 * q]);
-        acc[2 * q + 1] =
-            _mm256_fmadd_ps(xi, _mm256_cvtph_ps(_mm256_extracti128_si256(h, 1)), acc[2 * q + 1]);
+        __m256 lo, hi;
+        Fp8ToF32x2(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 16 * q)), &lo, &hi);
+        acc[2 * q] = _mm256_fmadd_ps(xi, lo, acc[2 * q]);
+        acc[2 * q + 1] = _mm256_fmadd_ps(xi, hi, acc[2 * q + 1]);
       }
     }
     const float* s = scale + b0 / block_rows * scale_stride;

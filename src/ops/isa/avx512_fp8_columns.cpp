@@ -3,7 +3,9 @@
 // and block row: each row's codes, 16 at a time, widen to words whose seven low bits move up by
 // 7 with the sign kept at bit 15 -- the f16 of e4m3 * 2^-8 -- and convert to f32 (vcvtph2ps),
 // one fma per 16 codes into the column's chain; then the block row's scales, once per block row.
-// Five vector operations per 16 codes where AccumulateRows spends ~10.
+// Five vector operations per 16 codes where AccumulateRows spends ~10. (Fp8ToF32 on 16 codes in
+// ymm words: 26.4 us for 8 heads of [128, 512] from the L2, key_product_bench; Fp8ToF32x2 on 32
+// in zmm words: 29.4.)
 #include "ops/isa/simd_intrinsics.h"
 
 #include <algorithm>
@@ -11,6 +13,7 @@
 #include <utility>
 
 #include "ops/fp8_columns.h"
+#include "ops/isa/avx512_fp8_f16.h"
 #include "ops/kernels_internal.h"
 
 namespace dsv3::ops::avx512 {
@@ -21,14 +24,6 @@ namespace {
 // [128, 512] from DRAM on one core (key_product_bench): 36.4 us without requests, 34-37 with 512
 // or 1024 bytes ahead, 30-31.5 with 4096, 33-35 with 8192.
 constexpr int64_t kAhead = 4096;
-
-// The f16 bits of 16 codes' e4m3 * 2^-8: sign at bit 15, the seven low bits at 13..7. (16 codes
-// in ymm words: 26.4 us for 8 heads of [128, 512] from the L2, key_product_bench; 32 in zmm
-// words, then each half converted: 29.4.)
-__m256i F16Words(const uint8_t* p) {
-  const __m256i h = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-  return _mm256_and_si256(_mm256_slli_epi16(h, 7), _mm256_set1_epi16(static_cast<short>(0xbfff)));
-}
 
 // y [16 NV] of the group whose rows (16 NV bytes each) start at g; end: the matrix's end.
 template <int NV>
@@ -45,7 +40,8 @@ void Group(const uint8_t* g, const float* x, int64_t n, int64_t block_rows, cons
           _mm_prefetch(reinterpret_cast<const char*>(row + kAhead + l), _MM_HINT_T0);
       const __m512 xi = _mm512_set1_ps(x[i]);
       for (int v = 0; v < NV; ++v)
-        acc[v] = _mm512_fmadd_ps(xi, _mm512_cvtph_ps(F16Words(row + 16 * v)), acc[v]);
+        acc[v] = _mm512_fmadd_ps(
+            xi, Fp8ToF32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 16 * v))), acc[v]);
     }
     const float* s = scale + b0 / block_rows * scale_stride;
     for (int v = 0; v < NV; ++v) {
