@@ -20,34 +20,20 @@ constexpr int64_t kHalf = 16;  // rows a vector holds: half a tile
 // and added at the end (r0 a multiple of 16, the rows within whole tiles). A row's result never
 // depends on H, NT or the other rows and tokens.
 //   x: [NT, cols]   y: [NT, ldy] from the tile rows' column
-// Each half's line kBf16AheadPairs pair steps on is requested per step: matmul_bench
-// BM_Bf16Tiles, 32000x2048 (131 MB, from DRAM) 0.84 -> 0.77 of the row-major kernel's time.
-constexpr int64_t kBf16AheadPairs = 20;
-
+// Decode takes whole tiles (H = 2): the tile's bytes front to back, one stream, and no software
+// requests; the hardware prefetchers follow that stream best. Against two tiles at a time (two
+// streams) with each line 20 pair steps on requested, and the next call's first lines too, as
+// before (bench-medium BF16 tg64, tokens alternating in one process, either role): one tile with
+// the requests 5.5-6.3 % less time a token (2 runs); one tile without them a further 1.3-11 %
+// (4 runs; the most on a quiet host); two tiles without requests took 0.7-5 % more than one.
 template <int H, int NT>
-void TiledDot(const float* x, const WeightView& w, int64_t r0, int64_t ahead_end, float* y,
-              int64_t ldy) {
+void TiledDot(const float* x, const WeightView& w, int64_t r0, float* y, int64_t ldy) {
   const int64_t cols = w.cols, pairs = cols / 2;
   const uint32_t* half[H];  // [pairs][32] dwords, this half's 16 at offset 0
-  // Pair steps each half's stream requests: its own, then (H even), where the half H on (the next
-  // call's: H / 2 tiles further, tiles pairs * 32 dwords back to back) lies below ahead_end,
-  // that half's first ones, so the next call does not start on lines not yet requested.
-  // bench-medium BF16 tg64, tokens alternating in one process: 1.5-2.1 % less time a token with
-  // the new form second, 0.2-0.8 % with it first (8 runs, busy host).
-  int64_t ahead_pairs[H];
   for (int h = 0; h < H; ++h) {
     const int64_t r = r0 + h * kHalf;
     half[h] = reinterpret_cast<const uint32_t*>(TilePairs(w, r / kBf16Tile, 0)) + r % kBf16Tile;
-    ahead_pairs[h] = H % 2 == 0 && r + (H + 1) * kHalf <= ahead_end ? 2 * pairs : pairs;
   }
-  const int64_t skip = (H / 2 - 1) * pairs * kBf16Tile;  // dwords from tile + 1 to tile + H / 2
-  // The lines the loop's prefetches never request (the first kBf16AheadPairs pair steps) are
-  // requested together up front rather than missed one by one: decode's expert chunks are 64
-  // rows, so each call starts a new stream (bench-medium BF16 tg64, tokens alternating with and
-  // without in one process: 0.9-3.2 % less time in 6 of 6).
-  for (int h = 0; h < H; ++h)
-    for (int64_t j = 0; j < std::min(kBf16AheadPairs, pairs); ++j)
-      _mm_prefetch(reinterpret_cast<const char*>(half[h] + j * kBf16Tile), _MM_HINT_T0);
   const __m512i high = _mm512_set1_epi32(static_cast<int>(0xffff0000u));
   __m512 even[H][NT], odd[H][NT];
   for (int h = 0; h < H; ++h)
@@ -59,11 +45,6 @@ void TiledDot(const float* x, const WeightView& w, int64_t r0, int64_t ahead_end
       xo[t] = _mm512_set1_ps(x[t * cols + 2 * j + 1]);
     }
     for (int h = 0; h < H; ++h) {
-      const int64_t ahead = j + kBf16AheadPairs;
-      if (ahead < ahead_pairs[h])
-        _mm_prefetch(reinterpret_cast<const char*>(half[h] + ahead * kBf16Tile +
-                                                   (ahead >= pairs ? skip : 0)),
-                     _MM_HINT_T0);
       // 16 rows' (W[r, 2 j], W[r, 2 j + 1]): the low half is the even column's bf16
       const __m512i v = _mm512_loadu_si512(half[h] + j * kBf16Tile);
       const __m512 we = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
@@ -298,8 +279,8 @@ void TiledDotFp8Lines(const float* x, const WeightView& w, int64_t r0, int64_t a
     }
 }
 
-// Up to 3 tokens from t0 on, over the half-tiles [r0, r1) (multiples of 16): 4 half-tiles at a
-// time for one token (8 accumulator chains), 2 for more.
+// Up to 3 tokens from t0 on, over the half-tiles [r0, r1) (multiples of 16): BF16 a whole tile
+// at a time (4 accumulator chains a token), FP8 as TiledDotFp8Lines says.
 template <int NT>
 void TiledDotRows(const float* x, const WeightView& w, int64_t r0, int64_t r1, float* y) {
   const int64_t ldy = w.rows;
@@ -315,10 +296,8 @@ void TiledDotRows(const float* x, const WeightView& w, int64_t r0, int64_t r1, f
     return;
   }
   int64_t r = r0;
-  if constexpr (NT == 1)
-    for (; r + 4 * kHalf <= r1; r += 4 * kHalf) TiledDot<4, NT>(x, w, r, r1, y, ldy);
-  for (; r + 2 * kHalf <= r1; r += 2 * kHalf) TiledDot<2, NT>(x, w, r, r1, y, ldy);
-  for (; r < r1; r += kHalf) TiledDot<1, NT>(x, w, r, r1, y, ldy);
+  for (; r + 2 * kHalf <= r1; r += 2 * kHalf) TiledDot<2, NT>(x, w, r, y, ldy);
+  for (; r < r1; r += kHalf) TiledDot<1, NT>(x, w, r, y, ldy);
 }
 
 }  // namespace
