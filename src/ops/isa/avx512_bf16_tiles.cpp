@@ -142,24 +142,24 @@ void TiledDotFp8Half(const float* x, const WeightView& w, int64_t r0, float* y, 
 }
 
 // FP8 over whole tiles (r0 a multiple of 32), the form decode takes: y[t, r0 + 32 i + l] for
-// i < NTL tiles, l < 32, t < NT. A pair step's 64-byte line (the tile's 32 rows' byte pairs) is
-// read as 16 dwords, dword k = rows 2k and 2k + 1's (even, odd) column bytes, and decoded by
-// Fp8LineValues (ops/isa/avx512_fp8_lines.h) into 4 vectors, one per byte position, of values
-// worth e4m3 * 2^-56; the block scale is multiplied by 2^56, so every product and partial sum is
-// the f16 form's (TiledDotFp8Half) times 2^-48: the same bits, unless a lane's product or running
-// partial sum of e4m3 * x lies under 2^-70 in magnitude (then an f32 subnormal, where the f16
-// form's threshold was 2^-118: activations under about 2^-60) or a block scale reaches 2^72 (then
-// infinite). Lanes: q = 0 even rows' even columns, 1 even rows' odd columns, 2 odd rows' even
-// columns, 3 odd rows' odd columns; a row's even and odd column totals are added at the end, as
-// in TiledDotFp8Half. Lines with a zero-exponent code are decoded with the mending off the fast
-// loop (a branch inside it made GCC keep the sums in memory). Decode's FP8 products had been bound
-// by the conversion, not by DRAM: in one core's L1 the f16 form took 0.92 ns per 32 bytes (34
-// GB/s), this one 0.63 (1.01 with a zero code every 500 bytes, a quarter of the pair steps mended;
-// e4m3-quantized normal weights hold a zero or subnormal code in a few per cent of lines).
-// matmul_bench BM_Bf16Tiles/dtype:3 T=1, 2 threads (host busy): 512x2048 19.6 -> 13.7-18.0 us,
-// 2048x2048 70.3 -> 49.6-62.2 us (32000x2048, 65 MB from DRAM: 1197 -> 1126-1234 us, level).
-// bench-medium FP8 tg64, tokens alternating with the f16 form in one process: 6.9-7.7 % less
-// time a token.
+// i < NTL tiles (decode takes 1: TiledDotRows), l < 32, t < NT. A pair step's 64-byte line (the
+// tile's 32 rows' byte pairs) is read as 16 dwords, dword k = rows 2k and 2k + 1's (even, odd)
+// column bytes, and decoded by Fp8LineValues (ops/isa/avx512_fp8_lines.h) into 4 vectors, one per
+// byte position, of values worth e4m3 * 2^-56; the block scale is multiplied by 2^56, so every
+// product and partial sum is the f16 form's (TiledDotFp8Half) times 2^-48: the same bits, unless a
+// lane's product or running partial sum of e4m3 * x lies under 2^-70 in magnitude (then an f32
+// subnormal, where the f16 form's threshold was 2^-118: activations under about 2^-60) or a block
+// scale reaches 2^72 (then infinite). Lanes: q = 0 even rows' even columns, 1 even rows' odd
+// columns, 2 odd rows' even columns, 3 odd rows' odd columns; a row's even and odd column totals
+// are added at the end, as in TiledDotFp8Half. Lines with a zero-exponent code are decoded with the
+// mending off the fast loop (a branch inside it made GCC keep the sums in memory). Decode's FP8
+// products had been bound by the conversion, not by DRAM: in one core's L1 the f16 form took 0.92
+// ns per 32 bytes (34 GB/s), this one 0.63 (1.01 with a zero code every 500 bytes, a quarter of the
+// pair steps mended; e4m3-quantized normal weights hold a zero or subnormal code in a few per cent
+// of lines). matmul_bench BM_Bf16Tiles/dtype:3 T=1, 2 threads (host busy): 512x2048 19.6
+// -> 13.7-18.0 us, 2048x2048 70.3 -> 49.6-62.2 us (32000x2048, 65 MB from DRAM: 1197 -> 1126-1234
+// us, level). bench-medium FP8 tg64, tokens alternating with the f16 form in one process: 6.9-7.7 %
+// less time a token.
 template <int NTL, int NT>
 void TiledDotFp8Lines(const float* x, const WeightView& w, int64_t r0, int64_t ahead_end, float* y,
                       int64_t ldy) {
@@ -285,12 +285,12 @@ template <int NT>
 void TiledDotRows(const float* x, const WeightView& w, int64_t r0, int64_t r1, float* y) {
   const int64_t ldy = w.rows;
   if (w.dtype == DType::kF8E4M3) {
-    // Whole tiles by lines (two at a time for one token), a lone half on either side by halves.
+    // Whole tiles by lines, one at a time (one stream, as BF16's TiledDot), a lone half on either
+    // side by halves. Against two tiles at a time (bench-medium FP8 tg64, tokens alternating in
+    // one process, either role): 1.1-3.6 % less time a token (4 runs); without the requests,
+    // one tile took 0-1.6 % more time than with them, two tiles 10 % more.
     int64_t r = r0;
     if (r % kBf16Tile != 0 && r < r1) TiledDotFp8Half<NT>(x, w, r, y, ldy), r += kHalf;
-    if constexpr (NT == 1)
-      for (; r + 2 * kBf16Tile <= r1; r += 2 * kBf16Tile)
-        TiledDotFp8Lines<2, NT>(x, w, r, r1, y, ldy);
     for (; r + kBf16Tile <= r1; r += kBf16Tile) TiledDotFp8Lines<1, NT>(x, w, r, r1, y, ldy);
     if (r < r1) TiledDotFp8Half<NT>(x, w, r, y, ldy);
     return;
