@@ -220,11 +220,12 @@ void GemvTile(const RowsActs& a, int64_t t0, const WeightView& w, int64_t r0, in
 // the token's even-column dword s, and high nibbles, against its odd-column dword 4 + s: x is in
 // nibble order), and per token 8 vpdpbusd on broadcast activation dwords give the 16 rows' exact
 // block dots in the lanes, summed in the same order as the twin.
-// The weights kGemvAheadBytes on are prefetched into the L2 only: into the L1 as well (as GemvTile
-// does) slowed the DRAM stream (one thread, 2 MiB pages, a bench-medium MoE layer's 8 experts a
-// round from 64: 28.5-31.7 GB/s, 33.1-34.6 with no prefetch at all), while no prefetch at all
-// slowed matrices that partly stay in the L3 (12288x7168). bench-medium q4_0 tg64, 2 threads, 6
-// interleaved rounds: L1 108 tok/s median, none 116, L2 116; bench-small q4_0: 597, 563, 626.
+// The tile's weights are read front to back with no software requests: the hardware prefetchers
+// follow that one stream best. Against requesting the lines kGemvAheadBytes on into the L2, as
+// before (into the L1 as well had been slower still), tokens alternating in one process, either
+// role, 2 threads: bench-medium q4_0 tg64 6.2-7.2 % less time a token, q8_0 tg128 26-27 %,
+// bench-small q4_0 tg128 3.2-7.5 %. The scales (a second, smaller stream) are still requested:
+// without those as well, q4_0 took 0-2.6 % more (4 runs).
 // kF16: the tile's scales are f16 (WeightView::f16_tile_scales).
 template <DType D, int NT, bool kF16>
 void GemvTile16(const RowsActs& a, int64_t t0, const WeightView& w, int64_t tile, int64_t lo,
@@ -247,8 +248,7 @@ void GemvTile16(const RowsActs& a, int64_t t0, const WeightView& w, int64_t tile
   const __m512i low4 = _mm512_set1_epi8(0x0f);
   for (int64_t b = 0; b < groups; ++b) {
     const uint8_t* wb = base + b * kSteps * 64;
-    for (int64_t s = 0; s < kSteps; ++s) PrefetchL2At(wb, kGemvAheadBytes + s * 64);
-    // The scales as far ahead (in groups) as the weights: one line holds 2 groups' f16 (1 f32).
+    // The scales kGemvAheadBytes of weights ahead: one line holds 2 groups' f16 (1 f32).
     // bench-medium tg256, 2 threads, tokens alternating with and without it in one process (so
     // both see the same host): q4_0 1.6 and 4.8 %, q8_0 1.8 and 2.1 % less time per token.
     if (!kF16 || b % 2 == 0) {
