@@ -330,6 +330,7 @@ struct RowLayout {
   int64_t row_bytes, scale_width, rows_per_scale;
 };
 RowLayout KvBLayout(const WeightView& kv) {
+  if (kv.dtype == DType::kBF16) return {2 * kv.cols, 0, 1};
   if (kv.dtype == DType::kF8E4M3)
     return {kv.cols, (kv.cols + kv.block_cols - 1) / kv.block_cols, kv.block_rows};
   return {ops::StoredRowBytes(kv), ops::QuantGroups(kv.cols, kv.group_size), 1};
@@ -341,9 +342,9 @@ enum class UkLayout { kRows, kInt8Columns, kFp8Columns };
 
 // a's copies of its row-major kv_b_proj's halves (q8_0, q4_0, or FP8 whose heads' halves are
 // whole block rows): W_UK as uk_layout says; with copy_uv W_UV row-major (kv_b_uv), then tiled
-// as tile() does.
+// as tile() does. False, and a as it was, when the memory cannot be had.
 template <typename Tile>
-void SplitKvB(AttentionWeights* a, const ModelConfig& c, UkLayout uk_layout, bool copy_uv,
+bool SplitKvB(AttentionWeights* a, const ModelConfig& c, UkLayout uk_layout, bool copy_uv,
               Tile&& tile) {
   const WeightView& kv = a->kv_b_proj;
   const int64_t nh = c.num_attention_heads, dn = c.qk_nope_head_dim;
@@ -360,16 +361,18 @@ void SplitKvB(AttentionWeights* a, const ModelConfig& c, UkLayout uk_layout, boo
   if (uk_layout == UkLayout::kFp8Columns)
     head_bytes = ops::Fp8ColumnsBytes(dn, r), head_scales = ops::Fp8ColumnsScales(dn, r, rps);
   const int64_t uk_bytes = line(nh * head_bytes), uk_scales = line(nh * head_scales);
+  const int64_t bytes = line(uk_bytes + nh * dv * l.row_bytes);
+  const int64_t scales = uk_scales + nh * dv / rps * sw;
   auto halves = std::make_shared<AttentionWeights::KvBHalves>();
-  halves->bytes.resize(static_cast<size_t>(uk_bytes + nh * dv * l.row_bytes));
-  halves->scales.resize(static_cast<size_t>(uk_scales + nh * dv / rps * sw));
-  uint8_t* uk = halves->bytes.data();
+  halves->memory = AllocateLargeBuffer(static_cast<size_t>(bytes + scales * 4));
+  if (halves->memory == nullptr) return false;
+  uint8_t* uk = halves->memory.get();
   uint8_t* uv = uk + uk_bytes;
-  float* uk_scale = halves->scales.data();
+  float* uk_scale = reinterpret_cast<float*>(uk + bytes);
   float* uv_scale = uk_scale + uk_scales;
   const uint8_t* data = static_cast<const uint8_t*>(kv.data);
   const auto copy = [](void* to, const void* from, int64_t bytes) {
-    std::memcpy(to, from, static_cast<size_t>(bytes));
+    if (bytes > 0) std::memcpy(to, from, static_cast<size_t>(bytes));  // BF16: no scales
   };
   for (int64_t h = 0; h < nh; ++h) {
     // kv_b_proj's W_UK[h], W_UV[h]
@@ -398,12 +401,13 @@ void SplitKvB(AttentionWeights* a, const ModelConfig& c, UkLayout uk_layout, boo
     a->kv_b_uk.scale = uk_scale;
   }
   a->kv_b_halves = std::move(halves);
-  if (!copy_uv) return;
+  if (!copy_uv) return true;
   a->kv_b_uv = kv;
   a->kv_b_uv.rows = nh * dv;
   a->kv_b_uv.data = uv;
   a->kv_b_uv.scale = uv_scale;
   tile(&a->kv_b_uv, uv, uv_scale);
+  return true;
 }
 
 }  // namespace
@@ -425,18 +429,28 @@ int64_t SplitKvBProj(ModelWeights* weights, const ModelConfig& c, const KvBSplit
     for (int64_t h = 0; fp8_columns && h < c.num_attention_heads; ++h)
       fp8_columns =
           ops::CanLayOutFp8Columns(kv, h * (c.qk_nope_head_dim + c.v_head_dim), c.qk_nope_head_dim);
-    // BF16 is left as it is: bench-medium BF16 tg64 was level with the copies (tokens alternating
-    // in one process, either role), and they would add 2 GB to DeepSeek-V3's weights.
     if (columns || int8_tiles) {
       const UkLayout uk = columns ? UkLayout::kInt8Columns : UkLayout::kRows;
-      SplitKvB(a, c, uk, true, [int8_tiles](WeightView* w, void* data, float* scale) {
-        if (int8_tiles && ops::CanTileRows(*w)) ops::TileRows(w, data, scale);
-      });
+      if (!SplitKvB(a, c, uk, true, [int8_tiles](WeightView* w, void* data, float* scale) {
+            if (int8_tiles && ops::CanTileRows(*w)) ops::TileRows(w, data, scale);
+          }))
+        return;
     } else if ((how.pairs && fp8_split) || fp8_columns) {
       const UkLayout uk = fp8_columns ? UkLayout::kFp8Columns : UkLayout::kRows;
-      SplitKvB(a, c, uk, how.pairs && fp8_split, [](WeightView* w, void* data, float*) {
-        if (ops::CanTilePairRows(*w)) ops::TilePairRows(w, data);
-      });
+      if (!SplitKvB(a, c, uk, how.pairs && fp8_split, [](WeightView* w, void* data, float*) {
+            if (ops::CanTilePairRows(*w)) ops::TilePairRows(w, data);
+          }))
+        return;
+    } else if (kv.dtype == DType::kBF16 && how.pairs) {
+      // W_UK row-major (AccumulateRows streams its rows), W_UV in pair tiles (one stream a tile,
+      // where kv_b_proj's W_UV rows took the row-major kernel's 8 rows a row length apart):
+      // bench-medium BF16 tg64, one thread's 8 heads of W_UV 101 -> 56 us a layer, 30.5 -> 31.2
+      // tok/s (busy host). 2 GB more for DeepSeek-V3's weights (0.15 %). Before the single-stream
+      // tiles (session 27) the copies were level.
+      if (!SplitKvB(a, c, UkLayout::kRows, true, [](WeightView* w, void* data, float*) {
+            if (ops::CanTilePairRows(*w)) ops::TilePairRows(w, data);
+          }))
+        return;
     } else {
       return;
     }
