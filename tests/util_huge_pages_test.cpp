@@ -28,5 +28,24 @@ TEST(HugePages, BuffersAreWholeAlignedHugePages) {
   }
 }
 
+// LargeVector: small buffers on a 64-byte line, from 1 MiB on whole 2 MiB pages; values kept
+// across growth past the threshold and back (ASan / the munmap of a wrong size would catch a
+// deallocation that does not match its allocation).
+TEST(HugePages, LargeVectorSwitchesToHugePagesFrom1MiB) {
+  LargeVector<float> v(1000, 1.5f);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(v.data()) % 64, 0u);
+  const size_t big = HugePageAllocator<float>::kHugeFrom / sizeof(float) + 3;
+  v.resize(big, 2.5f);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(v.data()) % kPage, 0u);
+  EXPECT_EQ(v[999], 1.5f);
+  EXPECT_EQ(v[big - 1], 2.5f);
+  v.resize(10);
+  v.shrink_to_fit();
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(v.data()) % 64, 0u);
+  EXPECT_EQ(v[9], 1.5f);
+  LargeVector<float> copy = LargeVector<float>(big, 4.0f);
+  EXPECT_EQ(copy[big / 2], 4.0f);
+}
+
 }  // namespace
 }  // namespace dsv3

@@ -10,6 +10,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <new>
+#include <vector>
 
 namespace dsv3 {
 
@@ -25,5 +27,41 @@ LargeBuffer AllocateLargeBuffer(size_t bytes);
 
 // The mapped size AllocateLargeBuffer(bytes) gives (what its deleter unmaps).
 size_t LargeBufferBytes(size_t bytes);
+
+// An allocator for std::vector buffers the kernels stream, such as the KV cache: from 1 MiB on,
+// AllocateLargeBuffer's 2 MiB pages (the hardware prefetchers stop at every page boundary, and
+// each 4 KiB page costs a TLB miss); below, 64-byte aligned operator new (as CacheLineAllocator).
+template <typename T>
+class HugePageAllocator {
+ public:
+  using value_type = T;
+  static constexpr std::size_t kHugeFrom = std::size_t{1} << 20;
+  static constexpr std::size_t kAlignment = 64;
+
+  HugePageAllocator() noexcept = default;
+  template <typename U>
+  HugePageAllocator(const HugePageAllocator<U>& /*other*/) noexcept {}
+
+  T* allocate(std::size_t n) {
+    const std::size_t bytes = n * sizeof(T);
+    if (bytes < kHugeFrom)
+      return static_cast<T*>(::operator new (bytes, std::align_val_t{kAlignment}));
+    LargeBuffer buffer = AllocateLargeBuffer(bytes);
+    if (buffer == nullptr) throw std::bad_alloc();
+    return reinterpret_cast<T*>(buffer.release());
+  }
+  void deallocate(T* p, std::size_t n) noexcept {
+    const std::size_t bytes = n * sizeof(T);
+    if (bytes < kHugeFrom) return ::operator delete (p, std::align_val_t{kAlignment});
+    LargeBufferDeleter{LargeBufferBytes(bytes)}(reinterpret_cast<uint8_t*>(p));
+  }
+  template <typename U>
+  bool operator==(const HugePageAllocator<U>& /*other*/) const noexcept {
+    return true;
+  }
+};
+
+template <typename T>
+using LargeVector = std::vector<T, HugePageAllocator<T>>;
 
 }  // namespace dsv3
