@@ -141,142 +141,120 @@ void TiledDotFp8Half(const float* x, const WeightView& w, int64_t r0, float* y, 
                                                      _mm512_permutex2var_ps(lo[t], odds, hi[t])));
 }
 
-// FP8 over whole tiles (r0 a multiple of 32), the form decode takes: y[t, r0 + 32 i + l] for
-// i < NTL tiles (decode takes 1: TiledDotRows), l < 32, t < NT. A pair step's 64-byte line (the
-// tile's 32 rows' byte pairs) is read as 16 dwords, dword k = rows 2k and 2k + 1's (even, odd)
-// column bytes, and decoded by Fp8LineValues (ops/isa/avx512_fp8_lines.h) into 4 vectors, one per
-// byte position, of values worth e4m3 * 2^-56; the block scale is multiplied by 2^56, so every
-// product and partial sum is the f16 form's (TiledDotFp8Half) times 2^-48: the same bits, unless a
-// lane's product or running partial sum of e4m3 * x lies under 2^-70 in magnitude (then an f32
-// subnormal, where the f16 form's threshold was 2^-118: activations under about 2^-60) or a block
-// scale reaches 2^72 (then infinite). Lanes: q = 0 even rows' even columns, 1 even rows' odd
-// columns, 2 odd rows' even columns, 3 odd rows' odd columns; a row's even and odd column totals
-// are added at the end, as in TiledDotFp8Half. Lines with a zero-exponent code are decoded with the
-// mending off the fast loop (a branch inside it made GCC keep the sums in memory). Decode's FP8
-// products had been bound by the conversion, not by DRAM: in one core's L1 the f16 form took 0.92
-// ns per 32 bytes (34 GB/s), this one 0.63 (1.01 with a zero code every 500 bytes, a quarter of the
-// pair steps mended; e4m3-quantized normal weights hold a zero or subnormal code in a few per cent
-// of lines). matmul_bench BM_Bf16Tiles/dtype:3 T=1, 2 threads (host busy): 512x2048 19.6
+// FP8 over one whole tile (r0 a multiple of 32), the form decode takes: y[t, r0 + l] for l < 32,
+// t < NT (one stream: TiledDotRows). A pair step's 64-byte line (the tile's 32 rows' byte
+// pairs) is read as 16 dwords, dword k = rows 2k and 2k + 1's (even, odd) column bytes, and decoded
+// by Fp8LineValues (ops/isa/avx512_fp8_lines.h) into 4 vectors, one per byte position, of values
+// worth e4m3 * 2^-56; the block scale is multiplied by 2^56, so every product and partial sum is
+// the f16 form's (TiledDotFp8Half) times 2^-48: the same bits, unless a lane's product or running
+// partial sum of e4m3 * x lies under 2^-70 in magnitude (then an f32 subnormal, where the f16
+// form's threshold was 2^-118: activations under about 2^-60) or a block scale reaches 2^72 (then
+// infinite). Lanes: q = 0 even rows' even columns, 1 even rows' odd columns, 2 odd rows' even
+// columns, 3 odd rows' odd columns; a row's even and odd column totals are added at the end, as in
+// TiledDotFp8Half. Lines with a zero-exponent code are decoded with the mending off the fast loop
+// (a branch inside it made GCC keep the sums in memory). Decode's FP8 products had been bound by
+// the conversion, not by DRAM: in one core's L1 the f16 form took 0.92 ns per 32 bytes (34 GB/s),
+// this one 0.63 (1.01 with a zero code every 500 bytes, a quarter of the pair steps mended;
+// e4m3-quantized normal weights hold a zero or subnormal code in a few per cent of lines).
+// matmul_bench BM_Bf16Tiles/dtype:3 T=1, 2 threads (host busy): 512x2048 19.6
 // -> 13.7-18.0 us, 2048x2048 70.3 -> 49.6-62.2 us (32000x2048, 65 MB from DRAM: 1197 -> 1126-1234
 // us, level). bench-medium FP8 tg64, tokens alternating with the f16 form in one process: 6.9-7.7 %
 // less time a token.
-template <int NTL, int NT>
+template <int NT>
 void TiledDotFp8Lines(const float* x, const WeightView& w, int64_t r0, int64_t ahead_end, float* y,
                       int64_t ldy) {
   const int64_t cols = w.cols, bc = w.block_cols, scale_cols = (cols + bc - 1) / bc;
   const int64_t pairs = cols / 2;
-  const uint8_t* line[NTL];  // [pairs][64] bytes
-  // Lines each tile's stream requests: its own, then, where the tile NTL on (the next call's)
-  // lies whole below ahead_end, that tile's first ones (tiles are pairs * 64 bytes, back to
-  // back), so the next call does not start on lines not yet requested. 2 threads, T = 1, 100
-  // copies from DRAM (busy host), old / new us a call: 2048x512 41.5 / 36.2, 40.2 / 33.3;
-  // 3072x768 85.1 / 73.3, 79.7 / 73.4; 512x2048 31.1 / 28.4, 32.2 / 32.9. bench-medium FP8
-  // tg64, tokens alternating in one process, either role: 3.0-6.2 % less time a token (4 runs).
-  int64_t ahead_lines[NTL];
-  for (int i = 0; i < NTL; ++i)
-    ahead_lines[i] = r0 + (i + NTL + 1) * kBf16Tile <= ahead_end ? 2 * pairs : pairs;
-  const int64_t skip = (NTL - 1) * pairs * 64;  // from tile i + 1 to tile i + NTL
-  // Each tile's row block scales: one broadcast where its 32 rows share a row block, else
+  const uint8_t* line = TilePairs(w, r0 / kBf16Tile, 0);  // [pairs][64] bytes
+  // Lines the stream requests: its own, then, where the next tile (the next call's) lies whole
+  // below ahead_end, that tile's first ones (tiles are pairs * 64 bytes, back to back), so the
+  // next call does not start on lines not yet requested. 2 threads, T = 1, 100 copies from DRAM
+  // (busy host), old / new us a call: 2048x512 41.5 / 36.2, 40.2 / 33.3; 3072x768 85.1 / 73.3,
+  // 79.7 / 73.4; 512x2048 31.1 / 28.4, 32.2 / 32.9. bench-medium FP8 tg64, tokens alternating in
+  // one process, either role: 3.0-6.2 % less time a token (4 runs).
+  const int64_t ahead_lines = r0 + 2 * kBf16Tile <= ahead_end ? 2 * pairs : pairs;
+  // The tile's row block scales: one broadcast where its 32 rows share a row block, else
   // gathered per column block for the even and the odd rows' lanes.
-  bool uniform[NTL];
-  const float* scale_row[NTL];
-  __m512i at_even[NTL], at_odd[NTL];
-  __m512 total[NTL][4][NT];
-  for (int i = 0; i < NTL; ++i) {
-    const int64_t r = r0 + i * kBf16Tile;
-    line[i] = TilePairs(w, r / kBf16Tile, 0);
-    for (int q = 0; q < 4; ++q)
-      for (int t = 0; t < NT; ++t) total[i][q][t] = _mm512_setzero_ps();
-    const int64_t block_row = r / w.block_rows;  // one division a tile (decode calls are short)
-    uniform[i] = r - block_row * w.block_rows + kBf16Tile <= w.block_rows;
-    scale_row[i] = w.scale + block_row * scale_cols;
-    if (uniform[i]) continue;
+  const int64_t block_row = r0 / w.block_rows;  // one division a tile (decode calls are short)
+  const bool uniform = r0 - block_row * w.block_rows + kBf16Tile <= w.block_rows;
+  const float* scale_row = w.scale + block_row * scale_cols;
+  __m512i at_even = _mm512_setzero_si512(), at_odd = _mm512_setzero_si512();
+  if (!uniform) {
     alignas(64) int32_t at[32];
     for (int64_t k = 0; k < 16; ++k) {
-      at[k] = static_cast<int32_t>((r + 2 * k) / w.block_rows * scale_cols);
-      at[16 + k] = static_cast<int32_t>((r + 2 * k + 1) / w.block_rows * scale_cols);
+      at[k] = static_cast<int32_t>((r0 + 2 * k) / w.block_rows * scale_cols);
+      at[16 + k] = static_cast<int32_t>((r0 + 2 * k + 1) / w.block_rows * scale_cols);
     }
-    at_even[i] = _mm512_load_si512(at);
-    at_odd[i] = _mm512_load_si512(at + 16);
+    at_even = _mm512_load_si512(at);
+    at_odd = _mm512_load_si512(at + 16);
   }
-  for (int i = 0; i < NTL; ++i)
-    for (int64_t j = 0; j < std::min(kFp8AheadLines, pairs); ++j)
-      _mm_prefetch(reinterpret_cast<const char*>(line[i] + j * 64), _MM_HINT_T0);
+  __m512 total[4][NT];
+  for (int q = 0; q < 4; ++q)
+    for (int t = 0; t < NT; ++t) total[q][t] = _mm512_setzero_ps();
+  for (int64_t j = 0; j < std::min(kFp8AheadLines, pairs); ++j)
+    _mm_prefetch(reinterpret_cast<const char*>(line + j * 64), _MM_HINT_T0);
   for (int64_t b0 = 0, block = 0; b0 < cols; b0 += bc, ++block) {  // block = b0 / bc
     const int64_t p1 = std::min(cols, b0 + bc) / 2;
-    __m512 part[NTL][4][NT];
-    for (int i = 0; i < NTL; ++i)
-      for (int q = 0; q < 4; ++q)
-        for (int t = 0; t < NT; ++t) part[i][q][t] = _mm512_setzero_ps();
-    // Pair step j's lines v into the partial sums.
-    const auto step = [&](int64_t j, const __m512i* v, auto mend) {
+    __m512 part[4][NT];
+    for (int q = 0; q < 4; ++q)
+      for (int t = 0; t < NT; ++t) part[q][t] = _mm512_setzero_ps();
+    // Pair step j's line v into the partial sums.
+    const auto step = [&](int64_t j, __m512i v, auto mend) {
       __m512 xe[NT], xo[NT];  // x[t, 2 j] and x[t, 2 j + 1]
       for (int t = 0; t < NT; ++t) {
         xe[t] = _mm512_set1_ps(x[t * cols + 2 * j]);
         xo[t] = _mm512_set1_ps(x[t * cols + 2 * j + 1]);
       }
-      for (int i = 0; i < NTL; ++i) {
-        __m512 wq[4];
-        Fp8LineValues<decltype(mend)::value>(v[i], wq);
-        for (int t = 0; t < NT; ++t) {
-          part[i][0][t] = _mm512_fmadd_ps(wq[0], xe[t], part[i][0][t]);
-          part[i][1][t] = _mm512_fmadd_ps(wq[1], xo[t], part[i][1][t]);
-          part[i][2][t] = _mm512_fmadd_ps(wq[2], xe[t], part[i][2][t]);
-          part[i][3][t] = _mm512_fmadd_ps(wq[3], xo[t], part[i][3][t]);
-        }
+      __m512 wq[4];
+      Fp8LineValues<decltype(mend)::value>(v, wq);
+      for (int t = 0; t < NT; ++t) {
+        part[0][t] = _mm512_fmadd_ps(wq[0], xe[t], part[0][t]);
+        part[1][t] = _mm512_fmadd_ps(wq[1], xo[t], part[1][t]);
+        part[2][t] = _mm512_fmadd_ps(wq[2], xe[t], part[2][t]);
+        part[3][t] = _mm512_fmadd_ps(wq[3], xo[t], part[3][t]);
       }
     };
     for (int64_t j = b0 / 2; j < p1; ++j) {
-      __m512i v[NTL];
+      __m512i v = _mm512_setzero_si512();
       // Lines with no zero-exponent code, until one has.
       for (; j < p1; ++j) {
-        bool special = false;
-        for (int i = 0; i < NTL; ++i) {
-          const int64_t ahead = j + kFp8AheadLines;
-          if (ahead < ahead_lines[i])
-            _mm_prefetch(
-                reinterpret_cast<const char*>(line[i] + ahead * 64 + (ahead >= pairs ? skip : 0)),
-                _MM_HINT_T0);
-          v[i] = _mm512_loadu_si512(line[i] + j * 64);
-          special |= LineHasZeroExponent(v[i]);
-        }
-        if (special) break;
+        const int64_t ahead = j + kFp8AheadLines;
+        if (ahead < ahead_lines)
+          _mm_prefetch(reinterpret_cast<const char*>(line + ahead * 64), _MM_HINT_T0);
+        v = _mm512_loadu_si512(line + j * 64);
+        if (LineHasZeroExponent(v)) break;
         step(j, v, std::false_type{});
       }
       if (j < p1) step(j, v, std::true_type{});
     }
-    const __m512 rescale = _mm512_set1_ps(kFp8LineScale);
-    for (int i = 0; i < NTL; ++i) {
-      __m512 s_even, s_odd;  // each lane's row scale * 2^56
-      if (uniform[i]) {
-        s_even = s_odd = _mm512_set1_ps(scale_row[i][block] * kFp8LineScale);
-      } else {
-        const __m512i b = _mm512_set1_epi32(static_cast<int32_t>(block));
-        s_even = _mm512_mul_ps(_mm512_i32gather_ps(_mm512_add_epi32(at_even[i], b), w.scale, 4),
-                               rescale);
-        s_odd =
-            _mm512_mul_ps(_mm512_i32gather_ps(_mm512_add_epi32(at_odd[i], b), w.scale, 4), rescale);
-      }
-      for (int t = 0; t < NT; ++t) {
-        total[i][0][t] = _mm512_fmadd_ps(part[i][0][t], s_even, total[i][0][t]);
-        total[i][1][t] = _mm512_fmadd_ps(part[i][1][t], s_even, total[i][1][t]);
-        total[i][2][t] = _mm512_fmadd_ps(part[i][2][t], s_odd, total[i][2][t]);
-        total[i][3][t] = _mm512_fmadd_ps(part[i][3][t], s_odd, total[i][3][t]);
-      }
+    __m512 s_even, s_odd;  // each lane's row scale * 2^56
+    if (uniform) {
+      s_even = s_odd = _mm512_set1_ps(scale_row[block] * kFp8LineScale);
+    } else {
+      const __m512 rescale = _mm512_set1_ps(kFp8LineScale);
+      const __m512i b = _mm512_set1_epi32(static_cast<int32_t>(block));
+      s_even =
+          _mm512_mul_ps(_mm512_i32gather_ps(_mm512_add_epi32(at_even, b), w.scale, 4), rescale);
+      s_odd = _mm512_mul_ps(_mm512_i32gather_ps(_mm512_add_epi32(at_odd, b), w.scale, 4), rescale);
+    }
+    for (int t = 0; t < NT; ++t) {
+      total[0][t] = _mm512_fmadd_ps(part[0][t], s_even, total[0][t]);
+      total[1][t] = _mm512_fmadd_ps(part[1][t], s_even, total[1][t]);
+      total[2][t] = _mm512_fmadd_ps(part[2][t], s_odd, total[2][t]);
+      total[3][t] = _mm512_fmadd_ps(part[3][t], s_odd, total[3][t]);
     }
   }
   // Rows 2k (lane k of even) and 2k + 1 (lane k of odd) interleaved: rows 0-15, then 16-31.
   const __m512i first = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
   const __m512i second =
       _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
-  for (int i = 0; i < NTL; ++i)
-    for (int t = 0; t < NT; ++t) {
-      const __m512 even = _mm512_add_ps(total[i][0][t], total[i][1][t]);
-      const __m512 odd = _mm512_add_ps(total[i][2][t], total[i][3][t]);
-      float* out = y + t * ldy + r0 + i * kBf16Tile;
-      _mm512_storeu_ps(out, _mm512_permutex2var_ps(even, first, odd));
-      _mm512_storeu_ps(out + kHalf, _mm512_permutex2var_ps(even, second, odd));
-    }
+  for (int t = 0; t < NT; ++t) {
+    const __m512 even = _mm512_add_ps(total[0][t], total[1][t]);
+    const __m512 odd = _mm512_add_ps(total[2][t], total[3][t]);
+    float* out = y + t * ldy + r0;
+    _mm512_storeu_ps(out, _mm512_permutex2var_ps(even, first, odd));
+    _mm512_storeu_ps(out + kHalf, _mm512_permutex2var_ps(even, second, odd));
+  }
 }
 
 // Up to 3 tokens from t0 on, over the half-tiles [r0, r1) (multiples of 16): BF16 a whole tile
@@ -291,7 +269,7 @@ void TiledDotRows(const float* x, const WeightView& w, int64_t r0, int64_t r1, f
     // one tile took 0-1.6 % more time than with them, two tiles 10 % more.
     int64_t r = r0;
     if (r % kBf16Tile != 0 && r < r1) TiledDotFp8Half<NT>(x, w, r, y, ldy), r += kHalf;
-    for (; r + kBf16Tile <= r1; r += kBf16Tile) TiledDotFp8Lines<1, NT>(x, w, r, r1, y, ldy);
+    for (; r + kBf16Tile <= r1; r += kBf16Tile) TiledDotFp8Lines<NT>(x, w, r, r1, y, ldy);
     if (r < r1) TiledDotFp8Half<NT>(x, w, r, y, ldy);
     return;
   }
