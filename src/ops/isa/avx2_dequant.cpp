@@ -4,6 +4,7 @@
 // a multiple of 8), take the scalar reference.
 #include <cstring>
 
+#include "ops/isa/avx2_fp8_f16.h"
 #include "ops/isa/simd_intrinsics.h"
 #include "ops/kernels_internal.h"
 
@@ -13,13 +14,10 @@ namespace {
 
 constexpr int64_t kV = 8;
 
-// The exact values of 8 e4m3 codes (the low 8 bytes): the f16 of e4m3 * 2^-8 (avx2_matmul.cpp's
-// Fp8ToF32) times 2^8, exact. The NaN codes 0x7F and 0xFF become the scalar table's quiet NaN.
+// The exact values of 8 e4m3 codes (the low 8 bytes): Fp8ToF32's e4m3 * 2^-8 times 2^8, exact.
+// The NaN codes 0x7F and 0xFF become the scalar table's quiet NaN.
 __m256 Fp8Values(__m128i bytes) {
-  const __m128i h = _mm_slli_epi16(_mm_cvtepi8_epi16(bytes), 7);
-  const __m256 v =
-      _mm256_mul_ps(_mm256_cvtph_ps(_mm_and_si128(h, _mm_set1_epi16(static_cast<short>(0xbfff)))),
-                    _mm256_set1_ps(256.0f));
+  const __m256 v = _mm256_mul_ps(Fp8ToF32(bytes), _mm256_set1_ps(256.0f));
   const __m128i low7 = _mm_set1_epi8(0x7f);
   const __m256i nan = _mm256_cvtepi8_epi32(_mm_cmpeq_epi8(_mm_and_si128(bytes, low7), low7));
   return _mm256_blendv_ps(v, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fc00000)),

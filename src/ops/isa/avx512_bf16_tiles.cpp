@@ -5,6 +5,7 @@
 #include <type_traits>
 
 #include "ops/bf16_tiles.h"
+#include "ops/isa/avx512_fp8_f16.h"
 #include "ops/isa/avx512_fp8_lines.h"
 #include "ops/isa/simd_intrinsics.h"
 #include "ops/kernels_internal.h"
@@ -109,11 +110,8 @@ void TiledDotFp8Half(const float* x, const WeightView& w, int64_t r0, float* y, 
       }
       if (j + kFp8AheadLines < pairs)
         _mm_prefetch(reinterpret_cast<const char*>(half + (j + kFp8AheadLines) * 64), _MM_HINT_T0);
-      const __m256i bytes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(half + j * 64));
-      const __m512i f16 = _mm512_and_si512(_mm512_slli_epi16(_mm512_cvtepi8_epi16(bytes), 7),
-                                           _mm512_set1_epi16(static_cast<short>(0xbfff)));
-      const __m512 wl = _mm512_cvtph_ps(_mm512_castsi512_si256(f16));
-      const __m512 wh = _mm512_cvtph_ps(_mm512_extracti64x4_epi64(f16, 1));
+      __m512 wl, wh;
+      Fp8ToF32x2(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(half + j * 64)), &wl, &wh);
       for (int t = 0; t < NT; ++t) {
         part_lo[t] = _mm512_fmadd_ps(wl, xp[t], part_lo[t]);
         part_hi[t] = _mm512_fmadd_ps(wh, xp[t], part_hi[t]);

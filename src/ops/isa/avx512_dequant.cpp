@@ -6,6 +6,7 @@
 #include <cstring>
 #include <type_traits>
 
+#include "ops/isa/avx512_fp8_f16.h"
 #include "ops/isa/simd_intrinsics.h"
 #include "ops/kernels_internal.h"
 
@@ -16,14 +17,10 @@ namespace {
 constexpr int64_t kV = 16;
 constexpr int64_t kAheadRows = 8;
 
-// The exact values of 16 e4m3 codes: moving the 7 exponent+mantissa bits up by 7 gives the f16
-// of e4m3 * 2^-8 (avx512_matmul.cpp's Fp8ToF32), and times 2^8 is exact. The NaN codes 0x7F and
-// 0xFF become the scalar table's quiet NaN.
+// The exact values of 16 e4m3 codes: Fp8ToF32's e4m3 * 2^-8 (ops/isa/avx512_fp8_f16.h) times
+// 2^8, exact. The NaN codes 0x7F and 0xFF become the scalar table's quiet NaN.
 __m512 Fp8Values(__m128i bytes) {
-  const __m256i h = _mm256_slli_epi16(_mm256_cvtepi8_epi16(bytes), 7);
-  const __m512 v = _mm512_mul_ps(
-      _mm512_cvtph_ps(_mm256_and_si256(h, _mm256_set1_epi16(static_cast<short>(0xbfff)))),
-      _mm512_set1_ps(256.0f));
+  const __m512 v = _mm512_mul_ps(Fp8ToF32(bytes), _mm512_set1_ps(256.0f));
   const __m128i low7 = _mm_set1_epi8(0x7f);
   const __mmask16 nan = _mm_cmpeq_epi8_mask(_mm_and_si128(bytes, low7), low7);
   return _mm512_mask_mov_ps(v, nan, _mm512_castsi512_ps(_mm512_set1_epi32(0x7fc00000)));
