@@ -81,6 +81,10 @@ TEST_P(ModelBf16Tiles, TiledMatricesGiveTheSameLogits) {
     EXPECT_EQ(a->kv_b_uk.row_tiles, 0);
     EXPECT_EQ(a->kv_b_uv.rows, nh * config->v_head_dim);
     EXPECT_EQ(a->kv_b_uv.row_tiles, ops::kBf16Tile);
+    if (GetParam() == DType::kBF16) {  // as kv_b_proj: no scales
+      EXPECT_EQ(a->kv_b_uk.scale, nullptr);
+      EXPECT_EQ(a->kv_b_uv.scale, nullptr);
+    }
   }
   LoadOptions mapped = tiled;
   mapped.load_mode = io::LoadMode::kMmap;

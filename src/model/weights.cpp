@@ -398,14 +398,14 @@ bool SplitKvB(AttentionWeights* a, const ModelConfig& c, UkLayout uk_layout, boo
     a->kv_b_uk = kv;
     a->kv_b_uk.rows = nh * dn;
     a->kv_b_uk.data = uk;
-    a->kv_b_uk.scale = uk_scale;
+    a->kv_b_uk.scale = kv.scale != nullptr ? uk_scale : nullptr;  // BF16: none
   }
   a->kv_b_halves = std::move(halves);
   if (!copy_uv) return true;
   a->kv_b_uv = kv;
   a->kv_b_uv.rows = nh * dv;
   a->kv_b_uv.data = uv;
-  a->kv_b_uv.scale = uv_scale;
+  a->kv_b_uv.scale = kv.scale != nullptr ? uv_scale : nullptr;
   tile(&a->kv_b_uv, uv, uv_scale);
   return true;
 }
