@@ -429,25 +429,21 @@ int64_t SplitKvBProj(ModelWeights* weights, const ModelConfig& c, const KvBSplit
     for (int64_t h = 0; fp8_columns && h < c.num_attention_heads; ++h)
       fp8_columns =
           ops::CanLayOutFp8Columns(kv, h * (c.qk_nope_head_dim + c.v_head_dim), c.qk_nope_head_dim);
+    // BF16: W_UK row-major (AccumulateRows streams its rows), W_UV in pair tiles (one stream a
+    // tile, where kv_b_proj's W_UV rows took the row-major kernel's 8 rows a row length apart):
+    // bench-medium BF16 tg64, one thread's 8 heads of W_UV 101 -> 56 us a layer, 30.5 -> 31.2
+    // tok/s (busy host). 2 GB more for DeepSeek-V3's weights (0.15 %). Before the single-stream
+    // tiles (session 27) the copies were level.
+    const bool pair_split = how.pairs && (fp8_split || kv.dtype == DType::kBF16);
     if (columns || int8_tiles) {
       const UkLayout uk = columns ? UkLayout::kInt8Columns : UkLayout::kRows;
       if (!SplitKvB(a, c, uk, true, [int8_tiles](WeightView* w, void* data, float* scale) {
             if (int8_tiles && ops::CanTileRows(*w)) ops::TileRows(w, data, scale);
           }))
         return;
-    } else if ((how.pairs && fp8_split) || fp8_columns) {
+    } else if (pair_split || fp8_columns) {
       const UkLayout uk = fp8_columns ? UkLayout::kFp8Columns : UkLayout::kRows;
-      if (!SplitKvB(a, c, uk, how.pairs && fp8_split, [](WeightView* w, void* data, float*) {
-            if (ops::CanTilePairRows(*w)) ops::TilePairRows(w, data);
-          }))
-        return;
-    } else if (kv.dtype == DType::kBF16 && how.pairs) {
-      // W_UK row-major (AccumulateRows streams its rows), W_UV in pair tiles (one stream a tile,
-      // where kv_b_proj's W_UV rows took the row-major kernel's 8 rows a row length apart):
-      // bench-medium BF16 tg64, one thread's 8 heads of W_UV 101 -> 56 us a layer, 30.5 -> 31.2
-      // tok/s (busy host). 2 GB more for DeepSeek-V3's weights (0.15 %). Before the single-stream
-      // tiles (session 27) the copies were level.
-      if (!SplitKvB(a, c, UkLayout::kRows, true, [](WeightView* w, void* data, float*) {
+      if (!SplitKvB(a, c, uk, pair_split, [](WeightView* w, void* data, float*) {
             if (ops::CanTilePairRows(*w)) ops::TilePairRows(w, data);
           }))
         return;

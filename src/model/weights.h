@@ -14,7 +14,6 @@
 #include "ops/fp8_columns.h"
 #include "ops/int8_columns.h"
 #include "ops/matmul.h"
-#include "util/aligned_vector.h"
 #include "util/huge_pages.h"
 
 namespace dsv3 {

@@ -13,6 +13,8 @@
 #include <new>
 #include <vector>
 
+#include "util/aligned_vector.h"
+
 namespace dsv3 {
 
 struct LargeBufferDeleter {
@@ -30,13 +32,12 @@ size_t LargeBufferBytes(size_t bytes);
 
 // An allocator for std::vector buffers the kernels stream, such as the KV cache: from 1 MiB on,
 // AllocateLargeBuffer's 2 MiB pages (the hardware prefetchers stop at every page boundary, and
-// each 4 KiB page costs a TLB miss); below, 64-byte aligned operator new (as CacheLineAllocator).
+// each 4 KiB page costs a TLB miss); below, CacheLineAllocator's 64-byte aligned operator new.
 template <typename T>
 class HugePageAllocator {
  public:
   using value_type = T;
   static constexpr std::size_t kHugeFrom = std::size_t{1} << 20;
-  static constexpr std::size_t kAlignment = 64;
 
   HugePageAllocator() noexcept = default;
   template <typename U>
@@ -44,15 +45,14 @@ class HugePageAllocator {
 
   T* allocate(std::size_t n) {
     const std::size_t bytes = n * sizeof(T);
-    if (bytes < kHugeFrom)
-      return static_cast<T*>(::operator new (bytes, std::align_val_t{kAlignment}));
+    if (bytes < kHugeFrom) return CacheLineAllocator<T>().allocate(n);
     LargeBuffer buffer = AllocateLargeBuffer(bytes);
     if (buffer == nullptr) throw std::bad_alloc();
     return reinterpret_cast<T*>(buffer.release());
   }
   void deallocate(T* p, std::size_t n) noexcept {
     const std::size_t bytes = n * sizeof(T);
-    if (bytes < kHugeFrom) return ::operator delete (p, std::align_val_t{kAlignment});
+    if (bytes < kHugeFrom) return CacheLineAllocator<T>().deallocate(p, n);
     LargeBufferDeleter{LargeBufferBytes(bytes)}(reinterpret_cast<uint8_t*>(p));
   }
   template <typename U>
