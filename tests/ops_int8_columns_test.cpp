@@ -164,11 +164,13 @@ TEST(Int8Columns, ScalarTwinIsWithinTheActivationsQuantisation) {
         const int64_t g = j / 32;
         double exact = 0.0, bound = 0.0, terms = 0.0;
         for (int64_t k = 0; k < blocks; ++k) {
-          // d_a of block k: max |a_g[i]| / 127 over the block's rows.
+          // d_a of block k: the smallest power of two at or above max |a_g[i]| / 127 over the
+          // block's rows (ops/int8_dot.h; at most that, should the f32 division round down onto
+          // a power of two).
           double amax = 0.0;
           for (int64_t i = 32 * k; i < std::min(s.n, 32 * k + 32); ++i)
             amax = std::max(amax, std::fabs(double{x[i]} * w.scale[i * groups + g]));
-          const double d = amax / 127.0;
+          const double d = amax > 0 ? std::exp2(std::ceil(std::log2(amax / 127.0))) : 0.0;
           double block = 0.0, block_abs = 0.0;
           for (int64_t i = 32 * k; i < std::min(s.n, 32 * k + 32); ++i) {
             const double a = double{x[i]} * w.scale[i * groups + g];

@@ -172,6 +172,32 @@ TEST(Int8Quantizer, ScalarWithinHalfStep) {
   }
 }
 
+// Step 1's scale is a power of two (so float(isum) d_x is exact and AVX-512 applies it with
+// vscalefps): the smallest one at or above max |x| / 127, at least 2^-126; 0 for a zero block.
+TEST(Int8Quantizer, ScaleIsTheSmallestPowerOfTwoAtOrAboveMaxOver127) {
+  std::mt19937 rng(22);
+  for (const auto& [lo, hi] : {std::pair{-3.0f, 3.0f}, {-1e-3f, 1e3f}, {-1e-30f, 1e-30f}}) {
+    const int64_t cols = 1000;
+    const std::vector<float> x = RandomFloats(rng, cols, lo, hi);
+    const QuantizedActs a = QuantizeScalar(x, 1, cols);
+    for (int64_t b = 0; b < a.groups; ++b) {
+      double amax = 0.0;
+      for (int64_t c = b * kB; c < std::min(cols, (b + 1) * kB); ++c)
+        amax = std::max(amax, std::fabs(double{x[c]}));
+      const double d = a.d[b];
+      int exponent = 0;
+      EXPECT_EQ(std::frexp(d, &exponent), 0.5) << "d=" << d << " is not a power of two";
+      // amax / 127 rounds to f32 before the power is chosen: within 2^-24 of it.
+      EXPECT_GE(d, amax / 127.0 * (1.0 - 0x1p-23)) << "b=" << b;
+      EXPECT_LT(d / 2, amax / 127.0) << "b=" << b << ": a smaller power of two would do";
+    }
+  }
+  const std::vector<float> zeros(40, 0.0f);
+  EXPECT_EQ(QuantizeScalar(zeros, 1, 40).d[1], 0.0f);
+  const std::vector<float> tiny(32, 1e-39f);  // amax / 127 below the smallest normal float
+  EXPECT_EQ(QuantizeScalar(tiny, 1, 32).d[0], 0x1p-126f);
+}
+
 TEST(Int8Quantizer, EveryIsaMatchesScalarBitwise) {
   std::mt19937 rng(22);
   for (int64_t cols : {1, 7, 16, 17, 31, 32, 33, 65, 100, 259}) {

@@ -6,8 +6,9 @@
 //   y[j] = sum_i a_g[i] * c[i, j],  a_g[i] = x[i] * s[i, g]   (one f32 product),
 // and a_g is the activation of group g. Arithmetic, identical in every ISA variant (each tested
 // bitwise against the scalar twin):
-//   1. a_g quantized per block of 32 i by QuantizeActBlocks (int8_dot.h: d = max|a| / 127, codes
-//      rounded to nearest even; a partial last block over its present rows).
+//   1. a_g quantized per block of 32 i by QuantizeActBlocks (int8_dot.h: d = the smallest power
+//      of two at or above max|a| / 127, codes rounded to nearest even; a partial last block over
+//      its present rows).
 //   2. Per output j and block k: isum = sum over the block of q_a * c in int32 (exact), then
 //      acc = fma(float(isum), d_a[g, k], acc), blocks in order from acc = 0; y[j] = acc.
 // Against the exact product the difference is a_g's quantisation: each a_g[i] is off by at most

@@ -116,13 +116,13 @@ void QuantizeActBlocks(const float* x, int64_t cols, int8_t* q, float* d, int32_
     }
     float amax;
     std::memcpy(&amax, &amax_bits, 4);
-    const float db = amax / 127.0f;
+    const float db = Int8ActScale(amax);
     const bool usable = db > 0.0f && db <= std::numeric_limits<float>::max();
     int32_t s = 0;
     for (int64_t c = 0; c < kInt8Block; ++c) {
       int32_t v = 0;
       if (usable && c < n) {
-        // Dividing (not multiplying by 1/d) keeps |x / d| <= 127 at the maximum up to rounding.
+        // d >= max|x| / 127 (a power of two): |x / d| <= 127 up to the rounding of max|x| / 127.
         const float r = std::nearbyint(x[c0 + c] / db);
         v = static_cast<int32_t>(std::clamp(r, -127.0f, 127.0f));
       }
@@ -176,8 +176,8 @@ void MatMulRowsInt8(const uint8_t* buf, int64_t T, const WeightView& w, int64_t 
           const int8_t* qx = q + ((t0 + t) * groups + b) * kInt8Block;  // q_x[t0 + t, block b]
           int32_t isum = 0;
           for (int64_t c = 0; c < kInt8Block; ++c) isum += qx[c] * codes[c];
-          const float s = d[(t0 + t) * groups + b] * dw;
-          acc[t] = std::fma(static_cast<float>(isum), s, acc[t]);
+          const float scaled = static_cast<float>(isum) * d[(t0 + t) * groups + b];  // exact
+          acc[t] = std::fma(scaled, dw, acc[t]);
         }
       }
       for (int64_t t = 0; t < nt; ++t) y[(t0 + t) * w.rows + r] = acc[t];  // y[t0 + t, r]

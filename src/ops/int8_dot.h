@@ -5,14 +5,24 @@
 // pieces directly (ops/kernels_internal.h).
 //
 // Arithmetic, identical in every ISA variant (each is tested bitwise against the scalar twin):
-//   1. Each token's x is quantized per block of 32 columns, q8_0-style: d = max|x| / 127,
-//      q = round-to-nearest-even(x / d) in [-127, 127]. A partial last block (cols % 32 != 0) is
-//      quantized over its present columns only, like the weights' last group; the missing columns
-//      count as code 0 in both operands, so they add nothing. A block whose d is 0, infinite or
-//      NaN gets codes 0 (a NaN/inf in x then turns the outputs NaN: 0 * inf).
+//   1. Each token's x is quantized per block of 32 columns: d = the smallest power of two at or
+//      above max|x| / 127 (Int8ActScale), q = round-to-nearest-even(x / d) in [-127, 127]. A
+//      partial last block (cols % 32 != 0) is quantized over its present columns only, like the
+//      weights' last group; the missing columns count as code 0 in both operands, so they add
+//      nothing. A block whose max|x| / 127 is 0, infinite or NaN gets codes 0 and that as d (a
+//      NaN/inf in x then turns the outputs NaN: 0 * inf).
 //   2. Per output y[t, r] and block b: isum = sum over the block of q_x * q_w in int32 (exact:
 //      |isum| <= 32 * 127 * 128 < 2^24, so float(isum) is exact too), then
-//      acc = fma(float(isum), d_x[t, b] * d_w[r, b], acc), blocks in order from acc = 0.
+//      acc = fma(float(isum) * d_x[t, b], d_w[r, b], acc), blocks in order from acc = 0. The
+//      first product is exact (d_x a power of two >= 2^-126), so each block adds one rounding.
+// Why powers of two: AVX-512 scales float(isum) by vscalefps, which runs beside vpdpbusd, where
+// a vmulps by d_x (or by d_x * d_w, as before session 28) takes a slot of the ports vpdpbusd
+// needs: the prefill micro-tile does 8 vpdpbusd per accumulator and block, and each vmulps or
+// vfmaddps beside them costs a vpdpbusd's cycle (a throwaway loop: 16 vpdpbusd + 4 of them 1.25x
+// the time; vaddps, vcvtdq2ps, vpaddd, vscalefps free). One core, 2048 x 2048, T = 512:
+// q8_0 312-330 -> 349-351 G op/s, q4_0 297-329 -> 353-356. The price: up to twice as coarse a
+// step for x (held-out perplexity of dsv3-tiny q8_0 29.2868 -> 29.2880, q4_0 29.3791 -> 29.3937;
+// README).
 // So every output is one fixed sequence of f32 operations: results are bitwise independent of
 // the ISA, of the thread split, of token chunking and of which kernel shape (GEMV or packed
 // prefill tiles) ran. Against the exact f32 path the difference is the activation quantisation:
@@ -20,6 +30,8 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
+#include <limits>
 
 #include "ops/matmul.h"
 #include "ops/quant.h"
@@ -27,6 +39,24 @@
 namespace dsv3::ops {
 
 inline constexpr int64_t kInt8Block = 32;
+
+// Step 1's scale for a block whose largest |x| is amax: the smallest power of two >= amax / 127,
+// at least 2^-126 (the smallest normal float); amax / 127 itself where that is 0, inf or NaN.
+inline float Int8ActScale(float amax) {
+  const float d = amax / 127.0f;
+  if (!(d > 0.0f && d <= std::numeric_limits<float>::max())) return d;
+  uint32_t bits;
+  std::memcpy(&bits, &d, 4);
+  constexpr uint32_t kMantissa = 0x007fffffu, kMinNormal = 0x00800000u;
+  if (bits < kMinNormal) {
+    bits = kMinNormal;
+  } else if ((bits & kMantissa) != 0) {
+    bits = (bits & ~kMantissa) + kMinNormal;  // the next power of two (at most 2^121 here)
+  }
+  float p;
+  std::memcpy(&p, &bits, 4);
+  return p;
+}
 
 // Bytes of an activation buffer that holds T tokens of `cols` columns in any variant's layout:
 // tokens rounded up to 16 (the AVX-512 prefill tile), per token and block 32 codes + f32 d +

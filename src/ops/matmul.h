@@ -49,10 +49,11 @@ struct KernelContext {
   // for every command but `dsv3 logits` (app/cli/args.h).
   bool bf16_dot = false;
   // Opt-in int8 path for q8_0 / q4_0 weights (group size 32; ops/int8_dot.h): each token's x is
-  // quantized per 32-column block to int8 (d = max|x| / 127, once per token per matrix), block
-  // dots are exact int32 (VNNI vpdpbusd on AVX-512, maddubs/madd on AVX2) and each block adds
-  // float(dot) * d_x * d_w in f32. Every ISA gives the same bits. It changes the numerics: each x
-  // value moves by up to d_x / 2 of its block. Other dtypes ignore it.
+  // quantized per 32-column block to int8 (d = the power of two at or above max|x| / 127, once
+  // per token per matrix), block dots are exact int32 (VNNI vpdpbusd on AVX-512, maddubs/madd on
+  // AVX2) and each block adds float(dot) * d_x * d_w in f32. Every ISA gives the same bits. It
+  // changes the numerics: each x value moves by up to d_x / 2 of its block. Other dtypes ignore
+  // it.
   bool int8_dot = false;
   // Keeps the prefill attention's score and value products f32 where int8_dot or bf16_dot would
   // run them as bf16 x bf16 products (model/mla.cpp, Bf16AttentionProducts).

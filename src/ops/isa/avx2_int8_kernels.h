@@ -123,7 +123,7 @@ uint32_t HorizontalMaxU32(__m256i v) {
   const uint32_t amax_bits = HorizontalMaxU32(a);
   float amax;
   std::memcpy(&amax, &amax_bits, 4);
-  QuantizedBlock out{_mm256_setzero_si256(), amax / 127.0f, 0};
+  QuantizedBlock out{_mm256_setzero_si256(), Int8ActScale(amax), 0};
   if (!(out.d > 0.0f && out.d <= std::numeric_limits<float>::max())) return out;
   // vdivps is correctly rounded and vcvtps2dq rounds to nearest even (the default MXCSR mode),
   // as std::nearbyint(x / d) does in the scalar twin.
@@ -328,8 +328,8 @@ void Tile(const RowsActs& a, int64_t t0, const WeightView& w, int64_t r0, int64_
           p[i] = BlockPartials<D>(wv[i], xv);
       }
       const __m256i isum = _mm256_add_epi32(SumLanes8(p), _mm256_set1_epi32(a.bias[xi]));
-      const __m256 s = _mm256_mul_ps(_mm256_set1_ps(a.d[xi]), dw);
-      acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), s, acc[t]);
+      const __m256 scaled = _mm256_mul_ps(_mm256_cvtepi32_ps(isum), _mm256_set1_ps(a.d[xi]));
+      acc[t] = _mm256_fmadd_ps(scaled, dw, acc[t]);
     }
   };
   const int64_t full_groups = w.cols / kBlock;
@@ -430,8 +430,8 @@ void GemvTile16(const RowsActs& a, int64_t t0, const WeightView& w, int64_t tile
       const __m256i bias = _mm256_set1_epi32(a.bias[xi]);
       for (int h = 0; h < 2; ++h) {
         const __m256i isum = D == DType::kI8 ? sum[t][h] : _mm256_madd_epi16(sum[t][h], ones);
-        acc[t][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(isum, bias)),
-                                    _mm256_mul_ps(dx, dw[h]), acc[t][h]);
+        const __m256 scaled = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(isum, bias)), dx);
+        acc[t][h] = _mm256_fmadd_ps(scaled, dw[h], acc[t][h]);
       }
     }
   }

@@ -93,7 +93,7 @@ struct QuantizedBlock {
   const uint32_t amax_bits = _mm512_reduce_max_epu32(a);
   float amax;
   std::memcpy(&amax, &amax_bits, 4);
-  QuantizedBlock out{_mm256_setzero_si256(), amax / 127.0f, 0};
+  QuantizedBlock out{_mm256_setzero_si256(), Int8ActScale(amax), 0};
   if (!(out.d > 0.0f && out.d <= std::numeric_limits<float>::max())) return out;
   // vdivps is correctly rounded and vcvtps2dq rounds to nearest even (the default MXCSR mode),
   // as std::nearbyint(x / d) does in the scalar twin.
@@ -107,6 +107,13 @@ struct QuantizedBlock {
   out.codes = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm512_cvtepi32_epi8(q0)),
                                       _mm512_cvtepi32_epi8(q1), 1);
   return out;
+}
+
+// log2 of a block scale (Int8ActScale: a power of two, 0, inf or NaN): what vscalefps multiplies
+// by 2 to the power of. 0 -> -inf (scaling 0 by it gives 0), inf -> inf and NaN -> NaN (scaling 0
+// gives NaN, as 0 * d does).
+inline float ScaleExponent(float d) {
+  return _mm_cvtss_f32(_mm_getexp_ss(_mm_setzero_ps(), _mm_set_ss(d)));
 }
 
 // Block b of token t of a (cols columns): read from a.xq, or quantized from x here (the same bits).

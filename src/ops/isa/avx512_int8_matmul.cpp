@@ -22,7 +22,7 @@
 //    rows are first unpacked into a panel of 8 rows (L1/L2) reused by every token tile; micro-tiles
 //    of 4 rows x 32 tokens (8 rows x 16 for a lone tile) keep 16 independent accumulator chains
 //    (even and odd steps apart): per block 4 vpdpbusd per chain, then per pair an add and 3
-//    other vector ops (cvt, scale, fma).
+//    other vector ops (cvt, vscalefps by log2 d_x, fma with d_w: ops/int8_dot.h).
 #include <algorithm>
 #include <cstring>
 
@@ -44,8 +44,8 @@ constexpr int kGemvTokens = 4;
 // -> 26.0, q8_0 2 threads 63.3 -> 79.8 GB/s; 16 KB was no better than 8.
 constexpr int64_t kGemvAheadBytes = 8192;
 
-// GEMV layout: codes [T, groups * 32] (block order of the weights), d [T, groups],
-// bias [T, groups] = -offset * sum.
+// GEMV layout: codes [T, groups * 32] (block order of the weights), log2 d [T, groups] (d a power
+// of two; vscalefps scales by it), bias [T, groups] = -offset * sum.
 template <DType D>
 void QuantizeRowsLayout(const ActSource& a, int64_t T, int64_t cols, uint8_t* buf) {
   const int64_t groups = QuantGroups(cols, kBlock);
@@ -56,7 +56,7 @@ void QuantizeRowsLayout(const ActSource& a, int64_t T, int64_t cols, uint8_t* bu
       const QuantizedBlock q = ActBlock(a, t, b, cols);
       const __m256i codes = D == DType::kU8 ? ToNibbleOrder(q.codes) : q.codes;
       _mm256_store_si256(reinterpret_cast<__m256i*>(buf + (t * groups + b) * kBlock), codes);
-      d[t * groups + b] = q.d;
+      d[t * groups + b] = ScaleExponent(q.d);
       bias[t * groups + b] = -kWeightOffset<D> * q.sum;
     }
   }
@@ -115,14 +115,14 @@ __m512i SumLanes8x2(const __m512i p[8]) {
 
 struct RowsActs {
   const uint8_t* codes;  // [T, groups * 32]
-  const float* d;        // [T, groups]
+  const float* log2_d;   // [T, groups]: log2 of each block's d_x
   const int32_t* bias;   // [T, groups]
   int64_t groups;
 };
 
 RowsActs ViewRowsLayout(const uint8_t* buf, int64_t T, int64_t groups) {
-  const float* d = reinterpret_cast<const float*>(buf + T * groups * kBlock);
-  return {buf, d, reinterpret_cast<const int32_t*>(d + T * groups), groups};
+  const float* log2_d = reinterpret_cast<const float*>(buf + T * groups * kBlock);
+  return {buf, log2_d, reinterpret_cast<const int32_t*>(log2_d + T * groups), groups};
 }
 
 // y[t0 + t, r0 + i] for t < NT, i < 8, r0 + i < row_end (rows past row_end repeat the last row
@@ -144,11 +144,11 @@ void GemvTile(const RowsActs& a, int64_t t0, const WeightView& w, int64_t r0, in
   alignas(64) float dws[8 * kGemvRows];  // d_w of the 8 rows at blocks b & ~7 .. (b & ~7) + 7
   const __m512i scale_index = _mm512_load_si512(scale_offset);
   const uint8_t* xq[NT];
-  const float* dx[NT];
+  const float* log2_dx[NT];
   const int32_t* bias[NT];
   for (int t = 0; t < NT; ++t) {
     xq[t] = a.codes + (t0 + t) * groups * kBlock;  // q_x[t0 + t, :]
-    dx[t] = a.d + (t0 + t) * groups;
+    log2_dx[t] = a.log2_d + (t0 + t) * groups;
     bias[t] = a.bias + (t0 + t) * groups;
   }
   __m256 acc[NT];
@@ -165,8 +165,9 @@ void GemvTile(const RowsActs& a, int64_t t0, const WeightView& w, int64_t r0, in
       for (int i = 0; i < kGemvRows; ++i)
         p[i] = _mm256_dpbusd_epi32(_mm256_setzero_si256(), wu[i], xv);
       const __m256i isum = _mm256_add_epi32(SumLanes8(p), _mm256_set1_epi32(bias[t][b]));
-      const __m256 s = _mm256_mul_ps(_mm256_set1_ps(dx[t][b]), dw);
-      acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), s, acc[t]);
+      const __m256 scaled =
+          _mm256_scalef_ps(_mm256_cvtepi32_ps(isum), _mm256_set1_ps(log2_dx[t][b]));
+      acc[t] = _mm256_fmadd_ps(scaled, dw, acc[t]);
     }
   };
   // Pairs of full blocks: one zmm per row and token feeds 2 blocks (half the loads and vpdpbusd
@@ -198,13 +199,13 @@ void GemvTile(const RowsActs& a, int64_t t0, const WeightView& w, int64_t r0, in
       const __m512i bias2 = _mm512_permutexvar_epi32(
           pair_index,
           _mm512_castsi128_si512(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(bias[t] + b))));
-      const __m512 dx2 = _mm512_permutexvar_ps(
+      const __m512 log2_dx2 = _mm512_permutexvar_ps(
           pair_index, _mm512_castps128_ps512(_mm_castsi128_ps(
-                          _mm_loadl_epi64(reinterpret_cast<const __m128i*>(dx[t] + b)))));
-      const __m512 f = _mm512_cvtepi32_ps(_mm512_add_epi32(SumLanes8x2(p), bias2));
-      const __m512 sc = _mm512_mul_ps(dx2, dw);
-      acc[t] = _mm256_fmadd_ps(_mm512_castps512_ps256(f), _mm512_castps512_ps256(sc), acc[t]);
-      acc[t] = _mm256_fmadd_ps(_mm512_extractf32x8_ps(f, 1), _mm512_extractf32x8_ps(sc, 1), acc[t]);
+                          _mm_loadl_epi64(reinterpret_cast<const __m128i*>(log2_dx[t] + b)))));
+      const __m512 f =
+          _mm512_scalef_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(SumLanes8x2(p), bias2)), log2_dx2);
+      acc[t] = _mm256_fmadd_ps(_mm512_castps512_ps256(f), _mm512_castps512_ps256(dw), acc[t]);
+      acc[t] = _mm256_fmadd_ps(_mm512_extractf32x8_ps(f, 1), _mm512_extractf32x8_ps(dw, 1), acc[t]);
     }
   }
   for (int64_t b = paired; b < full_groups; ++b) block(b, std::false_type{});
@@ -236,11 +237,11 @@ void GemvTile16(const RowsActs& a, int64_t t0, const WeightView& w, int64_t tile
   const float* scale = w.scale + tile * kRowTile * groups;            // [groups][16]
   const uint16_t* scale16 = kF16 ? TileScalesF16(w, tile) : nullptr;  // [groups][16]
   const uint8_t* xq[NT];
-  const float* dx[NT];
+  const float* log2_dx[NT];
   const int32_t* bias[NT];
   for (int t = 0; t < NT; ++t) {
     xq[t] = a.codes + (t0 + t) * groups * kBlock;
-    dx[t] = a.d + (t0 + t) * groups;
+    log2_dx[t] = a.log2_d + (t0 + t) * groups;
     bias[t] = a.bias + (t0 + t) * groups;
   }
   __m512 acc[NT];
@@ -279,8 +280,11 @@ void GemvTile16(const RowsActs& a, int64_t t0, const WeightView& w, int64_t tile
         s0 = _mm512_dpbusd_epi32(s0, wu[s], _mm512_set1_epi32(LoadDword(xd + 4 * s)));
         s1 = _mm512_dpbusd_epi32(s1, wu[s + 1], _mm512_set1_epi32(LoadDword(xd + 4 * s + 4)));
       }
-      const __m512 f = _mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1));
-      acc[t] = _mm512_fmadd_ps(f, _mm512_mul_ps(_mm512_set1_ps(dx[t][b]), dw), acc[t]);
+      // float(isum) d_x by vscalefps (exact; it runs beside vpdpbusd, vmulps competes with it),
+      // then one fma with d_w.
+      const __m512 f = _mm512_scalef_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1)),
+                                        _mm512_set1_ps(log2_dx[t][b]));
+      acc[t] = _mm512_fmadd_ps(f, dw, acc[t]);
     }
   }
   const int64_t first = tile * kRowTile;

@@ -15,7 +15,8 @@ namespace dsv3::ops::avx512 {
 namespace {
 
 constexpr int64_t kTileTokens = 16;
-// One block of one token tile: codes [8 steps][16 tokens][4 bytes], d [16] f32, bias [16] int32.
+// One block of one token tile: codes [8 steps][16 tokens][4 bytes], log2 d [16] f32 (d is a power
+// of two: Int8ActScale), bias [16] int32.
 constexpr int64_t kTileCodeBytes = 8 * kTileTokens * 4;
 constexpr int64_t kTileBlockBytes = kTileCodeBytes + 2 * kTileTokens * 4;
 constexpr int kPanelRows = 8;
@@ -56,7 +57,8 @@ void QuantizeTileLayout(const ActSource& a, int64_t T, int64_t cols, uint8_t* bu
             D == DType::kU8 ? ToNibbleOrder(q.codes)
                             : _mm256_xor_si256(q.codes, _mm256_set1_epi8(static_cast<char>(0x80))));
         const int32_t bias = D == DType::kU8 ? -kWeightOffset<D> * q.sum : 0;
-        std::memcpy(block + kTileCodeBytes + (lane0 + i) * 4, &q.d, 4);
+        const float log2_d = ScaleExponent(q.d);
+        std::memcpy(block + kTileCodeBytes + (lane0 + i) * 4, &log2_d, 4);
         std::memcpy(block + kTileCodeBytes + kTileTokens * 4 + (lane0 + i) * 4, &bias, 4);
       }
       Transpose8x8(v);                          // v[s]: dword s of the 8 tokens
@@ -306,11 +308,14 @@ template <DType D, int64_t kStride, int MR, int NV>
         isum[i][j] = _mm512_add_epi32(isum[i][j], high);
       }
     }
+    // float(isum) d_x as float(isum) 2^log2(d_x) (vscalefps: exact, and it runs beside vpdpbusd,
+    // which vmulps does not), then one fma with d_w.
     for (int j = 0; j < NV; ++j) {
-      const __m512 dx = _mm512_load_ps(reinterpret_cast<const float*>(xb[j] + kTileCodeBytes));
+      const __m512 log2_dx = _mm512_load_ps(reinterpret_cast<const float*>(xb[j] + kTileCodeBytes));
       for (int i = 0; i < MR; ++i) {
-        const __m512 s = _mm512_mul_ps(dx, _mm512_set1_ps(p.dw[first_row + i][b * p.scale_stride]));
-        acc[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[i][j]), s, acc[i][j]);
+        const __m512 scaled = _mm512_scalef_ps(_mm512_cvtepi32_ps(isum[i][j]), log2_dx);
+        acc[i][j] = _mm512_fmadd_ps(scaled, _mm512_set1_ps(p.dw[first_row + i][b * p.scale_stride]),
+                                    acc[i][j]);
       }
     }
   }
