@@ -27,8 +27,8 @@ constexpr int kPanelRows = 8;
 constexpr int64_t kNibblesMaxTiles = 4;
 
 // Prefill layout: tiles of 16 tokens, tile k at buf + k * groups * kTileBlockBytes, block b of it
-// at + b * kTileBlockBytes. Tokens past T are zero (codes, d and bias): their lanes compute
-// something times d = 0 (a q8_0 code byte 0 is -128 unsigned), and are never stored. q8_0 codes
+// at + b * kTileBlockBytes. Tokens past T are zero (codes, log2 d and bias): their lanes compute
+// finite nonsense (a q8_0 code byte 0 is -128 unsigned, scaled by 2^0), never stored. q8_0 codes
 // are stored unsigned (+ 128) with bias 0; q4_0 signed, with bias.
 template <DType D>
 void QuantizeTileLayout(const ActSource& a, int64_t T, int64_t cols, uint8_t* buf) {
