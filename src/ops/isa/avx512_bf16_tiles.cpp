@@ -196,20 +196,24 @@ void TiledDotFp8Lines(const float* x, const WeightView& w, int64_t r0, int64_t a
     __m512 part[4][NT];
     for (int q = 0; q < 4; ++q)
       for (int t = 0; t < NT; ++t) part[q][t] = _mm512_setzero_ps();
-    // Pair step j's line v into the partial sums.
+    // Pair step j's line v into the partial sums, x[t, 2 j] and x[t, 2 j + 1] broadcast inside
+    // the multiply-adds (FmaBroadcast): the line's 14 vector operations (9 decoding, a test, 4
+    // multiply-adds) leave no pipe slot spare for separate broadcasts. matmul_bench
+    // BM_Bf16Tiles/dtype:3, 2 threads, old / new us (two runs each): 2048x2048 T=1 (from the L3)
+    // 256, 243 / 228, 225; 512x2048 T=4 176, 149 / 150, 133; 32000x2048 T=1 (from DRAM) 5940, 5692
+    // / 5553, 4703; the 30-70 us shapes level. A throwaway loop over one core's L1: 2.56-2.63
+    // -> 2.23-2.32 ns a line. bench-medium FP8 tg64 on a busy host (DRAM-bound), tokens alternating
+    // in one process: level (-1.0 to +2.1 %, 6 runs). (BF16's TiledDot, whose broadcasts each feed
+    // two halves, was slower so at T = 4: 108-110 -> 157-165 us.)
     const auto step = [&](int64_t j, __m512i v, auto mend) {
-      __m512 xe[NT], xo[NT];  // x[t, 2 j] and x[t, 2 j + 1]
-      for (int t = 0; t < NT; ++t) {
-        xe[t] = _mm512_set1_ps(x[t * cols + 2 * j]);
-        xo[t] = _mm512_set1_ps(x[t * cols + 2 * j + 1]);
-      }
       __m512 wq[4];
       Fp8LineValues<decltype(mend)::value>(v, wq);
       for (int t = 0; t < NT; ++t) {
-        part[0][t] = _mm512_fmadd_ps(wq[0], xe[t], part[0][t]);
-        part[1][t] = _mm512_fmadd_ps(wq[1], xo[t], part[1][t]);
-        part[2][t] = _mm512_fmadd_ps(wq[2], xe[t], part[2][t]);
-        part[3][t] = _mm512_fmadd_ps(wq[3], xo[t], part[3][t]);
+        const float* xt = x + t * cols + 2 * j;  // x[t, 2 j], x[t, 2 j + 1]
+        part[0][t] = FmaBroadcast(wq[0], xt, part[0][t]);
+        part[1][t] = FmaBroadcast(wq[1], xt + 1, part[1][t]);
+        part[2][t] = FmaBroadcast(wq[2], xt, part[2][t]);
+        part[3][t] = FmaBroadcast(wq[3], xt + 1, part[3][t]);
       }
     };
     for (int64_t j = b0 / 2; j < p1; ++j) {
