@@ -44,6 +44,15 @@ inline __m512 FmaBroadcast(__m512 a, const float* x, __m512 acc) {
   __asm__("vfmadd231ps %1%{1to16%}, %2, %0" : "+v"(acc) : "m"(*x), "v"(a));
   return acc;
 }
+
+// vpdpbusd of unsigned bytes u with the 4 signed bytes at x broadcast to every dword, the
+// broadcast folded into the instruction (m32{1to16}) as FmaBroadcast folds its.
+inline __m512i DpbusdBroadcast(__m512i acc, __m512i u, const void* x) {
+  __asm__("vpdpbusd %1%{1to16%}, %2, %0"
+          : "+v"(acc)
+          : "m"(*static_cast<const int32_t*>(x)), "v"(u));
+  return acc;
+}
 #endif
 
 }  // namespace dsv3::ops
