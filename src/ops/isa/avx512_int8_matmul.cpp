@@ -49,14 +49,14 @@ constexpr int64_t kGemvAheadBytes = 8192;
 template <DType D>
 void QuantizeRowsLayout(const ActSource& a, int64_t T, int64_t cols, uint8_t* buf) {
   const int64_t groups = QuantGroups(cols, kBlock);
-  float* d = reinterpret_cast<float*>(buf + T * groups * kBlock);
-  int32_t* bias = reinterpret_cast<int32_t*>(d + T * groups);
+  float* log2_d = reinterpret_cast<float*>(buf + T * groups * kBlock);
+  int32_t* bias = reinterpret_cast<int32_t*>(log2_d + T * groups);
   for (int64_t t = 0; t < T; ++t) {
     for (int64_t b = 0; b < groups; ++b) {
       const QuantizedBlock q = ActBlock(a, t, b, cols);
       const __m256i codes = D == DType::kU8 ? ToNibbleOrder(q.codes) : q.codes;
       _mm256_store_si256(reinterpret_cast<__m256i*>(buf + (t * groups + b) * kBlock), codes);
-      d[t * groups + b] = ScaleExponent(q.d);
+      log2_d[t * groups + b] = ScaleExponent(q.d);
       bias[t * groups + b] = -kWeightOffset<D> * q.sum;
     }
   }
