@@ -43,6 +43,8 @@ constexpr int kGemvTokens = 4;
 // q4_0 tile is 2 KB): matmul_bench 131072x512 T=1, mean of 6 interleaved runs, q4_0 1 thread 21.4
 // -> 26.0, q8_0 2 threads 63.3 -> 79.8 GB/s; 16 KB was no better than 8.
 constexpr int64_t kGemvAheadBytes = 8192;
+// The q4_0 GEMV tiles request their own lines this far ahead (below, GemvTile16).
+constexpr int64_t kQ4TileAheadBytes = 2048;
 
 // GEMV layout: codes [T, groups * 32] (block order of the weights), log2 d [T, groups] (d a power
 // of two; vscalefps scales by it), bias [T, groups] = -offset * sum.
@@ -227,6 +229,15 @@ void GemvTile(const RowsActs& a, int64_t t0, const WeightView& w, int64_t r0, in
 // role, 2 threads: bench-medium q4_0 tg64 6.2-7.2 % less time a token, q8_0 tg128 26-27 %,
 // bench-small q4_0 tg128 3.2-7.5 %. The scales (a second, smaller stream) are still requested:
 // without those as well, q4_0 took 0-2.6 % more (4 runs).
+// Except q4_0's lines, requested kQ4TileAheadBytes ahead into the L1: q4_0 spends about twice the
+// instructions a byte that q8_0 does, so the out-of-order window reaches half as far ahead, and
+// the hardware prefetchers alone left it short, most where the stream restarts at every expert's
+// 0.3 MB matrix. matmul_bench (throwaway: 16 random experts' gate/up 512x2048 from DRAM, 2
+// threads, against the read probe in the same iteration), quiet host: 0.77-0.86 -> 0.86-0.91 of
+// the probe; one 37 MB matrix 0.88-0.92 -> 0.92-1.01 (q8_0 reaches 1.0-1.1 without; requests
+// slowed it). bench-medium q4_0 tg64, tokens alternating between both in one process, 16 runs each
+// way: quiet host (126-135 tok/s) 1.9 % less time a token, busy host (90-108) 0.7 %; 30 of 32
+// faster.
 // kF16: the tile's scales are f16 (WeightView::f16_tile_scales).
 template <DType D, int NT, bool kF16>
 void GemvTile16(const RowsActs& a, int64_t t0, const WeightView& w, int64_t tile, int64_t lo,
@@ -261,6 +272,7 @@ void GemvTile16(const RowsActs& a, int64_t t0, const WeightView& w, int64_t tile
     }
     __m512i wu[8];  // wu[s] pairs with the token's dword s of the block
     for (int64_t s = 0; s < kSteps; ++s) {
+      if constexpr (D == DType::kU8) PrefetchAt(wb, kQ4TileAheadBytes + s * 64);
       const __m512i v = _mm512_loadu_si512(wb + s * 64);
       if constexpr (D == DType::kI8) {
         wu[s] = _mm512_xor_si512(v, _mm512_set1_epi8(static_cast<char>(0x80)));
