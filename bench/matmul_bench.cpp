@@ -21,6 +21,11 @@
 //
 //   build/bench/matmul_bench --benchmark_filter='BM_Bf16Tiles'
 //   build/bench/matmul_bench --benchmark_filter='BM_GemvVsRead'
+//
+// And decode's MoE gate/up products from DRAM, as decoding reads them (16 matrices of 8 experts
+// scattered over 128), against one matrix of the same bytes and the read probe (BM_ExpertsVsRead):
+//
+//   build/bench/matmul_bench --benchmark_filter='BM_ExpertsVsRead'
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
@@ -584,6 +589,97 @@ BENCHMARK(BM_GemvVsRead)
     ->ArgsProduct({{2, 4, 5}, {1, 2}})
     ->Unit(benchmark::kMicrosecond)
     ->UseManualTime()
+    ->MinTime(2.0);
+
+// q8_0 / q4_0 GEMV on 2 threads from DRAM, each iteration three ways over the same bytes: the read
+// probe (256 MiB of f32); the gate and up products of 8 experts (16 matrices of 512 x 2048, tiled
+// each, as MoeForward batches them) chosen from 128 without repeats until all were used, so none
+// is in the L3; and one 8192-row window of a matrix as large (one stream). Counters: the probe's
+// GB/s, and each way's bytes/s as a fraction of it (experts, one_matrix).
+//   Arguments: {dtype (4 q8_0, 5 q4_0)}
+void BM_ExpertsVsRead(benchmark::State& state) {
+  constexpr int64_t kExperts = 128, kTopK = 8, kHidden = 2048, kInter = 512, kPatternRows = 1024;
+  constexpr int64_t kRows = 2 * kExperts * kInter, kJobs = 2 * kTopK;
+  const DType dtype = kDTypes[state.range(0)];
+  state.SetLabel(std::string(dsv3::DTypeName(dtype)) + "/gate_up 16 of 512x2048/threads=2");
+  if (!dsv3::ops::CpuSupports(Isa::kAvx512)) return state.SkipWithError("needs AVX-512");
+  const int64_t row_bytes = dtype == DType::kI8 ? kHidden : dsv3::ops::Q4RowBytes(kHidden);
+  const int64_t groups = dsv3::ops::QuantGroups(kHidden);
+  // Two copies of kRows rows (kPatternRows random rows repeated): experts, then one matrix.
+  BenchWeight pattern(dtype, kPatternRows, kHidden);
+  std::vector<uint8_t, HugePageAllocator<uint8_t>> bytes(
+      static_cast<size_t>(2 * kRows * row_bytes));
+  std::vector<float, HugePageAllocator<float>> scale(static_cast<size_t>(2 * kRows * groups));
+  for (int64_t r = 0; r < 2 * kRows; r += kPatternRows) {
+    std::memcpy(bytes.data() + r * row_bytes, pattern.bytes.data(),
+                static_cast<size_t>(kPatternRows * row_bytes));
+    std::memcpy(scale.data() + r * groups, pattern.scale.data(),
+                static_cast<size_t>(kPatternRows * groups) * sizeof(float));
+  }
+  dsv3::ops::WeightView all = pattern.view;
+  all.rows = 2 * kRows;
+  all.data = bytes.data();
+  all.scale = scale.data();
+  std::vector<dsv3::ops::WeightView> experts;  // expert e's gate and up: 2 e, 2 e + 1
+  for (int64_t m = 0; m < 2 * kExperts; ++m) {
+    experts.push_back(RowSlice(all, m * kInter, kInter));
+    dsv3::ops::TileRows(&experts.back(), const_cast<void*>(experts.back().data),
+                        const_cast<float*>(experts.back().scale));
+  }
+  dsv3::ops::WeightView one = RowSlice(all, kRows, kRows);
+  dsv3::ops::TileRows(&one, const_cast<void*>(one.data), const_cast<float*>(one.scale));
+  const int64_t read = kJobs * kInter * (row_bytes + groups * (experts[0].f16_tile_scales ? 2 : 4));
+  const int64_t n = (int64_t{256} << 20) / static_cast<int64_t>(sizeof(float));
+  std::vector<float, HugePageAllocator<float>> probe(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) probe[i] = dsv3::ops::ReadBandwidthValue(i);
+  std::vector<float> x(kHidden, 0.5f), h(static_cast<size_t>(kJobs * kInter));
+  dsv3::ThreadPool pool(2);
+  dsv3::ops::KernelContext ctx{&pool, Isa::kAvx512};
+  ctx.int8_dot = true;
+  std::mt19937 rng(11);
+  std::vector<int64_t> order(kExperts);
+  for (int64_t e = 0; e < kExperts; ++e) order[e] = e;
+  std::vector<dsv3::ops::MatMulJob> jobs(kJobs);
+  using Clock = std::chrono::steady_clock;
+  double seconds[3] = {};  // probe, experts, one matrix
+  int64_t iteration = 0;
+  for (auto _ : state) {
+    const int64_t round = iteration % (kExperts / kTopK);
+    if (round == 0) std::shuffle(order.begin(), order.end(), rng);
+    for (int64_t j = 0; j < kJobs; ++j)
+      jobs[j] = {x.data(), 1, &experts[2 * order[round * kTopK + j / 2] + j % 2],
+                 h.data() + j * kInter};
+    // 13 windows on, of 16: 16 windows (150 MB or more) between reuses.
+    const int64_t windows = kRows / (kJobs * kInter);
+    const dsv3::ops::WeightView window =
+        dsv3::ops::Int8RowRange(one, iteration * 13 % windows * kJobs * kInter, kJobs * kInter);
+    ++iteration;
+    const Clock::time_point t0 = Clock::now();
+    benchmark::DoNotOptimize(dsv3::ops::ParallelSumFloats(&pool, Isa::kAvx512, probe.data(), n));
+    const Clock::time_point t1 = Clock::now();
+    dsv3::ops::MatMulBatch(ctx, jobs.data(), kJobs);
+    benchmark::DoNotOptimize(h.data());
+    const Clock::time_point t2 = Clock::now();
+    dsv3::ops::MatMul(ctx, x.data(), 1, window, h.data());
+    benchmark::DoNotOptimize(h.data());
+    benchmark::ClobberMemory();
+    const Clock::time_point t3 = Clock::now();
+    seconds[0] += std::chrono::duration<double>(t1 - t0).count();
+    seconds[1] += std::chrono::duration<double>(t2 - t1).count();
+    seconds[2] += std::chrono::duration<double>(t3 - t2).count();
+  }
+  const double iterations = static_cast<double>(state.iterations());
+  const double probe_rate = static_cast<double>(n * sizeof(float)) * iterations / seconds[0];
+  state.counters["read_bw_GBs"] = probe_rate * 1e-9;
+  state.counters["experts"] = static_cast<double>(read) * iterations / seconds[1] / probe_rate;
+  state.counters["one_matrix"] = static_cast<double>(read) * iterations / seconds[2] / probe_rate;
+}
+
+BENCHMARK(BM_ExpertsVsRead)
+    ->ArgNames({"dtype"})
+    ->DenseRange(4, 5)
+    ->Unit(benchmark::kMicrosecond)
+    ->UseRealTime()
     ->MinTime(2.0);
 
 }  // namespace
