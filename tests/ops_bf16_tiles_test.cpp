@@ -100,6 +100,15 @@ std::pair<std::vector<uint8_t>, WeightView> Tiled(const Case& c) {
   return out;
 }
 
+// w (FP8, tiled) with its zero-exponent line flags, made into *flags.
+WeightView WithLineFlags(WeightView w, std::vector<uint64_t>* flags) {
+  flags->assign(static_cast<size_t>(PairTiledRows(w) / kBf16Tile * Fp8LineFlagWords(w.cols)),
+                ~0ull);
+  MarkFp8ZeroExponentLines(w, flags->data());
+  w.fp8_line_flags = flags->data();
+  return w;
+}
+
 // 2 tiles and a 16-row tail; 70 columns (not a multiple of 32: a partial pair block), 518.
 TEST(Bf16Tiles, LayoutAndRowCopies) {
   std::mt19937 rng(1);
@@ -118,6 +127,27 @@ TEST(Bf16Tiles, LayoutAndRowCopies) {
             << r << " " << j;
     EXPECT_EQ(0, std::memcmp(tiled.data() + 64 * cols * e, c.bytes.data() + 64 * cols * e,
                              static_cast<size_t>(16 * cols * e)));
+    if (c.dtype == DType::kF8E4M3) {
+      // Line j of tile t flagged exactly where one of its 32 rows' codes in columns 2 j, 2 j + 1
+      // has a zero exponent: the random codes (which rarely have one) with a zero or subnormal
+      // code of either sign put in every third column, in a row that moves.
+      Case z = c;
+      for (int64_t k = 0; k < cols; k += 3)
+        z.bytes[static_cast<size_t>((k * 7 % 64) * cols + k)] =
+            static_cast<uint8_t>(k % 2 ? 0x85 : 0);
+      auto [z_tiled, zw] = Tiled(z);
+      std::vector<uint64_t> flags;
+      WithLineFlags(zw, &flags);
+      for (int64_t t = 0; t < 2; ++t)
+        for (int64_t j = 0; j < cols / 2; ++j) {
+          bool zero = false;
+          for (int64_t r = 32 * t; r < 32 * t + 32; ++r)
+            for (int64_t k = 2 * j; k < 2 * j + 2; ++k)
+              zero = zero || (z.bytes[static_cast<size_t>(r * cols + k)] & 0x78) == 0;
+          const uint64_t word = flags[static_cast<size_t>(t * Fp8LineFlagWords(cols) + j / 64)];
+          ASSERT_EQ((word >> (j % 64) & 1) != 0, zero) << "tile " << t << " line " << j;
+        }
+    }
     std::vector<uint8_t> row(static_cast<size_t>(cols * e));
     for (int64_t r = 0; r < c.rows; ++r) {
       CopyTiledRow(w, r, 1, cols - 1, row.data());
@@ -232,18 +262,22 @@ TEST(Bf16Tiles, EveryFp8CodeExactOnTiles) {
       for (size_t i = 0; i < c.scale.size(); ++i)
         c.scale[i] = std::ldexp(0.75f, static_cast<int>(i % 9) - 4);
       auto [tiled, w] = Tiled(c);
+      std::vector<uint64_t> flags;  // the mended lines found by their flags, as a model's are
+      const WeightView flagged = WithLineFlags(w, &flags);
       for (int64_t T : {1, 2, 3}) {
         std::vector<float> x(static_cast<size_t>(T * cols));
         for (size_t i = 0; i < x.size(); ++i)
           x[i] = std::ldexp(i % 3 == 0 ? -1.0f : 1.0f,
                             static_cast<int>((i * 7 + rng() % 3) % 81) - 40);
-        ExpectExactOnEveryIsa(
-            pool, w, x, T,
-            [&](int64_t t, int64_t r) {
-              const int64_t k = (r + shift) % cols;
-              return (r & 0x7f) == 0x7f ? NAN : c.At(r, k) * x[static_cast<size_t>(t * cols + k)];
-            },
-            "grid " + std::to_string(br) + " shift " + std::to_string(shift));
+        for (const WeightView* v : {static_cast<const WeightView*>(&w), &flagged})
+          ExpectExactOnEveryIsa(
+              pool, *v, x, T,
+              [&](int64_t t, int64_t r) {
+                const int64_t k = (r + shift) % cols;
+                return (r & 0x7f) == 0x7f ? NAN : c.At(r, k) * x[static_cast<size_t>(t * cols + k)];
+              },
+              "grid " + std::to_string(br) + " shift " + std::to_string(shift) +
+                  (v == &flagged ? " flagged" : ""));
       }
     }
 }
@@ -280,17 +314,21 @@ TEST(Bf16Tiles, LoneZeroExponentCodesExactOnTiles) {
       for (size_t i = 0; i < c.scale.size(); ++i)
         c.scale[i] = std::ldexp(0.75f, static_cast<int>(i % 9) - 4);
       auto [tiled, w] = Tiled(c);
+      std::vector<uint64_t> flags;  // the lone codes' lines found by their flags, as a model's are
+      const WeightView flagged = WithLineFlags(w, &flags);
       for (int64_t T : {1, 2, 3}) {
         std::vector<float> x(static_cast<size_t>(T * cols), 0.0f);
         for (int64_t t = 0; t < T; ++t)
           x[static_cast<size_t>(t * cols + k0)] =
               std::ldexp(t % 2 == 0 ? 1.0f : -1.0f, static_cast<int>(rng() % 41) - 20);
-        ExpectExactOnEveryIsa(
-            pool, w, x, T,
-            [&](int64_t t, int64_t r) {
-              return c.At(r, k0) * x[static_cast<size_t>(t * cols + k0)];
-            },
-            "grid " + std::to_string(br) + " k0 " + std::to_string(k0));
+        for (const WeightView* v : {static_cast<const WeightView*>(&w), &flagged})
+          ExpectExactOnEveryIsa(
+              pool, *v, x, T,
+              [&](int64_t t, int64_t r) {
+                return c.At(r, k0) * x[static_cast<size_t>(t * cols + k0)];
+              },
+              "grid " + std::to_string(br) + " k0 " + std::to_string(k0) +
+                  (v == &flagged ? " flagged" : ""));
       }
     }
 }

@@ -410,6 +410,18 @@ bool SplitKvB(AttentionWeights* a, const ModelConfig& c, UkLayout uk_layout, boo
   return true;
 }
 
+// Flags the zero-exponent lines of w, an FP8 weight in pair tiles, in a new array of weights'
+// (ops::MarkFp8ZeroExponentLines) and points w at it; other weights are left as they are.
+void FlagFp8Lines(ModelWeights* weights, WeightView* w) {
+  const int64_t tiles = ops::PairTiledRows(*w) / ops::kBf16Tile;
+  if (w->dtype != DType::kF8E4M3 || tiles == 0) return;
+  auto flags = std::make_shared<std::vector<uint64_t>>(
+      static_cast<size_t>(tiles * ops::Fp8LineFlagWords(w->cols)));
+  ops::MarkFp8ZeroExponentLines(*w, flags->data());
+  w->fp8_line_flags = flags->data();
+  weights->fp8_line_flags.push_back(std::move(flags));
+}
+
 }  // namespace
 
 int64_t SplitKvBProj(ModelWeights* weights, const ModelConfig& c, const KvBSplit& how) {
@@ -443,8 +455,10 @@ int64_t SplitKvBProj(ModelWeights* weights, const ModelConfig& c, const KvBSplit
         return;
     } else if (pair_split || fp8_columns) {
       const UkLayout uk = fp8_columns ? UkLayout::kFp8Columns : UkLayout::kRows;
-      if (!SplitKvB(a, c, uk, pair_split, [](WeightView* w, void* data, float*) {
-            if (ops::CanTilePairRows(*w)) ops::TilePairRows(w, data);
+      if (!SplitKvB(a, c, uk, pair_split, [weights](WeightView* w, void* data, float*) {
+            if (!ops::CanTilePairRows(*w)) return;
+            ops::TilePairRows(w, data);
+            FlagFp8Lines(weights, w);
           }))
         return;
     } else {
@@ -458,16 +472,20 @@ int64_t SplitKvBProj(ModelWeights* weights, const ModelConfig& c, const KvBSplit
 }
 
 int64_t TileBf16Weights(ModelWeights* weights) {
-  std::set<const void*> tiled;
+  std::map<const void*, const uint64_t*> tiled;  // data -> its line flags (FP8) or nullptr
   ForEachTileableMatrix(weights, [&](WeightView* w, bool seen) {
     if (seen) {
-      if (tiled.count(w->data) > 0) w->row_tiles = ops::kBf16Tile;
+      if (const auto it = tiled.find(w->data); it != tiled.end()) {
+        w->row_tiles = ops::kBf16Tile;
+        w->fp8_line_flags = it->second;
+      }
       return;
     }
     if (!ops::CanTilePairRows(*w)) return;
     // Writable by the contract above: the bytes live in the checkpoint's read buffer.
     ops::TilePairRows(w, const_cast<void*>(w->data));
-    tiled.insert(w->data);
+    FlagFp8Lines(weights, w);
+    tiled[w->data] = w->fp8_line_flags;
   });
   return static_cast<int64_t>(tiled.size());
 }

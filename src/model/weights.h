@@ -95,6 +95,10 @@ struct ModelWeights {
   std::vector<float> norm;      // [H]
   WeightView lm_head;           // [V, H] (embed_tokens when tied)
   std::vector<MtpWeights> mtp;  // num_nextn_predict_layers
+  // The zero-exponent line flags of the FP8 matrices in pair tiles (WeightView::fp8_line_flags
+  // point into these), one array a matrix: 1 bit a 64-byte line, 1/512 of the weights' bytes.
+  // Shared by copies of these weights.
+  std::vector<std::shared_ptr<const std::vector<uint64_t>>> fp8_line_flags;
 };
 
 // Binds every tensor the config needs; errors name the tensor and the file. A tensor that is
@@ -141,7 +145,8 @@ int64_t SplitKvBProj(ModelWeights* weights, const ModelConfig& config, const KvB
 
 // Reorders the BF16 and FP8 matrices among those TileInt8Weights would tile into the bf16-dot
 // kernel's 32-row tiles (ops/bf16_tiles.h), in place, under the same contract (an FP8 checkpoint's
-// BF16 lm_head among them). Returns the number of matrices tiled.
+// BF16 lm_head among them), and flags the FP8 tiles' zero-exponent lines (fp8_line_flags).
+// Returns the number of matrices tiled.
 int64_t TileBf16Weights(ModelWeights* weights);
 
 }  // namespace dsv3

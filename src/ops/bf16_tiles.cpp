@@ -1,5 +1,6 @@
 #include "ops/bf16_tiles.h"
 
+#include <algorithm>
 #include <cstring>
 #include <vector>
 
@@ -44,6 +45,25 @@ void TilePairRows(WeightView* w, void* data) {
                     rows.data() + (i * pairs + j) * pair_bytes, static_cast<size_t>(pair_bytes));
   }
   w->row_tiles = kBf16Tile;
+}
+
+int64_t Fp8LineFlagWords(int64_t cols) {
+  return (cols / 2 + 63) / 64;
+}
+
+void MarkFp8ZeroExponentLines(const WeightView& w, uint64_t* flags) {
+  const int64_t pairs = w.cols / 2, words = Fp8LineFlagWords(w.cols);
+  const int64_t tiles = PairTiledRows(w) / kBf16Tile;
+  for (int64_t t = 0; t < tiles; ++t) {
+    uint64_t* tile_flags = flags + t * words;
+    std::fill(tile_flags, tile_flags + words, uint64_t{0});
+    for (int64_t j = 0; j < pairs; ++j) {
+      const uint8_t* line = TilePairs(w, t, j);
+      bool zero_exponent = false;
+      for (int64_t b = 0; b < 2 * kBf16Tile; ++b) zero_exponent |= (line[b] & 0x78) == 0;
+      if (zero_exponent) tile_flags[j / 64] |= uint64_t{1} << (j % 64);
+    }
+  }
 }
 
 void CopyTiledRow(const WeightView& w, int64_t r, int64_t first, int64_t n, uint8_t* out) {

@@ -34,6 +34,10 @@ struct WeightView {
   // Tiled weights only: the tiles' scales are held as f16 (TileRows, when every tiled row's scale
   // is exactly an f16 value: the same numbers in half the bytes; ops/row_tiles.h).
   bool f16_tile_scales = false;
+  // FP8 pair tiles only, optional: which of the tiles' 64-byte lines (column pair j of a tile's 32
+  // rows) hold a zero-exponent code, one bit a line (ops/bf16_tiles.h, MarkFp8ZeroExponentLines),
+  // so the decode kernel need not test each line it reads. nullptr: the kernel tests them.
+  const uint64_t* fp8_line_flags = nullptr;
 };
 
 // Where kernels run: the thread pool to split work over and the instruction set to use.

@@ -158,12 +158,20 @@ void TiledDotFp8Half(const float* x, const WeightView& w, int64_t r0, float* y, 
 // -> 13.7-18.0 us, 2048x2048 70.3 -> 49.6-62.2 us (32000x2048, 65 MB from DRAM: 1197 -> 1126-1234
 // us, level). bench-medium FP8 tg64, tokens alternating with the f16 form in one process: 6.9-7.7 %
 // less time a token.
-template <int NT>
+// kFlags: the lines to mend are read from w.fp8_line_flags (made when the weight was tiled), not
+// found by a test of each line (a vptestnmb, which shares the two multiply-add pipes, 1 of the
+// line's 14 vector operations). bench-medium FP8 tg64, tokens alternating between both in one
+// process, either role: quiet host (65-75 tok/s) 3.2-4.7 % less time a token in 6 of 7 runs (0.4
+// in one), busy host (47-54, DRAM-bound) level (-1.6 to +1.3 %, 9 runs).
+template <int NT, bool kFlags>
 void TiledDotFp8Lines(const float* x, const WeightView& w, int64_t r0, int64_t ahead_end, float* y,
                       int64_t ldy) {
   const int64_t cols = w.cols, bc = w.block_cols, scale_cols = (cols + bc - 1) / bc;
   const int64_t pairs = cols / 2;
   const uint8_t* line = TilePairs(w, r0 / kBf16Tile, 0);  // [pairs][64] bytes
+  // kFlags: bit j % 64 of flags[j / 64] says whether line j holds a zero-exponent code.
+  const uint64_t* flags =
+      kFlags ? w.fp8_line_flags + r0 / kBf16Tile * Fp8LineFlagWords(cols) : nullptr;
   // Lines the stream requests: its own, then, where the next tile (the next call's) lies whole
   // below ahead_end, that tile's first ones (tiles are pairs * 64 bytes, back to back), so the
   // next call does not start on lines not yet requested. 2 threads, T = 1, 100 copies from DRAM
@@ -224,7 +232,7 @@ void TiledDotFp8Lines(const float* x, const WeightView& w, int64_t r0, int64_t a
         if (ahead < ahead_lines)
           _mm_prefetch(reinterpret_cast<const char*>(line + ahead * 64), _MM_HINT_T0);
         v = _mm512_loadu_si512(line + j * 64);
-        if (LineHasZeroExponent(v)) break;
+        if (kFlags ? (flags[j / 64] >> (j % 64) & 1) != 0 : LineHasZeroExponent(v)) break;
         step(j, v, std::false_type{});
       }
       if (j < p1) step(j, v, std::true_type{});
@@ -271,7 +279,12 @@ void TiledDotRows(const float* x, const WeightView& w, int64_t r0, int64_t r1, f
     // one tile took 0-1.6 % more time than with them, two tiles 10 % more.
     int64_t r = r0;
     if (r % kBf16Tile != 0 && r < r1) TiledDotFp8Half<NT>(x, w, r, y, ldy), r += kHalf;
-    for (; r + kBf16Tile <= r1; r += kBf16Tile) TiledDotFp8Lines<NT>(x, w, r, r1, y, ldy);
+    for (; r + kBf16Tile <= r1; r += kBf16Tile) {
+      if (w.fp8_line_flags != nullptr)
+        TiledDotFp8Lines<NT, true>(x, w, r, r1, y, ldy);
+      else
+        TiledDotFp8Lines<NT, false>(x, w, r, r1, y, ldy);
+    }
     if (r < r1) TiledDotFp8Half<NT>(x, w, r, y, ldy);
     return;
   }
