@@ -58,10 +58,17 @@ void MarkFp8ZeroExponentLines(const WeightView& w, uint64_t* flags) {
     uint64_t* tile_flags = flags + t * words;
     std::fill(tile_flags, tile_flags + words, uint64_t{0});
     for (int64_t j = 0; j < pairs; ++j) {
+      // 8 codes a word: e = their exponent bits (each byte below 0x80), and (e - 1) & ~e & 0x80
+      // per byte is nonzero in some byte exactly when some byte of e is zero.
       const uint8_t* line = TilePairs(w, t, j);
-      bool zero_exponent = false;
-      for (int64_t b = 0; b < 2 * kBf16Tile; ++b) zero_exponent |= (line[b] & 0x78) == 0;
-      if (zero_exponent) tile_flags[j / 64] |= uint64_t{1} << (j % 64);
+      uint64_t zero = 0;
+      for (int64_t b = 0; b < 2 * kBf16Tile; b += 8) {
+        uint64_t word;
+        std::memcpy(&word, line + b, sizeof(word));
+        const uint64_t e = word & 0x7878787878787878ull;
+        zero |= (e - 0x0101010101010101ull) & ~e & 0x8080808080808080ull;
+      }
+      if (zero != 0) tile_flags[j / 64] |= uint64_t{1} << (j % 64);
     }
   }
 }
