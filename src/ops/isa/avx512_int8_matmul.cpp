@@ -232,7 +232,7 @@ void GemvTile(const RowsActs& a, int64_t t0, const WeightView& w, int64_t r0, in
 // Except q4_0's lines, requested kQ4TileAheadBytes ahead into the L1: q4_0 spends about twice the
 // instructions a byte that q8_0 does, so the out-of-order window reaches half as far ahead, and
 // the hardware prefetchers alone left it short, most where the stream restarts at every expert's
-// 0.3 MB matrix. matmul_bench BM_ExpertsVsRead's first form (16 experts' gate/up from DRAM, 2
+// 0.5 MB matrix. matmul_bench BM_ExpertsVsRead's first form (16 experts' gate/up from DRAM, 2
 // threads, against a 64 MiB read probe in the same iteration), quiet host: 0.77-0.86 -> 0.86-0.91
 // of the probe; one 37 MB matrix 0.88-0.92 -> 0.92-1.01 (q8_0 reaches 1.0-1.1 without; requests
 // slowed it). bench-medium q4_0 tg64, tokens alternating between both in one process, 16 runs each
