@@ -45,14 +45,17 @@ inline int32_t LoadDword(const uint8_t* p) {
   return v;
 }
 
-// How many of T tokens the prefill tiles take; the GEMV takes the rest, after them. One core,
-// 512x2048 (a bench-medium expert), Gop/s of the tiles at T = 8 / 12 / 16 / 17 / 24 / 32 / 40 /
-// 64: q4_0 254 / 359 / 477 / 320 / 434 / 561 / 483 / 575; the tiled GEMV's ~435 at any T (q8_0
-// alike), the row-major GEMV's ~215. So for tiled weights a tile filled by fewer than 12 tokens
-// costs more than giving them to the GEMV (T = 17: 320 -> ~475, 40: 483 -> ~530); a MoE
-// expert's token count is rarely a multiple of 16 (DeepSeek-V3 at pp512: ~16 a expert).
-// Row-major weights keep every token in tiles from T = 8 on. Wider rows than a panel holds
-// take the GEMV at every T.
+// How many of T tokens the prefill tiles take; the GEMV takes the rest, after them. For tiled
+// weights a tile filled by fewer than 12 tokens costs more than giving them to the GEMV (a MoE
+// expert's token count is rarely a multiple of 16). Measured when this was chosen (one core,
+// 512x2048, Gop/s of the tiles at T = 8 / 12 / 16 / 17 / 24 / 32 / 40 / 64: q4_0 254 / 359 / 477 /
+// 320 / 434 / 561 / 483 / 575; the tiled GEMV's ~435 at any T). Since, the GEMV's 8-token runs
+// have caught up (session 29, matmul_bench BM_MatMulTiled, one core: 512x2048 at T = 16 / 24 / 32 /
+// 48 the tiles 226-278 / 266-296 / 257-304 / 293-324, the GEMV for every token 321-337), yet
+// giving it every product under 64 tokens (the threads' layout then in runs of 64 or more) left
+// bench-medium pp512 level (q8_0 level to 3 % slower, q4_0 level; forwards alternating, 3 runs
+// each way). Row-major weights keep every token in tiles from T = 8 on. Wider rows than a panel
+// holds take the GEMV at every T.
 inline int64_t PrefillTokens(int64_t T, const WeightView& w) {
   if (QuantGroups(w.cols, kBlock) > kMaxPanelGroups) return 0;
   if (w.row_tiles == 0) return T >= 8 ? T : 0;
