@@ -45,8 +45,11 @@ const uint8_t* TilePairs(const WeightView& w, int64_t tile, int64_t pair);
 // An FP8 tiled weight's zero-exponent line flags (WeightView::fp8_line_flags): tile t's line j
 // (its 32 rows' column pair j, 64 bytes: TilePairs(w, t, j)) is bit j % 64 of word
 // t * Fp8LineFlagWords(w.cols) + j / 64, set when one of its bytes is a zero-exponent code (zero
-// or subnormal, (code & 0x78) == 0). Words a tile of a matrix with `cols` columns takes:
-int64_t Fp8LineFlagWords(int64_t cols);
+// or subnormal, (code & 0x78) == 0). Words a tile of a matrix with `cols` columns takes (inline:
+// the decode kernel asks once a tile):
+inline int64_t Fp8LineFlagWords(int64_t cols) {
+  return (cols / 2 + 63) / 64;
+}
 
 // Writes the flags of every whole tile of w (FP8, tiled) to flags[0, PairTiledRows(w) / 32 *
 // Fp8LineFlagWords(w.cols)).
