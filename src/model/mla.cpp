@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 #include <optional>
+#include <type_traits>
 
 #include "model/parallel_rows.h"
 #include "ops/gemm.h"
@@ -219,16 +220,33 @@ void AbsorbedSplitKeys(const ModelConfig& c, const RopeParams& rope, const Atten
   });
 }
 
-// Calls fn(h) for every head, the heads split over ctx's pool.
+// Calls fn(thread, h) for every head, the heads split over ctx's pool in contiguous ranges.
 template <typename Fn>
 void ForEachHead(const ops::KernelContext& ctx, int64_t nh, Fn&& fn) {
-  if (ctx.pool == nullptr || ctx.pool->num_threads() <= 1) {
-    for (int64_t h = 0; h < nh; ++h) fn(h);
+  const int threads = NumThreads(ctx);
+  if (threads <= 1) {
+    for (int64_t h = 0; h < nh; ++h) fn(0, h);
     return;
   }
-  ctx.pool->ParallelFor(nh, [&](int64_t b, int64_t e) {
-    for (int64_t h = b; h < e; ++h) fn(h);
+  // One captured pointer keeps the lambda in std::function's small buffer (no allocation).
+  struct Args {
+    int64_t nh;
+    int threads;
+    std::remove_reference_t<Fn>* fn;
+  } const args{nh, threads, &fn};
+  ctx.pool->RunOnAll([a = &args](int t) {
+    for (int64_t h = a->nh * t / a->threads; h < a->nh * (t + 1) / a->threads; ++h) (*a->fn)(t, h);
   });
+}
+
+// kv_b_proj's rows [first, first + n) dequantised into out [n, r], for the f32 products below:
+// per call and head, in place of an f32 copy of the whole matrix kept from the load (4.1 GB for
+// DeepSeek-V3: 61 layers of 32768 x 512 floats). The same values such a copy held (DequantizeRow
+// equals the scalar reference bit for bit on every ISA), so the same results; the cost, r (dn + dv)
+// values a head, is one token's worth of the products they feed.
+void DequantizeKvBRows(ops::Isa isa, const ops::WeightView& kv_b, int64_t first, int64_t n,
+                       float* out) {
+  for (int64_t i = 0; i < n; ++i) ops::DequantizeRow(isa, kv_b, first + i, out + i * kv_b.cols);
 }
 
 // The absorbed path for several tokens where ops::Gemm has a packed kernel: the W_UK and W_UV
@@ -264,8 +282,12 @@ void AbsorbedBatchedBlock(const ModelConfig& c, const RopeParams& rope, const At
   float* o_lat = q_lat + kAbsorbedBlock * nh * r;                       // [T, nh, r]
   float* thread_parts = o_lat + kAbsorbedBlock * nh * r;
   const ops::KernelContext one{nullptr, ctx.isa};
-  ForEachHead(ctx, nh, [&](int64_t h) {
-    const float* w_uk = w.kv_b_proj_f32.data() + h * (dn + dv) * r;  // W_UK[h]: [dn, r]
+  // Per thread: one head's W_UK [dn, r] or W_UV [dv, r] in f32.
+  const int64_t head_floats = std::max(dn, dv) * r;
+  float* head_f32 = scratch.head_f32.Get(NumThreads(ctx) * head_floats);
+  ForEachHead(ctx, nh, [&](int thread, int64_t h) {
+    float* w_uk = head_f32 + thread * head_floats;  // W_UK[h]: [dn, r]
+    DequantizeKvBRows(ctx.isa, w.kv_b_proj, h * (dn + dv), dn, w_uk);
     // q_lat[t, h, :] = q_nope[t, h, :] · W_UK[h]:  A(t, d) = q[t, h, d], B(i, d) = W_UK[d, i]
     ops::Gemm(one, T, r, dn, {q + h * qk, nh * qk, false}, {w_uk, r, true}, q_lat + h * r, nh * r,
               false);
@@ -294,8 +316,9 @@ void AbsorbedBatchedBlock(const ModelConfig& c, const RopeParams& rope, const At
       ops::MergeMlaPartials(2, kPassQueries, r, 0, q1 - q0, parts, max, sum, o_lat + q0 * r);
     }
   });
-  ForEachHead(ctx, nh, [&](int64_t h) {
-    const float* w_uv = w.kv_b_proj_f32.data() + (h * (dn + dv) + dn) * r;  // W_UV[h]: [dv, r]
+  ForEachHead(ctx, nh, [&](int thread, int64_t h) {
+    float* w_uv = head_f32 + thread * head_floats;  // W_UV[h]: [dv, r]
+    DequantizeKvBRows(ctx.isa, w.kv_b_proj, h * (dn + dv) + dn, dv, w_uv);
     // o[t, h*dv + e] = sum_i o_lat[t, h, i] W_UV[h][e, i]
     ops::Gemm(one, T, dv, r, {o_lat + h * r, nh * r, false}, {w_uv, r, false}, o + h * dv, nh * dv,
               false);
@@ -472,6 +495,8 @@ void DecompressedBatched(const ModelConfig& c, const RopeParams& rope, const Att
   ops::KernelContext bf16_one = one;  // the decompression as a bf16 x bf16 product
   bf16_one.bf16_dot = true;
   const bool bf16 = Bf16DotDecompression(c, w, ctx);
+  // Per thread, where the decompression is an f32 product: one head's [W_UK; W_UV] in f32.
+  float* head_f32 = int8 || bf16 ? nullptr : scratch.head_f32.Get(threads * (dn + dv) * r);
   auto heads = [&](int thread) {
     float* kv = base + thread * per_thread;  // [N, dn+dv]: k_nope | v
     float* s = kv + N * (dn + dv);           // [block, keys]
@@ -492,7 +517,8 @@ void DecompressedBatched(const ModelConfig& c, const RopeParams& rope, const Att
         ops::MatMul(bf16_one, cache.latent.data(), N, RowRange(w.kv_b_proj, h * (dn + dv), dn + dv),
                     kv);
       } else {
-        const float* w_ukv = w.kv_b_proj_f32.data() + h * (dn + dv) * r;  // [dn+dv, r]
+        float* w_ukv = head_f32 + thread * (dn + dv) * r;  // [dn+dv, r]
+        DequantizeKvBRows(ctx.isa, w.kv_b_proj, h * (dn + dv), dn + dv, w_ukv);
         ops::Gemm(one, N, dn + dv, r, latent, {w_ukv, r, false}, kv, dn + dv, false);
       }
       if (bf16_products) {
@@ -631,10 +657,12 @@ void MlaForward(const ModelConfig& c, const RopeParams& rope, const AttentionWei
     // Naive: k[j, h] = [W_UK[h] c_j ; k_pe_j], v[j, h] = W_UV[h] c_j for every cached position.
     float* kv = scratch.naive_kv.Get(num_keys_max * nh * (dn + dv) + num_keys_max);
     float* scores = kv + num_keys_max * nh * (dn + dv);
-    for (int64_t j = 0; j < num_keys_max; ++j) {
-      for (int64_t row = 0; row < nh * (dn + dv); ++row)
-        kv[j * nh * (dn + dv) + row] = ops::Dot(ops::Isa::kScalar, w.kv_b_proj_f32.data() + row * r,
-                                                cache.latent.data() + j * r, r);
+    float* row_f32 = scratch.head_f32.Get(r);  // kv_b_proj's row, dequantised
+    for (int64_t row = 0; row < nh * (dn + dv); ++row) {
+      DequantizeKvBRows(ops::Isa::kScalar, w.kv_b_proj, row, 1, row_f32);
+      for (int64_t j = 0; j < num_keys_max; ++j)
+        kv[j * nh * (dn + dv) + row] =
+            ops::Dot(ops::Isa::kScalar, row_f32, cache.latent.data() + j * r, r);
     }
     const float scale = static_cast<float>(rope.softmax_scale);
     for (int64_t t = 0; t < T; ++t) {

@@ -18,6 +18,7 @@ struct MlaScratch {
   ScratchBuffer latent_q_o;    // batched absorbed path: q_lat and o_lat of a block of tokens,
                                // per thread the two parts of kPassQueries queries
   ScratchBuffer decompressed;  // decompressed path: per thread one head's k, v and scores
+  ScratchBuffer head_f32;      // per thread one head's kv_b_proj rows in f32 (the f32 products)
   ScratchBuffer split_keys;    // decoding a long cache: q_lat, o_lat, the parts' sums, per thread
                                // a kv_b_proj row and output
 };

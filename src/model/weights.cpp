@@ -165,9 +165,6 @@ class Binder {
     DSV3_ASSIGN_OR_RETURN(a.kv_a_layernorm, Vector(prefix + ".kv_a_layernorm.weight", r));
     const int64_t kv_b_rows = nh * (c.qk_nope_head_dim + c.v_head_dim);
     DSV3_ASSIGN_OR_RETURN(a.kv_b_proj, Matrix(prefix + ".kv_b_proj.weight", kv_b_rows, r));
-    a.kv_b_proj_f32.resize(static_cast<size_t>(kv_b_rows * r));
-    for (int64_t row = 0; row < kv_b_rows; ++row)
-      ops::DequantizeRow(ops::BestIsa(), a.kv_b_proj, row, a.kv_b_proj_f32.data() + row * r);
     DSV3_ASSIGN_OR_RETURN(a.o_proj, Matrix(prefix + ".o_proj.weight", H, nh * c.v_head_dim));
     return a;
   }

@@ -1,7 +1,7 @@
 // The model's weights, bound by name from a checkpoint and checked against the config at load.
 // Large matrices stay in place (in the mapping or read buffer) in their stored dtype; small vectors
-// (norm weights, router bias) and the attention's kv_b_proj are converted to f32 copies (and
-// kv_b_proj's halves copied apart for decoding where SplitKvBProj says).
+// (norm weights, router bias) are converted to f32 copies (and kv_b_proj's halves copied apart for
+// decoding where SplitKvBProj says).
 // Immutable after Load: shared by every request.
 #pragma once
 
@@ -42,10 +42,9 @@ struct AttentionWeights {
   WeightView q_b_proj;                // [nh*(dn+dr), rq]
   WeightView kv_a_proj_with_mqa;      // [r+dr, H]
   std::vector<float> kv_a_layernorm;  // [r]
-  WeightView kv_b_proj;  // [nh*(dn+dv), r] as stored; per head dn K rows (W_UK), dv V rows (W_UV)
-  // kv_b_proj dequantised, for prefill's f32 decompression; decoding streams the stored rows, and
-  // so does prefill's decompression when it runs on int8 activations (q8_0 / q4_0).
-  std::vector<float> kv_b_proj_f32;
+  // [nh*(dn+dv), r] as stored; per head dn K rows (W_UK), dv V rows (W_UV). The attention's f32
+  // products dequantise a head's rows per call (model/mla.cpp), so no f32 copy is kept.
+  WeightView kv_b_proj;
   // Decoding's copy of kv_b_proj's halves (SplitKvBProj; where its format's products read tiles):
   // every head's W_UK rows back to back (kv_b_uk [nh*dn, r], row-major, for AccumulateRows) and
   // every head's W_UV rows back to back (kv_b_uv [nh*dv, r], tiled where they fit). Null views
