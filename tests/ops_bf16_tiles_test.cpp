@@ -102,8 +102,7 @@ std::pair<std::vector<uint8_t>, WeightView> Tiled(const Case& c) {
 
 // w (FP8, tiled) with its zero-exponent line flags, made into *flags.
 WeightView WithLineFlags(WeightView w, std::vector<uint64_t>* flags) {
-  flags->assign(static_cast<size_t>(PairTiledRows(w) / kBf16Tile * Fp8LineFlagWords(w.cols)),
-                ~0ull);
+  flags->assign(static_cast<size_t>(Fp8LineFlagsSize(w)), ~0ull);
   MarkFp8ZeroExponentLines(w, flags->data());
   w.fp8_line_flags = flags->data();
   return w;

@@ -410,10 +410,9 @@ bool SplitKvB(AttentionWeights* a, const ModelConfig& c, UkLayout uk_layout, boo
 // Flags the zero-exponent lines of w, an FP8 weight in pair tiles, in a new array of weights'
 // (ops::MarkFp8ZeroExponentLines) and points w at it; other weights are left as they are.
 void FlagFp8Lines(ModelWeights* weights, WeightView* w) {
-  const int64_t tiles = ops::PairTiledRows(*w) / ops::kBf16Tile;
-  if (w->dtype != DType::kF8E4M3 || tiles == 0) return;
-  auto flags = std::make_shared<std::vector<uint64_t>>(
-      static_cast<size_t>(tiles * ops::Fp8LineFlagWords(w->cols)));
+  const int64_t words = ops::Fp8LineFlagsSize(*w);
+  if (w->dtype != DType::kF8E4M3 || words == 0) return;
+  auto flags = std::make_shared<std::vector<uint64_t>>(static_cast<size_t>(words));
   ops::MarkFp8ZeroExponentLines(*w, flags->data());
   w->fp8_line_flags = flags->data();
   weights->fp8_line_flags.push_back(std::move(flags));

@@ -47,6 +47,10 @@ void TilePairRows(WeightView* w, void* data) {
   w->row_tiles = kBf16Tile;
 }
 
+int64_t Fp8LineFlagsSize(const WeightView& w) {
+  return PairTiledRows(w) / kBf16Tile * Fp8LineFlagWords(w.cols);
+}
+
 void MarkFp8ZeroExponentLines(const WeightView& w, uint64_t* flags) {
   const int64_t pairs = w.cols / 2, words = Fp8LineFlagWords(w.cols);
   const int64_t tiles = PairTiledRows(w) / kBf16Tile;

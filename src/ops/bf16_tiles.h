@@ -51,8 +51,11 @@ inline int64_t Fp8LineFlagWords(int64_t cols) {
   return (cols / 2 + 63) / 64;
 }
 
-// Writes the flags of every whole tile of w (FP8, tiled) to flags[0, PairTiledRows(w) / 32 *
-// Fp8LineFlagWords(w.cols)).
+// Words the flags of every whole tile of w (tiled) take: PairTiledRows(w) / 32 tiles of
+// Fp8LineFlagWords(w.cols).
+int64_t Fp8LineFlagsSize(const WeightView& w);
+
+// Writes the flags of every whole tile of w (FP8, tiled) to flags[0, Fp8LineFlagsSize(w)).
 void MarkFp8ZeroExponentLines(const WeightView& w, uint64_t* flags);
 
 // out[0, n e) = the bytes of W[r, first .. first + n) as stored row-major, for either layout.
