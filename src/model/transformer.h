@@ -25,9 +25,10 @@ struct LoadOptions {
   // any other path reads tiles through the scalar reference (correct, slow). Ignored for kMmap
   // (the mapping is read-only).
   bool tile_int8_rows = false;
-  // Tile q8_0 matrices too: AVX-512 yes; AVX2 no, its row-major q8_0 kernel streams as fast as
-  // the tiled one (bench-medium q8_0 tg64 on avx2, 5 interleaved pairs: row-major 61.2 tok/s
-  // median, tiled 53.4), while its q4_0 gains (75.4 -> 85.9).
+  // Tile q8_0 matrices too (AVX-512 and AVX2). On AVX2 the row-major q8_0 kernel once streamed as
+  // fast (session 10: tg64 61.2 tok/s row-major, 53.4 tiled); since the tiled GEMV stopped
+  // requesting its weights (ec201a8) the tiles are far ahead: bench-medium q8_0, DSV3_ISA=avx2,
+  // runs alternating (session 30): tg32 29.5-30.8 -> 50.2-50.8 tok/s, pp512 126-128 -> 179-184.
   bool tile_q8_0_rows = true;
   // Reorder BF16 and FP8 product matrices into the bf16-dot kernel's 32-row tiles
   // (TileBf16Weights), which its prefill products read in place instead of packing each weight per

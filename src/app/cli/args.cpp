@@ -75,9 +75,9 @@ Result<Runtime> LoadRuntime(const RunOptions& options) {
   Runtime rt;
   const ops::Isa isa = ops::BestIsa();
   LoadOptions load{mode};
-  // The int8 kernels' tiled layout where they read it natively (AVX-512 VNNI, AVX2).
+  // The int8 kernels' tiled layout where they read it natively (AVX-512 VNNI, AVX2), q8_0 and q4_0
+  // alike (LoadOptions::tile_q8_0_rows).
   load.tile_int8_rows = options.int8_dot && (isa == ops::Isa::kAvx512 || isa == ops::Isa::kAvx2);
-  load.tile_q8_0_rows = isa == ops::Isa::kAvx512;
   load.tile_bf16_rows = options.bf16_dot && isa == ops::Isa::kAvx512;
   load.int8_dot = options.int8_dot;
   DSV3_ASSIGN_OR_RETURN(rt.model, Model::Load(options.model_dir, load));
