@@ -184,7 +184,8 @@ TEST(Bf16Tiles, ExactPathsMatchTheRowMajorWeight) {
         MatMul(ctx, x.data(), T, w, got.data());
         KernelContext ref{nullptr, Isa::kScalar};
         MatMul(ref, x.data(), T, plain, want.data());
-        if (isa != Isa::kAvx512) {
+        // Native readers of tiles: AVX-512 (BF16 and FP8), AVX2 (BF16).
+        if (isa != Isa::kAvx512 && !(isa == Isa::kAvx2 && c.dtype == DType::kBF16)) {
           EXPECT_EQ(got, want) << IsaName(isa) << " T=" << T;
           continue;
         }
@@ -215,6 +216,32 @@ TEST(Bf16Tiles, ExactPathsMatchTheRowMajorWeight) {
         DequantizeRow(isa, plain, r, b.data());
         ASSERT_EQ(a, b) << IsaName(isa) << " row " << r;
       }
+  }
+}
+
+// AVX2's packed form (T >= 32) reads BF16 tiles as it reads the rows (8 rows' column pair a load
+// instead of 8 rows transposed): the same panel values, so the same bits as on the row-major
+// weight, for whole products and for row ranges off 8-row bounds (rows copied out one by one).
+TEST(Bf16Tiles, Avx2PackedFormReadsTilesAsRows) {
+  if (!CpuSupports(Isa::kAvx2)) GTEST_SKIP() << "needs AVX2";
+  std::mt19937 rng(3);
+  for (const Case& c : Cases(rng, 80, {70, 518})) {
+    if (c.dtype != DType::kBF16) continue;
+    SCOPED_TRACE(c.Name());
+    const WeightView plain = c.View(c.bytes);
+    auto [tiled, w] = Tiled(c);
+    const KernelContext ctx{nullptr, Isa::kAvx2};
+    for (int64_t T : {32, 45}) {
+      const std::vector<float> x = RandomX(rng, T, c.cols);
+      std::vector<float> got(static_cast<size_t>(T * c.rows)), want(got.size());
+      MatMul(ctx, x.data(), T, w, got.data());
+      MatMul(ctx, x.data(), T, plain, want.data());
+      EXPECT_EQ(got, want) << "T=" << T;
+      std::vector<float> part(got.size(), 0.0f), part_want(got.size(), 0.0f);
+      MatMulRowRange(ctx, x.data(), T, w, 5, 75, part.data());
+      MatMulRowRange(ctx, x.data(), T, plain, 5, 75, part_want.data());
+      EXPECT_EQ(part, part_want) << "rows [5, 75), T=" << T;
+    }
   }
 }
 

@@ -84,8 +84,14 @@ void MatMulRowsInt8(const uint8_t* buf, int64_t T, const WeightView& w, int64_t 
 
 // Compiled with -mavx2 -mfma -mf16c (src/ops/isa/avx2_*.cpp).
 namespace avx2 {
+// F32, F16, BF16 (row-major or in pair tiles) and row-major FP8 weights.
 void MatMulRows(const float* x, int64_t T, const WeightView& w, int64_t row_begin, int64_t row_end,
                 float* y);
+// BF16 in 32-row pair tiles (ops/bf16_tiles.h), the dot form for few tokens
+// (avx2_bf16_tiles.cpp): even and odd columns summed apart per row; rows outside whole 16-row
+// halves of tiles take the scalar reference.
+void MatMulPairTiledRows(const float* x, int64_t T, const WeightView& w, int64_t row_begin,
+                         int64_t row_end, float* y);
 // q8_0 (kI8) and q4_0 (kU8) weights, exact path: weights dequantised to f32, f32 FMA
 // (src/ops/isa/avx2_quant_matmul.cpp). Group sizes other than 32 take the scalar reference.
 void MatMulRowsQuant(const float* x, int64_t T, const WeightView& w, int64_t row_begin,

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "ops/bf16_tiles.h"
 #include "ops/isa/avx2_fp8_f16.h"
 #include "ops/isa/avx2_gemm_tile.h"
 #include "ops/isa/simd_intrinsics.h"
@@ -199,11 +200,50 @@ void DotTileTokens(const float* x, int64_t t0, int64_t nt, const WeightView& w, 
 
 // ---- Outer-product form ----
 
+// PackWeights (below) for BF16 in pair tiles: 8 rows' column pair (2 j, 2 j + 1) is one load of
+// their dwords, whose low halves are column 2 j for the 8 rows and high halves column 2 j + 1, so
+// no transpose. Rows not in an 8-row group of the tiles (a range off 8-row bounds, rows past the
+// last tile) are copied out one by one (CopyTiledRow reads either layout).
+void PackTiledBf16(const WeightView& w, int64_t r0, int64_t nrows, int64_t c0, int64_t kc,
+                   float* panel) {
+  const int64_t tiled = PairTiledRows(w);
+  const int64_t padded = (nrows + kStrip - 1) / kStrip * kStrip;
+  const __m256i high = _mm256_set1_epi32(static_cast<int>(0xffff0000u));
+  for (int64_t first = 0; first < padded; first += 8) {
+    float* dst = panel + (first / kStrip) * kc * kStrip + first % kStrip;
+    const int64_t r = r0 + first, valid = std::clamp<int64_t>(nrows - first, 0, 8);
+    if (valid == 8 && r % 8 == 0 && r + 8 <= tiled && c0 % 2 == 0) {
+      // [pairs][32] dwords from column pair c0 / 2, these 8 rows' at offset 0
+      const uint32_t* p =
+          reinterpret_cast<const uint32_t*>(TilePairs(w, r / kBf16Tile, c0 / 2)) + r % kBf16Tile;
+      for (int64_t cb = 0; cb < kc; cb += 2) {
+        const __m256i v =
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + (cb / 2) * kBf16Tile));
+        _mm256_store_ps(dst + cb * kStrip, _mm256_castsi256_ps(_mm256_slli_epi32(v, 16)));
+        if (cb + 1 < kc)
+          _mm256_store_ps(dst + (cb + 1) * kStrip, _mm256_castsi256_ps(_mm256_and_si256(v, high)));
+      }
+      continue;
+    }
+    for (int64_t i = 0; i < 8; ++i) {
+      uint16_t bits[kKc] = {};  // row r + i's columns [c0, c0 + kc), zero past nrows
+      if (i < valid) CopyTiledRow(w, r + i, c0, kc, reinterpret_cast<uint8_t*>(bits));
+      for (int64_t cb = 0; cb < kc; ++cb) {
+        const uint32_t u = static_cast<uint32_t>(bits[cb]) << 16;
+        float f;
+        std::memcpy(&f, &u, 4);
+        dst[cb * kStrip + i] = f;
+      }
+    }
+  }
+}
+
 // panel: [ceil(nrows / 16)][kc][16] = W[r0 + row, c0 + c] dequantised (FP8: times its block
 // scale, one rounding, as the dot form) and transposed; rows past nrows are zero.
 template <DType D>
 void PackWeights(const WeightView& w, int64_t r0, int64_t nrows, int64_t c0, int64_t kc,
                  float* panel) {
+  if (D == DType::kBF16 && w.row_tiles != 0) return PackTiledBf16(w, r0, nrows, c0, kc, panel);
   constexpr bool kFp8 = D == DType::kF8E4M3;
   const int64_t bc = kFp8 ? w.block_cols : 1;
   const int64_t scale_cols = kFp8 ? (w.cols + bc - 1) / bc : 0;
@@ -282,6 +322,8 @@ template <DType D>
 void MatMulTyped(const float* x, int64_t T, const WeightView& w, int64_t row_begin, int64_t row_end,
                  float* y) {
   if (T >= kMinPackedT) return MatMulPacked<D>(x, T, w, row_begin, row_end, y);
+  if (D == DType::kBF16 && w.row_tiles != 0)
+    return MatMulPairTiledRows(x, T, w, row_begin, row_end, y);
   const int64_t token_block =
       std::max<int64_t>(kNt, kTokenBlockBytes / (w.cols * static_cast<int64_t>(sizeof(float))));
   for (int64_t tb0 = 0; tb0 < T; tb0 += token_block) {
