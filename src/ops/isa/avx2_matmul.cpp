@@ -228,11 +228,11 @@ void PackTiledBf16(const WeightView& w, int64_t r0, int64_t nrows, int64_t c0, i
     for (int64_t i = 0; i < 8; ++i) {
       uint16_t bits[kKc] = {};  // row r + i's columns [c0, c0 + kc), zero past nrows
       if (i < valid) CopyTiledRow(w, r + i, c0, kc, reinterpret_cast<uint8_t*>(bits));
+      // The bf16 bits as the high half of an f32 (here, not util/dtype.h's inline Bf16ToF32: an
+      // out-of-line copy of it compiled with AVX2 could be the one the linker keeps).
       for (int64_t cb = 0; cb < kc; ++cb) {
         const uint32_t u = static_cast<uint32_t>(bits[cb]) << 16;
-        float f;
-        std::memcpy(&f, &u, 4);
-        dst[cb * kStrip + i] = f;
+        std::memcpy(&dst[cb * kStrip + i], &u, 4);
       }
     }
   }
