@@ -184,8 +184,8 @@ TEST(Bf16Tiles, ExactPathsMatchTheRowMajorWeight) {
         MatMul(ctx, x.data(), T, w, got.data());
         KernelContext ref{nullptr, Isa::kScalar};
         MatMul(ref, x.data(), T, plain, want.data());
-        // Native readers of tiles: AVX-512 (BF16 and FP8), AVX2 (BF16).
-        if (isa != Isa::kAvx512 && !(isa == Isa::kAvx2 && c.dtype == DType::kBF16)) {
+        // Native readers of tiles: AVX-512 and AVX2.
+        if (isa != Isa::kAvx512 && isa != Isa::kAvx2) {
           EXPECT_EQ(got, want) << IsaName(isa) << " T=" << T;
           continue;
         }
@@ -219,14 +219,18 @@ TEST(Bf16Tiles, ExactPathsMatchTheRowMajorWeight) {
   }
 }
 
-// AVX2's packed form (T >= 32) reads BF16 tiles as it reads the rows (8 rows' column pair a load
-// instead of 8 rows transposed): the same panel values, so the same bits as on the row-major
-// weight, for whole products and for row ranges off 8-row bounds (rows copied out one by one).
+// AVX2's packed form (T >= 32) reads tiles as it reads the rows (8 rows' column pair a load
+// instead of 8 rows transposed; FP8's bytes shuffled into even and odd columns, each row's block
+// scale per lane): the same panel values, so the same bits as on the row-major weight, for whole
+// products and for row ranges off 8-row bounds (rows copied out one by one). 518 columns: three
+// packed column blocks, the last of 6 columns; FP8 scale blocks 10 columns wide besides: 8
+// columns converted together can straddle two.
 TEST(Bf16Tiles, Avx2PackedFormReadsTilesAsRows) {
   if (!CpuSupports(Isa::kAvx2)) GTEST_SKIP() << "needs AVX2";
   std::mt19937 rng(3);
-  for (const Case& c : Cases(rng, 80, {70, 518})) {
-    if (c.dtype != DType::kBF16) continue;
+  std::vector<Case> cases = Cases(rng, 80, {70, 518});
+  cases.emplace_back(rng, DType::kF8E4M3, 80, 518, 8, 10);
+  for (const Case& c : cases) {
     SCOPED_TRACE(c.Name());
     const WeightView plain = c.View(c.bytes);
     auto [tiled, w] = Tiled(c);

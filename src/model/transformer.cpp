@@ -17,13 +17,12 @@ Result<std::unique_ptr<Model>> Model::Load(const std::string& dir, const LoadOpt
   if (options.tile_int8_rows && options.load_mode == io::LoadMode::kRead)
     TileInt8Weights(&model->weights_, options.tile_q8_0_rows);
   if (options.tile_bf16_rows && options.load_mode == io::LoadMode::kRead)
-    TileBf16Weights(&model->weights_, options.tile_fp8_pairs);
+    TileBf16Weights(&model->weights_);
   KvBSplit split;
   split.int8_dot = options.int8_dot;
   split.int8_tiles = options.tile_int8_rows;
   split.q8_0_tiles = options.tile_q8_0_rows;
   split.pairs = options.tile_bf16_rows;
-  split.fp8_pairs = options.tile_fp8_pairs;
   split.fp8_columns = options.fp8_columns;
   SplitKvBProj(&model->weights_, model->config_, split);
   model->rope_ = MakeRopeParams(model->config_);

@@ -34,13 +34,9 @@ struct LoadOptions {
   // (TileBf16Weights), which its prefill products read in place instead of packing each weight per
   // call, and the AVX-512 exact kernel reads with no reduction across lanes (decode): for runs on
   // AVX-512 BF16 with bf16_dot. A product of 8+ tokens on tiles without bf16_dot takes the dot
-  // form there. AVX2 reads BF16 tiles natively too (decode one stream a tile, prefill packing 8
-  // rows a load); other ISAs, and AVX2 for FP8, take the scalar reference (correct, slow). Ignored
-  // for kMmap.
+  // form there. AVX2 reads the tiles natively too (decode one stream a tile, prefill packing 8
+  // rows a load); the scalar ISA takes the reference (correct, slow). Ignored for kMmap.
   bool tile_bf16_rows = false;
-  // With tile_bf16_rows: FP8 matrices too (and FP8 W_UV pair tiles, KvBSplit::fp8_pairs). Off for
-  // AVX2, whose kernels read only BF16 tiles.
-  bool tile_fp8_pairs = true;
   // Decoding will run on int8 activations (ops::KernelContext::int8_dot): q8_0 / q4_0 kv_b_proj's
   // W_UK halves get the int8 column layout (SplitKvBProj, KvBSplit::int8_dot) on any ISA.
   bool int8_dot = false;

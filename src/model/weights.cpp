@@ -442,7 +442,7 @@ int64_t SplitKvBProj(ModelWeights* weights, const ModelConfig& c, const KvBSplit
     // bench-medium BF16 tg64, one thread's 8 heads of W_UV 101 -> 56 us a layer, 30.5 -> 31.2
     // tok/s (busy host). 2 GB more for DeepSeek-V3's weights (0.15 %). Before the single-stream
     // tiles (session 27) the copies were level.
-    const bool pair_split = how.pairs && ((fp8_split && how.fp8_pairs) || kv.dtype == DType::kBF16);
+    const bool pair_split = how.pairs && (fp8_split || kv.dtype == DType::kBF16);
     if (columns || int8_tiles) {
       const UkLayout uk = columns ? UkLayout::kInt8Columns : UkLayout::kRows;
       if (!SplitKvB(a, c, uk, true, [int8_tiles](WeightView* w, void* data, float* scale) {
@@ -467,7 +467,7 @@ int64_t SplitKvBProj(ModelWeights* weights, const ModelConfig& c, const KvBSplit
   return split;
 }
 
-int64_t TileBf16Weights(ModelWeights* weights, bool fp8) {
+int64_t TileBf16Weights(ModelWeights* weights) {
   std::map<const void*, const uint64_t*> tiled;  // data -> its line flags (FP8) or nullptr
   ForEachTileableMatrix(weights, [&](WeightView* w, bool seen) {
     if (seen) {
@@ -477,7 +477,7 @@ int64_t TileBf16Weights(ModelWeights* weights, bool fp8) {
       }
       return;
     }
-    if (!ops::CanTilePairRows(*w) || (!fp8 && w->dtype == DType::kF8E4M3)) return;
+    if (!ops::CanTilePairRows(*w)) return;
     // Writable by the contract above: the bytes live in the checkpoint's read buffer.
     ops::TilePairRows(w, const_cast<void*>(w->data));
     FlagFp8Lines(weights, w);

@@ -130,8 +130,6 @@ struct KvBSplit {
   // BF16, and FP8 whose heads' halves are whole scale blocks (DeepSeek-V3's 128 rows each): both
   // halves copied, W_UV in the bf16 pair tiles (CanTilePairRows).
   bool pairs = false;
-  // With pairs, FP8 as well (else only BF16 is copied for pairs).
-  bool fp8_pairs = true;
   // FP8 whose W_UK halves ops::CanLayOutFp8Columns takes: W_UK in the FP8 column layout
   // (kv_b_uk_fp8) instead of kv_b_uk, on every ISA, so the logits do not depend on the ISA; W_UV
   // copied only with pairs (else decoding reads kv_b_proj's W_UV rows).
@@ -147,7 +145,7 @@ int64_t SplitKvBProj(ModelWeights* weights, const ModelConfig& config, const KvB
 // Reorders the BF16 and FP8 matrices among those TileInt8Weights would tile into the bf16-dot
 // kernel's 32-row tiles (ops/bf16_tiles.h), in place, under the same contract (an FP8 checkpoint's
 // BF16 lm_head among them), and flags the FP8 tiles' zero-exponent lines (fp8_line_flags).
-// fp8 false: the BF16 ones only. Returns the number of matrices tiled.
-int64_t TileBf16Weights(ModelWeights* weights, bool fp8 = true);
+// Returns the number of matrices tiled.
+int64_t TileBf16Weights(ModelWeights* weights);
 
 }  // namespace dsv3

@@ -13,10 +13,12 @@
 // transposing each 32-row strip into a panel first (a MoE expert, whose few dozen tokens repay
 // that transpose worst, spent about a fifth of its time packing); an FP8 tile is converted into
 // that panel with no transpose. The AVX-512 exact kernels read tiles natively too (16 rows' pairs
-// a vector: decode and the few-token products, avx512_bf16_tiles.cpp); every other reader (the
-// scalar reference, DequantizeRow, AccumulateRows, other ISAs) reads tiles through CopyTiledRow.
-// Model::Load tiles a model's BF16 and FP8 product matrices (those the int8 path would tile) only
-// when the bf16-dot path will run them on AVX-512 (LoadOptions::tile_bf16_rows).
+// a vector: decode and the few-token products, avx512_bf16_tiles.cpp), and so do AVX2's (8 rows'
+// pairs a vector, avx2_bf16_tiles.cpp; its packed form, avx2_matmul.cpp); every other reader (the
+// scalar reference, DequantizeRow, AccumulateRows, the scalar ISA) reads tiles through
+// CopyTiledRow. Model::Load tiles a model's BF16 and FP8 product matrices (those the int8 path
+// would tile) when the bf16-dot path will run them on AVX-512, and on AVX2
+// (LoadOptions::tile_bf16_rows).
 #pragma once
 
 #include <cstdint>

@@ -137,11 +137,10 @@ using MatMulRowsFn = void (*)(const float*, int64_t, const WeightView&, int64_t,
 MatMulRowsFn SelectMatMul(const KernelContext& ctx, const WeightView& w) {
   const Isa isa = ctx.isa;
   const DType dtype = w.dtype;
-  // Tiles: the int8 path reads its own natively, the AVX-512 kernels BF16's and FP8's, the AVX2
-  // ones BF16's; the rest take the reference.
+  // Tiles: the int8 path reads its own natively, the AVX-512 and AVX2 kernels BF16's and FP8's;
+  // the scalar kernels take the reference.
   const bool bf16_or_fp8 = dtype == DType::kBF16 || dtype == DType::kF8E4M3;
-  const bool native_tiles =
-      (isa == Isa::kAvx512 && bf16_or_fp8) || (isa == Isa::kAvx2 && dtype == DType::kBF16);
+  const bool native_tiles = (isa == Isa::kAvx512 || isa == Isa::kAvx2) && bf16_or_fp8;
   if (w.row_tiles != 0 && !native_tiles) return scalar::MatMulRows;
   if (ctx.bf16_dot && isa == Isa::kAvx512 && bf16_or_fp8) return avx512::MatMulRowsBf16Dot;
   // The SIMD group-quantized kernels fall back to the reference for group sizes other than 32.

@@ -78,10 +78,9 @@ Result<Runtime> LoadRuntime(const RunOptions& options) {
   // The int8 kernels' tiled layout where they read it natively (AVX-512 VNNI, AVX2), q8_0 and q4_0
   // alike (LoadOptions::tile_q8_0_rows).
   load.tile_int8_rows = options.int8_dot && (isa == ops::Isa::kAvx512 || isa == ops::Isa::kAvx2);
-  // BF16 / FP8 pair tiles where the bf16-dot path reads them (AVX-512 BF16); BF16's on AVX2, whose
-  // exact kernels read them natively (LoadOptions::tile_fp8_pairs).
+  // BF16 / FP8 pair tiles where the bf16-dot path reads them (AVX-512 BF16), and on AVX2, whose
+  // exact kernels read them natively.
   load.tile_bf16_rows = (options.bf16_dot && isa == ops::Isa::kAvx512) || isa == ops::Isa::kAvx2;
-  load.tile_fp8_pairs = isa == ops::Isa::kAvx512;
   load.int8_dot = options.int8_dot;
   DSV3_ASSIGN_OR_RETURN(rt.model, Model::Load(options.model_dir, load));
   rt.pool = std::make_unique<ThreadPool>(options.threads);

@@ -238,12 +238,67 @@ void PackTiledBf16(const WeightView& w, int64_t r0, int64_t nrows, int64_t c0, i
   }
 }
 
+// PackWeights (below) for FP8 in pair tiles: 8 rows' column pair is 16 bytes (row i's even and
+// odd column at 2 i, 2 i + 1), shuffled into the 8 even then the 8 odd columns and converted as
+// the row-major form converts them, then each row's block scale applied (the pair lies in one
+// block: block_cols is even): the same panel values. Rows not in an 8-row group of the tiles are
+// copied out one by one and converted as rows.
+void PackTiledFp8(const WeightView& w, int64_t r0, int64_t nrows, int64_t c0, int64_t kc,
+                  float* panel) {
+  const int64_t tiled = PairTiledRows(w), bc = w.block_cols;
+  const int64_t scale_cols = (w.cols + bc - 1) / bc;
+  const int64_t padded = (nrows + kStrip - 1) / kStrip * kStrip;
+  const __m128i split = _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
+  for (int64_t first = 0; first < padded; first += 8) {
+    float* dst = panel + (first / kStrip) * kc * kStrip + first % kStrip;
+    const int64_t r = r0 + first, valid = std::clamp<int64_t>(nrows - first, 0, 8);
+    const float* srow[8];  // each row's block scales
+    for (int64_t i = 0; i < valid; ++i) srow[i] = w.scale + ((r + i) / w.block_rows) * scale_cols;
+    const auto scales = [&](int64_t c) {  // row i's scale for column c * 2^8 in lane i
+      alignas(32) float s[8] = {};
+      for (int64_t i = 0; i < valid; ++i) s[i] = srow[i][c / bc] * kFp8Rescale;
+      return _mm256_load_ps(s);
+    };
+    if (valid == 8 && r % 8 == 0 && r + 8 <= tiled && c0 % 2 == 0) {
+      // [pairs][64] bytes from column pair c0 / 2, these 8 rows' at offset 0
+      const uint8_t* p = TilePairs(w, r / kBf16Tile, c0 / 2) + r % kBf16Tile * 2;
+      __m256 s = scales(c0);
+      for (int64_t cb = 0; cb < kc; cb += 2) {
+        if (cb > 0 && (c0 + cb) % bc == 0) s = scales(c0 + cb);
+        const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + (cb / 2) * 64));
+        __m256 even, odd;
+        Fp8ToF32x2(_mm_shuffle_epi8(v, split), &even, &odd);
+        _mm256_store_ps(dst + cb * kStrip, _mm256_mul_ps(even, s));
+        if (cb + 1 < kc) _mm256_store_ps(dst + (cb + 1) * kStrip, _mm256_mul_ps(odd, s));
+      }
+      continue;
+    }
+    alignas(32) uint8_t bytes[8][kKc + 8] = {};  // the rows' columns [c0, c0 + kc), zero past nrows
+    for (int64_t i = 0; i < valid; ++i) CopyTiledRow(w, r + i, c0, kc, bytes[i]);
+    for (int64_t cb = 0; cb < kc; cb += 8) {
+      const int64_t n = std::min<int64_t>(8, kc - cb);
+      __m256 v[8];
+      for (int64_t i = 0; i < 8; ++i) {
+        v[i] = LoadWeights<DType::kF8E4M3>(bytes[i] + cb);
+        if (i >= valid) continue;
+        alignas(32) float s[8];  // each column's block scale
+        for (int64_t l = 0; l < 8; ++l)
+          s[l] = srow[i][(c0 + cb + std::min(l, n - 1)) / bc] * kFp8Rescale;
+        v[i] = _mm256_mul_ps(v[i], _mm256_load_ps(s));
+      }
+      Transpose8x8(v);
+      for (int64_t j = 0; j < n; ++j) _mm256_store_ps(dst + (cb + j) * kStrip, v[j]);
+    }
+  }
+}
+
 // panel: [ceil(nrows / 16)][kc][16] = W[r0 + row, c0 + c] dequantised (FP8: times its block
 // scale, one rounding, as the dot form) and transposed; rows past nrows are zero.
 template <DType D>
 void PackWeights(const WeightView& w, int64_t r0, int64_t nrows, int64_t c0, int64_t kc,
                  float* panel) {
   if (D == DType::kBF16 && w.row_tiles != 0) return PackTiledBf16(w, r0, nrows, c0, kc, panel);
+  if (D == DType::kF8E4M3 && w.row_tiles != 0) return PackTiledFp8(w, r0, nrows, c0, kc, panel);
   constexpr bool kFp8 = D == DType::kF8E4M3;
   const int64_t bc = kFp8 ? w.block_cols : 1;
   const int64_t scale_cols = kFp8 ? (w.cols + bc - 1) / bc : 0;
@@ -322,7 +377,7 @@ template <DType D>
 void MatMulTyped(const float* x, int64_t T, const WeightView& w, int64_t row_begin, int64_t row_end,
                  float* y) {
   if (T >= kMinPackedT) return MatMulPacked<D>(x, T, w, row_begin, row_end, y);
-  if (D == DType::kBF16 && w.row_tiles != 0)
+  if ((D == DType::kBF16 || D == DType::kF8E4M3) && w.row_tiles != 0)
     return MatMulPairTiledRows(x, T, w, row_begin, row_end, y);
   const int64_t token_block =
       std::max<int64_t>(kNt, kTokenBlockBytes / (w.cols * static_cast<int64_t>(sizeof(float))));
