@@ -230,12 +230,14 @@ TEST(Bf16Tiles, ExactPathsMatchTheRowMajorWeight) {
   }
 }
 
-// AVX2's packed form (T >= 32) reads tiles as it reads the rows (8 rows' column pair a load
-// instead of 8 rows transposed; FP8's bytes shuffled into even and odd columns, each row's block
-// scale per lane): the same panel values, so the same bits as on the row-major weight, for whole
-// products and for row ranges off 8-row bounds (rows copied out one by one). 518 columns: three
-// packed column blocks, the last of 6 columns; FP8 scale blocks 10 columns wide besides: 8
-// columns converted together can straddle two.
+// AVX2's packed form (T >= 32; on FP8 tiles from 16) reads tiles as it reads the rows (8 rows'
+// column pair a load instead of 8 rows transposed; FP8's bytes shuffled into even and odd columns,
+// each row's block scale per lane): the same panel values, so the same bits as on the row-major
+// weight, for whole products and for row ranges off 8-row bounds (rows copied out one by one).
+// 518 columns: three packed column blocks, the last of 6 columns; FP8 scale blocks 10 columns
+// wide besides: 8 columns converted together can straddle two. From 16 tokens on FP8 tiles: a
+// token's outputs those of the same token among 32 (the packed form's, which never depend on
+// the other tokens; the dot form's would differ in the last bits).
 TEST(Bf16Tiles, Avx2PackedFormReadsTilesAsRows) {
   if (!CpuSupports(Isa::kAvx2)) GTEST_SKIP() << "needs AVX2";
   std::mt19937 rng(3);
@@ -256,6 +258,10 @@ TEST(Bf16Tiles, Avx2PackedFormReadsTilesAsRows) {
       MatMulRowRange(ctx, x.data(), T, w, 5, 75, part.data());
       MatMulRowRange(ctx, x.data(), T, plain, 5, 75, part_want.data());
       EXPECT_EQ(part, part_want) << "rows [5, 75), T=" << T;
+      if (T != 32 || c.dtype != DType::kF8E4M3) continue;
+      std::vector<float> first(static_cast<size_t>(16 * c.rows));
+      MatMul(ctx, x.data(), 16, w, first.data());
+      EXPECT_TRUE(std::equal(first.begin(), first.end(), got.begin())) << "T=16 on FP8 tiles";
     }
   }
 }

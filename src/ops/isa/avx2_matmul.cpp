@@ -1,9 +1,9 @@
 // AVX2+FMA MatMul (compiled with -mavx2 -mfma -mf16c; reached only through ops/matmul.cpp's
 // dispatch). Two forms, chosen by T only (never by the row range, so thread splits cannot change
 // results):
-// - T < kMinPackedT: dot-product form. A tile of kMr rows x up to kNt tokens streams the weight
-//   rows once, converts 8 weights per load to f32 and keeps 8-lane partial dots in registers,
-//   reduced once per output.
+// - T < kMinPackedT (FP8 pair tiles: kMinPackedFp8Tiles): dot-product form. A tile of kMr rows
+//   x up to kNt tokens streams the weight rows once, converts 8 weights per load to f32 and keeps
+//   8-lane partial dots in registers, reduced once per output (pair tiles: avx2_bf16_tiles.cpp).
 // - T >= kMinPackedT (prefill): outer-product form, as the AVX-512 one. Blocks of W [kMc rows,
 //   kKc cols] are converted to f32 (FP8 block scale applied, one rounding) and transposed into a
 //   panel [kKc][16 rows]; blocks of x into [kKc][6 tokens]. The micro-kernel keeps 16 rows x 6
@@ -30,6 +30,13 @@ constexpr int64_t kTokenBlockBytes = 256 * 1024;
 // is as fast or faster), panels of kStrip rows, kPackNt tokens per micro-kernel tile
 // (ops/isa/avx2_gemm_tile.h).
 constexpr int64_t kMinPackedT = 32;
+// On FP8 pair tiles from 16: their dot form (avx2_bf16_tiles.cpp) decodes each line again for
+// every pair of tokens. One thread, 512x2048 from the L2, packed form from 8 against the dot form,
+// us (Zen 4): FP8 tiles T=8 383/332, 12 410/513, 16 526/541, 24 626/954; BF16 tiles T=8 372/265,
+// 12 426/320, 16 450/501, 24 618/619, but bench-medium BF16 pp24 (DSV3_ISA=avx2, 2 threads) lost
+// 12-15 % with packing from 16 (one window, 2 runs), so BF16 keeps 32. bench-medium FP8 under
+// DSV3_ISA=avx2, runs alternating (busy host): pp16 65-88 -> 68-101 tok/s, pp24 82-97 -> 93-103.
+constexpr int64_t kMinPackedFp8Tiles = 16;
 constexpr int64_t kMc = 64;   // rows per packed block (four strips)
 constexpr int64_t kTb = 192;  // tokens per x block (a multiple of kPackNt)
 // e4m3 bits shifted into an f16 read as e4m3 * 2^-8 (see Fp8ToF32); the 2^8 is folded into the
@@ -376,7 +383,8 @@ void MatMulPacked(const float* x, int64_t T, const WeightView& w, int64_t row_be
 template <DType D>
 void MatMulTyped(const float* x, int64_t T, const WeightView& w, int64_t row_begin, int64_t row_end,
                  float* y) {
-  if (T >= kMinPackedT) return MatMulPacked<D>(x, T, w, row_begin, row_end, y);
+  if (T >= (D == DType::kF8E4M3 && w.row_tiles != 0 ? kMinPackedFp8Tiles : kMinPackedT))
+    return MatMulPacked<D>(x, T, w, row_begin, row_end, y);
   if ((D == DType::kBF16 || D == DType::kF8E4M3) && w.row_tiles != 0)
     return MatMulPairTiledRows(x, T, w, row_begin, row_end, y);
   const int64_t token_block =
