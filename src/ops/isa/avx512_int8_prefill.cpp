@@ -255,23 +255,6 @@ template <DType D, int64_t kStride, int MR, int NV>
         for (int i = 0; i < MR; ++i) isum[i][j] = bias;
       }
     }
-    // The odd steps go to a second set of sums: 4 dependent vpdpbusd per chain and block instead
-    // of 8 (q8_0 512x2048 T=64 one core: faster in 8 of 8 interleaved runs, +4-10 %; q4_0 even).
-    __m512i odd[MR][NV];
-    for (int i = 0; i < MR; ++i)
-      for (int j = 0; j < NV; ++j) odd[i][j] = _mm512_setzero_si512();
-    const auto step = [&](int s, __m512i(&sum)[MR][NV]) {
-      __m512i xv[NV];
-      for (int j = 0; j < NV; ++j) xv[j] = _mm512_load_si512(xb[j] + s * 64);
-      for (int i = 0; i < MR; ++i) {
-        const __m512i wv = _mm512_set1_epi32(LoadDword(pw + s * kStride + i * 4));
-        for (int j = 0; j < NV; ++j) {
-          // vpdpbusd: unsigned bytes (first) times signed bytes (second).
-          sum[i][j] = D == DType::kI8 ? _mm512_dpbusd_epi32(sum[i][j], xv[j], wv)
-                                      : _mm512_dpbusd_epi32(sum[i][j], wv, xv[j]);
-        }
-      }
-    };
     if constexpr (kNibbles) {
       // Tile step s holds, per row, the nibbles x's steps s (low) and s + 4 (high) pair with. The
       // high nibbles are used in place as 16 x their value (an and, no shift): odd collects 16 x
@@ -280,6 +263,9 @@ template <DType D, int64_t kStride, int MR, int NV>
       // one process, 1-5 % faster in 5 of 6 runs (2048 x 512 level).
       const __m512i low4 = _mm512_set1_epi8(0x0f);
       const __m512i high4 = _mm512_set1_epi8(static_cast<char>(0xf0));
+      __m512i odd[MR][NV];
+      for (int i = 0; i < MR; ++i)
+        for (int j = 0; j < NV; ++j) odd[i][j] = _mm512_setzero_si512();
       for (int s = 0; s < 4; ++s) {
         __m512i xlo[NV], xhi[NV];
         for (int j = 0; j < NV; ++j) {
@@ -296,16 +282,27 @@ template <DType D, int64_t kStride, int MR, int NV>
           }
         }
       }
+      for (int i = 0; i < MR; ++i)
+        for (int j = 0; j < NV; ++j)
+          isum[i][j] = _mm512_add_epi32(isum[i][j], _mm512_srai_epi32(odd[i][j], 4));
     } else {
-      for (int s = 0; s < 8; s += 2) {
-        step(s, isum);
-        step(s + 1, odd);
-      }
-    }
-    for (int i = 0; i < MR; ++i) {
-      for (int j = 0; j < NV; ++j) {
-        const __m512i high = kNibbles ? _mm512_srai_epi32(odd[i][j], 4) : odd[i][j];
-        isum[i][j] = _mm512_add_epi32(isum[i][j], high);
+      // One chain per row and token tile through the block's 8 steps (8 chains, vpdpbusd zmm
+      // issuing once a cycle on Zen 4: each waits 8 cycles, past its latency). The odd steps had
+      // a second set of sums, added once a block (05a21c9: +4-10 % then); on this Zen 4 host,
+      // matmul_bench q8_0 one core, binaries alternating (3 runs): BM_MatMulTiled 2048x2048 T=64
+      // 1552-1670 -> 1533-1631 us, T=512 12268-13457 -> 12645-12875, BM_MatMul 512x2048 T=64
+      // 409-447 -> 415-446: level, so the simpler form.
+      for (int s = 0; s < 8; ++s) {
+        __m512i xv[NV];
+        for (int j = 0; j < NV; ++j) xv[j] = _mm512_load_si512(xb[j] + s * 64);
+        for (int i = 0; i < MR; ++i) {
+          const __m512i wv = _mm512_set1_epi32(LoadDword(pw + s * kStride + i * 4));
+          for (int j = 0; j < NV; ++j) {
+            // vpdpbusd: unsigned bytes (first) times signed bytes (second).
+            isum[i][j] = D == DType::kI8 ? _mm512_dpbusd_epi32(isum[i][j], xv[j], wv)
+                                         : _mm512_dpbusd_epi32(isum[i][j], wv, xv[j]);
+          }
+        }
       }
     }
     // float(isum) d_x as float(isum) 2^log2(d_x) (vscalefps: exact, and it runs beside vpdpbusd,
