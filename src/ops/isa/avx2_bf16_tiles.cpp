@@ -59,6 +59,17 @@ void TiledDot(const float* x, const WeightView& w, int64_t r0, float* y, int64_t
       _mm256_storeu_ps(y + t * ldy + r0 + q * kRows, _mm256_add_ps(even[q][t], odd[q][t]));
 }
 
+// FP8 weight w's block scales for column block `block`, times `factor`, one per lane: scale_row's
+// (the lanes' common row block's scales) broadcast, or where that is null each lane's gathered
+// from its row block's first scale, w.scale[at[l]].
+__m256 LaneScales(const WeightView& w, const float* scale_row, const int32_t* at, int64_t block,
+                  float factor) {
+  if (scale_row != nullptr) return _mm256_set1_ps(scale_row[block] * factor);
+  const __m256i b = _mm256_set1_epi32(static_cast<int32_t>(block));
+  const __m256i i = _mm256_add_epi32(_mm256_load_si256(reinterpret_cast<const __m256i*>(at)), b);
+  return _mm256_mul_ps(_mm256_i32gather_ps(w.scale, i, 4), _mm256_set1_ps(factor));
+}
+
 // FP8 (e4m3 bits shifted into f16s read as e4m3 * 2^-8, Fp8ToF32x2; the 2^8 folded into the block
 // scale, as the row-major dot form does): y[t, r0 + 8 q + i] for q < Q, i < 8, t < NT, the rows
 // within one tile. A pair step's 16 bytes of 8 rows (row i's even and odd column at bytes 2 i,
@@ -107,14 +118,7 @@ void TiledDotFp8(const float* x, const WeightView& w, int64_t r0, float* y, int6
       }
     }
     for (int v = 0; v < V; ++v) {
-      __m256 s;  // each lane's row scale * 2^8
-      if (uniform) {
-        s = _mm256_set1_ps(scale_row[block] * 256.0f);
-      } else {
-        const __m256i b = _mm256_set1_epi32(static_cast<int32_t>(block));
-        const __m256i i = _mm256_add_epi32(_mm256_load_si256(reinterpret_cast<__m256i*>(at[v])), b);
-        s = _mm256_mul_ps(_mm256_i32gather_ps(w.scale, i, 4), _mm256_set1_ps(256.0f));
-      }
+      const __m256 s = LaneScales(w, uniform ? scale_row : nullptr, at[v], block, 256.0f);
       for (int t = 0; t < NT; ++t)
         _mm256_store_ps(total[t][v], _mm256_fmadd_ps(part[v][t], s, _mm256_load_ps(total[t][v])));
     }
@@ -236,15 +240,8 @@ void TiledDotFp8Lines(const float* x, const WeightView& w, int64_t r0, int64_t a
       if (j < p1) step(j, std::true_type{});
     }
     for (int q = 0; q < 4 * H; ++q) {
-      __m256 s;  // each lane's row scale * 2^56
-      if (uniform) {
-        s = _mm256_set1_ps(scale_row[block] * kFp8LineScale);
-      } else {
-        const __m256i b = _mm256_set1_epi32(static_cast<int32_t>(block));
-        const __m256i i = _mm256_add_epi32(
-            _mm256_load_si256(reinterpret_cast<__m256i*>(at[q / 4][q % 4 / 2])), b);
-        s = _mm256_mul_ps(_mm256_i32gather_ps(w.scale, i, 4), _mm256_set1_ps(kFp8LineScale));
-      }
+      const __m256 s =
+          LaneScales(w, uniform ? scale_row : nullptr, at[q / 4][q % 4 / 2], block, kFp8LineScale);
       for (int t = 0; t < NT; ++t)
         _mm256_store_ps(total[t][q], _mm256_fmadd_ps(part[q][t], s, _mm256_load_ps(total[t][q])));
     }
