@@ -12,6 +12,17 @@ int64_t ElementBytes(const WeightView& w) {
   return w.dtype == DType::kBF16 ? 2 : 1;
 }
 
+// One tile: rows [32][pairs] of kPair-byte pairs (row i at rows + i * stride) to tile
+// [pairs][32]. The tile is written in order; each source row's line serves 64 / kPair
+// consecutive pairs, the 32 lines in different cache sets when the stride is not a multiple of
+// 4 KB.
+template <int64_t kPair>
+void PairsToTile(const uint8_t* rows, int64_t stride, int64_t pairs, uint8_t* tile) {
+  for (int64_t j = 0; j < pairs; ++j)
+    for (int64_t i = 0; i < kBf16Tile; ++i)
+      std::memcpy(tile + (j * kBf16Tile + i) * kPair, rows + i * stride + j * kPair, kPair);
+}
+
 }  // namespace
 
 bool CanTilePairRows(const WeightView& w) {
@@ -35,14 +46,16 @@ const uint8_t* TilePairs(const WeightView& w, int64_t tile, int64_t pair) {
 void TilePairRows(WeightView* w, void* data) {
   const int64_t pair_bytes = 2 * ElementBytes(*w), pairs = w->cols / 2;
   const int64_t tile_bytes = kBf16Tile * pairs * pair_bytes, tiles = w->rows / kBf16Tile;
-  std::vector<uint8_t> rows(static_cast<size_t>(tile_bytes));  // one tile, row-major
+  // One tile's rows, a line apart beyond their bytes (a row length is often a multiple of 4 KB).
+  const int64_t row_bytes = pairs * pair_bytes, stride = (row_bytes + 63) / 64 * 64 + 64;
+  std::vector<uint8_t> rows(static_cast<size_t>(kBf16Tile * stride));
   for (int64_t t = 0; t < tiles; ++t) {
     uint8_t* tile = static_cast<uint8_t*>(data) + t * tile_bytes;
-    std::memcpy(rows.data(), tile, rows.size());
     for (int64_t i = 0; i < kBf16Tile; ++i)
-      for (int64_t j = 0; j < pairs; ++j)  // pair j of row i -> [j][i]
-        std::memcpy(tile + (j * kBf16Tile + i) * pair_bytes,
-                    rows.data() + (i * pairs + j) * pair_bytes, static_cast<size_t>(pair_bytes));
+      std::memcpy(rows.data() + i * stride, tile + i * row_bytes, static_cast<size_t>(row_bytes));
+    // pair j of row i -> [j][i]
+    pair_bytes == 4 ? PairsToTile<4>(rows.data(), stride, pairs, tile)
+                    : PairsToTile<2>(rows.data(), stride, pairs, tile);
   }
   w->row_tiles = kBf16Tile;
 }
