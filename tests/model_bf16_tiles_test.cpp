@@ -2,6 +2,7 @@
 // tiles (LoadOptions::tile_bf16_rows, ops/bf16_tiles.h) against the same models row-major.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <string>
@@ -59,19 +60,44 @@ TEST_P(ModelBf16Tiles, TiledMatricesGiveTheSameLogits) {
   tiled.tile_bf16_rows = true;
   auto plain = Model::Load(dir.path(), LoadOptions{});
   auto model = Model::Load(dir.path(), tiled);
-  ASSERT_TRUE(plain.ok() && model.ok());
+  // Tiled on two threads at load (LoadOptions::pool, as the CLI loads).
+  ThreadPool load_pool(2);
+  LoadOptions tiled_in_parallel = tiled;
+  tiled_in_parallel.pool = &load_pool;
+  auto parallel = Model::Load(dir.path(), tiled_in_parallel);
+  ASSERT_TRUE(plain.ok() && model.ok() && parallel.ok());
   const ModelWeights& w = (*model)->weights();
   const LayerWeights& moe = w.layers[config->first_k_dense_replace];
   ASSERT_TRUE(moe.is_moe);
+  // FP8 tiles come with their zero-exponent line flags (the decode kernels' line form needs them).
+  const bool fp8 = GetParam() == DType::kF8E4M3;
   for (const WeightView* v :
        {&moe.moe.experts[0].gate_proj, &moe.moe.experts[1].up_proj,
-        &moe.moe.experts.back().down_proj, &w.mtp[0].layer.moe.experts[0].down_proj})
+        &moe.moe.experts.back().down_proj, &w.mtp[0].layer.moe.experts[0].down_proj}) {
     EXPECT_EQ(v->row_tiles, ops::kBf16Tile);
+    EXPECT_EQ(v->fp8_line_flags != nullptr, fp8);
+  }
   ASSERT_NE(w.lm_head.data, w.embed_tokens.data);
   for (const WeightView* v :
        {&moe.moe.shared_experts.gate_proj, &moe.attn.q_b_proj, &moe.attn.o_proj,
         &w.layers[0].mlp.down_proj, &w.lm_head, &w.mtp[0].eh_proj, &w.mtp[0].shared_head_head})
     EXPECT_EQ(v->row_tiles, ops::kBf16Tile);
+  // The parallel load's views: tiled alike, FP8 ones with their line flags (the same flags, so
+  // the same kernels, hence the same logits below).
+  const ModelWeights& pw = (*parallel)->weights();
+  const LayerWeights& pmoe = pw.layers[config->first_k_dense_replace];
+  for (const auto& [a, b] :
+       {std::pair{&moe.moe.experts[0].gate_proj, &pmoe.moe.experts[0].gate_proj},
+        {&moe.attn.q_b_proj, &pmoe.attn.q_b_proj},
+        {&w.lm_head, &pw.lm_head},
+        {&w.mtp[0].shared_head_head, &pw.mtp[0].shared_head_head}}) {
+    EXPECT_EQ(b->row_tiles, a->row_tiles);
+    EXPECT_EQ(b->fp8_line_flags != nullptr, a->fp8_line_flags != nullptr);
+    if (a->fp8_line_flags != nullptr) {
+      EXPECT_TRUE(std::equal(a->fp8_line_flags, a->fp8_line_flags + ops::Fp8LineFlagsSize(*a),
+                             b->fp8_line_flags));
+    }
+  }
   for (const WeightView* v : {&moe.attn.kv_b_proj, &moe.moe.gate, &w.embed_tokens})
     EXPECT_EQ(v->row_tiles, 0);
   // Decoding's copies of kv_b_proj's halves (either format), W_UK row-major, W_UV (48 rows) in
@@ -101,6 +127,7 @@ TEST_P(ModelBf16Tiles, TiledMatricesGiveTheSameLogits) {
       ctx.bf16_dot = bf16_dot;
       const std::vector<float> want = PrefillAndDecode(**plain, ctx);
       const std::vector<float> got = PrefillAndDecode(**model, ctx);
+      EXPECT_EQ(PrefillAndDecode(**parallel, ctx), got);
       double err = 0, top = 0;
       for (size_t i = 0; i < want.size(); ++i) {
         err = std::max(err, std::fabs(static_cast<double>(got[i]) - want[i]));

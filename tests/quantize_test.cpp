@@ -16,6 +16,7 @@
 #include <random>
 #include <tuple>
 
+#include "backend/thread_pool.h"
 #include "io/files.h"
 #include "io/safetensors.h"
 #include "model/moe.h"
@@ -194,6 +195,11 @@ TEST_F(QuantizeTest, TiledInt8WeightsGiveTheSameLogits) {
     const std::vector<float> int8_rows = Logits(q, tokens, LoadOptions{}, true);
     ASSERT_FALSE(int8_rows.empty());
     EXPECT_EQ(Logits(q, tokens, tiled, true), int8_rows);
+    // Tiled on two threads at load (LoadOptions::pool, as the CLI loads): the same bits.
+    ThreadPool load_pool(2);
+    LoadOptions tiled_in_parallel = tiled;
+    tiled_in_parallel.pool = &load_pool;
+    EXPECT_EQ(Logits(q, tokens, tiled_in_parallel, true), int8_rows);
     // Decoding token by token: the absorbed attention reads kv_b_proj's halves from the copies
     // (tiled) instead of kv_b_proj's rows; the same bits.
     const std::vector<float> decoded = Logits(q, tokens, LoadOptions{}, true, 1);

@@ -15,9 +15,9 @@ Result<std::unique_ptr<Model>> Model::Load(const std::string& dir, const LoadOpt
   DSV3_ASSIGN_OR_RETURN(model->checkpoint_, io::Checkpoint::Open(dir, options.load_mode));
   DSV3_ASSIGN_OR_RETURN(model->weights_, BindWeights(model->config_, *model->checkpoint_));
   if (options.tile_int8_rows && options.load_mode == io::LoadMode::kRead)
-    TileInt8Weights(&model->weights_, options.tile_q8_0_rows);
+    TileInt8Weights(&model->weights_, options.tile_q8_0_rows, options.pool);
   if (options.tile_bf16_rows && options.load_mode == io::LoadMode::kRead)
-    TileBf16Weights(&model->weights_);
+    TileBf16Weights(&model->weights_, options.pool);
   KvBSplit split;
   split.int8_dot = options.int8_dot;
   split.int8_tiles = options.tile_int8_rows;

@@ -44,6 +44,8 @@ struct LoadOptions {
   // on any ISA: decoding's q_lat = W_UK^T q_nope in f32 with the block scales taken out of the
   // sums, read front to back. Off: AccumulateRows on W_UK's rows (each code scaled, then summed).
   bool fp8_columns = true;
+  // Threads for the load's own work (the tiling), not owned; null: this thread.
+  ThreadPool* pool = nullptr;
 };
 
 class Model {

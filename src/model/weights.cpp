@@ -7,6 +7,7 @@
 
 #include <fmt/ranges.h>
 
+#include "backend/thread_pool.h"
 #include "ops/bf16_tiles.h"
 #include "ops/isa.h"
 #include "ops/quant.h"
@@ -299,24 +300,59 @@ void ForEachTileableMatrix(ModelWeights* weights, Fn&& fn) {
   }
 }
 
+// fn(i) for i in [0, n): on the pool's threads, a unit each, balanced at run time (matrices
+// differ in size by 100x), or on this thread without a pool.
+void ForEachIndex(ThreadPool* pool, int64_t n, const std::function<void(int64_t)>& fn) {
+  if (pool == nullptr || pool->num_threads() <= 1 || n < 2) {
+    for (int64_t i = 0; i < n; ++i) fn(i);
+    return;
+  }
+  pool->ParallelForStealing(n, nullptr, [&fn](int, UnitQueue& queue) {
+    int64_t begin = 0, end = 0;
+    while (queue.Next(&begin, &end))
+      for (int64_t i = begin; i < end; ++i) fn(i);
+  });
+}
+
+// The first view of every tensor ForEachTileableMatrix visits that `take` accepts.
+template <typename Take>
+std::vector<WeightView*> FirstViews(ModelWeights* weights, Take&& take) {
+  std::vector<WeightView*> first;
+  ForEachTileableMatrix(weights, [&](WeightView* w, bool seen) {
+    if (!seen && take(*w)) first.push_back(w);
+  });
+  return first;
+}
+
+// Gives every other view of the tensors of `first` (tiled) their first view's layout, with
+// copy(from, to).
+template <typename Copy>
+void CopyLayoutToOtherViews(ModelWeights* weights, const std::vector<WeightView*>& first,
+                            Copy&& copy) {
+  std::map<const void*, const WeightView*> tiled;  // data -> its first view
+  for (const WeightView* w : first) tiled[w->data] = w;
+  ForEachTileableMatrix(weights, [&](WeightView* w, bool seen) {
+    if (!seen) return;
+    if (const auto it = tiled.find(w->data); it != tiled.end()) copy(*it->second, w);
+  });
+}
+
 }  // namespace
 
-int64_t TileInt8Weights(ModelWeights* weights, bool q8_0) {
-  std::map<const void*, WeightView> tiled;  // data -> the tiled view's layout
-  ForEachTileableMatrix(weights, [&](WeightView* w, bool seen) {
-    if (seen) {
-      if (const auto it = tiled.find(w->data); it != tiled.end()) {
-        w->row_tiles = it->second.row_tiles;
-        w->f16_tile_scales = it->second.f16_tile_scales;
-      }
-      return;
-    }
-    if (!ops::CanTileRows(*w) || (!q8_0 && w->dtype == DType::kI8)) return;
-    // Writable by the contract above: the bytes live in the checkpoint's read buffer.
-    ops::TileRows(w, const_cast<void*>(w->data), const_cast<float*>(w->scale));
-    tiled[w->data] = *w;
+int64_t TileInt8Weights(ModelWeights* weights, bool q8_0, ThreadPool* pool) {
+  const std::vector<WeightView*> first = FirstViews(weights, [q8_0](const WeightView& w) {
+    return ops::CanTileRows(w) && (q8_0 || w.dtype != DType::kI8);
   });
-  return static_cast<int64_t>(tiled.size());
+  ForEachIndex(pool, static_cast<int64_t>(first.size()), [&first](int64_t i) {
+    // Writable by the contract above: the bytes live in the checkpoint's read buffer.
+    WeightView* w = first[static_cast<size_t>(i)];
+    ops::TileRows(w, const_cast<void*>(w->data), const_cast<float*>(w->scale));
+  });
+  CopyLayoutToOtherViews(weights, first, [](const WeightView& from, WeightView* to) {
+    to->row_tiles = from.row_tiles;
+    to->f16_tile_scales = from.f16_tile_scales;
+  });
+  return static_cast<int64_t>(first.size());
 }
 
 namespace {
@@ -407,15 +443,20 @@ bool SplitKvB(AttentionWeights* a, const ModelConfig& c, UkLayout uk_layout, boo
   return true;
 }
 
-// Flags the zero-exponent lines of w, an FP8 weight in pair tiles, in a new array of weights'
-// (ops::MarkFp8ZeroExponentLines) and points w at it; other weights are left as they are.
-void FlagFp8Lines(ModelWeights* weights, WeightView* w) {
+// The zero-exponent line flags of w, an FP8 weight in pair tiles (ops::MarkFp8ZeroExponentLines),
+// with w pointed at them; null (and w as it was) for other weights.
+std::shared_ptr<const std::vector<uint64_t>> Fp8LineFlags(WeightView* w) {
   const int64_t words = ops::Fp8LineFlagsSize(*w);
-  if (w->dtype != DType::kF8E4M3 || words == 0) return;
+  if (w->dtype != DType::kF8E4M3 || words == 0) return nullptr;
   auto flags = std::make_shared<std::vector<uint64_t>>(static_cast<size_t>(words));
   ops::MarkFp8ZeroExponentLines(*w, flags->data());
   w->fp8_line_flags = flags->data();
-  weights->fp8_line_flags.push_back(std::move(flags));
+  return flags;
+}
+
+// Fp8LineFlags, kept in weights.
+void FlagFp8Lines(ModelWeights* weights, WeightView* w) {
+  if (auto flags = Fp8LineFlags(w)) weights->fp8_line_flags.push_back(std::move(flags));
 }
 
 }  // namespace
@@ -467,23 +508,23 @@ int64_t SplitKvBProj(ModelWeights* weights, const ModelConfig& c, const KvBSplit
   return split;
 }
 
-int64_t TileBf16Weights(ModelWeights* weights) {
-  std::map<const void*, const uint64_t*> tiled;  // data -> its line flags (FP8) or nullptr
-  ForEachTileableMatrix(weights, [&](WeightView* w, bool seen) {
-    if (seen) {
-      if (const auto it = tiled.find(w->data); it != tiled.end()) {
-        w->row_tiles = ops::kBf16Tile;
-        w->fp8_line_flags = it->second;
-      }
-      return;
-    }
-    if (!ops::CanTilePairRows(*w)) return;
+int64_t TileBf16Weights(ModelWeights* weights, ThreadPool* pool) {
+  const std::vector<WeightView*> first =
+      FirstViews(weights, [](const WeightView& w) { return ops::CanTilePairRows(w); });
+  std::vector<std::shared_ptr<const std::vector<uint64_t>>> flags(first.size());
+  ForEachIndex(pool, static_cast<int64_t>(first.size()), [&first, &flags](int64_t i) {
     // Writable by the contract above: the bytes live in the checkpoint's read buffer.
+    WeightView* w = first[static_cast<size_t>(i)];
     ops::TilePairRows(w, const_cast<void*>(w->data));
-    FlagFp8Lines(weights, w);
-    tiled[w->data] = w->fp8_line_flags;
+    flags[static_cast<size_t>(i)] = Fp8LineFlags(w);
   });
-  return static_cast<int64_t>(tiled.size());
+  for (auto& f : flags)
+    if (f != nullptr) weights->fp8_line_flags.push_back(std::move(f));
+  CopyLayoutToOtherViews(weights, first, [](const WeightView& from, WeightView* to) {
+    to->row_tiles = from.row_tiles;
+    to->fp8_line_flags = from.fp8_line_flags;
+  });
+  return static_cast<int64_t>(first.size());
 }
 
 }  // namespace dsv3

@@ -18,6 +18,8 @@
 
 namespace dsv3 {
 
+class ThreadPool;
+
 using ops::WeightView;
 
 struct MlpWeights {      // SwiGLU: down(silu(gate(x)) * up(x))
@@ -110,8 +112,9 @@ Result<ModelWeights> BindWeights(const ModelConfig& config, const io::Checkpoint
 // tiles (ops/row_tiles.h), in place; the embeddings and kv_b_proj (read row by row) stay
 // row-major, as does every matrix CanTileRows refuses. The weights' bytes must be writable: a
 // checkpoint read into memory (LoadMode::kRead), never a read-only mapping. q8_0: whether q8_0
-// matrices are tiled too (q4_0 always are). Returns the number of matrices tiled.
-int64_t TileInt8Weights(ModelWeights* weights, bool q8_0 = true);
+// matrices are tiled too (q4_0 always are). pool: the matrices tiled on its threads (else on this
+// one). Returns the number of matrices tiled.
+int64_t TileInt8Weights(ModelWeights* weights, bool q8_0 = true, ThreadPool* pool = nullptr);
 
 // Which copies of kv_b_proj's halves SplitKvBProj makes.
 struct KvBSplit {
@@ -145,7 +148,7 @@ int64_t SplitKvBProj(ModelWeights* weights, const ModelConfig& config, const KvB
 // Reorders the BF16 and FP8 matrices among those TileInt8Weights would tile into the bf16-dot
 // kernel's 32-row tiles (ops/bf16_tiles.h), in place, under the same contract (an FP8 checkpoint's
 // BF16 lm_head among them), and flags the FP8 tiles' zero-exponent lines (fp8_line_flags).
-// Returns the number of matrices tiled.
-int64_t TileBf16Weights(ModelWeights* weights);
+// pool as TileInt8Weights's. Returns the number of matrices tiled.
+int64_t TileBf16Weights(ModelWeights* weights, ThreadPool* pool = nullptr);
 
 }  // namespace dsv3

@@ -82,8 +82,9 @@ Result<Runtime> LoadRuntime(const RunOptions& options) {
   // exact kernels read them natively.
   load.tile_bf16_rows = (options.bf16_dot && isa == ops::Isa::kAvx512) || isa == ops::Isa::kAvx2;
   load.int8_dot = options.int8_dot;
-  DSV3_ASSIGN_OR_RETURN(rt.model, Model::Load(options.model_dir, load));
   rt.pool = std::make_unique<ThreadPool>(options.threads);
+  load.pool = rt.pool.get();
+  DSV3_ASSIGN_OR_RETURN(rt.model, Model::Load(options.model_dir, load));
   rt.ctx.pool = rt.pool.get();
   rt.ctx.isa = isa;
   rt.ctx.int8_dot = options.int8_dot;
