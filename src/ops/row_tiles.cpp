@@ -88,17 +88,24 @@ void TileRows(WeightView* w, void* data, float* scale) {
   bool f16 = true;  // every tiled scale is exactly an f16 value
   uint16_t bits;
   for (int64_t i = 0; i < tiles * tile_scales && f16; ++i) f16 = ExactF16(scale[i], &bits);
-  std::vector<uint8_t> rows(static_cast<size_t>(kRowTile * row_bytes));
+  // One tile's rows, a line apart beyond their bytes (so that reading them a dword column at a
+  // time does not put all 16 lines in a few cache sets), the tile then written front to back:
+  // 4096x7168 q8_0 15.1 -> 6.6 ms, q4_0 11.3 -> 5.0 ms; 4096x2048 4.2 -> 3.4, 2.7 -> 1.4 (the
+  // scales' f16 checks are now a third of what is left).
+  const int64_t stride = (row_bytes + 63) / 64 * 64 + 64;
+  std::vector<uint8_t> rows(static_cast<size_t>(kRowTile * stride));
   std::vector<float> scales(static_cast<size_t>(tile_scales));
   uint8_t* halves = reinterpret_cast<uint8_t*>(scale);  // the f16 scales' bytes
   for (int64_t t = 0; t < tiles; ++t) {
     uint8_t* tile = static_cast<uint8_t*>(data) + t * kRowTile * row_bytes;
     float* tile_scale = scale + t * tile_scales;
-    std::memcpy(rows.data(), tile, rows.size());
+    for (int64_t i = 0; i < kRowTile; ++i)
+      std::memcpy(rows.data() + i * stride, tile + i * row_bytes, static_cast<size_t>(row_bytes));
     std::memcpy(scales.data(), tile_scale, scales.size() * sizeof(float));
+    for (int64_t j = 0; j < dwords; ++j)  // dword j of row i -> [j][i]
+      for (int64_t i = 0; i < kRowTile; ++i)
+        std::memcpy(tile + (j * kRowTile + i) * 4, rows.data() + i * stride + j * 4, 4);
     for (int64_t i = 0; i < kRowTile; ++i) {
-      for (int64_t j = 0; j < dwords; ++j)  // dword j of row i -> [j][i]
-        std::memcpy(tile + (j * kRowTile + i) * 4, rows.data() + i * row_bytes + j * 4, 4);
       for (int64_t g = 0; g < groups; ++g) {
         // The f16 halves of tile t end before tile t + 1's floats begin, so writing them in tile
         // order never overwrites a scale not yet read.
