@@ -4,6 +4,8 @@
 #include <cstring>
 #include <vector>
 
+#include "ops/row_tiles.h"
+
 namespace dsv3::ops {
 
 namespace {
@@ -14,8 +16,7 @@ int64_t ElementBytes(const WeightView& w) {
 
 // One tile: rows [32][pairs] of kPair-byte pairs (row i at rows + i * stride) to tile
 // [pairs][32]. The tile is written in order; each source row's line serves 64 / kPair
-// consecutive pairs, the 32 lines in different cache sets when the stride is not a multiple of
-// 4 KB.
+// consecutive pairs, the 32 lines in different cache sets (stride: SpreadRowStride).
 template <int64_t kPair>
 void PairsToTile(const uint8_t* rows, int64_t stride, int64_t pairs, uint8_t* tile) {
   for (int64_t j = 0; j < pairs; ++j)
@@ -46,8 +47,7 @@ const uint8_t* TilePairs(const WeightView& w, int64_t tile, int64_t pair) {
 void TilePairRows(WeightView* w, void* data) {
   const int64_t pair_bytes = 2 * ElementBytes(*w), pairs = w->cols / 2;
   const int64_t tile_bytes = kBf16Tile * pairs * pair_bytes, tiles = w->rows / kBf16Tile;
-  // One tile's rows, a line apart beyond their bytes (a row length is often a multiple of 4 KB).
-  const int64_t row_bytes = pairs * pair_bytes, stride = (row_bytes + 63) / 64 * 64 + 64;
+  const int64_t row_bytes = pairs * pair_bytes, stride = SpreadRowStride(row_bytes);
   std::vector<uint8_t> rows(static_cast<size_t>(kBf16Tile * stride));
   for (int64_t t = 0; t < tiles; ++t) {
     uint8_t* tile = static_cast<uint8_t*>(data) + t * tile_bytes;

@@ -45,6 +45,15 @@ void TileRows(WeightView* w, void* data, float* scale);
 // Bytes of one stored row (q8_0: cols; q4_0: ceil(cols / 2)).
 int64_t StoredRowBytes(const WeightView& w);
 
+// The row stride of a copy of rows of row_bytes each whose columns are then read across the rows
+// (the tiling at load): an odd number of 64-byte lines, so that the lines of 64 consecutive rows
+// at one column fall into 64 different cache sets (a row length a multiple of 4 KB put them all
+// in one).
+inline int64_t SpreadRowStride(int64_t row_bytes) {
+  const int64_t lines = (row_bytes + 63) / 64;
+  return (lines % 2 == 0 ? lines + 1 : lines) * 64;
+}
+
 // Whether rows [first, first + n) of a q8_0 / q4_0 weight can be a weight of their own: any rows
 // of a row-major weight; of a tiled one, whole tiles (first and n multiples of 16, within the
 // tiled rows) or rows past the last whole tile.
