@@ -230,6 +230,20 @@ TEST(Bf16Tiles, ExactPathsMatchTheRowMajorWeight) {
   }
 }
 
+// MatMul of x [T, w.cols] on the tiled weight w and on the same weight row-major, whole and over
+// rows [r0, r1): bitwise alike.
+void ExpectTilesReadAsRows(const KernelContext& ctx, const std::vector<float>& x, int64_t T,
+                           const WeightView& w, const WeightView& plain, int64_t r0, int64_t r1) {
+  std::vector<float> got(static_cast<size_t>(T * w.rows)), want(got.size());
+  MatMul(ctx, x.data(), T, w, got.data());
+  MatMul(ctx, x.data(), T, plain, want.data());
+  EXPECT_EQ(got, want) << "T=" << T;
+  std::vector<float> part(got.size(), 0.0f), part_want(got.size(), 0.0f);
+  MatMulRowRange(ctx, x.data(), T, w, r0, r1, part.data());
+  MatMulRowRange(ctx, x.data(), T, plain, r0, r1, part_want.data());
+  EXPECT_EQ(part, part_want) << "rows [" << r0 << ", " << r1 << "), T=" << T;
+}
+
 // AVX2's packed form (T >= 32; on FP8 tiles from 16) reads tiles as it reads the rows (8 rows'
 // column pair a load instead of 8 rows transposed; FP8's bytes shuffled into even and odd columns,
 // each row's block scale per lane): the same panel values, so the same bits as on the row-major
@@ -250,15 +264,10 @@ TEST(Bf16Tiles, Avx2PackedFormReadsTilesAsRows) {
     const KernelContext ctx{nullptr, Isa::kAvx2};
     for (int64_t T : {32, 45}) {
       const std::vector<float> x = RandomX(rng, T, c.cols);
-      std::vector<float> got(static_cast<size_t>(T * c.rows)), want(got.size());
-      MatMul(ctx, x.data(), T, w, got.data());
-      MatMul(ctx, x.data(), T, plain, want.data());
-      EXPECT_EQ(got, want) << "T=" << T;
-      std::vector<float> part(got.size(), 0.0f), part_want(got.size(), 0.0f);
-      MatMulRowRange(ctx, x.data(), T, w, 5, 75, part.data());
-      MatMulRowRange(ctx, x.data(), T, plain, 5, 75, part_want.data());
-      EXPECT_EQ(part, part_want) << "rows [5, 75), T=" << T;
+      ExpectTilesReadAsRows(ctx, x, T, w, plain, 5, 75);
       if (T != 32 || c.dtype != DType::kF8E4M3) continue;
+      std::vector<float> got(static_cast<size_t>(T * c.rows));
+      MatMul(ctx, x.data(), T, w, got.data());
       std::vector<float> first(static_cast<size_t>(16 * c.rows));
       MatMul(ctx, x.data(), 16, w, first.data());
       EXPECT_TRUE(std::equal(first.begin(), first.end(), got.begin())) << "T=16 on FP8 tiles";
@@ -425,14 +434,8 @@ TEST(Bf16Tiles, Bf16DotReadsTilesInPlace) {
       for (ThreadPool* p : {static_cast<ThreadPool*>(nullptr), &pool}) {
         KernelContext ctx{p, Isa::kAvx512};
         ctx.bf16_dot = true;
-        std::vector<float> got(static_cast<size_t>(T * c.rows)), want(got.size());
-        MatMul(ctx, x.data(), T, w, got.data());
-        MatMul(ctx, x.data(), T, plain, want.data());
-        ASSERT_EQ(got, want) << "T=" << T;
-        std::vector<float> part(got.size(), 0.0f), part_want(got.size(), 0.0f);
-        MatMulRowRange(ctx, x.data(), T, w, 32, 80, part.data());
-        MatMulRowRange(ctx, x.data(), T, plain, 32, 80, part_want.data());
-        ASSERT_EQ(part, part_want) << "rows [32, 80), T=" << T;
+        ExpectTilesReadAsRows(ctx, x, T, w, plain, 32, 80);
+        ASSERT_FALSE(HasFailure());
       }
       // Rows [16, 48): not on a tile, so the exact path (which differs from bf16-dot's bits).
       KernelContext ctx{nullptr, Isa::kAvx512};
