@@ -5,8 +5,7 @@
 // weights are made unsigned: q8_0 codes + 128 (an xor with 0x80), q4_0 nibbles as stored (code +
 // 8). The dot then owes offset * sum(q_x) per block (offset 128 or 8), which the quantizer stores
 // next to x as a negative "bias" that starts each block's int32 accumulator. The prefill tiles do
-// the same for q4_0; for q8_0 they make x unsigned instead and owe 128 * the sum of the weight
-// row's block codes, so the weights are read as stored. All of it is exact integer math.
+// the same (q8_0 tiles read in place xor each broadcast dword). All of it is exact integer math.
 //
 // Two kernel shapes:
 //  - GEMV (the tokens PrefillTokens leaves to it): 8 rows in the lanes (16 for tiled rows, below).
@@ -20,9 +19,9 @@
 //    tokens' block dots at once.
 //    Tiled rows are read in place (q4_0 unpacked first when many token tiles reuse them); other
 //    rows are first unpacked into a panel of 8 rows (L1/L2) reused by every token tile; micro-tiles
-//    of 4 rows x 32 tokens (8 rows x 16 for a lone tile) keep 16 independent accumulator chains
-//    (even and odd steps apart): per block 4 vpdpbusd per chain, then per pair an add and 3
-//    other vector ops (cvt, vscalefps by log2 d_x, fma with d_w: ops/int8_dot.h).
+//    of 4 rows x 32 tokens (8 rows x 16 for a lone tile) keep 8 accumulator chains (q4_0 nibbles
+//    in place 16: low and high apart): per block 8 vpdpbusd per chain, then 3 other vector ops
+//    (cvt, vscalefps by log2 d_x, fma with d_w: ops/int8_dot.h).
 #include <algorithm>
 #include <cstring>
 

@@ -28,8 +28,7 @@ constexpr int64_t kNibblesMaxTiles = 4;
 
 // Prefill layout: tiles of 16 tokens, tile k at buf + k * groups * kTileBlockBytes, block b of it
 // at + b * kTileBlockBytes. Tokens past T are zero (codes, log2 d and bias): their lanes compute
-// finite nonsense (a q8_0 code byte 0 is -128 unsigned, scaled by 2^0), never stored. q8_0 codes
-// are stored unsigned (+ 128) with bias 0; q4_0 signed, with bias.
+// 0, never stored. Codes are signed, with the bias the unsigned weights owe (-offset * sum).
 template <DType D>
 void QuantizeTileLayout(const ActSource& a, int64_t T, int64_t cols, uint8_t* buf) {
   const int64_t groups = QuantGroups(cols, kBlock);
@@ -51,12 +50,9 @@ void QuantizeTileLayout(const ActSource& a, int64_t T, int64_t cols, uint8_t* bu
           continue;
         }
         const QuantizedBlock q = ActBlock(a, t0 + i, b, cols);
-        // q4_0: signed codes in nibble order and their bias; q8_0: unsigned codes (+ 128), no
-        // bias (the weights' RowBlockBias carries it).
-        v[i] = _mm256_castsi256_ps(
-            D == DType::kU8 ? ToNibbleOrder(q.codes)
-                            : _mm256_xor_si256(q.codes, _mm256_set1_epi8(static_cast<char>(0x80))));
-        const int32_t bias = D == DType::kU8 ? -kWeightOffset<D> * q.sum : 0;
+        // q4_0 codes in nibble order, q8_0 in column order.
+        v[i] = _mm256_castsi256_ps(D == DType::kU8 ? ToNibbleOrder(q.codes) : q.codes);
+        const int32_t bias = -kWeightOffset<D> * q.sum;
         const float log2_d = ScaleExponent(q.d);
         std::memcpy(block + kTileCodeBytes + (lane0 + i) * 4, &log2_d, 4);
         std::memcpy(block + kTileCodeBytes + kTileTokens * 4 + (lane0 + i) * 4, &bias, 4);
@@ -72,23 +68,19 @@ void QuantizeTileLayout(const ActSource& a, int64_t T, int64_t cols, uint8_t* bu
 //
 // The micro-kernel reads weights as [block][8 steps][rows][4 bytes] with a step stride of 32
 // bytes (a panel of 8 rows packed on the stack) or 64 (rows read in place from their tile, whose
-// steps hold 16 rows; q4_0's 4 steps of packed nibbles, split with an and and a shift). q8_0
-// codes are used signed as stored, with x unsigned (codes + 128, the kI8 tile layout), so each
-// row's block dot owes 128 * the sum of its codes: RowBlockBias starts its accumulators there.
-// q4_0 weights are unsigned nibbles (code + 8) with x signed and x's per-token bias, as in the
-// GEMV.
+// steps hold 16 rows; q4_0's 4 steps of packed nibbles, split with an and and a shift). Weights
+// are unsigned, as in the GEMV: q8_0 codes + 128 (packed so in a panel; read in place, each
+// broadcast dword xored with 0x80), q4_0 nibbles (code + 8); x keeps its signed codes and its
+// per-token bias (-offset * sum) starts each block's accumulators. With x unsigned instead (q8_0
+// read as stored), each panel first summed its rows' codes per block for a per-row bias: that
+// pass read the panel's weights cold (7 % of the kernel's samples at 64 tokens), where the xor
+// runs beside vpdpbusd. One core, tiled q8_0 at T = 64, both kernels alternating in one process
+// (x laid out once): 128x512 2-4 % less time, 2048x2048 4-5 %, 2048x512 -1 to 4 % (2 runs).
 
 template <int64_t kStride>
 constexpr int64_t kBlockStride = 8 * kStride;  // bytes of one block of a weight panel
 
-// Block b of a row as a panel takes it: q8_0 codes as stored, q4_0 unsigned nibbles.
-template <DType D, bool kTail>
-__m256i LoadPanelBlock(const uint8_t* row, int64_t b, int64_t n) {
-  const __m256i v = LoadWeightBlock<D, kTail>(row, b, n);
-  return D == DType::kI8 ? _mm256_xor_si256(v, _mm256_set1_epi8(static_cast<char>(0x80))) : v;
-}
-
-// Block b of tiled row r as LoadPanelBlock gives it: the row's dwords gathered from the tile.
+// Block b of tiled row r as LoadWeightBlock gives it: the row's dwords gathered from the tile.
 template <DType D>
 __m256i LoadTiledBlock(const WeightView& w, int64_t r, int64_t b) {
   const uint8_t* p = static_cast<const uint8_t*>(w.data) +
@@ -96,8 +88,9 @@ __m256i LoadTiledBlock(const WeightView& w, int64_t r, int64_t b) {
                      r % kRowTile * 4;
   const int* dwords = reinterpret_cast<const int*>(p);
   if constexpr (D == DType::kI8) {
-    return _mm256_i32gather_epi32(dwords, _mm256_setr_epi32(0, 64, 128, 192, 256, 320, 384, 448),
-                                  1);
+    return _mm256_xor_si256(
+        _mm256_i32gather_epi32(dwords, _mm256_setr_epi32(0, 64, 128, 192, 256, 320, 384, 448), 1),
+        _mm256_set1_epi8(static_cast<char>(0x80)));
   } else {
     return NibbleBlock(_mm_i32gather_epi32(dwords, _mm_setr_epi32(0, 64, 128, 192), 1));
   }
@@ -118,8 +111,8 @@ void PackPanel(const WeightView& w, const int64_t* rows, uint8_t* panel) {
     for (int i = 0; i < kPanelRows; ++i) {
       const __m256i block = rows[i] < tiled_end ? LoadTiledBlock<D>(w, rows[i], b)
                             : b < full_groups
-                                ? LoadPanelBlock<D, false>(src[i], b, kBlock)
-                                : LoadPanelBlock<D, true>(src[i], b, w.cols - b * kBlock);
+                                ? LoadWeightBlock<D, false>(src[i], b, kBlock)
+                                : LoadWeightBlock<D, true>(src[i], b, w.cols - b * kBlock);
       v[i] = _mm256_castsi256_ps(block);
     }
     Transpose8x8(v);  // v[s]: dword s of the 8 rows
@@ -145,22 +138,6 @@ void UnpackTiledHalf(const WeightView& w, int64_t r0, uint8_t* panel) {
       _mm256_store_si256(reinterpret_cast<__m256i*>(out + 4 * 32),
                          _mm256_and_si256(_mm256_srli_epi16(v, 4), low));
     }
-  }
-}
-
-// bias[b * 8 + i] = -128 * (sum of q8_0 row i's codes in block b), for the 8 rows whose steps
-// start at wp (stride kStride): one vpdpbusd of ones per step sums each row's 4 codes.
-template <int64_t kStride>
-void RowBlockBias(const uint8_t* wp, int64_t groups, int32_t* bias) {
-  const __m256i ones = _mm256_set1_epi8(1);
-  for (int64_t b = 0; b < groups; ++b) {
-    __m256i sum = _mm256_setzero_si256();
-    for (int s = 0; s < 8; ++s) {
-      const uint8_t* p = wp + b * kBlockStride<kStride> + s * kStride;
-      sum = _mm256_dpbusd_epi32(sum, ones, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
-    }
-    _mm256_store_si256(reinterpret_cast<__m256i*>(bias + b * kPanelRows),
-                       _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(sum, 7)));
   }
 }
 
@@ -213,8 +190,7 @@ void RowBlockBias(const uint8_t* wp, int64_t groups, int32_t* bias) {
 
 // The weights of one panel of 8 rows as the micro-kernel reads them.
 struct Panel {
-  const uint8_t* w;         // block 0, step 0, row 0: [groups][8 steps][rows][4] (step stride)
-  const int32_t* row_bias;  // q8_0: [groups][8 rows], RowBlockBias
+  const uint8_t* w;  // block 0, step 0, row 0: [groups][8 steps][rows][4] (step stride)
   const float* dw[kPanelRows];
   int64_t scale_stride;  // dw[i][b * scale_stride] = d_w[row i, b]
 };
@@ -233,6 +209,7 @@ template <DType D, int64_t kStride, int MR, int NV>
                                         float* y) {
   static_assert(MR % 4 == 0 && MR <= kPanelRows);
   constexpr bool kNibbles = D == DType::kU8 && kStride == 64;
+  constexpr bool kSignedCodes = D == DType::kI8 && kStride == 64;  // q8_0 read in place
   __m512 acc[MR][NV];
   for (int i = 0; i < MR; ++i)
     for (int j = 0; j < NV; ++j) acc[i][j] = _mm512_setzero_ps();
@@ -244,16 +221,9 @@ template <DType D, int64_t kStride, int MR, int NV>
     // kNibbles (q4_0 in its tile): [4 steps][MR rows][4 packed bytes]; else [8 steps][MR rows][4]
     const uint8_t* pw = p.w + b * (kNibbles ? 4 * kStride : kBlockStride<kStride>)+first_row * 4;
     __m512i isum[MR][NV];
-    if constexpr (D == DType::kI8) {
-      for (int i = 0; i < MR; ++i) {
-        const __m512i bias = _mm512_set1_epi32(p.row_bias[b * kPanelRows + first_row + i]);
-        for (int j = 0; j < NV; ++j) isum[i][j] = bias;
-      }
-    } else {
-      for (int j = 0; j < NV; ++j) {
-        const __m512i bias = _mm512_load_si512(xb[j] + kTileCodeBytes + kTileTokens * 4);
-        for (int i = 0; i < MR; ++i) isum[i][j] = bias;
-      }
+    for (int j = 0; j < NV; ++j) {
+      const __m512i bias = _mm512_load_si512(xb[j] + kTileCodeBytes + kTileTokens * 4);
+      for (int i = 0; i < MR; ++i) isum[i][j] = bias;
     }
     if constexpr (kNibbles) {
       // Tile step s holds, per row, the nibbles x's steps s (low) and s + 4 (high) pair with. The
@@ -296,12 +266,10 @@ template <DType D, int64_t kStride, int MR, int NV>
         __m512i xv[NV];
         for (int j = 0; j < NV; ++j) xv[j] = _mm512_load_si512(xb[j] + s * 64);
         for (int i = 0; i < MR; ++i) {
-          const __m512i wv = _mm512_set1_epi32(LoadDword(pw + s * kStride + i * 4));
-          for (int j = 0; j < NV; ++j) {
-            // vpdpbusd: unsigned bytes (first) times signed bytes (second).
-            isum[i][j] = D == DType::kI8 ? _mm512_dpbusd_epi32(isum[i][j], xv[j], wv)
-                                         : _mm512_dpbusd_epi32(isum[i][j], wv, xv[j]);
-          }
+          __m512i wv = _mm512_set1_epi32(LoadDword(pw + s * kStride + i * 4));
+          if (kSignedCodes) wv = _mm512_xor_si512(wv, _mm512_set1_epi8(static_cast<char>(0x80)));
+          // vpdpbusd: unsigned bytes (the weights) times signed bytes (x).
+          for (int j = 0; j < NV; ++j) isum[i][j] = _mm512_dpbusd_epi32(isum[i][j], wv, xv[j]);
         }
       }
     }
@@ -332,14 +300,13 @@ void PrefillRows(const uint8_t* buf, int64_t T, const WeightView& w, int64_t row
   const int64_t tiles = (T + kTileTokens - 1) / kTileTokens;
   const uint8_t* data = static_cast<const uint8_t*>(w.data);
   alignas(64) uint8_t panel_bytes[kMaxPanelGroups * kPanelRows * kBlock];
-  alignas(64) int32_t row_bias[D == DType::kI8 ? kMaxPanelGroups * kPanelRows : 1];
   // Scales of tiled panels as f32: gathered row-major for panels that are not half a tile (a row
   // range not on 8-row bounds), converted to [group][8] from f16 tile scales.
   alignas(64) float tiled_scales[kPanelRows * kMaxPanelGroups];
   const int64_t tiled_end = w.row_tiles != 0 ? std::min(row_end, w.rows / kRowTile * kRowTile) : 0;
   for (int64_t r0 = row_begin; r0 < row_end; r0 += kPanelRows) {
     int64_t rows[kPanelRows];
-    Panel p{panel_bytes, row_bias, {}, 1};
+    Panel p{panel_bytes, {}, 1};
     const uint8_t* next[kPanelRows];
     // Lines the next panel reads, one per block and entry of next[] (q8_0 has 32 bytes per row
     // and block, q4_0 16; a tile's block is one line per dword of its 16 rows).
@@ -404,8 +371,6 @@ void PrefillRows(const uint8_t* buf, int64_t T, const WeightView& w, int64_t row
       }
       PackPanel<D>(w, rows, panel_bytes);
     }
-    if constexpr (D == DType::kI8)
-      in_tile ? RowBlockBias<64>(p.w, groups, row_bias) : RowBlockBias<32>(p.w, groups, row_bias);
     // The next panel's lines are prefetched while this panel computes, spread over all its
     // micro-tile calls (call m takes entries [n m / calls, n (m + 1) / calls) of next[]), so the
     // next panel reads from cache and the prefetches ask no more of the memory than it keeps
