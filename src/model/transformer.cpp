@@ -18,13 +18,7 @@ Result<std::unique_ptr<Model>> Model::Load(const std::string& dir, const LoadOpt
     TileInt8Weights(&model->weights_, options.tile_q8_0_rows, options.pool);
   if (options.tile_bf16_rows && options.load_mode == io::LoadMode::kRead)
     TileBf16Weights(&model->weights_, options.pool);
-  KvBSplit split;
-  split.int8_dot = options.int8_dot;
-  split.int8_tiles = options.tile_int8_rows;
-  split.q8_0_tiles = options.tile_q8_0_rows;
-  split.pairs = options.tile_bf16_rows;
-  split.fp8_columns = options.fp8_columns;
-  SplitKvBProj(&model->weights_, model->config_, split);
+  SplitKvBProj(&model->weights_, model->config_, options);
   model->rope_ = MakeRopeParams(model->config_);
   return model;
 }

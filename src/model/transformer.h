@@ -18,36 +18,6 @@
 
 namespace dsv3 {
 
-struct LoadOptions {
-  io::LoadMode load_mode = io::LoadMode::kRead;
-  // Reorder q8_0 / q4_0 product matrices into the int8 kernels' 16-row tiles (TileInt8Weights):
-  // for runs on AVX-512 or AVX2 with int8 activations, where it makes the GEMV cheaper per weight;
-  // any other path reads tiles through the scalar reference (correct, slow). Ignored for kMmap
-  // (the mapping is read-only).
-  bool tile_int8_rows = false;
-  // Tile q8_0 matrices too (AVX-512 and AVX2). On AVX2 the row-major q8_0 kernel once streamed as
-  // fast (session 10: tg64 61.2 tok/s row-major, 53.4 tiled); since the tiled GEMV stopped
-  // requesting its weights (ec201a8) the tiles are far ahead: bench-medium q8_0, DSV3_ISA=avx2,
-  // runs alternating (session 30): tg32 29.5-30.8 -> 50.2-50.8 tok/s, pp512 126-128 -> 179-184.
-  bool tile_q8_0_rows = true;
-  // Reorder BF16 and FP8 product matrices into the bf16-dot kernel's 32-row tiles
-  // (TileBf16Weights), which its prefill products read in place instead of packing each weight per
-  // call, and the AVX-512 exact kernel reads with no reduction across lanes (decode): for runs on
-  // AVX-512 BF16 with bf16_dot. A product of 8+ tokens on tiles without bf16_dot takes the dot
-  // form there. AVX2 reads the tiles natively too (decode one stream a tile, prefill packing 8
-  // rows a load); the scalar ISA takes the reference (correct, slow). Ignored for kMmap.
-  bool tile_bf16_rows = false;
-  // Decoding will run on int8 activations (ops::KernelContext::int8_dot): q8_0 / q4_0 kv_b_proj's
-  // W_UK halves get the int8 column layout (SplitKvBProj, KvBSplit::int8_dot) on any ISA.
-  bool int8_dot = false;
-  // An FP8 kv_b_proj's W_UK halves get the FP8 column layout (SplitKvBProj, KvBSplit::fp8_columns)
-  // on any ISA: decoding's q_lat = W_UK^T q_nope in f32 with the block scales taken out of the
-  // sums, read front to back. Off: AccumulateRows on W_UK's rows (each code scaled, then summed).
-  bool fp8_columns = true;
-  // Threads for the load's own work (the tiling), not owned; null: this thread.
-  ThreadPool* pool = nullptr;
-};
-
 class Model {
  public:
   static Result<std::unique_ptr<Model>> Load(const std::string& dir, const LoadOptions& options);

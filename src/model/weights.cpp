@@ -462,14 +462,15 @@ void FlagFp8Lines(ModelWeights* weights, WeightView* w) {
 
 }  // namespace
 
-int64_t SplitKvBProj(ModelWeights* weights, const ModelConfig& c, const KvBSplit& how) {
+int64_t SplitKvBProj(ModelWeights* weights, const ModelConfig& c, const LoadOptions& how) {
   int64_t split = 0;
   const auto visit = [&](AttentionWeights* a) {
     const WeightView& kv = a->kv_b_proj;
     if (kv.row_tiles != 0 || kv.data == nullptr) return;
     const bool int8 = kv.scale != nullptr && (kv.dtype == DType::kU8 || kv.dtype == DType::kI8);
     const bool columns = how.int8_dot && int8 && ops::CanLayOutInt8Columns(kv, c.qk_nope_head_dim);
-    const bool int8_tiles = how.int8_tiles && int8 && (kv.dtype == DType::kU8 || how.q8_0_tiles);
+    const bool int8_tiles =
+        how.tile_int8_rows && int8 && (kv.dtype == DType::kU8 || how.tile_q8_0_rows);
     // FP8: each head's halves whole block rows, so their scales are whole rows of the grid.
     const bool fp8_split = kv.dtype == DType::kF8E4M3 && kv.scale != nullptr &&
                            c.qk_nope_head_dim % kv.block_rows == 0 &&
@@ -484,7 +485,7 @@ int64_t SplitKvBProj(ModelWeights* weights, const ModelConfig& c, const KvBSplit
     // bench-medium BF16 tg64, one thread's 8 heads of W_UV 101 -> 56 us a layer, 30.5 -> 31.2
     // tok/s (busy host). 2 GB more for DeepSeek-V3's weights (0.15 %). Before the single-stream
     // tiles (session 27) the copies were level.
-    const bool pair_split = how.pairs && (fp8_split || kv.dtype == DType::kBF16);
+    const bool pair_split = how.tile_bf16_rows && (fp8_split || kv.dtype == DType::kBF16);
     if (columns || int8_tiles) {
       const UkLayout uk = columns ? UkLayout::kInt8Columns : UkLayout::kRows;
       if (!SplitKvB(a, c, uk, true, [int8_tiles](WeightView* w, void* data, float* scale) {

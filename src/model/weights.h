@@ -116,34 +116,54 @@ Result<ModelWeights> BindWeights(const ModelConfig& config, const io::Checkpoint
 // one). Returns the number of matrices tiled.
 int64_t TileInt8Weights(ModelWeights* weights, bool q8_0 = true, ThreadPool* pool = nullptr);
 
-// Which copies of kv_b_proj's halves SplitKvBProj makes.
-struct KvBSplit {
-  // Decoding runs on int8 activations (ops::KernelContext::int8_dot): a q8_0 / q4_0 kv_b_proj's
-  // W_UK goes into the int8 column layout (kv_b_uk_columns, where ops::CanLayOutInt8Columns takes
-  // it) on every ISA, so the logits do not depend on the ISA; W_UV is copied with it.
-  // bench-medium decode, tokens alternating between both forms of W_UK's product in one process,
-  // either role: AVX-512 q4_0 1.2-1.7 % less time a token, q8_0 1.2-2.5 %; AVX2 q4_0 8-9.5 %,
-  // q8_0 3.5-3.8 %.
+// How Model::Load prepares the weights it binds: the tilings (TileInt8Weights, TileBf16Weights) and
+// kv_b_proj's copies for decoding (SplitKvBProj).
+struct LoadOptions {
+  io::LoadMode load_mode = io::LoadMode::kRead;
+  // Reorder q8_0 / q4_0 product matrices into the int8 kernels' 16-row tiles (TileInt8Weights):
+  // for runs on AVX-512 or AVX2 with int8 activations, where it makes the GEMV cheaper per weight;
+  // any other path reads tiles through the scalar reference (correct, slow). Ignored for kMmap
+  // (the mapping is read-only). SplitKvBProj: W_UV's copy goes into the int8 row tiles too
+  // (ops::CanTileRows permitting; q8_0 only with tile_q8_0_rows), in any load mode (the copies
+  // are owned).
+  bool tile_int8_rows = false;
+  // Tile q8_0 matrices too (AVX-512 and AVX2). On AVX2 the row-major q8_0 kernel once streamed as
+  // fast (session 10: tg64 61.2 tok/s row-major, 53.4 tiled); since the tiled GEMV stopped
+  // requesting its weights (ec201a8) the tiles are far ahead: bench-medium q8_0, DSV3_ISA=avx2,
+  // runs alternating (session 30): tg32 29.5-30.8 -> 50.2-50.8 tok/s, pp512 126-128 -> 179-184.
+  bool tile_q8_0_rows = true;
+  // Reorder BF16 and FP8 product matrices into the bf16-dot kernel's 32-row tiles
+  // (TileBf16Weights), which its prefill products read in place instead of packing each weight per
+  // call, and the AVX-512 exact kernel reads with no reduction across lanes (decode): for runs on
+  // AVX-512 BF16 with bf16_dot. A product of 8+ tokens on tiles without bf16_dot takes the dot
+  // form there. AVX2 reads the tiles natively too (decode one stream a tile, prefill packing 8
+  // rows a load); the scalar ISA takes the reference (correct, slow). Ignored for kMmap.
+  // SplitKvBProj: BF16, and FP8 whose heads' halves are whole scale blocks (DeepSeek-V3's 128 rows
+  // each), get both halves copied, W_UV in the bf16 pair tiles (CanTilePairRows).
+  bool tile_bf16_rows = false;
+  // Decoding will run on int8 activations (ops::KernelContext::int8_dot): a q8_0 / q4_0
+  // kv_b_proj's W_UK goes into the int8 column layout (kv_b_uk_columns, where
+  // ops::CanLayOutInt8Columns takes it; SplitKvBProj) on every ISA, so the logits do not depend on
+  // the ISA; W_UV is copied with it. bench-medium decode, tokens alternating between both forms of
+  // W_UK's product in one process, either role: AVX-512 q4_0 1.2-1.7 % less time a token, q8_0
+  // 1.2-2.5 %; AVX2 q4_0 8-9.5 %, q8_0 3.5-3.8 %. Without it (or where the column layout does not
+  // fit) W_UK is copied row-major (kv_b_uk, for AccumulateRows) where W_UV is tiled.
   bool int8_dot = false;
-  // W_UV's copy in the int8 row tiles (ops::CanTileRows permitting): q4_0, and q8_0 with
-  // q8_0_tiles. Without int8_dot (or where the column layout does not fit) W_UK is copied
-  // row-major (kv_b_uk, for AccumulateRows).
-  bool int8_tiles = false;
-  bool q8_0_tiles = false;
-  // BF16, and FP8 whose heads' halves are whole scale blocks (DeepSeek-V3's 128 rows each): both
-  // halves copied, W_UV in the bf16 pair tiles (CanTilePairRows).
-  bool pairs = false;
-  // FP8 whose W_UK halves ops::CanLayOutFp8Columns takes: W_UK in the FP8 column layout
-  // (kv_b_uk_fp8) instead of kv_b_uk, on every ISA, so the logits do not depend on the ISA; W_UV
-  // copied only with pairs (else decoding reads kv_b_proj's W_UV rows).
-  bool fp8_columns = false;
+  // An FP8 kv_b_proj whose W_UK halves ops::CanLayOutFp8Columns takes: W_UK in the FP8 column
+  // layout (kv_b_uk_fp8; SplitKvBProj) instead of kv_b_uk, on every ISA, so the logits do not
+  // depend on the ISA: decoding's q_lat = W_UK^T q_nope in f32 with the block scales taken out of
+  // the sums, read front to back; W_UV copied only with tile_bf16_rows (else decoding reads
+  // kv_b_proj's W_UV rows). Off: AccumulateRows on W_UK's rows (each code scaled, then summed).
+  bool fp8_columns = true;
+  // Threads for the load's own work (the tiling), not owned; null: this thread.
+  ThreadPool* pool = nullptr;
 };
 
-// Copies kv_b_proj's W_UK and W_UV rows apart for decoding, as `how` says (KvBSplit): one
+// Copies kv_b_proj's W_UK and W_UV rows apart for decoding, as `how` says (LoadOptions): one
 // token's absorbed attention then streams each half in order (kv_b_proj interleaves them per
 // head) in the layout its format's decode kernel reads. Any load mode (the copies are owned).
 // Returns the number of layers split.
-int64_t SplitKvBProj(ModelWeights* weights, const ModelConfig& config, const KvBSplit& how);
+int64_t SplitKvBProj(ModelWeights* weights, const ModelConfig& config, const LoadOptions& how);
 
 // Reorders the BF16 and FP8 matrices among those TileInt8Weights would tile into the bf16-dot
 // kernel's 32-row tiles (ops/bf16_tiles.h), in place, under the same contract (an FP8 checkpoint's
