@@ -89,6 +89,8 @@ TEST_P(ModelBf16Tiles, TiledMatricesGiveTheSameLogits) {
   for (const auto& [a, b] :
        {std::pair{&moe.moe.experts[0].gate_proj, &pmoe.moe.experts[0].gate_proj},
         {&moe.attn.q_b_proj, &pmoe.attn.q_b_proj},
+        {&moe.attn.kv_b_uv, &pmoe.attn.kv_b_uv},  // decoding's W_UV copy (SplitKvBProj)
+        {&w.mtp[0].layer.attn.kv_b_uv, &pw.mtp[0].layer.attn.kv_b_uv},
         {&w.lm_head, &pw.lm_head},
         {&w.mtp[0].shared_head_head, &pw.mtp[0].shared_head_head}}) {
     EXPECT_EQ(b->row_tiles, a->row_tiles);
@@ -108,6 +110,7 @@ TEST_P(ModelBf16Tiles, TiledMatricesGiveTheSameLogits) {
     EXPECT_EQ(a->kv_b_uk.row_tiles, 0);
     EXPECT_EQ(a->kv_b_uv.rows, nh * config->v_head_dim);
     EXPECT_EQ(a->kv_b_uv.row_tiles, ops::kBf16Tile);
+    EXPECT_EQ(a->kv_b_uv.fp8_line_flags != nullptr, fp8);
     if (GetParam() == DType::kBF16) {  // as kv_b_proj: no scales
       EXPECT_EQ(a->kv_b_uk.scale, nullptr);
       EXPECT_EQ(a->kv_b_uv.scale, nullptr);

@@ -162,7 +162,8 @@ struct LoadOptions {
 // Copies kv_b_proj's W_UK and W_UV rows apart for decoding, as `how` says (LoadOptions): one
 // token's absorbed attention then streams each half in order (kv_b_proj interleaves them per
 // head) in the layout its format's decode kernel reads. Any load mode (the copies are owned).
-// Returns the number of layers split.
+// The layers are split on how.pool's threads (else on this one). Returns the number of layers
+// split.
 int64_t SplitKvBProj(ModelWeights* weights, const ModelConfig& config, const LoadOptions& how);
 
 // Reorders the BF16 and FP8 matrices among those TileInt8Weights would tile into the bf16-dot
