@@ -68,7 +68,7 @@ void SummedDownProjections(const MoeWeights& w, const ops::KernelContext& ctx, i
                            const float* up_shared, const float* routing_weights, MoeScratch& s,
                            float* out) {
   s.down_pieces.clear();
-  int64_t bytes = 0, max_n = 0;
+  int64_t bytes = 0, max_n = 0, max_shared = 0;
   const auto add = [&](const ops::WeightView* wv, float* g, const float* u, int64_t n,
                        int64_t first, bool shared) {
     const int64_t chunk = ops::Int8ChunkTokens(wv->cols);
@@ -77,7 +77,10 @@ void SummedDownProjections(const MoeWeights& w, const ops::KernelContext& ctx, i
       s.down_pieces.push_back(
           {wv, g + t0 * wv->cols, u + t0 * wv->cols, m, first + t0, bytes, shared});
       bytes += ops::Int8ActBytes(m, wv->cols);  // a multiple of 64
-      if (!shared) max_n = std::max(max_n, m);  // the shared pieces write to out directly
+      if (shared)
+        max_shared = std::max(max_shared, m);
+      else
+        max_n = std::max(max_n, m);
     }
   };
   if (w.has_shared) add(&w.shared_experts.down_proj, gate_shared, up_shared, T, 0, true);
@@ -95,28 +98,38 @@ void SummedDownProjections(const MoeWeights& w, const ops::KernelContext& ctx, i
     }
   });
   // Per thread, one piece's outputs: [max_n, unit] compact, or [max_n, H] with only the unit's
-  // columns written and read.
+  // columns written and read (a shared piece's: compact only).
   const int threads = ctx.pool != nullptr ? ctx.pool->num_threads() : 1;
-  float* rows = s.down_rows.Get(threads * max_n * H);
   const int64_t unit = std::clamp<int64_t>(H / (4 * threads) / 16 * 16, 16, kDownRows);
+  const int64_t per_thread = std::max(max_n * H, max_shared * unit);
+  float* rows = s.down_rows.Get(threads * per_thread);
   StealUnits(ctx, (H + unit - 1) / unit, [&](int thread, int64_t begin, int64_t end) {
-    float* y = rows + thread * max_n * H;
+    float* y = rows + thread * per_thread;
     for (int64_t r0 = begin * unit; r0 < std::min(H, end * unit); r0 += unit) {
       const int64_t r1 = std::min(H, r0 + unit);  // out[:, r0:r1]
       if (!w.has_shared)
         for (int64_t t = 0; t < T; ++t) std::fill(out + t * H + r0, out + t * H + r1, 0.0f);
       for (const MoeScratch::DownPiece& p : s.down_pieces) {
         const uint8_t* layout = layouts + p.offset;
-        if (p.shared) {  // straight into out: its tokens' rows, [p.n, H]
-          ops::MatMulInt8Rows(ctx.isa, layout, p.n, *p.w, r0, r1, out + p.first_row * H);
-          continue;
-        }
         // The piece's outputs for these rows: [p.n, r1 - r0] in y where the rows can be a weight
         // of their own, else y's [p.n, H] rows. Rows H floats apart put a 16-token tile's stores
         // in one L1 set (H = 2048: 8 KB apart): bench-medium q4_0 pp512, forwards alternating
         // between both in one process, the down projections 13.8 -> 12.4 ms a layer (2 runs).
         const int64_t n = r1 - r0;
         const bool compact = ops::Int8RowRangeSharesLayout(*p.w, r0, n);
+        if (p.shared) {  // into out, its tokens' rows [p.n, H]: copied from y where compact
+          // Written straight into out, as before, bench-medium q8_0 pp512 (calls alternating in
+          // one process): this function 1-2 % more time (4 of 4 runs).
+          if (!compact) {
+            ops::MatMulInt8Rows(ctx.isa, layout, p.n, *p.w, r0, r1, out + p.first_row * H);
+            continue;
+          }
+          ops::MatMulInt8Rows(ctx.isa, layout, p.n, ops::Int8RowRange(*p.w, r0, n), 0, n, y);
+          for (int64_t i = 0; i < p.n; ++i)  // out[first_row + i, r0:r1]
+            std::memcpy(out + (p.first_row + i) * H + r0, y + i * n,
+                        static_cast<size_t>(n) * sizeof(float));
+          continue;
+        }
         if (compact)
           ops::MatMulInt8Rows(ctx.isa, layout, p.n, ops::Int8RowRange(*p.w, r0, n), 0, n, y);
         else
