@@ -94,27 +94,34 @@ TEST(RowTiles, AccessorsReadBackTheStoredRows) {
 }
 
 // Scales held as f16 when every tiled one is exactly an f16 value (normal or subnormal, either
-// sign, zero); one that is not (between two f16 values, past 65504, below 2^-24, NaN) keeps the
-// tiles' scales f32. The row-major rows past the last tile do not count. Either way every scale
-// reads back as stored.
+// sign, zero); one that is not (between two f16 values, past 65504, below 2^-24, an f32
+// subnormal, inf, NaN) keeps the tiles' scales f32. The row-major rows past the last tile do not
+// count. Either way every scale reads back as stored. The tiles' scales are checked in runs of a
+// tile's (the inexact one lies in the second), with a short path for runs of zeros and normal
+// f16 values only: taken with the subnormals left out, and not with them.
 TEST(RowTiles, ScalesExactInF16AreHeldAsF16) {
-  const float exact[] = {0.0f,     -0.0f, 0x1p-24f, -0x1.8p-20f,  0x1p-14f,
-                         65504.0f, -1.5f, 0.1875f,  0x1.ff8p-15f, 3.0f};
-  const float inexact[] = {1.0f / 3, 65520.0f, 0x1p-25f, 0x1.002p0f, NAN, 0x1.8p-24f};
-  for (int k = -1; k < static_cast<int>(std::size(inexact)); ++k) {
-    std::vector<uint8_t> bytes(40 * 64, 1);
-    std::vector<float> scale(40 * 2);
-    for (size_t i = 0; i < scale.size(); ++i) scale[i] = exact[i % std::size(exact)];
-    scale[40 * 2 - 1] = 1.0f / 3;  // row 39: past the last tile
-    if (k >= 0) scale[37] = inexact[k];
-    const std::vector<float> stored = scale;
-    WeightView w{DType::kI8, 40, 64, bytes.data(), scale.data()};
-    TileRows(&w, bytes.data(), scale.data());
-    EXPECT_EQ(w.f16_tile_scales, k < 0) << k;
-    for (int64_t r = 0; r < 40; ++r) {
-      for (int64_t g = 0; g < 2; ++g) {
-        const float got = GroupScale(w, r, g), want = stored[r * 2 + g];
-        ASSERT_EQ(std::memcmp(&got, &want, 4), 0) << "k=" << k << " r=" << r << " g=" << g;
+  const float normal[] = {0.0f, -0.0f, 0x1p-14f, 65504.0f, -1.5f, 0.1875f, 3.0f, -0x1.ffcp-3f};
+  const float subnormal[] = {0x1p-24f, -0x1.8p-20f, 0x1.ff8p-15f, 0x1p-15f, -0x1p-24f};
+  const float inexact[] = {1.0f / 3,   65520.0f, 0x1p-25f,  0x1.002p0f, NAN,
+                           0x1.8p-24f, 65536.0f, -INFINITY, 0x1p-130f};
+  for (bool subnormals : {false, true}) {
+    std::vector<float> exact(std::begin(normal), std::end(normal));
+    if (subnormals) exact.insert(exact.end(), std::begin(subnormal), std::end(subnormal));
+    for (int k = -1; k < static_cast<int>(std::size(inexact)); ++k) {
+      std::vector<uint8_t> bytes(40 * 64, 1);
+      std::vector<float> scale(40 * 2);
+      for (size_t i = 0; i < scale.size(); ++i) scale[i] = exact[i % exact.size()];
+      scale[40 * 2 - 1] = 1.0f / 3;  // row 39: past the last tile
+      if (k >= 0) scale[37] = inexact[k];
+      const std::vector<float> stored = scale;
+      WeightView w{DType::kI8, 40, 64, bytes.data(), scale.data()};
+      TileRows(&w, bytes.data(), scale.data());
+      EXPECT_EQ(w.f16_tile_scales, k < 0) << "subnormals=" << subnormals << " k=" << k;
+      for (int64_t r = 0; r < 40; ++r) {
+        for (int64_t g = 0; g < 2; ++g) {
+          const float got = GroupScale(w, r, g), want = stored[r * 2 + g];
+          ASSERT_EQ(std::memcmp(&got, &want, 4), 0) << "k=" << k << " r=" << r << " g=" << g;
+        }
       }
     }
   }
