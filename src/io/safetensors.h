@@ -20,6 +20,10 @@
 #include "util/huge_pages.h"
 #include "util/status.h"
 
+namespace dsv3 {
+class ThreadPool;
+}
+
 namespace dsv3::io {
 
 // How tensor bytes get into memory (DESIGN.md §4): kMmap maps the file read-only (zero-copy, the
@@ -43,7 +47,10 @@ inline constexpr uint64_t kMaxHeaderBytes = 100'000'000;
 
 class SafetensorsFile {
  public:
-  static Result<std::unique_ptr<SafetensorsFile>> Open(const std::string& path, LoadMode mode);
+  // kRead with a pool of 2+ threads: the data section is read in pieces on its threads (the
+  // kernel's copy into fresh pages, and their zeroing, then run on every core).
+  static Result<std::unique_ptr<SafetensorsFile>> Open(const std::string& path, LoadMode mode,
+                                                       ThreadPool* pool = nullptr);
   ~SafetensorsFile();
   SafetensorsFile(const SafetensorsFile&) = delete;
   SafetensorsFile& operator=(const SafetensorsFile&) = delete;
@@ -73,7 +80,9 @@ class SafetensorsFile {
 // only once across all shards.
 class Checkpoint {
  public:
-  static Result<std::unique_ptr<Checkpoint>> Open(const std::string& dir, LoadMode mode);
+  // pool: as SafetensorsFile::Open's, for every file.
+  static Result<std::unique_ptr<Checkpoint>> Open(const std::string& dir, LoadMode mode,
+                                                  ThreadPool* pool = nullptr);
 
   const std::string& dir() const { return dir_; }
   const TensorInfo* Find(std::string_view name) const;

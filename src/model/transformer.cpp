@@ -12,7 +12,8 @@ Result<std::unique_ptr<Model>> Model::Load(const std::string& dir, const LoadOpt
   auto model = std::unique_ptr<Model>(new Model());
   model->dir_ = dir;
   DSV3_ASSIGN_OR_RETURN(model->config_, LoadModelConfig(dir));
-  DSV3_ASSIGN_OR_RETURN(model->checkpoint_, io::Checkpoint::Open(dir, options.load_mode));
+  DSV3_ASSIGN_OR_RETURN(model->checkpoint_,
+                        io::Checkpoint::Open(dir, options.load_mode, options.pool));
   DSV3_ASSIGN_OR_RETURN(model->weights_, BindWeights(model->config_, *model->checkpoint_));
   if (options.tile_int8_rows && options.load_mode == io::LoadMode::kRead)
     TileInt8Weights(&model->weights_, options.tile_q8_0_rows, options.pool);

@@ -155,7 +155,8 @@ struct LoadOptions {
   // the sums, read front to back; W_UV copied only with tile_bf16_rows (else decoding reads
   // kv_b_proj's W_UV rows). Off: AccumulateRows on W_UK's rows (each code scaled, then summed).
   bool fp8_columns = true;
-  // Threads for the load's own work (the tiling), not owned; null: this thread.
+  // Threads for the load's own work (kRead's reading of the files, the tiling), not owned; null:
+  // this thread.
   ThreadPool* pool = nullptr;
 };
 
