@@ -10,6 +10,7 @@
 #include "io/files.h"
 #include "io/safetensors.h"
 #include "model/presets.h"
+#include "model/quantize.h"
 #include "model/random_checkpoint.h"
 #include "model/transformer.h"
 #include "test_util.h"
@@ -143,6 +144,45 @@ TEST(ModelBadInput, NanScaleIsRejected) {
     std::memcpy(t->bytes.data(), &nan, 4);
   });
   ExpectInfoFails(dir.path(), {"model.layers.1.self_attn.q_b_proj.weight_scale_inv", "invalid"});
+}
+
+// Scale checks name the first bad value's index: FP8 block scales and q8_0 group scales must be
+// finite and not below zero (-0 is fine), q4_0's finite (they carry the sign of the group's
+// largest element).
+TEST(ModelBadInput, BadScalesAreRejectedAtTheirIndex) {
+  TempDir tiny, q8, q4;
+  WriteTiny(tiny.path());
+  QuantizeOptions options;
+  options.type = QuantType::kQ8_0;
+  ASSERT_TRUE(QuantizeModel(tiny.path(), q8.path(), options).ok());
+  options.type = QuantType::kQ4_0;
+  ASSERT_TRUE(QuantizeModel(tiny.path(), q4.path(), options).ok());
+  const std::string name = "model.layers.1.self_attn.q_b_proj.weight_scale_inv";
+  const auto set = [&](const std::string& dir, std::vector<std::pair<int, float>> values) {
+    EditTensors(dir, [&](auto& tensors) {
+      OwnedTensor* t = FindTensor(tensors, name);
+      for (auto [i, v] : values) {
+        ASSERT_LT(4u * i, t->bytes.size());
+        std::memcpy(t->bytes.data() + 4 * i, &v, 4);
+      }
+    });
+  };
+  const auto loads = [](const std::string& dir) {
+    const auto r = RunDsv3({"info", "-m", dir});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+  };
+  set(tiny.path(), {{3, -0.0f}, {5, -0.5f}});
+  ExpectInfoFails(tiny.path(), {name, "invalid", "at block 5"});
+  set(q8.path(), {{3, -0.0f}, {37, -1e-30f}});
+  ExpectInfoFails(q8.path(), {name, "invalid", "at group 37"});
+  set(q8.path(), {{37, 0.5f}, {38, INFINITY}});
+  ExpectInfoFails(q8.path(), {name, "invalid", "at group 38"});
+  set(q8.path(), {{38, 0.25f}});
+  loads(q8.path());
+  set(q4.path(), {{3, -0.5f}, {39, -0.0f}});
+  loads(q4.path());
+  set(q4.path(), {{39, -NAN}});
+  ExpectInfoFails(q4.path(), {name, "invalid", "at group 39"});
 }
 
 TEST(ModelBadInput, WeightOfUnsupportedDtype) {

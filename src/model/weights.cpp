@@ -19,6 +19,26 @@ namespace dsv3 {
 
 namespace {
 
+// The index of the first of scale[0, n) that is not finite or, unless negative_ok, is below
+// zero; n when none is. First one pass without a branch (the compiler vectorizes it; a model has
+// tens of millions of scales, and the branch per scale was 5 % of bench-medium q4_0's load),
+// then the index only where some scale is bad.
+int64_t FirstBadScale(const float* scale, int64_t n, bool negative_ok) {
+  const uint32_t negative = negative_ok ? 0u : 1u;
+  uint32_t bad = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    uint32_t u;
+    std::memcpy(&u, scale + i, 4);
+    // inf or NaN: exponent all ones; below zero: the sign with a nonzero magnitude (-0 is fine).
+    bad |= static_cast<uint32_t>((u & 0x7f800000u) == 0x7f800000u) |
+           (negative & static_cast<uint32_t>(u > 0x80000000u));
+  }
+  if (bad == 0) return n;
+  for (int64_t i = 0; i < n; ++i)
+    if (!std::isfinite(scale[i]) || (!negative_ok && scale[i] < 0)) return i;
+  return n;
+}
+
 // Looks tensors up by name and checks them against the shapes the config implies.
 class Binder {
  public:
@@ -76,11 +96,9 @@ class Binder {
       return Err("{}: scale tensor '{}' has shape {} but {} with {}x{} blocks needs [{}, {}]",
                  s->file, scale_name, s->ShapeString(), t->ShapeString(), br, bc, grid[0], grid[1]);
     const float* scale = reinterpret_cast<const float*>(s->data);
-    for (int64_t i = 0; i < grid[0] * grid[1]; ++i) {
-      if (!std::isfinite(scale[i]) || scale[i] < 0)
-        return Err("{}: scale tensor '{}' holds an invalid value {} at block {}", s->file,
-                   scale_name, scale[i], i);
-    }
+    if (const int64_t i = FirstBadScale(scale, grid[0] * grid[1], false); i < grid[0] * grid[1])
+      return Err("{}: scale tensor '{}' holds an invalid value {} at block {}", s->file, scale_name,
+                 scale[i], i);
     w.scale = scale;
     w.block_rows = br;
     w.block_cols = bc;
@@ -111,12 +129,10 @@ class Binder {
           "{}: scale tensor '{}' has shape {} but {} [{}, {}] with groups of {} needs [{}, {}]",
           s->file, scale_name, s->ShapeString(), format, rows, cols, gs, grid[0], grid[1]);
     const float* scale = reinterpret_cast<const float*>(s->data);
-    for (int64_t i = 0; i < grid[0] * grid[1]; ++i) {
-      // q4_0 scales carry the sign of the group's largest element (ggml's Q4_0); q8_0's do not.
-      if (!std::isfinite(scale[i]) || (!q4 && scale[i] < 0))
-        return Err("{}: scale tensor '{}' holds an invalid value {} at group {}", s->file,
-                   scale_name, scale[i], i);
-    }
+    // q4_0 scales carry the sign of the group's largest element (ggml's Q4_0); q8_0's do not.
+    if (const int64_t i = FirstBadScale(scale, grid[0] * grid[1], q4); i < grid[0] * grid[1])
+      return Err("{}: scale tensor '{}' holds an invalid value {} at group {}", s->file, scale_name,
+                 scale[i], i);
     WeightView w;
     w.dtype = t.dtype;
     w.rows = rows;
