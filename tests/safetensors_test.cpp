@@ -11,7 +11,6 @@
 
 #include <nlohmann/json.hpp>
 
-#include "backend/thread_pool.h"
 #include "io/files.h"
 #include "test_util.h"
 
@@ -231,27 +230,6 @@ INSTANTIATE_TEST_SUITE_P(BothModes, SafetensorsModeTest,
                          ::testing::Values(LoadMode::kMmap, LoadMode::kRead), [](const auto& info) {
                            return info.param == LoadMode::kMmap ? "Mmap" : "Read";
                          });
-
-// kRead with a pool splits the data section into pieces of at least 4 MiB read on its threads:
-// 13 MiB + 4 bytes in 4 pieces (the last one short) on 3 threads, and a checkpoint directory
-// through Checkpoint::Open; a pool of one thread reads in one piece.
-TEST(SafetensorsRead, PiecesOnAPoolGiveTheFileBytes) {
-  TempDir dir;
-  const std::string path = dir / "model.safetensors";
-  const std::vector<OwnedTensor> tensors = {
-      MakeTensor("big", DType::kF32, {13 * 1024 * 1024 / 4 + 1}, 1),
-      MakeTensor("small", DType::kBF16, {3}, 2)};
-  ASSERT_TRUE(WriteSafetensors(path, Views(tensors)).ok());
-  for (int threads : {3, 1}) {
-    ThreadPool pool(threads);
-    auto file = SafetensorsFile::Open(path, LoadMode::kRead, &pool);
-    ASSERT_TRUE(file.ok()) << file.status().message();
-    for (const OwnedTensor& t : tensors) ExpectSame(t, (*file)->Find(t.name));
-    auto checkpoint = Checkpoint::Open(dir.path(), LoadMode::kRead, &pool);
-    ASSERT_TRUE(checkpoint.ok()) << checkpoint.status().message();
-    for (const OwnedTensor& t : tensors) ExpectSame(t, (*checkpoint)->Find(t.name));
-  }
-}
 
 TEST(SafetensorsWrite, HeaderIsPaddedAndLargerElementsComeFirst) {
   TempDir dir;
