@@ -40,7 +40,12 @@ constexpr int kGemvTokens = 4;
 // The row-major GEMV prefetches this far ahead (whole row tiles, at least one): a DRAM latency's
 // worth of one core's bandwidth with margin. One tile was too close for short rows (a 512-column
 // q4_0 tile is 2 KB): matmul_bench 131072x512 T=1, mean of 6 interleaved runs, q4_0 1 thread 21.4
-// -> 26.0, q8_0 2 threads 63.3 -> 79.8 GB/s; 16 KB was no better than 8.
+// -> 26.0, q8_0 2 threads 63.3 -> 79.8 GB/s; 16 KB was no better than 8. Into the L2 only: an
+// 8-row tile of 2048 q8_0 columns is 16 KB, half the L1, and requested into the L1 the lines
+// evicted others before their use. matmul_bench BM_MatMul (row-major) T=1, 2 runs each: 12288x7168
+// 2 threads q8_0 26-29 -> 36-45 GB/s, q4_0 28 -> 35-47; 131072x512 1 thread q8_0 9.5 -> 19-21,
+// q4_0 11-12 -> 21-22; bench-medium `--load mmap` (no tiling) tg32, tokens alternating in one
+// process (4 runs): q8_0 20-26 % less time a token, q4_0 22-34 %.
 constexpr int64_t kGemvAheadBytes = 8192;
 // The q4_0 GEMV tiles request their own lines this far ahead (below, GemvTile16).
 constexpr int64_t kQ4TileAheadBytes = 2048;
@@ -183,7 +188,7 @@ void GemvTile(const RowsActs& a, int64_t t0, const WeightView& w, int64_t r0, in
   for (int64_t b = 0; b < paired; b += 2) {
     __m512i wu[kGemvRows];
     for (int i = 0; i < kGemvRows; ++i) {
-      PrefetchAt(wrow[i], ahead + b * RowBytes<D>(kBlock));
+      PrefetchL2At(wrow[i], ahead + b * RowBytes<D>(kBlock));
       wu[i] = LoadWeightPair<D>(wrow[i], b);
     }
     if (b % 16 == 0)
